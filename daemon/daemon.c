@@ -1,0 +1,571 @@
+/* SPDX-License-Identifier: MIT */
+#include "daemon.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "log.h"
+
+struct gw_waiter {
+	struct gw_waiter *next;
+	struct gw_daemon *d;
+	struct gw_request *req;
+	uint64_t mask;
+	enum gw_wait_kind kind;
+	struct event *timer;
+};
+
+/* A prime or release job: the GPU's handles travel with the job, never shared. */
+struct gw_gpu_job {
+	struct gw_daemon *d;
+	unsigned index;
+	CUdevice device;
+	size_t staging_bytes;
+	struct gw_gpu_handles handles;
+	int result;
+};
+
+const char *gw_op_kind_name(enum gw_op_kind kind)
+{
+	static const char *const names[GW_OP_KIND_COUNT] = {
+		[GW_OP_LOCK] = "lock",       [GW_OP_CHECKPOINT] = "checkpoint",
+		[GW_OP_RESTORE] = "restore", [GW_OP_UNLOCK] = "unlock",
+		[GW_OP_SUSPEND] = "suspend", [GW_OP_RESUME] = "resume",
+	};
+	return kind < GW_OP_KIND_COUNT ? names[kind] : "unknown";
+}
+
+uint64_t gw_daemon_all_gpus(const struct gw_daemon *d)
+{
+	return d->ngpus >= 64 ? UINT64_MAX : ((uint64_t)1 << d->ngpus) - 1;
+}
+
+/* ---- priming and releasing ---- */
+
+static void prime_work(void *data)
+{
+	struct gw_gpu_job *job = data;
+
+	job->result = gw_gpu_prime(job->device, job->d->cuda, job->staging_bytes, &job->handles);
+}
+
+static void release_work(void *data)
+{
+	struct gw_gpu_job *job = data;
+
+	gw_gpu_release(job->device, job->d->cuda, &job->handles);
+}
+
+static void start_release(struct gw_daemon *d, struct gw_gpu *gpu);
+
+static void prime_done(void *data)
+{
+	struct gw_gpu_job *job = data;
+	struct gw_daemon *d = job->d;
+	struct gw_gpu *gpu = &d->gpus[job->index];
+
+	gpu->handles = job->handles;
+	if (job->result < 0) {
+		gpu->state = GW_GPU_FAILED;
+		snprintf(gpu->error, sizeof(gpu->error), "%s", job->handles.error);
+		gw_gpu_log(gpu, LOG_ERR, "priming failed: %s", gpu->error);
+	} else {
+		gpu->error[0] = '\0';
+		gpu->memory_free = job->handles.memory_free;
+		gpu->state = GW_GPU_READY;
+		gw_gpu_log(gpu, LOG_INFO, "primed: context retained, %zu MiB pinned in %.0f ms",
+			   gw_staging_pool_bytes(&gpu->handles.staging) >> 20,
+			   gpu->handles.staging.pin_ms);
+	}
+	free(job);
+	gw_daemon_gpus_changed(d);
+}
+
+static void release_done(void *data)
+{
+	struct gw_gpu_job *job = data;
+	struct gw_daemon *d = job->d;
+	struct gw_gpu *gpu = &d->gpus[job->index];
+
+	gpu->state = GW_GPU_DRAINED;
+	gw_gpu_log(gpu, LOG_NOTICE, "drained: context and pinned memory released");
+	free(job);
+	gw_daemon_gpus_changed(d);
+}
+
+static int submit_gpu_job(struct gw_daemon *d, struct gw_gpu *gpu, gw_work_fn work,
+			  gw_done_fn done)
+{
+	struct gw_gpu_job *job = calloc(1, sizeof(*job));
+	int r;
+
+	if (!job)
+		return -ENOMEM;
+	job->d = d;
+	job->index = gpu->index;
+	job->device = gpu->device;
+	job->staging_bytes = d->opts.staging_mib << 20;
+	if (work == release_work) {
+		job->handles = gpu->handles;
+		memset(&gpu->handles, 0, sizeof(gpu->handles));
+	}
+	r = gw_worker_submit(d->workers, work, done, job);
+	if (r < 0) {
+		if (work == release_work)
+			gpu->handles = job->handles;
+		free(job);
+	}
+	return r;
+}
+
+static void start_prime(struct gw_daemon *d, struct gw_gpu *gpu)
+{
+	int r;
+
+	gpu->state = GW_GPU_PRIMING;
+	r = submit_gpu_job(d, gpu, prime_work, prime_done);
+	if (r < 0) {
+		gpu->state = GW_GPU_FAILED;
+		snprintf(gpu->error, sizeof(gpu->error), "cannot queue priming: %s", strerror(-r));
+	}
+}
+
+static void start_release(struct gw_daemon *d, struct gw_gpu *gpu)
+{
+	gpu->state = GW_GPU_RELEASING;
+	if (submit_gpu_job(d, gpu, release_work, release_done) < 0) {
+		/* Could not queue: release right here rather than leave the GPU half-drained. */
+		gw_gpu_release(gpu->device, d->cuda, &gpu->handles);
+		gpu->state = GW_GPU_DRAINED;
+	}
+}
+
+void gw_daemon_drain(struct gw_daemon *d, uint64_t mask)
+{
+	for (unsigned i = 0; i < d->ngpus; i++) {
+		struct gw_gpu *gpu = &d->gpus[i];
+
+		if (!(mask & ((uint64_t)1 << i)))
+			continue;
+		gpu->prime_after_release = 0;
+		if (gpu->state == GW_GPU_PRIMING) {
+			gpu->drain_after_prime = 1;
+		} else if (gpu->state == GW_GPU_READY || gpu->state == GW_GPU_FAILED) {
+			gw_gpu_log(gpu, LOG_NOTICE, "draining (%u operations in flight)",
+				   gpu->in_flight);
+			gpu->state = GW_GPU_DRAINING;
+		}
+	}
+	gw_daemon_gpus_changed(d);
+}
+
+void gw_daemon_undrain(struct gw_daemon *d, uint64_t mask)
+{
+	for (unsigned i = 0; i < d->ngpus; i++) {
+		struct gw_gpu *gpu = &d->gpus[i];
+
+		if (!(mask & ((uint64_t)1 << i)))
+			continue;
+		switch (gpu->state) {
+		case GW_GPU_DRAINING:
+			gpu->state = GW_GPU_READY; /* never released: nothing to re-prime */
+			gw_gpu_log(gpu, LOG_NOTICE, "undrained");
+			break;
+		case GW_GPU_RELEASING:
+			gpu->prime_after_release = 1;
+			break;
+		case GW_GPU_PRIMING:
+			gpu->drain_after_prime = 0;
+			break;
+		case GW_GPU_DRAINED:
+		case GW_GPU_FAILED:
+			gw_gpu_log(gpu, LOG_NOTICE, "undraining: priming again");
+			start_prime(d, gpu);
+			break;
+		case GW_GPU_READY:
+			break;
+		}
+	}
+	gw_daemon_gpus_changed(d);
+}
+
+/* ---- waiters ---- */
+
+static int waiter_satisfied(const struct gw_daemon *d, const struct gw_waiter *w, int *ret_failed)
+{
+	*ret_failed = 0;
+	for (unsigned i = 0; i < d->ngpus; i++) {
+		const struct gw_gpu *gpu = &d->gpus[i];
+
+		if (!(w->mask & ((uint64_t)1 << i)))
+			continue;
+		if (w->kind == GW_WAIT_DRAINED && gpu->state != GW_GPU_DRAINED)
+			return 0;
+		if (w->kind == GW_WAIT_READY) {
+			if (gpu->state == GW_GPU_FAILED)
+				*ret_failed = 1;
+			else if (gpu->state != GW_GPU_READY)
+				return 0;
+		}
+	}
+	return 1;
+}
+
+static void waiter_remove(struct gw_daemon *d, struct gw_waiter *w)
+{
+	for (struct gw_waiter **p = &d->waiters; *p; p = &(*p)->next)
+		if (*p == w) {
+			*p = w->next;
+			break;
+		}
+	event_free(w->timer);
+	free(w);
+}
+
+static void on_waiter_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_waiter *w = arg;
+	struct gw_daemon *d = w->d;
+	struct gw_request *req = w->req;
+	const char *want = w->kind == GW_WAIT_DRAINED ? "drained" : "ready";
+
+	(void)fd;
+	(void)what;
+	waiter_remove(d, w);
+	gw_request_fail(req, GW_ERROR_TIMEOUT, gw_handlers_gpu_states(d, gw_daemon_all_gpus(d)),
+			"timed out before every GPU asked for was %s; those still draining go on "
+			"and finish when their operations end",
+			want);
+}
+
+static void wake_waiters(struct gw_daemon *d)
+{
+	struct gw_waiter *w = d->waiters, *next;
+
+	for (; w; w = next) {
+		struct gw_request *req = w->req;
+		uint64_t mask = w->mask;
+		int failed;
+
+		next = w->next;
+		if (!waiter_satisfied(d, w, &failed))
+			continue;
+		waiter_remove(d, w);
+		if (failed)
+			gw_request_fail(req, GW_ERROR_CUDA, gw_handlers_gpu_states(d, mask),
+					"priming failed on at least one GPU; see its error in status");
+		else
+			gw_request_reply(req, gw_handlers_gpu_states(d, mask));
+	}
+}
+
+int gw_daemon_wait(struct gw_daemon *d, struct gw_request *req, uint64_t mask,
+		   enum gw_wait_kind kind, unsigned timeout_ms)
+{
+	struct gw_waiter *w = calloc(1, sizeof(*w));
+	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+
+	if (!w)
+		return -ENOMEM;
+	w->timer = evtimer_new(d->base, on_waiter_timeout, w);
+	if (!w->timer) {
+		free(w);
+		return -ENOMEM;
+	}
+	w->d = d;
+	w->req = req;
+	w->mask = mask;
+	w->kind = kind;
+	w->next = d->waiters;
+	d->waiters = w;
+	evtimer_add(w->timer, &tv);
+	wake_waiters(d);
+	return 0;
+}
+
+/* ---- state changes ---- */
+
+static void advance_gpus(struct gw_daemon *d)
+{
+	for (unsigned i = 0; i < d->ngpus; i++) {
+		struct gw_gpu *gpu = &d->gpus[i];
+
+		if (gpu->drain_after_prime &&
+		    (gpu->state == GW_GPU_READY || gpu->state == GW_GPU_FAILED)) {
+			gpu->drain_after_prime = 0;
+			gpu->state = GW_GPU_DRAINING;
+		}
+		if (gpu->state == GW_GPU_DRAINING && gpu->in_flight == 0)
+			start_release(d, gpu);
+		if (gpu->state == GW_GPU_DRAINED && gpu->prime_after_release) {
+			gpu->prime_after_release = 0;
+			start_prime(d, gpu);
+		}
+	}
+}
+
+void gw_daemon_update_status(struct gw_daemon *d)
+{
+	unsigned ready = 0, draining = 0, drained = 0, failed = 0, priming = 0;
+	size_t pinned = 0;
+	char status[256];
+
+	for (unsigned i = 0; i < d->ngpus; i++) {
+		switch (d->gpus[i].state) {
+		case GW_GPU_READY:
+			ready++;
+			break;
+		case GW_GPU_DRAINING:
+		case GW_GPU_RELEASING:
+			draining++;
+			break;
+		case GW_GPU_DRAINED:
+			drained++;
+			break;
+		case GW_GPU_FAILED:
+			failed++;
+			break;
+		case GW_GPU_PRIMING:
+			priming++;
+			break;
+		}
+		pinned += gw_staging_pool_bytes(&d->gpus[i].handles.staging);
+	}
+	if (!d->cuda || !d->driver_ready)
+		snprintf(status, sizeof(status), "no GPU driver: serving with 0 GPUs");
+	else
+		snprintf(status, sizeof(status),
+			 "%u GPUs: %u ready, %u priming, %u draining, %u drained, %u failed; "
+			 "%zu MiB pinned; %u clients",
+			 d->ngpus, ready, priming, draining, drained, failed, pinned >> 20,
+			 d->server ? gw_server_client_count(d->server) : 0);
+	if (strcmp(status, d->last_status) != 0) {
+		snprintf(d->last_status, sizeof(d->last_status), "%s", status);
+		sd_notifyf(0, "STATUS=%s", status);
+	}
+	if (!d->ready_sent && priming == 0 && d->server) {
+		d->ready_sent = 1;
+		sd_notify(0, "READY=1");
+		gw_notice("ready: %s", status);
+	}
+}
+
+void gw_daemon_gpus_changed(struct gw_daemon *d)
+{
+	advance_gpus(d);
+	wake_waiters(d);
+	gw_daemon_update_status(d);
+}
+
+/* ---- life cycle ---- */
+
+static void load_driver(struct gw_daemon *d)
+{
+	char err[256];
+	CUresult r;
+	int n;
+
+	if (gw_cuda_load(d->opts.cuda_library, &d->cuda, err, sizeof(err)) < 0) {
+		snprintf(d->driver_error, sizeof(d->driver_error), "%s", err);
+		gw_warn("%s; serving with 0 GPUs (is the NVIDIA driver installed? "
+			"--cuda-library names another library)",
+			err);
+		return;
+	}
+	r = d->cuda->cuInit(0);
+	if (r != CUDA_SUCCESS) {
+		char text[160];
+
+		snprintf(d->driver_error, sizeof(d->driver_error), "cuInit failed: %s",
+			 gw_cuda_describe(d->cuda, r, text, sizeof(text)));
+		gw_warn("%s; serving with 0 GPUs", d->driver_error);
+		return;
+	}
+	d->driver_ready = 1;
+	n = gw_gpu_discover(d->cuda, d->gpus, GW_GPU_MAX, err, sizeof(err));
+	if (n < 0) {
+		snprintf(d->driver_error, sizeof(d->driver_error), "%s", err);
+		gw_warn("GPU discovery failed: %s; serving with 0 GPUs", err);
+		return;
+	}
+	d->ngpus = (unsigned)n;
+	gw_info("CUDA driver %s: version %d.%d, %u GPUs, checkpoint API %s, VMM API %s",
+		d->cuda->path, d->cuda->driver_version / 1000, d->cuda->driver_version % 1000 / 10,
+		d->ngpus, gw_cuda_has_checkpoint(d->cuda) ? "yes" : "no",
+		gw_cuda_has_vmm(d->cuda) ? "yes" : "no");
+	for (unsigned i = 0; i < d->ngpus; i++)
+		gw_gpu_log(&d->gpus[i], LOG_INFO, "GPU %u %s %s, %zu MiB", i, d->gpus[i].name,
+			   d->gpus[i].uuid_text, d->gpus[i].memory_total >> 20);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct gw_daemon *d = arg;
+
+	(void)what;
+	if (d->stopping)
+		return;
+	d->stopping = 1;
+	gw_notice("%s: stopping", strsignal((int)sig));
+	sd_notify(0, "STOPPING=1");
+	gw_server_stop_listening(d->server);
+	event_base_loopexit(d->base, NULL);
+}
+
+static void on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	sd_notify(0, "WATCHDOG=1");
+}
+
+static int setup_signals_and_watchdog(struct gw_daemon *d)
+{
+	uint64_t usec = 0;
+
+	signal(SIGPIPE, SIG_IGN);
+	d->sigterm_ev = evsignal_new(d->base, SIGTERM, on_signal, d);
+	d->sigint_ev = evsignal_new(d->base, SIGINT, on_signal, d);
+	if (!d->sigterm_ev || !d->sigint_ev || evsignal_add(d->sigterm_ev, NULL) < 0 ||
+	    evsignal_add(d->sigint_ev, NULL) < 0)
+		return -ENOMEM;
+	if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
+		struct timeval tv = { (time_t)(usec / 2 / 1000000), (suseconds_t)(usec / 2 % 1000000) };
+
+		d->watchdog_ev = event_new(d->base, -1, EV_PERSIST, on_watchdog, d);
+		if (!d->watchdog_ev || event_add(d->watchdog_ev, &tv) < 0)
+			return -ENOMEM;
+		gw_info("systemd watchdog: pinging every %.1f s", (double)usec / 2e6);
+	}
+	return 0;
+}
+
+static int resolve_group(const char *name, gid_t *ret_gid)
+{
+	struct group *g;
+
+	*ret_gid = (gid_t)-1;
+	if (!name || !*name)
+		return 0;
+	g = getgrnam(name);
+	if (!g)
+		return -ENOENT;
+	*ret_gid = g->gr_gid;
+	return 0;
+}
+
+int gw_daemon_init(struct gw_daemon *d, const struct gw_options *opts)
+{
+	struct gw_server_limits limits = {
+		.max_clients = opts->max_clients,
+		.max_clients_per_uid = opts->max_clients_per_uid,
+		.handshake_timeout_ms = 10000,
+		.frame_timeout_ms = 30000,
+		.idle_timeout_ms = opts->idle_timeout_s * 1000,
+		.max_output_bytes = 4u << 20,
+	};
+	struct gw_server_callbacks callbacks = {
+		.dispatch = gw_handlers_dispatch,
+		.conn_closed = gw_handlers_conn_closed,
+		.conn_pinned = gw_handlers_conn_pinned,
+	};
+	char err[256];
+	int activated = 0, r;
+	gid_t gid;
+
+	memset(d, 0, sizeof(*d));
+	d->opts = *opts;
+	d->start_ms = gw_now_ms();
+	gw_lease_table_init(&d->leases);
+	d->base = event_base_new();
+	if (!d->base)
+		return -ENOMEM;
+	r = setup_signals_and_watchdog(d);
+	if (r < 0)
+		return r;
+
+	load_driver(d);
+
+	r = gw_worker_pool_create(d->base, opts->workers + d->ngpus, &d->workers);
+	if (r < 0) {
+		gw_err("cannot start worker threads: %s", strerror(-r));
+		return r;
+	}
+	r = resolve_group(opts->socket_group, &gid);
+	if (r < 0) {
+		gw_err("socket group %s does not exist; create it (groupadd %s) or pass "
+		       "--socket-group ''",
+		       opts->socket_group, opts->socket_group);
+		return r;
+	}
+	r = gw_server_create(d->base, &limits, &callbacks, d, &d->server);
+	if (r < 0)
+		return r;
+	r = gw_server_listen(d->server, opts->socket_path, opts->socket_mode, gid, &activated, err,
+			     sizeof(err));
+	if (r < 0) {
+		gw_err("%s", err);
+		return r;
+	}
+	gw_notice("gpu-warmd %s listening on %s%s", GW_VERSION,
+		  activated ? "the socket systemd passed" : opts->socket_path,
+		  activated ? "" : " (own bind)");
+
+	for (unsigned i = 0; i < d->ngpus; i++)
+		start_prime(d, &d->gpus[i]);
+	gw_daemon_gpus_changed(d);
+	return 0;
+}
+
+int gw_daemon_run(struct gw_daemon *d)
+{
+	if (event_base_dispatch(d->base) < 0)
+		return -EIO;
+	return 0;
+}
+
+void gw_daemon_finish(struct gw_daemon *d)
+{
+	/* Requests still parked get an answer; running driver calls finish first. */
+	while (d->waiters) {
+		struct gw_request *req = d->waiters->req;
+
+		waiter_remove(d, d->waiters);
+		gw_request_fail(req, GW_ERROR_INTERNAL, NULL, "gpu-warmd is stopping");
+	}
+	if (d->server)
+		gw_server_stop_listening(d->server);
+	gw_worker_pool_destroy(d->workers); /* runs every pending done() */
+	d->workers = NULL;
+	gw_ops_finish(d);
+	gw_server_destroy(d->server);
+	d->server = NULL;
+	gw_lease_table_finish(&d->leases);
+	for (unsigned i = 0; i < d->ngpus; i++) {
+		struct gw_gpu *gpu = &d->gpus[i];
+
+		if (gpu->handles.context) {
+			gw_gpu_release(gpu->device, d->cuda, &gpu->handles);
+			gw_gpu_log(gpu, LOG_INFO, "released");
+		}
+	}
+	gw_cuda_unload(d->cuda);
+	d->cuda = NULL;
+	if (d->watchdog_ev)
+		event_free(d->watchdog_ev);
+	if (d->sigterm_ev)
+		event_free(d->sigterm_ev);
+	if (d->sigint_ev)
+		event_free(d->sigint_ev);
+	if (d->base)
+		event_base_free(d->base);
+	d->base = NULL;
+}

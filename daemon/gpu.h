@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The per-GPU table, the centre of the daemon (as in nvidia-persistenced): identity read at
+ * discovery, a primed primary context and a pinned staging pool per GPU, and the GPU's drain
+ * state. The table and every state field are owned by the event loop thread; the blocking
+ * gw_gpu_prime()/gw_gpu_release() run on worker threads and touch only that GPU's driver handles.
+ */
+#ifndef GW_GPU_H
+#define GW_GPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gw-cuda.h"
+#include "staging.h"
+
+#define GW_GPU_MAX 64
+#define GW_GPU_UUID_LEN 48
+#define GW_GPU_PCI_LEN 32
+#define GW_GPU_NAME_LEN 128
+
+/* What priming makes and releasing frees: owned by whichever job or GPU holds it. */
+struct gw_gpu_handles {
+	CUcontext context;
+	struct gw_staging_pool staging;
+	size_t memory_free;
+	char error[256];
+};
+
+enum gw_gpu_state {
+	GW_GPU_PRIMING,   /* context and staging being set up */
+	GW_GPU_READY,     /* primed: serves leases and operations */
+	GW_GPU_DRAINING,  /* no new work; waits for in-flight operations */
+	GW_GPU_RELEASING, /* releasing context and pinned memory */
+	GW_GPU_DRAINED,   /* nothing of ours on the GPU: it can be reset */
+	GW_GPU_FAILED,    /* priming failed; see error */
+};
+
+struct gw_gpu {
+	unsigned index;
+	CUdevice device;
+	CUuuid uuid;
+	char uuid_text[GW_GPU_UUID_LEN];
+	char pci_bus_id[GW_GPU_PCI_LEN];
+	char name[GW_GPU_NAME_LEN];
+	size_t memory_total;
+	size_t memory_free; /* as of the last refresh */
+
+	enum gw_gpu_state state;
+	int drain_after_prime;   /* drain asked while priming */
+	int prime_after_release; /* undrain asked while releasing */
+	unsigned in_flight; /* operations counted against this GPU */
+	unsigned leases;
+	char error[256];
+
+	/* Set on the loop thread from a finished prime job, moved out for a release job. */
+	struct gw_gpu_handles handles;
+};
+
+const char *gw_gpu_state_name(enum gw_gpu_state state);
+
+/*
+ * Fill gpus[] (capacity max) from the driver; cuInit must have succeeded. Returns the count or
+ * a negative errno, with the reason in err.
+ */
+int gw_gpu_discover(const struct gw_cuda *cuda, struct gw_gpu *gpus, unsigned max, char *err,
+		    size_t errlen);
+
+/* Blocking, on a worker: retain + make current device's primary context, pin staging_bytes,
+ * read free memory. On failure everything is undone and ret->error says why. */
+int gw_gpu_prime(CUdevice device, const struct gw_cuda *cuda, size_t staging_bytes,
+		 struct gw_gpu_handles *ret);
+/* Blocking, on a worker: free the staging pool, release the primary context. */
+void gw_gpu_release(CUdevice device, const struct gw_cuda *cuda, struct gw_gpu_handles *handles);
+/* Quick driver query of free memory through the primed context (no-op when not primed). */
+void gw_gpu_refresh_memory(struct gw_gpu *gpu, const struct gw_cuda *cuda);
+
+/*
+ * Resolve a selector as nvidia-smi takes them: an index ("0"), a UUID ("GPU-..." or its hex
+ * form without prefix), or a PCI bus id ("0000:3b:00.0" or "3b:00.0", any case).
+ * Returns the GPU or NULL.
+ */
+struct gw_gpu *gw_gpu_find(struct gw_gpu *gpus, unsigned count, const char *selector);
+struct gw_gpu *gw_gpu_find_uuid(struct gw_gpu *gpus, unsigned count, const CUuuid *uuid);
+
+#endif

@@ -1,0 +1,643 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Request handlers: thin adapters from validated JSON params to the daemon's GPU table, leases
+ * and process operations. Every member of params is untrusted and checked here.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "clock.h"
+#include "daemon.h"
+#include "log.h"
+
+#define GW_PID_MAX 4194304
+#define GW_TIMEOUT_MAX_MS (24u * 3600 * 1000)
+#define GW_DRAIN_DEFAULT_TIMEOUT_MS 30000
+#define GW_LOCK_DEFAULT_TIMEOUT_MS 10000
+
+enum handler_flags {
+	NEEDS_ROOT = 1 << 0,
+};
+
+struct handler {
+	const char *method;
+	void (*fn)(struct gw_daemon *d, struct gw_request *req);
+	unsigned flags;
+};
+
+/* ---- JSON helpers ---- */
+
+static cJSON *gpu_json(struct gw_daemon *d, struct gw_gpu *gpu)
+{
+	cJSON *o = cJSON_CreateObject(), *staging;
+
+	if (!o)
+		return NULL;
+	if (gpu->state == GW_GPU_READY)
+		gw_gpu_refresh_memory(gpu, d->cuda);
+	cJSON_AddNumberToObject(o, "index", gpu->index);
+	cJSON_AddStringToObject(o, "uuid", gpu->uuid_text);
+	cJSON_AddStringToObject(o, "pci_bus_id", gpu->pci_bus_id);
+	cJSON_AddStringToObject(o, "name", gpu->name);
+	cJSON_AddNumberToObject(o, "memory_total_mib", (double)(gpu->memory_total >> 20));
+	cJSON_AddNumberToObject(o, "memory_free_mib", (double)(gpu->memory_free >> 20));
+	cJSON_AddStringToObject(o, "state", gw_gpu_state_name(gpu->state));
+	cJSON_AddStringToObject(o, "context", gpu->handles.context ? "primed" : "released");
+	staging = cJSON_AddObjectToObject(o, "staging");
+	if (staging) {
+		cJSON_AddNumberToObject(staging, "bytes",
+					(double)gw_staging_pool_bytes(&gpu->handles.staging));
+		cJSON_AddNumberToObject(staging, "buffers", gpu->handles.staging.count);
+		cJSON_AddNumberToObject(staging, "pin_ms", gpu->handles.staging.pin_ms);
+	}
+	cJSON_AddNumberToObject(o, "leases", gpu->leases);
+	cJSON_AddNumberToObject(o, "in_flight", gpu->in_flight);
+	if (gpu->error[0])
+		cJSON_AddStringToObject(o, "error", gpu->error);
+	else
+		cJSON_AddNullToObject(o, "error");
+	return o;
+}
+
+cJSON *gw_handlers_gpu_states(struct gw_daemon *d, uint64_t mask)
+{
+	cJSON *result = cJSON_CreateObject();
+	cJSON *gpus = result ? cJSON_AddArrayToObject(result, "gpus") : NULL;
+
+	for (unsigned i = 0; gpus && i < d->ngpus; i++) {
+		cJSON *o;
+
+		if (!(mask & ((uint64_t)1 << i)))
+			continue;
+		o = cJSON_CreateObject();
+		if (!o)
+			break;
+		cJSON_AddNumberToObject(o, "index", i);
+		cJSON_AddStringToObject(o, "uuid", d->gpus[i].uuid_text);
+		cJSON_AddStringToObject(o, "state", gw_gpu_state_name(d->gpus[i].state));
+		cJSON_AddItemToArray(gpus, o);
+	}
+	return result;
+}
+
+/* params "gpus": absent -> every GPU; else each selector must resolve. */
+static int parse_gpu_list(struct gw_daemon *d, struct gw_request *req, uint64_t *ret_mask)
+{
+	const cJSON *array, *item;
+	uint64_t mask = 0;
+	int r;
+
+	r = gw_json_get_string_array(req->msg.body, "gpus", GW_GPU_MAX, &array);
+	if (r == -ENOENT) {
+		*ret_mask = gw_daemon_all_gpus(d);
+		return 0;
+	}
+	if (r < 0) {
+		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL,
+				"\"gpus\" must be an array of at most %d GPU selectors", GW_GPU_MAX);
+		return r;
+	}
+	cJSON_ArrayForEach(item, array) {
+		struct gw_gpu *gpu = gw_gpu_find(d->gpus, d->ngpus, item->valuestring);
+
+		if (!gpu) {
+			gw_request_fail(req, GW_ERROR_NO_SUCH_GPU, NULL,
+					"no GPU matches \"%.64s\" (give an index, a UUID or a PCI "
+					"bus id; `warmctl status` lists them)",
+					item->valuestring);
+			return -ENODEV;
+		}
+		mask |= (uint64_t)1 << gpu->index;
+	}
+	*ret_mask = mask;
+	return 0;
+}
+
+static int parse_timeout(struct gw_request *req, unsigned def_ms, unsigned *ret_ms)
+{
+	uint64_t v;
+	int r = gw_json_get_u64(req->msg.body, "timeout_ms", 0, GW_TIMEOUT_MAX_MS, &v);
+
+	if (r == -ENOENT) {
+		*ret_ms = def_ms;
+		return 0;
+	}
+	if (r < 0) {
+		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL,
+				"\"timeout_ms\" must be an integer from 0 to %u", GW_TIMEOUT_MAX_MS);
+		return r;
+	}
+	*ret_ms = (unsigned)v;
+	return 0;
+}
+
+/* ---- methods ---- */
+
+static void handle_status(struct gw_daemon *d, struct gw_request *req)
+{
+	cJSON *result = cJSON_CreateObject(), *o, *gpus, *leases, *ops;
+	double now = gw_now_ms();
+
+	if (!result)
+		goto oom;
+	o = cJSON_AddObjectToObject(result, "daemon");
+	if (!o)
+		goto oom;
+	cJSON_AddStringToObject(o, "version", GW_VERSION);
+	cJSON_AddNumberToObject(o, "protocol", GW_PROTO_VERSION);
+	cJSON_AddNumberToObject(o, "pid", getpid());
+	cJSON_AddNumberToObject(o, "uptime_s", (now - d->start_ms) / 1e3);
+	if (gw_server_socket_path(d->server))
+		cJSON_AddStringToObject(o, "socket", gw_server_socket_path(d->server));
+	else
+		cJSON_AddStringToObject(o, "socket", "(socket activation)");
+	cJSON_AddNumberToObject(o, "staging_mib", (double)d->opts.staging_mib);
+	cJSON_AddNumberToObject(o, "clients", gw_server_client_count(d->server));
+
+	o = cJSON_AddObjectToObject(result, "driver");
+	if (!o)
+		goto oom;
+	cJSON_AddBoolToObject(o, "loaded", d->cuda && d->driver_ready);
+	if (d->cuda) {
+		cJSON_AddStringToObject(o, "library", d->cuda->path);
+		cJSON_AddNumberToObject(o, "version", d->cuda->driver_version);
+	} else {
+		cJSON_AddNullToObject(o, "library");
+		cJSON_AddNullToObject(o, "version");
+	}
+	cJSON_AddBoolToObject(o, "checkpoint_api", gw_cuda_has_checkpoint(d->cuda));
+	cJSON_AddBoolToObject(o, "vmm_api", gw_cuda_has_vmm(d->cuda));
+	if (d->driver_error[0])
+		cJSON_AddStringToObject(o, "error", d->driver_error);
+	else
+		cJSON_AddNullToObject(o, "error");
+
+	gpus = cJSON_AddArrayToObject(result, "gpus");
+	for (unsigned i = 0; gpus && i < d->ngpus; i++)
+		cJSON_AddItemToArray(gpus, gpu_json(d, &d->gpus[i]));
+
+	leases = cJSON_AddArrayToObject(result, "leases");
+	for (struct gw_lease *l = d->leases.head; leases && l; l = l->next) {
+		cJSON *lo = cJSON_CreateObject();
+
+		if (!lo)
+			break;
+		cJSON_AddNumberToObject(lo, "id", (double)l->id);
+		cJSON_AddNumberToObject(lo, "gpu", l->gpu);
+		cJSON_AddStringToObject(lo, "uuid", d->gpus[l->gpu].uuid_text);
+		cJSON_AddNumberToObject(lo, "client_pid", l->owner.pid);
+		cJSON_AddNumberToObject(lo, "client_uid", l->owner.uid);
+		cJSON_AddNumberToObject(lo, "age_s", (now - l->created_ms) / 1e3);
+		cJSON_AddItemToArray(leases, lo);
+	}
+
+	ops = cJSON_AddObjectToObject(result, "operations");
+	for (int k = 0; ops && k < GW_OP_KIND_COUNT; k++) {
+		cJSON *so = cJSON_AddObjectToObject(ops, gw_op_kind_name(k));
+
+		if (!so)
+			break;
+		cJSON_AddNumberToObject(so, "ok", (double)d->stats[k].ok);
+		cJSON_AddNumberToObject(so, "failed", (double)d->stats[k].failed);
+		cJSON_AddNumberToObject(so, "total_ms", d->stats[k].total_ms);
+	}
+	gw_request_reply(req, result);
+	return;
+oom:
+	cJSON_Delete(result);
+	gw_request_fail(req, GW_ERROR_INTERNAL, NULL, "out of memory");
+}
+
+static void handle_drain(struct gw_daemon *d, struct gw_request *req)
+{
+	uint64_t mask;
+	unsigned timeout_ms;
+	int wait = 1, r;
+
+	if (parse_gpu_list(d, req, &mask) < 0 || parse_timeout(req, GW_DRAIN_DEFAULT_TIMEOUT_MS,
+							       &timeout_ms) < 0)
+		return;
+	r = gw_json_get_bool(req->msg.body, "wait", &wait);
+	if (r < 0 && r != -ENOENT) {
+		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL, "\"wait\" must be a boolean");
+		return;
+	}
+	gw_notice("drain of %s asked by uid %u pid %d", mask == gw_daemon_all_gpus(d) ? "all GPUs" :
+		  "some GPUs", req->peer.uid, req->peer.pid);
+	gw_daemon_drain(d, mask);
+	if (!wait) {
+		gw_request_reply(req, gw_handlers_gpu_states(d, mask));
+		return;
+	}
+	if (gw_daemon_wait(d, req, mask, GW_WAIT_DRAINED, timeout_ms) < 0)
+		gw_request_fail(req, GW_ERROR_INTERNAL, NULL, "out of memory");
+}
+
+static void handle_undrain(struct gw_daemon *d, struct gw_request *req)
+{
+	uint64_t mask;
+
+	if (parse_gpu_list(d, req, &mask) < 0)
+		return;
+	gw_notice("undrain asked by uid %u pid %d", req->peer.uid, req->peer.pid);
+	gw_daemon_undrain(d, mask);
+	if (gw_daemon_wait(d, req, mask, GW_WAIT_READY, GW_TIMEOUT_MAX_MS) < 0)
+		gw_request_fail(req, GW_ERROR_INTERNAL, NULL, "out of memory");
+}
+
+static int gpu_accepts_work(const struct gw_gpu *gpu)
+{
+	return gpu->state == GW_GPU_READY;
+}
+
+static void handle_lease_acquire(struct gw_daemon *d, struct gw_request *req)
+{
+	const char *selector = NULL;
+	struct gw_gpu *gpu = NULL;
+	struct gw_lease *lease;
+	uint64_t min_free_mib = 0;
+	cJSON *result, *g;
+	int r;
+
+	r = gw_json_get_string(req->msg.body, "gpu", 128, &selector);
+	if (r < 0 && r != -ENOENT)
+		goto bad;
+	r = gw_json_get_u64(req->msg.body, "min_free_mib", 0, UINT32_MAX, &min_free_mib);
+	if (r < 0 && r != -ENOENT)
+		goto bad;
+	if (selector) {
+		gpu = gw_gpu_find(d->gpus, d->ngpus, selector);
+		if (!gpu) {
+			gw_request_fail(req, GW_ERROR_NO_SUCH_GPU, NULL, "no GPU matches \"%s\"",
+					selector);
+			return;
+		}
+		if (!gpu_accepts_work(gpu)) {
+			gw_request_fail(req, GW_ERROR_DRAINING, NULL, "GPU %u is %s", gpu->index,
+					gw_gpu_state_name(gpu->state));
+			return;
+		}
+	} else {
+		/* The ready GPU with enough free memory and the fewest leases, then most free. */
+		for (unsigned i = 0; i < d->ngpus; i++) {
+			struct gw_gpu *c = &d->gpus[i];
+
+			if (!gpu_accepts_work(c))
+				continue;
+			gw_gpu_refresh_memory(c, d->cuda);
+			if ((c->memory_free >> 20) < min_free_mib)
+				continue;
+			if (!gpu || c->leases < gpu->leases ||
+			    (c->leases == gpu->leases && c->memory_free > gpu->memory_free))
+				gpu = c;
+		}
+		if (!gpu) {
+			gw_request_fail(req, GW_ERROR_NO_GPU_AVAILABLE, NULL,
+					"no ready GPU has %llu MiB free (%u GPUs known)",
+					(unsigned long long)min_free_mib, d->ngpus);
+			return;
+		}
+	}
+	r = gw_lease_add(&d->leases, gpu->index, req->conn, &req->peer, gw_now_ms(), &lease);
+	if (r < 0) {
+		gw_request_fail(req, GW_ERROR_LIMIT, NULL, "too many leases (%d per connection, %d "
+				"in all)", GW_LEASES_PER_CONN_MAX, GW_LEASES_MAX);
+		return;
+	}
+	gpu->leases++;
+	result = cJSON_CreateObject();
+	g = result ? cJSON_AddObjectToObject(result, "gpu") : NULL;
+	if (!g) {
+		cJSON_Delete(result);
+		gpu->leases--;
+		gw_lease_remove(&d->leases, lease);
+		gw_request_fail(req, GW_ERROR_INTERNAL, NULL, "out of memory");
+		return;
+	}
+	cJSON_AddNumberToObject(result, "lease", (double)lease->id);
+	cJSON_AddNumberToObject(g, "index", gpu->index);
+	cJSON_AddStringToObject(g, "uuid", gpu->uuid_text);
+	cJSON_AddStringToObject(g, "pci_bus_id", gpu->pci_bus_id);
+	gw_info("lease %llu on GPU %u for pid %d", (unsigned long long)lease->id, gpu->index,
+		req->peer.pid);
+	gw_request_reply(req, result);
+	gw_daemon_update_status(d);
+	return;
+bad:
+	gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL,
+			"\"gpu\" must be a GPU selector string and \"min_free_mib\" an integer");
+}
+
+static void drop_lease(struct gw_daemon *d, struct gw_lease *lease)
+{
+	unsigned gpu = gw_lease_remove(&d->leases, lease);
+
+	if (gpu < d->ngpus && d->gpus[gpu].leases > 0)
+		d->gpus[gpu].leases--;
+}
+
+static void handle_lease_release(struct gw_daemon *d, struct gw_request *req)
+{
+	struct gw_lease *lease;
+	uint64_t id;
+
+	if (gw_json_get_u64(req->msg.body, "lease", 1, UINT64_MAX >> 11, &id) < 0) {
+		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL, "\"lease\" must be a lease id");
+		return;
+	}
+	lease = gw_lease_find(&d->leases, id);
+	if (!lease || (lease->conn != req->conn && req->peer.uid != 0 &&
+		       lease->owner.uid != req->peer.uid)) {
+		gw_request_fail(req, GW_ERROR_NO_SUCH_LEASE, NULL, "no lease %llu of yours",
+				(unsigned long long)id);
+		return;
+	}
+	drop_lease(d, lease);
+	gw_request_reply(req, NULL);
+	gw_daemon_update_status(d);
+}
+
+/* Common checks for every call naming a pid; on failure the request is answered. */
+static int check_pid_call(struct gw_daemon *d, struct gw_request *req, pid_t *ret_pid)
+{
+	char why[256];
+	uint64_t pid;
+	int r;
+
+	if (gw_json_get_u64(req->msg.body, "pid", 1, GW_PID_MAX, &pid) < 0) {
+		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL,
+				"\"pid\" must be an integer from 1 to %d", GW_PID_MAX);
+		return -EINVAL;
+	}
+	r = gw_auth_may_act_on_pid(&req->peer, (pid_t)pid, why, sizeof(why));
+	if (r == -ESRCH) {
+		gw_request_fail(req, GW_ERROR_NO_SUCH_PROCESS, NULL, "%s", why);
+		return r;
+	}
+	if (r < 0) {
+		gw_warn("refused: %s", why);
+		gw_request_fail(req, GW_ERROR_PERMISSION_DENIED, NULL, "%s", why);
+		return r;
+	}
+	if (!d->cuda || !d->driver_ready || !gw_cuda_has_checkpoint(d->cuda)) {
+		gw_request_fail(req, GW_ERROR_DRIVER_UNAVAILABLE, NULL, "%s",
+				!d->cuda || !d->driver_ready ?
+					d->driver_error :
+					"this NVIDIA driver has no checkpoint API (cuCheckpointProcess*"
+					" needs driver 550 or newer)");
+		return -ENODEV;
+	}
+	*ret_pid = (pid_t)pid;
+	return 0;
+}
+
+static void handle_process_state(struct gw_daemon *d, struct gw_request *req)
+{
+	static const char *const names[] = { "running", "locked", "checkpointed", "failed" };
+	CUprocessState state;
+	cJSON *result;
+	char text[160];
+	pid_t pid;
+	int tid = 0;
+	CUresult r;
+
+	if (check_pid_call(d, req, &pid) < 0)
+		return;
+	r = d->cuda->cuCheckpointProcessGetState(pid, &state);
+	if (r != CUDA_SUCCESS) {
+		if (r == CUDA_ERROR_NOT_FOUND)
+			gw_request_fail(req, GW_ERROR_NO_SUCH_PROCESS, NULL,
+					"pid %d is not a CUDA process", pid);
+		else
+			gw_request_fail(req, GW_ERROR_CUDA, NULL, "cuCheckpointProcessGetState(pid %d): %s",
+					pid, gw_cuda_describe(d->cuda, r, text, sizeof(text)));
+		return;
+	}
+	(void)d->cuda->cuCheckpointProcessGetRestoreThreadId(pid, &tid);
+	result = cJSON_CreateObject();
+	if (result) {
+		cJSON_AddNumberToObject(result, "pid", pid);
+		cJSON_AddStringToObject(result, "state",
+					(unsigned)state < 4 ? names[state] : "unknown");
+		cJSON_AddNumberToObject(result, "restore_tid", tid);
+		cJSON_AddBoolToObject(result, "busy", gw_ops_pid_busy(d, pid));
+	}
+	gw_request_reply(req, result);
+}
+
+/* Restore target: explicit "gpu_pairs", or "gpu" with the source GPU we recorded at lock. */
+static int parse_restore_target(struct gw_daemon *d, struct gw_request *req, pid_t pid,
+				struct gw_pid_op_params *p)
+{
+	const cJSON *pairs = cJSON_GetObjectItemCaseSensitive(req->msg.body, "gpu_pairs");
+	const char *selector = NULL;
+	struct gw_gpu *target;
+	unsigned sources[GW_GPU_MAX], nsources;
+	int r;
+
+	if (pairs && !cJSON_IsNull(pairs)) {
+		const cJSON *pair;
+
+		if (!cJSON_IsArray(pairs) || cJSON_GetArraySize(pairs) > GW_GPU_MAX)
+			goto bad_pairs;
+		cJSON_ArrayForEach(pair, pairs) {
+			const cJSON *from = cJSON_GetArrayItem(pair, 0), *to = cJSON_GetArrayItem(pair, 1);
+			struct gw_gpu *gpu;
+
+			if (!cJSON_IsArray(pair) || cJSON_GetArraySize(pair) != 2 ||
+			    !cJSON_IsString(from) || !cJSON_IsString(to) ||
+			    gw_cuda_uuid_parse(from->valuestring, &p->pairs[p->npairs].oldUuid) < 0 ||
+			    gw_cuda_uuid_parse(to->valuestring, &p->pairs[p->npairs].newUuid) < 0)
+				goto bad_pairs;
+			gpu = gw_gpu_find_uuid(d->gpus, d->ngpus, &p->pairs[p->npairs].newUuid);
+			if (!gpu) {
+				gw_request_fail(req, GW_ERROR_NO_SUCH_GPU, NULL,
+						"no GPU here has UUID %.64s", to->valuestring);
+				return -ENODEV;
+			}
+			p->gpu_mask |= (uint64_t)1 << gpu->index;
+			p->npairs++;
+		}
+		return 0;
+	}
+	r = gw_json_get_string(req->msg.body, "gpu", 128, &selector);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0) {
+		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL, "\"gpu\" must be a GPU selector");
+		return r;
+	}
+	target = gw_gpu_find(d->gpus, d->ngpus, selector);
+	if (!target) {
+		gw_request_fail(req, GW_ERROR_NO_SUCH_GPU, NULL, "no GPU matches \"%s\"", selector);
+		return -ENODEV;
+	}
+	nsources = gw_ops_pid_source_gpus(d, pid, sources, GW_GPU_MAX);
+	if (nsources != 1) {
+		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL,
+				"cannot restore pid %d onto GPU %u: %s; pass explicit pairs "
+				"(warmctl resume --gpu-map OLD-UUID=NEW-UUID)",
+				pid, target->index,
+				nsources == 0 ? "gpu-warmd did not see which GPU it used when it was "
+						"locked" :
+						"it used several GPUs");
+		return -EINVAL;
+	}
+	/* The driver wants every checkpointed GPU in the list: one pair, source -> target. */
+	p->pairs[0].oldUuid = d->gpus[sources[0]].uuid;
+	p->pairs[0].newUuid = target->uuid;
+	p->npairs = 1;
+	p->gpu_mask = (uint64_t)1 << target->index;
+	return 0;
+bad_pairs:
+	gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL,
+			"\"gpu_pairs\" must be an array of [\"GPU-old-uuid\", \"GPU-new-uuid\"] pairs");
+	return -EINVAL;
+}
+
+static void start_pid_op(struct gw_daemon *d, struct gw_request *req, enum gw_op_kind kind)
+{
+	struct gw_pid_op_params p;
+	int r;
+
+	memset(&p, 0, sizeof(p));
+	p.kind = kind;
+	if (check_pid_call(d, req, &p.pid) < 0)
+		return;
+	if (kind == GW_OP_LOCK || kind == GW_OP_SUSPEND) {
+		if (parse_timeout(req, GW_LOCK_DEFAULT_TIMEOUT_MS, &p.timeout_ms) < 0)
+			return;
+	}
+	if ((kind == GW_OP_RESTORE || kind == GW_OP_RESUME) &&
+	    parse_restore_target(d, req, p.pid, &p) < 0)
+		return;
+	if (gw_ops_pid_busy(d, p.pid)) {
+		gw_request_fail(req, GW_ERROR_BUSY, NULL,
+				"another operation on pid %d is in progress", p.pid);
+		return;
+	}
+	if (p.gpu_mask) {
+		for (unsigned i = 0; i < d->ngpus; i++)
+			if ((p.gpu_mask & ((uint64_t)1 << i)) && !gpu_accepts_work(&d->gpus[i])) {
+				gw_request_fail(req, GW_ERROR_DRAINING, NULL,
+						"GPU %u is %s: it takes no new operations", i,
+						gw_gpu_state_name(d->gpus[i].state));
+				return;
+			}
+	} else {
+		/* Bound to no GPU in particular: counts against every ready GPU. */
+		for (unsigned i = 0; i < d->ngpus; i++)
+			if (gpu_accepts_work(&d->gpus[i]))
+				p.gpu_mask |= (uint64_t)1 << i;
+		if (!p.gpu_mask && d->ngpus > 0) {
+			gw_request_fail(req, GW_ERROR_DRAINING, NULL,
+					"every GPU is drained or draining: no new operations");
+			return;
+		}
+	}
+	r = gw_ops_start(d, req, &p);
+	if (r < 0)
+		gw_request_fail(req, GW_ERROR_INTERNAL, NULL, "cannot queue the operation: %s",
+				strerror(-r));
+}
+
+static void handle_lock(struct gw_daemon *d, struct gw_request *req)
+{
+	start_pid_op(d, req, GW_OP_LOCK);
+}
+
+static void handle_checkpoint(struct gw_daemon *d, struct gw_request *req)
+{
+	start_pid_op(d, req, GW_OP_CHECKPOINT);
+}
+
+static void handle_restore(struct gw_daemon *d, struct gw_request *req)
+{
+	start_pid_op(d, req, GW_OP_RESTORE);
+}
+
+static void handle_unlock(struct gw_daemon *d, struct gw_request *req)
+{
+	start_pid_op(d, req, GW_OP_UNLOCK);
+}
+
+static void handle_suspend(struct gw_daemon *d, struct gw_request *req)
+{
+	start_pid_op(d, req, GW_OP_SUSPEND);
+}
+
+static void handle_resume(struct gw_daemon *d, struct gw_request *req)
+{
+	start_pid_op(d, req, GW_OP_RESUME);
+}
+
+static const struct handler handlers[] = {
+	{ GW_METHOD_STATUS, handle_status, 0 },
+	{ GW_METHOD_DRAIN, handle_drain, NEEDS_ROOT },
+	{ GW_METHOD_UNDRAIN, handle_undrain, NEEDS_ROOT },
+	{ GW_METHOD_LEASE_ACQUIRE, handle_lease_acquire, 0 },
+	{ GW_METHOD_LEASE_RELEASE, handle_lease_release, 0 },
+	{ GW_METHOD_PROCESS_STATE, handle_process_state, 0 },
+	{ GW_METHOD_PROCESS_LOCK, handle_lock, 0 },
+	{ GW_METHOD_PROCESS_CHECKPOINT, handle_checkpoint, 0 },
+	{ GW_METHOD_PROCESS_RESTORE, handle_restore, 0 },
+	{ GW_METHOD_PROCESS_UNLOCK, handle_unlock, 0 },
+	{ GW_METHOD_SUSPEND, handle_suspend, 0 },
+	{ GW_METHOD_RESUME, handle_resume, 0 },
+};
+
+void gw_handlers_dispatch(void *data, struct gw_request *req)
+{
+	struct gw_daemon *d = data;
+
+	if (d->stopping) {
+		gw_request_fail(req, GW_ERROR_INTERNAL, NULL, "gpu-warmd is stopping");
+		return;
+	}
+	for (size_t i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++) {
+		if (strcmp(handlers[i].method, req->msg.method) != 0)
+			continue;
+		if ((handlers[i].flags & NEEDS_ROOT) && !gw_auth_is_root(&req->peer)) {
+			gw_warn("refused %s for uid %u pid %d: needs root", req->msg.method,
+				req->peer.uid, req->peer.pid);
+			gw_request_fail(req, GW_ERROR_PERMISSION_DENIED, NULL,
+					"%s needs root (uid %u asked)", req->msg.method,
+					req->peer.uid);
+			return;
+		}
+		handlers[i].fn(d, req);
+		return;
+	}
+	gw_request_fail(req, GW_ERROR_UNKNOWN_METHOD, NULL, "unknown method \"%s\"",
+			req->msg.method);
+}
+
+void gw_handlers_conn_closed(void *data, struct gw_conn *conn)
+{
+	struct gw_daemon *d = data;
+	struct gw_lease *l = d->leases.head, *next;
+	int dropped = 0;
+
+	for (; l; l = next) {
+		next = l->next;
+		if (l->conn != conn)
+			continue;
+		gw_info("lease %llu on GPU %u ends: its client (pid %d) disconnected",
+			(unsigned long long)l->id, l->gpu, l->owner.pid);
+		drop_lease(d, l);
+		dropped = 1;
+	}
+	if (dropped && !d->stopping)
+		gw_daemon_update_status(d);
+}
+
+int gw_handlers_conn_pinned(void *data, struct gw_conn *conn)
+{
+	struct gw_daemon *d = data;
+
+	return gw_lease_count_conn(&d->leases, conn) > 0;
+}

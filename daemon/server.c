@@ -1,0 +1,732 @@
+/* SPDX-License-Identifier: MIT */
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define GW_READ_CHUNK 65536
+#define GW_CONN_MAX_QUEUED_FDS (2 * GW_FRAME_MAX_FDS)
+
+struct gw_outframe {
+	struct gw_outframe *next;
+	char *buf; /* header + payload */
+	size_t len, off;
+	int fds[GW_FRAME_MAX_FDS];
+	unsigned nfds;
+};
+
+struct gw_conn {
+	struct gw_server *server;
+	struct gw_conn *prev, *next;
+	int fd;
+	struct ucred peer;
+	struct event *read_ev, *write_ev, *timer_ev;
+	struct gw_frame_decoder decoder;
+	char in[GW_READ_CHUNK];
+	size_t in_len, in_pos;
+	int fdq[GW_CONN_MAX_QUEUED_FDS];
+	unsigned fdq_len;
+	struct gw_outframe *out_head, *out_tail;
+	size_t out_bytes;
+	int hello_done;
+	struct gw_request *pending; /* the outstanding request, if any */
+	int closing;                /* close once the output is flushed */
+	int dead;                   /* closed; freed when pending completes */
+	int processing;             /* inside conn_process_input */
+	struct gw_conn *next_dead;
+};
+
+struct gw_server {
+	struct event_base *base;
+	struct gw_server_limits limits;
+	struct gw_server_callbacks cb;
+	void *cb_data;
+	int listen_fd;
+	int activated;
+	char *path; /* ours to unlink, NULL when activated */
+	struct event *accept_ev;
+	struct gw_conn *conns;
+	unsigned nconns;
+	struct gw_conn *graveyard; /* closed, to be freed from the loop */
+	struct event *reap_ev;
+};
+
+static void conn_close(struct gw_conn *conn, const char *why);
+static void conn_process_input(struct gw_conn *conn);
+static void conn_arm_timer(struct gw_conn *conn);
+
+/* ---- output ---- */
+
+static int conn_flush(struct gw_conn *conn)
+{
+	while (conn->out_head) {
+		struct gw_outframe *f = conn->out_head;
+		ssize_t n = gw_sendmsg_fds(conn->fd, f->buf + f->off, f->len - f->off,
+					   f->off == 0 ? f->fds : NULL, f->off == 0 ? f->nfds : 0);
+
+		if (n == -EAGAIN) {
+			event_add(conn->write_ev, NULL);
+			return 0;
+		}
+		if (n < 0)
+			return (int)n;
+		if (f->off == 0)
+			for (unsigned i = 0; i < f->nfds; i++)
+				close(f->fds[i]);
+		f->nfds = 0;
+		f->off += (size_t)n;
+		conn->out_bytes -= (size_t)n;
+		if (f->off < f->len)
+			continue;
+		conn->out_head = f->next;
+		if (!conn->out_head)
+			conn->out_tail = NULL;
+		free(f->buf);
+		free(f);
+	}
+	event_del(conn->write_ev);
+	if (conn->closing)
+		return -ECONNRESET;
+	return 0;
+}
+
+/* Queue one frame; payload is consumed. fds (consumed) are sent with it. */
+static int conn_queue(struct gw_conn *conn, char *payload, const int *fds, unsigned nfds)
+{
+	struct gw_outframe *f;
+	size_t len;
+
+	if (!payload)
+		goto fail;
+	len = strlen(payload);
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		goto fail;
+	f->buf = malloc(GW_FRAME_HEADER_SIZE + len);
+	if (!f->buf || gw_frame_header_encode(len, (uint8_t *)f->buf) < 0) {
+		free(f->buf);
+		free(f);
+		goto fail;
+	}
+	memcpy(f->buf + GW_FRAME_HEADER_SIZE, payload, len);
+	free(payload);
+	f->len = GW_FRAME_HEADER_SIZE + len;
+	for (unsigned i = 0; i < nfds; i++)
+		f->fds[i] = fds[i];
+	f->nfds = nfds;
+	if (conn->out_tail)
+		conn->out_tail->next = f;
+	else
+		conn->out_head = f;
+	conn->out_tail = f;
+	conn->out_bytes += f->len;
+	if (conn->out_bytes > conn->server->limits.max_output_bytes) {
+		conn_close(conn, "too much unread output");
+		return -ENOBUFS;
+	}
+	if (conn_flush(conn) < 0) {
+		conn_close(conn, conn->closing ? NULL : "write failed");
+		return -EPIPE;
+	}
+	return 0;
+fail:
+	free(payload);
+	for (unsigned i = 0; i < nfds; i++)
+		close(fds[i]);
+	conn_close(conn, "out of memory");
+	return -ENOMEM;
+}
+
+static void send_error(struct gw_conn *conn, uint64_t id, const char *name, const char *message)
+{
+	conn_queue(conn, gw_error_encode(id, name, message, NULL), NULL, 0);
+}
+
+/* ---- requests ---- */
+
+static void request_free(struct gw_request *req)
+{
+	for (unsigned i = 0; i < req->nfds; i++)
+		if (req->fds[i] >= 0)
+			close(req->fds[i]);
+	gw_message_finish(&req->msg);
+	free(req);
+}
+
+static void conn_free(struct gw_conn *conn)
+{
+	while (conn->out_head) {
+		struct gw_outframe *f = conn->out_head;
+
+		conn->out_head = f->next;
+		for (unsigned i = 0; i < f->nfds; i++)
+			close(f->fds[i]);
+		free(f->buf);
+		free(f);
+	}
+	free(conn);
+}
+
+/* The reply for req is queued (or the connection is gone): forget req and read on. */
+static void request_done(struct gw_request *req)
+{
+	struct gw_conn *conn = req->conn;
+
+	conn->pending = NULL;
+	request_free(req);
+	if (conn->dead) {
+		conn_free(conn);
+		return;
+	}
+	conn_arm_timer(conn);
+	/* A handler that answered at once is inside conn_process_input's loop: it goes on. */
+	if (!conn->processing)
+		conn_process_input(conn);
+}
+
+void gw_request_reply(struct gw_request *req, cJSON *result)
+{
+	struct gw_conn *conn = req->conn;
+
+	if (!conn->dead)
+		conn_queue(conn, gw_reply_encode(req->id, result, 0), NULL, 0);
+	cJSON_Delete(result);
+	request_done(req);
+}
+
+void gw_request_fail(struct gw_request *req, const char *name, cJSON *extra, const char *fmt, ...)
+{
+	struct gw_conn *conn = req->conn;
+	char message[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(message, sizeof(message), fmt, ap);
+	va_end(ap);
+	if (!conn->dead)
+		conn_queue(conn, gw_error_encode(req->id, name, message, extra), NULL, 0);
+	cJSON_Delete(extra);
+	request_done(req);
+}
+
+const struct ucred *gw_conn_peer(const struct gw_conn *conn)
+{
+	return &conn->peer;
+}
+
+static int handle_hello(struct gw_conn *conn, struct gw_message *msg)
+{
+	uint64_t version = 0;
+	char text[160];
+	cJSON *result;
+
+	if (strcmp(msg->method, GW_METHOD_HELLO) != 0) {
+		send_error(conn, msg->id, GW_ERROR_HELLO_REQUIRED,
+			   "the first request must be " GW_METHOD_HELLO);
+		return -EPROTO;
+	}
+	if (gw_json_get_u64(msg->body, "version", 0, UINT32_MAX, &version) < 0) {
+		send_error(conn, msg->id, GW_ERROR_INVALID_REQUEST,
+			   GW_METHOD_HELLO " needs an integer \"version\"");
+		return -EPROTO;
+	}
+	if (version != GW_PROTO_VERSION) {
+		snprintf(text, sizeof(text), "protocol version mismatch (client %llu, server %d)",
+			 (unsigned long long)version, GW_PROTO_VERSION);
+		send_error(conn, msg->id, GW_ERROR_PROTOCOL_VERSION, text);
+		return -EPROTO;
+	}
+	result = cJSON_CreateObject();
+	if (!result || !cJSON_AddNumberToObject(result, "version", GW_PROTO_VERSION) ||
+	    !cJSON_AddStringToObject(result, "server", "gpu-warmd " GW_VERSION) ||
+	    !cJSON_AddNumberToObject(result, "pid", getpid())) {
+		cJSON_Delete(result);
+		return -ENOMEM;
+	}
+	conn->hello_done = 1;
+	conn_queue(conn, gw_reply_encode(msg->id, result, 0), NULL, 0);
+	cJSON_Delete(result);
+	return 0;
+}
+
+/* One complete frame: parse, check, hand over. Returns < 0 when the connection must close. */
+static int conn_handle_frame(struct gw_conn *conn, char *payload, size_t len)
+{
+	struct gw_request *req;
+	struct gw_message msg;
+	int r;
+
+	r = gw_message_parse(payload, len, &msg);
+	free(payload);
+	if (r < 0) {
+		send_error(conn, 0, GW_ERROR_INVALID_REQUEST,
+			   r == -ENOMEM ? "out of memory" : "malformed message");
+		return -EBADMSG;
+	}
+	if (msg.kind != GW_MESSAGE_REQUEST) {
+		send_error(conn, msg.id, GW_ERROR_INVALID_REQUEST, "expected a request");
+		gw_message_finish(&msg);
+		return -EBADMSG;
+	}
+	if (msg.nfds > conn->fdq_len) {
+		send_error(conn, msg.id, GW_ERROR_INVALID_REQUEST,
+			   "the request announces more file descriptors than arrived");
+		gw_message_finish(&msg);
+		return -EBADMSG;
+	}
+	if (!conn->hello_done) {
+		r = handle_hello(conn, &msg);
+		gw_message_finish(&msg);
+		return r;
+	}
+	req = calloc(1, sizeof(*req));
+	if (!req) {
+		gw_message_finish(&msg);
+		return -ENOMEM;
+	}
+	req->conn = conn;
+	req->id = msg.id;
+	req->msg = msg;
+	req->peer = conn->peer;
+	req->nfds = msg.nfds;
+	memcpy(req->fds, conn->fdq, msg.nfds * sizeof(int));
+	conn->fdq_len -= msg.nfds;
+	memmove(conn->fdq, conn->fdq + msg.nfds, conn->fdq_len * sizeof(int));
+	conn->pending = req;
+	conn->server->cb.dispatch(conn->server->cb_data, req);
+	return 0;
+}
+
+static void conn_process_input(struct gw_conn *conn)
+{
+	conn->processing = 1;
+	while (!conn->pending && !conn->dead && !conn->closing && conn->in_pos < conn->in_len) {
+		char *payload = NULL;
+		size_t len = 0;
+		ssize_t n = gw_frame_decoder_feed(&conn->decoder, conn->in + conn->in_pos,
+						  conn->in_len - conn->in_pos, &payload, &len);
+
+		if (n < 0) {
+			send_error(conn, 0, GW_ERROR_INVALID_REQUEST,
+				   n == -EMSGSIZE ? "frame too large" : "bad frame header");
+			conn->closing = 1;
+			if (conn_flush(conn) < 0 || !conn->out_head)
+				conn_close(conn, n == -EMSGSIZE ? "oversized frame" : "bad frame");
+			break;
+		}
+		conn->in_pos += (size_t)n;
+		if (payload && conn_handle_frame(conn, payload, len) < 0) {
+			if (conn->dead)
+				return;
+			conn->closing = 1;
+			if (conn_flush(conn) < 0 || !conn->out_head)
+				conn_close(conn, "protocol error");
+			break;
+		}
+	}
+	conn->processing = 0;
+	if (conn->dead || conn->closing)
+		return;
+	if (!conn->pending && conn->in_pos >= conn->in_len)
+		event_add(conn->read_ev, NULL);
+	else
+		event_del(conn->read_ev);
+}
+
+static void on_conn_read(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_conn *conn = arg;
+	int fds[GW_FRAME_MAX_FDS];
+	unsigned nfds = GW_FRAME_MAX_FDS;
+	ssize_t n;
+
+	(void)what;
+	n = gw_recv_with_fds(fd, conn->in, sizeof(conn->in), fds, &nfds);
+	if (n == -EAGAIN)
+		return;
+	if (n <= 0) {
+		conn_close(conn, n == 0 ? NULL : "read failed");
+		return;
+	}
+	if (conn->fdq_len + nfds > GW_CONN_MAX_QUEUED_FDS) {
+		for (unsigned i = 0; i < nfds; i++)
+			close(fds[i]);
+		conn_close(conn, "too many file descriptors");
+		return;
+	}
+	memcpy(conn->fdq + conn->fdq_len, fds, nfds * sizeof(int));
+	conn->fdq_len += nfds;
+	conn->in_len = (size_t)n;
+	conn->in_pos = 0;
+	conn_arm_timer(conn);
+	conn_process_input(conn);
+}
+
+static void on_conn_write(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_conn *conn = arg;
+
+	(void)fd;
+	(void)what;
+	if (conn_flush(conn) < 0)
+		conn_close(conn, conn->closing ? NULL : "write failed");
+}
+
+static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_conn *conn = arg;
+
+	(void)fd;
+	(void)what;
+	if (conn->pending) {
+		conn_arm_timer(conn);
+		return;
+	}
+	conn_close(conn, !conn->hello_done ? "no hello in time" :
+			 !gw_frame_decoder_idle(&conn->decoder) ? "frame not completed in time" :
+								  "idle");
+}
+
+static void conn_arm_timer(struct gw_conn *conn)
+{
+	const struct gw_server_limits *l = &conn->server->limits;
+	unsigned ms;
+	struct timeval tv;
+
+	if (!conn->hello_done)
+		ms = l->handshake_timeout_ms;
+	else if (!gw_frame_decoder_idle(&conn->decoder))
+		ms = l->frame_timeout_ms;
+	else if (conn->server->cb.conn_pinned &&
+		 conn->server->cb.conn_pinned(conn->server->cb_data, conn)) {
+		event_del(conn->timer_ev);
+		return;
+	} else
+		ms = l->idle_timeout_ms;
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	event_add(conn->timer_ev, &tv);
+}
+
+static void reap_closed(struct gw_server *server)
+{
+	while (server->graveyard) {
+		struct gw_conn *conn = server->graveyard;
+
+		server->graveyard = conn->next_dead;
+		conn_free(conn);
+	}
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	reap_closed(arg);
+}
+
+static void conn_close(struct gw_conn *conn, const char *why)
+{
+	struct gw_server *server = conn->server;
+
+	if (conn->dead)
+		return;
+	if (why)
+		gw_debug("client pid %d uid %u: closing connection: %s", conn->peer.pid,
+			 conn->peer.uid, why);
+	conn->dead = 1;
+	event_free(conn->read_ev);
+	event_free(conn->write_ev);
+	event_free(conn->timer_ev);
+	close(conn->fd);
+	for (unsigned i = 0; i < conn->fdq_len; i++)
+		close(conn->fdq[i]);
+	conn->fdq_len = 0;
+	gw_frame_decoder_finish(&conn->decoder);
+	if (conn->prev)
+		conn->prev->next = conn->next;
+	else
+		server->conns = conn->next;
+	if (conn->next)
+		conn->next->prev = conn->prev;
+	server->nconns--;
+	if (server->cb.conn_closed)
+		server->cb.conn_closed(server->cb_data, conn);
+	/* Callers up the stack may still look at conn: free it from the loop, not here. */
+	if (!conn->pending) {
+		conn->next_dead = server->graveyard;
+		server->graveyard = conn;
+		event_active(server->reap_ev, EV_TIMEOUT, 0);
+	}
+}
+
+/* ---- accepting ---- */
+
+static unsigned clients_of_uid(const struct gw_server *server, uid_t uid)
+{
+	unsigned n = 0;
+
+	for (const struct gw_conn *c = server->conns; c; c = c->next)
+		n += c->peer.uid == uid;
+	return n;
+}
+
+static void refuse(int fd, const char *message)
+{
+	char *payload = gw_error_encode(0, GW_ERROR_LIMIT, message, NULL);
+
+	if (payload)
+		(void)gw_send_frame(fd, payload, strlen(payload), NULL, 0);
+	free(payload);
+	close(fd);
+}
+
+static void on_accept(evutil_socket_t lfd, short what, void *arg)
+{
+	struct gw_server *server = arg;
+
+	(void)what;
+	for (;;) {
+		struct gw_conn *conn;
+		socklen_t len;
+		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				gw_warn("accept failed: %m, ignoring");
+			return;
+		}
+		conn = calloc(1, sizeof(*conn));
+		if (!conn) {
+			close(fd);
+			continue;
+		}
+		conn->fd = fd;
+		conn->server = server;
+		len = sizeof(conn->peer);
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &conn->peer, &len) < 0) {
+			gw_warn("SO_PEERCRED failed: %m; refusing the client");
+			free(conn);
+			close(fd);
+			continue;
+		}
+		if (server->nconns >= server->limits.max_clients) {
+			gw_warn("client pid %d refused: %u clients already", conn->peer.pid,
+				server->nconns);
+			refuse(fd, "too many clients");
+			free(conn);
+			continue;
+		}
+		if (clients_of_uid(server, conn->peer.uid) >= server->limits.max_clients_per_uid) {
+			gw_warn("client pid %d refused: uid %u has %u clients already",
+				conn->peer.pid, conn->peer.uid, server->limits.max_clients_per_uid);
+			refuse(fd, "too many clients for this user");
+			free(conn);
+			continue;
+		}
+		gw_frame_decoder_init(&conn->decoder, GW_FRAME_MAX_PAYLOAD);
+		conn->read_ev = event_new(server->base, fd, EV_READ | EV_PERSIST, on_conn_read, conn);
+		conn->write_ev = event_new(server->base, fd, EV_WRITE | EV_PERSIST, on_conn_write,
+					   conn);
+		conn->timer_ev = evtimer_new(server->base, on_conn_timer, conn);
+		if (!conn->read_ev || !conn->write_ev || !conn->timer_ev) {
+			if (conn->read_ev)
+				event_free(conn->read_ev);
+			if (conn->write_ev)
+				event_free(conn->write_ev);
+			if (conn->timer_ev)
+				event_free(conn->timer_ev);
+			gw_frame_decoder_finish(&conn->decoder);
+			free(conn);
+			close(fd);
+			continue;
+		}
+		conn->next = server->conns;
+		if (server->conns)
+			server->conns->prev = conn;
+		server->conns = conn;
+		server->nconns++;
+		gw_debug("client pid %d uid %u connected", conn->peer.pid, conn->peer.uid);
+		event_add(conn->read_ev, NULL);
+		conn_arm_timer(conn);
+	}
+}
+
+int gw_server_create(struct event_base *base, const struct gw_server_limits *limits,
+		     const struct gw_server_callbacks *callbacks, void *data,
+		     struct gw_server **ret_server)
+{
+	struct gw_server *server = calloc(1, sizeof(*server));
+
+	if (!server)
+		return -ENOMEM;
+	server->base = base;
+	server->limits = *limits;
+	server->cb = *callbacks;
+	server->cb_data = data;
+	server->listen_fd = -1;
+	server->reap_ev = event_new(base, -1, 0, on_reap, server);
+	if (!server->reap_ev) {
+		free(server);
+		return -ENOMEM;
+	}
+	*ret_server = server;
+	return 0;
+}
+
+void gw_server_destroy(struct gw_server *server)
+{
+	if (!server)
+		return;
+	gw_server_stop_listening(server);
+	while (server->conns)
+		conn_close(server->conns, NULL);
+	reap_closed(server);
+	event_free(server->reap_ev);
+	free(server);
+}
+
+/* Is somebody listening on path? */
+static int socket_is_live(const struct sockaddr_un *addr)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), live;
+
+	if (fd < 0)
+		return 0;
+	live = connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) == 0;
+	close(fd);
+	return live;
+}
+
+static int make_parent_dir(const char *path)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char *slash;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return 0;
+	*slash = '\0';
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static int bind_own(struct gw_server *server, const char *path, mode_t mode, gid_t gid, char *err,
+		    size_t errlen)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	int fd, r;
+
+	if (strlen(path) >= sizeof(addr.sun_path)) {
+		snprintf(err, errlen, "socket path %s is longer than %zu bytes", path,
+			 sizeof(addr.sun_path) - 1);
+		return -ENAMETOOLONG;
+	}
+	memcpy(addr.sun_path, path, strlen(path) + 1);
+	r = make_parent_dir(path);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot create the directory of %s: %s", path, strerror(-r));
+		return r;
+	}
+	if (socket_is_live(&addr)) {
+		snprintf(err, errlen,
+			 "another daemon already listens on %s; stop it or pass --socket", path);
+		return -EADDRINUSE;
+	}
+	(void)unlink(path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		r = -errno;
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return r;
+	}
+	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+	    chmod(path, mode) < 0 || (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) < 0) ||
+	    listen(fd, 128) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(errno));
+		close(fd);
+		return r;
+	}
+	server->listen_fd = fd;
+	server->path = strdup(path);
+	if (!server->path)
+		return -ENOMEM;
+	return 0;
+}
+
+int gw_server_listen(struct gw_server *server, const char *path, mode_t mode, gid_t gid,
+		     int *ret_activated, char *err, size_t errlen)
+{
+	int n = sd_listen_fds(1), r;
+
+	if (n > 1) {
+		snprintf(err, errlen, "systemd passed %d sockets; expected one", n);
+		return -EINVAL;
+	}
+	if (n == 1) {
+		int fd = SD_LISTEN_FDS_START;
+
+		if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
+			snprintf(err, errlen, "the socket systemd passed is not a listening "
+					      "Unix stream socket");
+			return -EINVAL;
+		}
+		if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0 ||
+		    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+			return -errno;
+		server->listen_fd = fd;
+		server->activated = 1;
+	} else {
+		r = bind_own(server, path, mode, gid, err, errlen);
+		if (r < 0)
+			return r;
+	}
+	server->accept_ev = event_new(server->base, server->listen_fd, EV_READ | EV_PERSIST,
+				      on_accept, server);
+	if (!server->accept_ev || event_add(server->accept_ev, NULL) < 0) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	*ret_activated = server->activated;
+	return 0;
+}
+
+void gw_server_stop_listening(struct gw_server *server)
+{
+	if (server->accept_ev) {
+		event_free(server->accept_ev);
+		server->accept_ev = NULL;
+	}
+	if (server->listen_fd >= 0) {
+		close(server->listen_fd);
+		server->listen_fd = -1;
+	}
+	if (server->path) {
+		(void)unlink(server->path);
+		free(server->path);
+		server->path = NULL;
+	}
+}
+
+const char *gw_server_socket_path(const struct gw_server *server)
+{
+	return server->path;
+}
+
+unsigned gw_server_client_count(const struct gw_server *server)
+{
+	return server->nconns;
+}

@@ -1,0 +1,179 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * gpu-warmd wire contract. This header is the whole protocol: framing, message shapes, method
+ * and error names, limits. docs/protocol.md documents it with byte-level examples.
+ *
+ * Transport: a SOCK_STREAM Unix socket. Every message is one frame:
+ *
+ *     offset 0  u32 little-endian  magic   GW_FRAME_MAGIC ("GWRM" in memory order)
+ *     offset 4  u32 little-endian  length  payload bytes, 2 .. GW_FRAME_MAX_PAYLOAD
+ *     offset 8  payload            UTF-8 JSON object, no NUL
+ *
+ * File descriptors ride as SCM_RIGHTS ancillary data on the sendmsg() that carries the frame's
+ * first byte; a message that carries fds says how many in its "fds" member, so the receiver can
+ * tell a lost fd from none.
+ *
+ * Messages:
+ *   request  {"id": u64, "method": "gpuwarm.Name", "params": {...}, "fds": n?}
+ *   reply    {"id": u64, "result": {...}, "fds": n?}
+ *   error    {"id": u64, "error": {"name": "gpuwarm.Error.Name", "message": "text", ...}}
+ *
+ * The first request on a connection must be gpuwarm.Hello carrying GW_PROTO_VERSION; a peer
+ * with another version is answered gpuwarm.Error.ProtocolVersionMismatch ("protocol version
+ * mismatch (client X, server Y)") and dropped. Method and error names are never reused with
+ * another meaning; a change of meaning gets a new name or a new protocol version.
+ *
+ * Nothing in proto/ logs or keeps global state.
+ */
+#ifndef GW_PROTO_H
+#define GW_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <cjson/cJSON.h>
+
+#define GW_PROTO_VERSION 1
+
+#define GW_FRAME_MAGIC 0x4d525747u /* bytes 'G' 'W' 'R' 'M' */
+#define GW_FRAME_HEADER_SIZE 8
+#define GW_FRAME_MIN_PAYLOAD 2            /* "{}" */
+#define GW_FRAME_MAX_PAYLOAD (1u << 20)   /* 1 MiB */
+#define GW_FRAME_MAX_FDS 16               /* per message */
+#define GW_METHOD_MAX 64                  /* bytes of a method name, NUL included */
+#define GW_STRING_MAX 4096                /* bytes of any string member a peer may send */
+#define GW_JSON_MAX_DEPTH 16
+
+#define GW_DEFAULT_SOCKET "/run/gpu-warmd/gpu-warmd.sock"
+#define GW_SOCKET_ENV "GPUWARM_SOCKET"
+
+/* Methods. Params and results are documented in docs/protocol.md. */
+#define GW_METHOD_HELLO "gpuwarm.Hello"                   /* {version, client} -> {version, server, pid} */
+#define GW_METHOD_STATUS "gpuwarm.Status"                 /* {} -> daemon, driver, gpus, leases, operations */
+#define GW_METHOD_DRAIN "gpuwarm.Drain"                   /* {gpus?, wait?, timeout_ms?} -> {gpus} */
+#define GW_METHOD_UNDRAIN "gpuwarm.Undrain"               /* {gpus?} -> {gpus} */
+#define GW_METHOD_LEASE_ACQUIRE "gpuwarm.LeaseAcquire"    /* {gpu? | min_free_mib?} -> {lease, gpu} */
+#define GW_METHOD_LEASE_RELEASE "gpuwarm.LeaseRelease"    /* {lease} -> {} */
+#define GW_METHOD_PROCESS_STATE "gpuwarm.ProcessState"    /* {pid} -> {pid, state, restore_tid} */
+#define GW_METHOD_PROCESS_LOCK "gpuwarm.ProcessLock"      /* {pid, timeout_ms?} -> {pid, state, duration_ms} */
+#define GW_METHOD_PROCESS_CHECKPOINT "gpuwarm.ProcessCheckpoint" /* {pid} -> same */
+#define GW_METHOD_PROCESS_RESTORE "gpuwarm.ProcessRestore" /* {pid, gpu?, gpu_pairs?} -> same */
+#define GW_METHOD_PROCESS_UNLOCK "gpuwarm.ProcessUnlock"  /* {pid} -> same */
+#define GW_METHOD_SUSPEND "gpuwarm.Suspend"               /* {pid, timeout_ms?} -> {pid, state, steps} */
+#define GW_METHOD_RESUME "gpuwarm.Resume"                 /* {pid, gpu?, gpu_pairs?} -> {pid, state, steps} */
+
+/* Errors: the "name" of an error reply. */
+#define GW_ERROR_PROTOCOL_VERSION "gpuwarm.Error.ProtocolVersionMismatch"
+#define GW_ERROR_HELLO_REQUIRED "gpuwarm.Error.HelloRequired"
+#define GW_ERROR_INVALID_REQUEST "gpuwarm.Error.InvalidRequest"   /* bad JSON, member or type */
+#define GW_ERROR_UNKNOWN_METHOD "gpuwarm.Error.UnknownMethod"
+#define GW_ERROR_PERMISSION_DENIED "gpuwarm.Error.PermissionDenied"
+#define GW_ERROR_NO_SUCH_PROCESS "gpuwarm.Error.NoSuchProcess"
+#define GW_ERROR_NO_SUCH_GPU "gpuwarm.Error.NoSuchGpu"
+#define GW_ERROR_NO_SUCH_LEASE "gpuwarm.Error.NoSuchLease"
+#define GW_ERROR_NO_GPU_AVAILABLE "gpuwarm.Error.NoGpuAvailable" /* none fits the lease request */
+#define GW_ERROR_DRAINING "gpuwarm.Error.Draining"               /* GPU drained or draining */
+#define GW_ERROR_DRIVER_UNAVAILABLE "gpuwarm.Error.DriverUnavailable" /* no driver, or no checkpoint API */
+#define GW_ERROR_CUDA "gpuwarm.Error.Cuda"                       /* the driver failed; has cuda_error */
+#define GW_ERROR_ILLEGAL_STATE "gpuwarm.Error.IllegalState"      /* wrong process state for the call */
+#define GW_ERROR_TIMEOUT "gpuwarm.Error.Timeout"
+#define GW_ERROR_BUSY "gpuwarm.Error.Busy"                       /* another operation on that pid runs */
+#define GW_ERROR_LIMIT "gpuwarm.Error.LimitReached"              /* clients, leases, ... */
+#define GW_ERROR_INTERNAL "gpuwarm.Error.Internal"
+
+/* ---- framing ---- */
+
+/* Write the 8-byte header for a payload of len bytes. -EMSGSIZE when len is out of range. */
+int gw_frame_header_encode(size_t len, uint8_t header[GW_FRAME_HEADER_SIZE]);
+
+/* Incremental decoder: feed bytes as they arrive, in chunks of any size. */
+struct gw_frame_decoder {
+	uint8_t header[GW_FRAME_HEADER_SIZE];
+	size_t header_have;
+	char *payload;        /* len + 1 bytes, NUL-terminated when complete */
+	size_t payload_len;
+	size_t payload_have;
+	size_t max_payload;
+};
+
+void gw_frame_decoder_init(struct gw_frame_decoder *dec, size_t max_payload);
+void gw_frame_decoder_finish(struct gw_frame_decoder *dec);
+/*
+ * Consume up to len bytes. Returns the number of bytes consumed (>= 0), stopping right after a
+ * frame completes; then *ret_payload (malloc'd, NUL-terminated, caller frees) and *ret_len are
+ * set, otherwise *ret_payload is NULL. Errors: -EBADMSG (wrong magic), -EMSGSIZE (length out of
+ * range), -ENOMEM. After an error the stream is unusable.
+ */
+ssize_t gw_frame_decoder_feed(struct gw_frame_decoder *dec, const void *data, size_t len,
+			      char **ret_payload, size_t *ret_len);
+/* True when no partial frame is buffered. */
+int gw_frame_decoder_idle(const struct gw_frame_decoder *dec);
+
+/* ---- messages ---- */
+
+enum gw_message_kind {
+	GW_MESSAGE_REQUEST = 1,
+	GW_MESSAGE_REPLY,
+	GW_MESSAGE_ERROR,
+};
+
+struct gw_message {
+	enum gw_message_kind kind;
+	uint64_t id;
+	unsigned nfds;        /* the "fds" member, 0 when absent */
+	char method[GW_METHOD_MAX];   /* request */
+	cJSON *root;          /* the whole parsed document, owned */
+	const cJSON *body;    /* request: params (an object, never NULL: {} when absent);
+			       * reply: result (object); error: the error object */
+	const char *error_name;    /* error */
+	const char *error_message; /* error */
+};
+
+/*
+ * Parse and validate one frame's payload: a JSON object no deeper than GW_JSON_MAX_DEPTH with
+ * exactly one of method/result/error, an integer id in [0, 2^53], a method name of
+ * [A-Za-z0-9.] < GW_METHOD_MAX, params/result objects, fds in [0, GW_FRAME_MAX_FDS].
+ * Returns 0 or -EBADMSG (malformed; ret untouched), -ENOMEM.
+ */
+int gw_message_parse(const char *payload, size_t len, struct gw_message *ret_msg);
+void gw_message_finish(struct gw_message *msg);
+
+/* Encoders return a malloc'd JSON text (caller frees) or NULL on allocation failure. They do not
+ * take ownership of params/result (NULL means {}). */
+char *gw_request_encode(uint64_t id, const char *method, const cJSON *params, unsigned nfds);
+char *gw_reply_encode(uint64_t id, const cJSON *result, unsigned nfds);
+/* extra: optional object whose members are added to the error object (e.g. cuda_error). */
+char *gw_error_encode(uint64_t id, const char *name, const char *message, const cJSON *extra);
+
+/* ---- typed access to untrusted JSON ---- */
+
+/* All return 0, -ENOENT (member absent or null), or -EINVAL (wrong type, out of range, too long).
+ * ret_* is untouched on failure. */
+int gw_json_get_string(const cJSON *obj, const char *key, size_t max_len, const char **ret);
+int gw_json_get_u64(const cJSON *obj, const char *key, uint64_t min, uint64_t max, uint64_t *ret);
+int gw_json_get_bool(const cJSON *obj, const char *key, int *ret);
+/* An array of at most max_items strings each shorter than GW_STRING_MAX. */
+int gw_json_get_string_array(const cJSON *obj, const char *key, size_t max_items,
+			     const cJSON **ret_array);
+
+/* ---- socket I/O with fd passing ---- */
+
+/* One sendmsg() of buf[0..len) with fds attached (nfds <= GW_FRAME_MAX_FDS, may be 0), MSG_NOSIGNAL.
+ * Returns bytes sent (possibly short) or a negative errno (-EAGAIN on a full non-blocking socket).
+ * To send a frame, send header + payload as one buffer, fds with its first byte. */
+ssize_t gw_sendmsg_fds(int sock, const void *buf, size_t len, const int *fds, unsigned nfds);
+
+/* Encode and send a whole frame on a blocking socket, retrying short writes and EINTR.
+ * Returns 0 or a negative errno. */
+int gw_send_frame(int sock, const char *payload, size_t len, const int *fds, unsigned nfds);
+
+/*
+ * recvmsg() up to len bytes, collecting SCM_RIGHTS fds (received close-on-exec) into fds[],
+ * at most *nfds (in: capacity, out: count). Fds beyond the capacity are closed and -EMSGSIZE is
+ * returned; a truncated control message gives -EMSGSIZE too. Returns bytes read, 0 on EOF,
+ * or a negative errno (-EAGAIN on a non-blocking socket with nothing to read).
+ */
+ssize_t gw_recv_with_fds(int sock, void *buf, size_t len, int *fds, unsigned *nfds);
+
+#endif

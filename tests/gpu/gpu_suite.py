@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""GPU suite: the real gpu-warmd against the real NVIDIA driver (run on the GPU machine, as root).
+
+Checks what CI's fake driver cannot: the daemon primes the real GPU, `warmctl status` shows it,
+and `warmctl suspend/resume` of a process holding N GiB of cuMemAlloc'd VRAM keeps its data.
+Measures the same toggle done by a fresh process (gw-ckpt-fresh: load + cuInit + driver calls,
+what cuda-checkpoint does) in the same run, and prints both.
+
+usage: gpu_suite.py BUILD_DIR [--gib 4] [--rounds 3] [--json OUT.json]
+"""
+import argparse
+import json
+import os
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+class Failure(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise Failure(what)
+    print(f"  ok: {what}", flush=True)
+
+
+class App:
+    """gw-vram-app holding VRAM; verify() asks it to check every block."""
+
+    def __init__(self, build, mib, extra=()):
+        self.proc = subprocess.Popen([f"{build}/tests/apps/gw-vram-app", "--mib", str(mib), *extra],
+                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+        line = self.readline(120)
+        if not line.startswith("ready pid"):
+            raise Failure(f"gw-vram-app did not get ready: {line!r}")
+        self.pid = self.proc.pid
+        self.ready_line = line
+
+    def readline(self, timeout):
+        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not r:
+            raise Failure("gw-vram-app printed nothing in time")
+        return self.proc.stdout.readline().strip()
+
+    def verify(self):
+        t0 = time.monotonic()
+        os.kill(self.pid, signal.SIGUSR1)
+        while True:
+            line = self.readline(120)
+            if line.startswith("verify "):
+                return line, time.monotonic() - t0
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def warmctl(build, sock, *args, expect=0):
+    t0 = time.monotonic()
+    p = subprocess.run([f"{build}/client/warmctl", "--socket", sock, "--json", *args],
+                       capture_output=True, text=True, timeout=300)
+    wall = time.monotonic() - t0
+    if p.returncode != expect:
+        raise Failure(f"warmctl {' '.join(args)}: exit {p.returncode}: {p.stderr.strip()} {p.stdout.strip()}")
+    return json.loads(p.stdout), wall
+
+
+def fresh(build, action, pid):
+    p = subprocess.run([f"{build}/tests/bench/gw-ckpt-fresh", action, str(pid)],
+                       capture_output=True, text=True, timeout=300)
+    if p.returncode != 0:
+        raise Failure(f"gw-ckpt-fresh {action}: {p.stderr.strip()}")
+    return json.loads(p.stdout)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("build")
+    ap.add_argument("--gib", type=float, default=4)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--staging-mib", type=int, default=1024)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    build = os.path.abspath(a.build)
+    results = {"gib": a.gib, "rounds": a.rounds}
+    tmp = tempfile.mkdtemp(prefix="gw-gpu-")
+    sock = f"{tmp}/gpu-warmd.sock"
+    log = open(f"{tmp}/gpu-warmd.log", "w")
+    t0 = time.monotonic()
+    daemon = subprocess.Popen([f"{build}/daemon/gpu-warmd", "--socket", sock,
+                               "--staging-mib", str(a.staging_mib)], stderr=log, stdout=log)
+    app = None
+    try:
+        status = None
+        while time.monotonic() - t0 < 60:
+            if os.path.exists(sock):
+                try:
+                    status, _ = warmctl(build, sock, "status")
+                    if all(g["state"] != "priming" for g in status["result"]["gpus"]):
+                        break
+                except (Failure, json.JSONDecodeError):
+                    pass
+            time.sleep(0.05)
+        results["daemon_ready_s"] = time.monotonic() - t0
+        print("== warmctl status (real driver)")
+        print(subprocess.run([f"{build}/client/warmctl", "--socket", sock, "--human", "status"],
+                             capture_output=True, text=True).stdout)
+        gpus = status["result"]["gpus"]
+        check(len(gpus) >= 1, f"{len(gpus)} GPU(s) listed: {gpus[0]['name']} {gpus[0]['uuid']} {gpus[0]['pci_bus_id']}")
+        check(gpus[0]["state"] == "ready" and gpus[0]["context"] == "primed", "GPU 0 ready with a primed context")
+        check(gpus[0]["staging"]["bytes"] == a.staging_mib << 20,
+              f"pinned pool {gpus[0]['staging']['bytes'] >> 20} MiB, pinned in {gpus[0]['staging']['pin_ms']:.0f} ms")
+        results["status"] = status["result"]
+
+        print(f"== {a.gib} GiB app: warmctl suspend/resume vs a fresh process")
+        app = App(build, int(a.gib * 1024), ["--chunk-mib", "256"])
+        print("  app:", app.ready_line)
+        rows = {"warmctl_suspend": [], "warmctl_resume": [], "fresh_suspend": [], "fresh_resume": [],
+                "fresh_cuinit": []}
+        for r in range(a.rounds):
+            j, wall = warmctl(build, sock, "suspend", str(app.pid))
+            check(j["result"]["state"] == "checkpointed", f"round {r}: warmctl suspend -> checkpointed in {wall*1e3:.0f} ms (daemon {j['result']['duration_ms']:.0f} ms)")
+            rows["warmctl_suspend"].append(wall)
+            st, _ = warmctl(build, sock, "state", str(app.pid))
+            check(st["result"]["state"] == "checkpointed", "state says checkpointed")
+            j, wall = warmctl(build, sock, "resume", str(app.pid))
+            check(j["result"]["state"] == "running", f"round {r}: warmctl resume -> running in {wall*1e3:.0f} ms")
+            rows["warmctl_resume"].append(wall)
+            line, vt = app.verify()
+            check(line.startswith("verify ok"), f"data verified after warmctl cycle ({line}, {vt:.1f} s)")
+
+            t = time.monotonic()
+            fs = fresh(build, "suspend", app.pid)
+            rows["fresh_suspend"].append(time.monotonic() - t)
+            rows["fresh_cuinit"].append(fs["cuinit_ms"] / 1e3)
+            t = time.monotonic()
+            fresh(build, "resume", app.pid)
+            rows["fresh_resume"].append(time.monotonic() - t)
+            line, vt = app.verify()
+            check(line.startswith("verify ok"), f"data verified after fresh-process cycle ({line})")
+        med = {k: statistics.median(v) for k, v in rows.items()}
+        results["median_s"] = med
+        results["samples_s"] = rows
+        print()
+        print(f"{'':24}{'gpu-warmd':>12}{'fresh process':>16}{'ratio':>8}")
+        for op in ("suspend", "resume"):
+            w, f = med[f"warmctl_{op}"], med[f"fresh_{op}"]
+            print(f"{op + ' (' + str(a.gib) + ' GiB)':24}{w:11.3f}s{f:15.3f}s{f / w:7.2f}x")
+        print(f"{'fresh cuInit alone':24}{'':12}{med['fresh_cuinit']:15.3f}s")
+        st, _ = warmctl(build, sock, "status")
+        results["operations"] = st["result"]["operations"]
+    finally:
+        if app:
+            app.stop()
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(60)
+        log.close()
+        print("== daemon log")
+        print(open(f"{tmp}/gpu-warmd.log").read())
+    check(code == 0, "gpu-warmd stopped cleanly on SIGTERM")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1)
+    print("GPU SUITE PASSED")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Failure as e:
+        print(f"GPU SUITE FAILED: {e}", flush=True)
+        sys.exit(1)

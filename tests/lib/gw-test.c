@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: MIT */
+#include "gw-test.h"
+
+#include <time.h>
+
+static int run_case(const struct gw_test_case *tc, int timeout_s)
+{
+	pid_t pid;
+	int status;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		perror("fork");
+		return 1;
+	}
+	if (pid == 0) {
+		alarm((unsigned)timeout_s);
+		tc->fn();
+		fflush(NULL);
+		_exit(0);
+	}
+	while (waitpid(pid, &status, 0) < 0) {
+		if (errno != EINTR) {
+			perror("waitpid");
+			return 1;
+		}
+	}
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+		printf("ok - %s\n", tc->name);
+		return 0;
+	}
+	if (WIFSIGNALED(status))
+		printf("not ok - %s (killed by signal %d%s)\n", tc->name, WTERMSIG(status),
+		       WTERMSIG(status) == SIGALRM ? ": timeout" : "");
+	else
+		printf("not ok - %s (exit %d)\n", tc->name, WEXITSTATUS(status));
+	return 1;
+}
+
+int gw_test_main(int argc, char **argv)
+{
+	const char *env = getenv("GW_TEST_TIMEOUT_S");
+	int timeout_s = env ? atoi(env) : 30, failed = 0, ran = 0;
+
+	if (timeout_s <= 0)
+		timeout_s = 30;
+	if (argc > 1 && strcmp(argv[1], "--list") == 0) {
+		for (int i = 0; i < gw_test_case_count; i++)
+			printf("%s\n", gw_test_cases[i].name);
+		return 0;
+	}
+	for (int i = 0; i < gw_test_case_count; i++) {
+		int wanted = argc <= 1;
+
+		for (int a = 1; a < argc; a++)
+			wanted |= strcmp(argv[a], gw_test_cases[i].name) == 0;
+		if (!wanted)
+			continue;
+		ran++;
+		failed += run_case(&gw_test_cases[i], timeout_s);
+	}
+	if (ran == 0) {
+		fprintf(stderr, "no test case matches\n");
+		return 2;
+	}
+	return failed ? 1 : 0;
+}
