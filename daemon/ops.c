@@ -13,7 +13,7 @@
 #include "clock.h"
 #include "daemon.h"
 #include "log.h"
-#include "pidgpu.h"
+#include "gw-pidgpu.h"
 
 #define GW_OP_MAX_STEPS 4
 

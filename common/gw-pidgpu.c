@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-#include "pidgpu.h"
+#include "gw-pidgpu.h"
 
 #include <ctype.h>
 #include <dirent.h>
