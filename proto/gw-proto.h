@@ -40,7 +40,7 @@
 #define GW_FRAME_HEADER_SIZE 8
 #define GW_FRAME_MIN_PAYLOAD 2            /* "{}" */
 #define GW_FRAME_MAX_PAYLOAD (1u << 20)   /* 1 MiB */
-#define GW_FRAME_MAX_FDS 16               /* per message */
+#define GW_FRAME_MAX_FDS 200              /* per message (the kernel allows 253) */
 #define GW_METHOD_MAX 64                  /* bytes of a method name, NUL included */
 #define GW_STRING_MAX 4096                /* bytes of any string member a peer may send */
 #define GW_JSON_MAX_DEPTH 16
@@ -63,6 +63,30 @@
 #define GW_METHOD_SUSPEND "gpuwarm.Suspend"               /* {pid, timeout_ms?} -> {pid, state, steps} */
 #define GW_METHOD_RESUME "gpuwarm.Resume"                 /* {pid, gpu?, gpu_pairs?} -> {pid, state, steps} */
 
+/*
+ * The in-process shim's agent channel (fast VRAM path). An agent thread in a shimmed app connects,
+ * says Hello, then AgentAttach; from then on the connection carries requests both ways: the
+ * daemon sends gpuwarm.Agent.* requests that the agent answers, and the agent may send
+ * AgentUpdate whose reply it ignores. Each side must accept a reply and a request interleaved.
+ *
+ * Virtual addresses travel as hex strings ("0x7f2a00000000"): JSON numbers stop at 2^53.
+ */
+#define GW_METHOD_AGENT_ATTACH "gpuwarm.AgentAttach"  /* {pid, tid, ranges, bytes, restored?} -> {} */
+#define GW_METHOD_AGENT_UPDATE "gpuwarm.AgentUpdate"  /* {ranges, bytes} -> {} */
+/* daemon -> agent */
+#define GW_METHOD_AGENT_EXPORT "gpuwarm.Agent.Export"
+	/* {"offset": k} -> {"total": N, "ranges": [{"va": "0x..", "size": n, "device": ordinal,
+	 * "uuid": "GPU-.."}], "fds": m}: ranges k .. k+m-1 of N (m <= GW_FRAME_MAX_FDS), one
+	 * exported POSIX fd each, in order. The daemon asks again with offset k+m until it has N.
+	 * On offset 0 the agent synchronises its contexts and fixes the list for the whole export. */
+#define GW_METHOD_AGENT_RELEASE "gpuwarm.Agent.Release"
+	/* {} -> {"released": n, "bytes": b}: unmap + release every range's memory, keep the VA */
+#define GW_METHOD_AGENT_MAP "gpuwarm.Agent.Map"
+	/* {"ranges": [{"va": "0x..", "size": n, "device": ordinal}], "fds": n} -> {"mapped": n}:
+	 * import each fd and map it read-write at va; at most GW_FRAME_MAX_FDS ranges per call, the
+	 * daemon sends as many calls as it needs */
+#define GW_METHOD_AGENT_PING "gpuwarm.Agent.Ping"    /* {} -> {pid, ranges, bytes} */
+
 /* Errors: the "name" of an error reply. */
 #define GW_ERROR_PROTOCOL_VERSION "gpuwarm.Error.ProtocolVersionMismatch"
 #define GW_ERROR_HELLO_REQUIRED "gpuwarm.Error.HelloRequired"
@@ -80,6 +104,7 @@
 #define GW_ERROR_TIMEOUT "gpuwarm.Error.Timeout"
 #define GW_ERROR_BUSY "gpuwarm.Error.Busy"                       /* another operation on that pid runs */
 #define GW_ERROR_LIMIT "gpuwarm.Error.LimitReached"              /* clients, leases, ... */
+#define GW_ERROR_AGENT "gpuwarm.Error.Agent"                   /* the app's agent failed a step */
 #define GW_ERROR_INTERNAL "gpuwarm.Error.Internal"
 
 /* ---- framing ---- */
@@ -154,6 +179,8 @@ int gw_json_get_string(const cJSON *obj, const char *key, size_t max_len, const 
 int gw_json_get_u64(const cJSON *obj, const char *key, uint64_t min, uint64_t max, uint64_t *ret);
 int gw_json_get_bool(const cJSON *obj, const char *key, int *ret);
 /* An array of at most max_items strings each shorter than GW_STRING_MAX. */
+/* A hex string "0x..." (at most 16 digits) as a 64-bit address. */
+int gw_json_get_hex_u64(const cJSON *obj, const char *key, uint64_t *ret);
 int gw_json_get_string_array(const cJSON *obj, const char *key, size_t max_items,
 			     const cJSON **ret_array);
 
