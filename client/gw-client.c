@@ -1,0 +1,558 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libgpuwarm: one blocking connection to gpu-warmd. The socket itself is non-blocking; every wait
+ * is a poll() against a deadline, so a silent or stuck daemon costs at most the caller's timeout.
+ * A transport or framing error leaves the byte stream in an unknown place, so it marks the
+ * connection broken and later calls fail fast with -ENOTCONN.
+ */
+#include "gw-client.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef GW_VERSION
+#define GW_VERSION "0.0.0"
+#endif
+
+#define CLIENT_RBUF_SIZE 16384
+#define CLIENT_SERVER_MAX 256
+
+struct gw_client {
+	int fd;
+	bool broken;
+	uint64_t next_id;
+	char *server;
+	uint64_t server_pid;
+	struct gw_frame_decoder dec;
+	int pending_fds[GW_FRAME_MAX_FDS]; /* received, not yet claimed by a message */
+	unsigned npending;
+	size_t roff, rlen;
+	char rbuf[CLIENT_RBUF_SIZE];
+};
+
+__attribute__((format(printf, 3, 4)))
+static int fail(struct gw_client_error *err, int r, const char *fmt, ...)
+{
+	va_list ap;
+
+	err->name[0] = '\0';
+	err->cuda_error = 0;
+	va_start(ap, fmt);
+	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+/* strerror() is not thread-safe and this library runs inside other people's threads. */
+struct errtext {
+	char text[96];
+};
+
+static struct errtext errstr(int e)
+{
+	struct errtext t;
+	const char *s = strerror_r(e, t.text, sizeof(t.text)); /* GNU: may return a static string */
+
+	if (s != t.text)
+		snprintf(t.text, sizeof(t.text), "%s", s);
+	return t;
+}
+
+static void copy_string(char *dst, size_t size, const char *src)
+{
+	snprintf(dst, size, "%s", src ? src : "");
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* timeout_ms <= 0: no deadline (-1). */
+static int64_t deadline_after(int timeout_ms)
+{
+	return timeout_ms > 0 ? now_ms() + timeout_ms : -1;
+}
+
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = events };
+		int timeout = -1, n;
+
+		if (deadline >= 0) {
+			int64_t left = deadline - now_ms();
+
+			if (left <= 0)
+				return -ETIMEDOUT;
+			timeout = left > INT_MAX ? INT_MAX : (int)left;
+		}
+		n = poll(&p, 1, timeout);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n > 0)
+			return 0; /* ready, or an error/hangup the next call reports */
+	}
+}
+
+static void close_fds(int *fds, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+}
+
+static int mark_broken(struct gw_client *c, int r)
+{
+	c->broken = true;
+	return r;
+}
+
+static int client_send(struct gw_client *c, const char *payload, const int *fds, unsigned nfds,
+		       int64_t deadline, struct gw_client_error *err)
+{
+	size_t len = strlen(payload), total, off = 0;
+	uint8_t *buf;
+	int r;
+
+	if (len < GW_FRAME_MIN_PAYLOAD || len > GW_FRAME_MAX_PAYLOAD)
+		return fail(err, -EMSGSIZE, "request of %zu bytes exceeds the frame limit", len);
+	total = GW_FRAME_HEADER_SIZE + len;
+	buf = malloc(total);
+	if (!buf)
+		return fail(err, -ENOMEM, "out of memory");
+	r = gw_frame_header_encode(len, buf);
+	if (r < 0) {
+		free(buf);
+		return fail(err, r, "request of %zu bytes exceeds the frame limit", len);
+	}
+	memcpy(buf + GW_FRAME_HEADER_SIZE, payload, len);
+
+	while (off < total) {
+		/* the fds ride with the frame's first byte */
+		ssize_t n = gw_sendmsg_fds(c->fd, buf + off, total - off, off ? NULL : fds,
+					   off ? 0 : nfds);
+
+		if (n == -EAGAIN) {
+			r = wait_fd(c->fd, POLLOUT, deadline);
+			if (r == -ETIMEDOUT) {
+				r = fail(err, r, "timed out sending the request");
+				goto out;
+			}
+			if (r < 0) {
+				r = fail(err, r, "poll: %s", errstr(-r).text);
+				goto out;
+			}
+			continue;
+		}
+		if (n == -EINTR)
+			continue;
+		if (n <= 0) {
+			r = n ? (int)n : -EIO;
+			if (r == -EPIPE || r == -ECONNRESET)
+				r = fail(err, r, "the daemon closed the connection");
+			else
+				r = fail(err, r, "sending the request: %s", errstr(-r).text);
+			goto out;
+		}
+		off += (size_t)n;
+	}
+	r = 0;
+out:
+	free(buf);
+	return r;
+}
+
+/* Read until one whole message is parsed into *ret_msg. */
+static int client_read_message(struct gw_client *c, int64_t deadline, struct gw_message *ret_msg,
+			       struct gw_client_error *err)
+{
+	for (;;) {
+		ssize_t n;
+		unsigned nfds;
+		int r;
+
+		while (c->roff < c->rlen) {
+			char *payload = NULL;
+			size_t plen = 0;
+
+			n = gw_frame_decoder_feed(&c->dec, c->rbuf + c->roff, c->rlen - c->roff,
+						  &payload, &plen);
+			if (n == -ENOMEM)
+				return fail(err, -ENOMEM, "out of memory");
+			if (n < 0)
+				return fail(err, -EPROTO, "malformed frame from the daemon: %s",
+					    errstr((int)-n).text);
+			c->roff += (size_t)n;
+			if (!payload)
+				continue;
+			r = gw_message_parse(payload, plen, ret_msg);
+			free(payload);
+			if (r == -ENOMEM)
+				return fail(err, r, "out of memory");
+			if (r < 0)
+				return fail(err, -EPROTO, "malformed message from the daemon");
+			return 0;
+		}
+		c->roff = c->rlen = 0;
+
+		r = wait_fd(c->fd, POLLIN, deadline);
+		if (r == -ETIMEDOUT)
+			return fail(err, r, "no answer from the daemon in time");
+		if (r < 0)
+			return fail(err, r, "poll: %s", errstr(-r).text);
+
+		nfds = GW_FRAME_MAX_FDS - c->npending;
+		n = gw_recv_with_fds(c->fd, c->rbuf, sizeof(c->rbuf), c->pending_fds + c->npending,
+				     &nfds);
+		if (n == -EAGAIN || n == -EINTR)
+			continue;
+		if (n == -EMSGSIZE)
+			return fail(err, -EPROTO, "the daemon sent too many fds");
+		if (n == 0 || n == -ECONNRESET || n == -EPIPE)
+			return fail(err, -ECONNRESET, "the daemon closed the connection");
+		if (n < 0)
+			return fail(err, (int)n, "receiving: %s", errstr((int)-n).text);
+		if (nfds > GW_FRAME_MAX_FDS - c->npending)
+			return fail(err, -EPROTO, "fd bookkeeping failed");
+		c->npending += nfds;
+		c->rlen = (size_t)n;
+	}
+}
+
+/* Take the n fds a message announced from the front of the pending queue. */
+static int claim_fds(struct gw_client *c, unsigned n, int *fds, struct gw_client_error *err)
+{
+	if (n > c->npending)
+		return fail(err, -EPROTO, "the reply announced %u fds but %u arrived", n,
+			    c->npending);
+	memcpy(fds, c->pending_fds, n * sizeof(int));
+	memmove(c->pending_fds, c->pending_fds + n, (c->npending - n) * sizeof(int));
+	c->npending -= n;
+	return 0;
+}
+
+static void fill_remote_error(const struct gw_message *msg, struct gw_client_error *err)
+{
+	const cJSON *cuda = cJSON_GetObjectItemCaseSensitive(msg->body, "cuda_error");
+	const char *message = msg->error_message;
+
+	copy_string(err->name, sizeof(err->name), msg->error_name);
+	copy_string(err->message, sizeof(err->message),
+		    message && *message ? message : "(the daemon gave no message)");
+	err->cuda_error = 0;
+	if (cJSON_IsNumber(cuda) && cuda->valuedouble >= INT_MIN && cuda->valuedouble <= INT_MAX)
+		err->cuda_error = (int)cuda->valuedouble;
+}
+
+/*
+ * Send one request and read its answer. Returns 0 with *ret_msg set (a reply or an error reply
+ * with the request's id) and the reply's fds in fds[0..*ret_nfds) (capacity GW_FRAME_MAX_FDS).
+ */
+static int client_roundtrip(struct gw_client *c, const char *method, const cJSON *params,
+			    const int *fds, unsigned nfds, int timeout_ms,
+			    struct gw_message *ret_msg, int *ret_fds, unsigned *ret_nfds,
+			    struct gw_client_error *err)
+{
+	int64_t deadline = deadline_after(timeout_ms);
+	struct gw_message msg;
+	uint64_t id;
+	char *payload;
+	int r;
+
+	if (c->broken)
+		return fail(err, -ENOTCONN, "the connection is unusable after an earlier error");
+	if (!method || strlen(method) >= GW_METHOD_MAX)
+		return fail(err, -EINVAL, "invalid method name");
+	if (nfds > GW_FRAME_MAX_FDS || (nfds && !fds))
+		return fail(err, -EINVAL, "too many fds for one request");
+	if (params && !cJSON_IsObject(params))
+		return fail(err, -EINVAL, "params must be a JSON object");
+
+	id = c->next_id++;
+	payload = gw_request_encode(id, method, params, nfds);
+	if (!payload)
+		return fail(err, -ENOMEM, "out of memory");
+	r = client_send(c, payload, fds, nfds, deadline, err);
+	free(payload);
+	if (r < 0)
+		return mark_broken(c, r);
+
+	r = client_read_message(c, deadline, &msg, err);
+	if (r < 0)
+		return mark_broken(c, r);
+
+	if (msg.kind == GW_MESSAGE_REQUEST) {
+		r = fail(err, -EPROTO, "the daemon sent a request (%s) instead of a reply",
+			 msg.method);
+		goto broken;
+	}
+	if (msg.id != id && !(msg.kind == GW_MESSAGE_ERROR && msg.error_name &&
+			      strcmp(msg.error_name, GW_ERROR_PROTOCOL_VERSION) == 0)) {
+		r = fail(err, -EPROTO, "reply id %llu does not match request id %llu",
+			 (unsigned long long)msg.id, (unsigned long long)id);
+		goto broken;
+	}
+	if (msg.nfds > GW_FRAME_MAX_FDS) {
+		r = fail(err, -EPROTO, "the reply announced too many fds");
+		goto broken;
+	}
+	r = claim_fds(c, msg.nfds, ret_fds, err);
+	if (r < 0)
+		goto broken;
+	*ret_nfds = msg.nfds;
+	*ret_msg = msg;
+	return 0;
+
+broken:
+	gw_message_finish(&msg);
+	return mark_broken(c, r);
+}
+
+static int client_hello(struct gw_client *c, const char *client_name, int timeout_ms,
+			struct gw_client_error *err)
+{
+	struct gw_message msg;
+	int fds[GW_FRAME_MAX_FDS];
+	unsigned nfds = 0;
+	const char *server = NULL;
+	uint64_t version = 0, pid = 0;
+	cJSON *params;
+	int r;
+
+	params = cJSON_CreateObject();
+	if (!params || !cJSON_AddNumberToObject(params, "version", GW_PROTO_VERSION) ||
+	    !cJSON_AddStringToObject(params, "client", client_name)) {
+		cJSON_Delete(params);
+		return fail(err, -ENOMEM, "out of memory");
+	}
+	r = client_roundtrip(c, GW_METHOD_HELLO, params, NULL, 0, timeout_ms, &msg, fds, &nfds,
+			     err);
+	cJSON_Delete(params);
+	if (r < 0)
+		return r;
+	close_fds(fds, nfds);
+
+	if (msg.kind == GW_MESSAGE_ERROR) {
+		fill_remote_error(&msg, err);
+		r = msg.error_name && strcmp(msg.error_name, GW_ERROR_PROTOCOL_VERSION) == 0 ?
+			    -EPROTO : -EREMOTEIO;
+		goto out;
+	}
+	r = gw_json_get_u64(msg.body, "version", 0, UINT32_MAX, &version);
+	if (r < 0) {
+		r = fail(err, -EPROTO, "malformed hello reply: no protocol version");
+		goto out;
+	}
+	if (version != GW_PROTO_VERSION) {
+		r = fail(err, -EPROTO, "protocol version mismatch (client %d, server %llu)",
+			 GW_PROTO_VERSION, (unsigned long long)version);
+		goto out;
+	}
+	if (gw_json_get_string(msg.body, "server", CLIENT_SERVER_MAX, &server) < 0) {
+		r = fail(err, -EPROTO, "malformed hello reply: no server string");
+		goto out;
+	}
+	(void)gw_json_get_u64(msg.body, "pid", 1, INT_MAX, &pid);
+	c->server = strdup(server);
+	if (!c->server) {
+		r = fail(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	c->server_pid = pid;
+	r = 0;
+out:
+	gw_message_finish(&msg);
+	return r;
+}
+
+static int client_open_socket(const char *path, int timeout_ms, struct gw_client_error *err)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = timeout_ms % 1000 * 1000 };
+	int fd, r;
+
+	if (strlen(path) >= sizeof(addr.sun_path))
+		return fail(err, -ENAMETOOLONG, "socket path too long: %s", path);
+	memcpy(addr.sun_path, path, strlen(path) + 1);
+
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return fail(err, -errno, "socket: %s", errstr(errno).text);
+	/* A blocking connect waits (up to SO_SNDTIMEO) while the daemon's backlog is full. */
+	if (timeout_ms > 0)
+		(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	do {
+		r = connect(fd, (struct sockaddr *)&addr, sizeof(addr));
+	} while (r < 0 && errno == EINTR);
+	if (r < 0) {
+		r = errno == EAGAIN ? -ETIMEDOUT : -errno;
+		fail(err, r, "connect to %s: %s", path, errstr(-r).text);
+		goto fail;
+	}
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
+		r = fail(err, -errno, "fcntl: %s", errstr(errno).text);
+		goto fail;
+	}
+	return fd;
+fail:
+	close(fd);
+	return r;
+}
+
+int gw_client_connect(const char *path, const char *client_name, int timeout_ms,
+		      struct gw_client **ret_client, struct gw_client_error *err)
+{
+	struct gw_client_error dummy;
+	struct gw_client *c;
+	int64_t deadline = deadline_after(timeout_ms);
+	int r, left;
+
+	if (!err)
+		err = &dummy;
+	memset(err, 0, sizeof(*err));
+	if (!ret_client)
+		return fail(err, -EINVAL, "no place for the client");
+	if (!path || !*path)
+		path = getenv(GW_SOCKET_ENV);
+	if (!path || !*path)
+		path = GW_DEFAULT_SOCKET;
+	if (!client_name || !*client_name)
+		client_name = "libgpuwarm " GW_VERSION;
+
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return fail(err, -ENOMEM, "out of memory");
+	c->next_id = 1;
+	gw_frame_decoder_init(&c->dec, GW_FRAME_MAX_PAYLOAD);
+
+	r = client_open_socket(path, timeout_ms, err);
+	if (r < 0)
+		goto fail;
+	c->fd = r;
+
+	left = 0;
+	if (deadline >= 0) {
+		int64_t rest = deadline - now_ms();
+
+		if (rest <= 0) {
+			r = fail(err, -ETIMEDOUT, "connect to %s: timed out", path);
+			goto fail_fd;
+		}
+		left = (int)rest;
+	}
+	r = client_hello(c, client_name, left, err);
+	if (r < 0)
+		goto fail_fd;
+
+	*ret_client = c;
+	return 0;
+
+fail_fd:
+	close(c->fd);
+fail:
+	gw_frame_decoder_finish(&c->dec);
+	close_fds(c->pending_fds, c->npending);
+	free(c->server);
+	free(c);
+	return r;
+}
+
+void gw_client_close(struct gw_client *client)
+{
+	if (!client)
+		return;
+	close(client->fd);
+	close_fds(client->pending_fds, client->npending);
+	gw_frame_decoder_finish(&client->dec);
+	free(client->server);
+	free(client);
+}
+
+const char *gw_client_server_version(const struct gw_client *client)
+{
+	return client ? client->server : NULL;
+}
+
+int gw_client_fd(const struct gw_client *client)
+{
+	return client ? client->fd : -EBADF;
+}
+
+int gw_client_call(struct gw_client *client, const char *method, const cJSON *params,
+		   const int *fds, unsigned nfds, int timeout_ms, cJSON **ret_result, int *ret_fds,
+		   unsigned *ret_nfds, struct gw_client_error *err)
+{
+	struct gw_client_error dummy;
+	struct gw_message msg;
+	int got[GW_FRAME_MAX_FDS];
+	unsigned ngot = 0;
+	cJSON *result;
+	int r;
+
+	if (!err)
+		err = &dummy;
+	memset(err, 0, sizeof(*err));
+	if (!client)
+		return fail(err, -EINVAL, "no client");
+	if (ret_fds && !ret_nfds)
+		return fail(err, -EINVAL, "ret_fds needs ret_nfds");
+
+	r = client_roundtrip(client, method, params, fds, nfds, timeout_ms, &msg, got, &ngot, err);
+	if (r < 0)
+		return r;
+
+	if (msg.kind == GW_MESSAGE_ERROR) {
+		fill_remote_error(&msg, err);
+		r = -EREMOTEIO;
+		goto fail;
+	}
+	if (ngot && (!ret_fds || ngot > *ret_nfds)) {
+		if (ret_fds) {
+			r = fail(err, -EPROTO, "the reply carried %u fds, room for %u", ngot,
+				 *ret_nfds);
+			goto fail;
+		}
+		close_fds(got, ngot); /* the caller wants none */
+		ngot = 0;
+	}
+	result = NULL;
+	if (ret_result) {
+		result = cJSON_DetachItemViaPointer(msg.root, (cJSON *)msg.body);
+		if (!result) {
+			r = fail(err, -EPROTO, "malformed reply: no result");
+			goto fail;
+		}
+	}
+	gw_message_finish(&msg);
+	if (ret_result)
+		*ret_result = result;
+	if (ret_fds) {
+		memcpy(ret_fds, got, ngot * sizeof(int));
+		*ret_nfds = ngot;
+	} else if (ret_nfds) {
+		*ret_nfds = 0;
+	}
+	return 0;
+
+fail:
+	close_fds(got, ngot);
+	gw_message_finish(&msg);
+	return r;
+}

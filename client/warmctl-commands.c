@@ -1,0 +1,280 @@
+/* SPDX-License-Identifier: MIT */
+/* warmctl: the command table and every help text. docs/warmctl.md says the same at length. */
+#include "warmctl.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define HELP_GPU_MAP                                                                              \
+	"  --gpu GPU        restore onto GPU (index, UUID or PCI bus id)\n"                      \
+	"  --gpu-map OLD=NEW[,OLD=NEW...]\n"                                                      \
+	"                   restore onto other GPUs: each GPU the process used (OLD UUID) onto\n"  \
+	"                   the GPU named by NEW (UUID); may be repeated, at most 64 pairs\n"
+
+#define HELP_REPLY_TIMEOUT(def)                                                                   \
+	"  --timeout S      how long to wait for the daemon's reply, in seconds (default " def ")\n"
+
+#define HELP_PERM_PID                                                                             \
+	"Needs root or the uid that owns PID (its real, effective and saved uid).\n"
+
+static const char help_status[] =
+	"Show the daemon (version, protocol, pid, uptime, socket, clients, staging\n"
+	"size), the CUDA driver (library, version, checkpoint and VMM API),\n"
+	"one row per GPU (index, name, UUID, PCI bus id, memory used/total, state,\n"
+	"context, pinned staging memory and the time pinning it took, leases,\n"
+	"operations in flight) and the active leases, then the operation counters.\n"
+	"Anyone who can connect to the socket may ask.\n"
+	"\nOptions:\n" HELP_REPLY_TIMEOUT("30");
+
+static const char help_drain[] =
+	"Drain the named GPUs, all of them when none is named: the daemon refuses\n"
+	"new leases and operations on them, waits for the operations in flight, then\n"
+	"releases the warm context and the pinned staging memory (before a driver\n"
+	"update, a reset or a MIG change). Prints each GPU's new state. Idempotent.\n"
+	"Needs root.\n"
+	"\nOptions:\n"
+	"  --timeout S      how long the daemon waits for the GPUs to drain, in seconds\n"
+	"                   (default 30); when they do not drain in time warmctl exits 1\n"
+	"                   with gpuwarm.Error.Timeout and the GPUs stay draining\n"
+	"  --no-wait        do not wait: the reply comes as soon as draining has started\n";
+
+static const char help_undrain[] =
+	"Undrain the named GPUs, all of them when none is named: the daemon creates\n"
+	"the context again and pins the staging memory, and replies when that is done.\n"
+	"Prints each GPU's new state. Idempotent. Needs root.\n"
+	"\nOptions:\n" HELP_REPLY_TIMEOUT("300");
+
+static const char help_suspend[] =
+	"Lock the CUDA process PID (its running GPU work completes, new work blocks)\n"
+	"and checkpoint its GPU state into host memory, through the daemon. Prints the\n"
+	"total time and the time of each step.\n" HELP_PERM_PID
+	"\nOptions:\n"
+	"  --timeout S      how long the lock may wait for the process's GPU work, in\n"
+	"                   seconds (default: the daemon's, 10)\n";
+
+static const char help_resume[] =
+	"Restore the GPU state of the suspended process PID and unlock it, through the\n"
+	"daemon, so it runs again. Prints the total time and the time of each step.\n"
+	HELP_PERM_PID
+	"\nOptions:\n" HELP_GPU_MAP HELP_REPLY_TIMEOUT("300");
+
+static const char help_state[] =
+	"Print the CUDA checkpoint state of PID (running, locked, checkpointed or\n"
+	"failed) and the id of its CUDA restore thread.\n" HELP_PERM_PID
+	"\nOptions:\n" HELP_REPLY_TIMEOUT("30");
+
+static const char help_lock[] =
+	"Lock the CUDA process PID: its running GPU work completes and new work\n"
+	"blocks until unlock. The first step of suspend.\n" HELP_PERM_PID
+	"\nOptions:\n"
+	"  --timeout S      how long the lock may wait for the process's GPU work, in\n"
+	"                   seconds (default: the daemon's, 10)\n";
+
+static const char help_checkpoint[] =
+	"Checkpoint the GPU state of the locked process PID into host memory and free\n"
+	"its GPU memory. The second step of suspend.\n" HELP_PERM_PID
+	"\nOptions:\n" HELP_REPLY_TIMEOUT("300");
+
+static const char help_restore[] =
+	"Restore the GPU state of the checkpointed process PID; it stays locked until\n"
+	"unlock. The first step of resume.\n" HELP_PERM_PID
+	"\nOptions:\n" HELP_GPU_MAP HELP_REPLY_TIMEOUT("300");
+
+static const char help_unlock[] =
+	"Unlock the locked process PID so its CUDA calls proceed. The last step of\n"
+	"resume.\n" HELP_PERM_PID
+	"\nOptions:\n" HELP_REPLY_TIMEOUT("300");
+
+static const char help_lease[] =
+	"Acquire a lease on a ready GPU (any; the one named by --gpu; or one with at\n"
+	"least N MiB free) and print it. A lease lasts as long as its connection:\n"
+	"without --hold warmctl exits and the lease ends with it.\n"
+	"\nOptions:\n"
+	"  --gpu GPU        lease this GPU (index, UUID or PCI bus id)\n"
+	"  --min-free-mib N lease a GPU with at least N MiB of free memory\n"
+	"  --hold           keep the connection, and so the lease, until SIGINT or\n"
+	"                   SIGTERM or end of file on stdin, then release it and exit 0;\n"
+	"                   if the daemon closes the connection first, exit 3\n"
+	HELP_REPLY_TIMEOUT("30");
+
+static const char help_version[] =
+	"Print warmctl's version and, when the daemon is reachable, its version (the\n"
+	"server string of its hello). The daemon's is null (JSON) or \"not reachable\"\n"
+	"(text) when it cannot be reached; the exit status is 0 either way.\n"
+	"\nOptions:\n" HELP_REPLY_TIMEOUT("30");
+
+const struct wc_command wc_commands[] = {
+	{
+		.name = "status",
+		.synopsis = "status",
+		.summary = "show the daemon, the driver, the GPUs and the leases",
+		.help = help_status,
+		.positional = WC_POS_NONE,
+		.default_timeout_ms = WC_DEFAULT_TIMEOUT_MS,
+		.run = wc_cmd_status,
+	},
+	{
+		.name = "drain",
+		.synopsis = "drain [GPU...] [--timeout S] [--no-wait]",
+		.summary = "stop using GPUs and release their context and pinned memory",
+		.help = help_drain,
+		.options = WC_OPT_OP_TIMEOUT | WC_OPT_NO_WAIT,
+		.positional = WC_POS_GPUS,
+		.default_timeout_ms = WC_SLOW_TIMEOUT_MS,
+		.run = wc_cmd_drain,
+	},
+	{
+		.name = "undrain",
+		.synopsis = "undrain [GPU...]",
+		.summary = "make drained GPUs usable again",
+		.help = help_undrain,
+		.positional = WC_POS_GPUS,
+		.default_timeout_ms = WC_SLOW_TIMEOUT_MS,
+		.run = wc_cmd_undrain,
+	},
+	{
+		.name = "suspend",
+		.synopsis = "suspend PID [--timeout S]",
+		.summary = "lock and checkpoint a CUDA process (frees its GPU memory)",
+		.help = help_suspend,
+		.options = WC_OPT_OP_TIMEOUT,
+		.positional = WC_POS_PID,
+		.default_timeout_ms = WC_SLOW_TIMEOUT_MS,
+		.run = wc_cmd_suspend,
+	},
+	{
+		.name = "resume",
+		.synopsis = "resume PID [--gpu GPU] [--gpu-map OLD=NEW[,OLD=NEW...]]",
+		.summary = "restore and unlock a suspended CUDA process",
+		.help = help_resume,
+		.options = WC_OPT_GPU | WC_OPT_GPU_MAP,
+		.positional = WC_POS_PID,
+		.default_timeout_ms = WC_SLOW_TIMEOUT_MS,
+		.run = wc_cmd_resume,
+	},
+	{
+		.name = "state",
+		.synopsis = "state PID",
+		.summary = "show a process's checkpoint state and restore thread",
+		.help = help_state,
+		.positional = WC_POS_PID,
+		.default_timeout_ms = WC_DEFAULT_TIMEOUT_MS,
+		.run = wc_cmd_state,
+	},
+	{
+		.name = "lock",
+		.synopsis = "lock PID [--timeout S]",
+		.summary = "step 1 of suspend: lock a process's CUDA work",
+		.help = help_lock,
+		.options = WC_OPT_OP_TIMEOUT,
+		.positional = WC_POS_PID,
+		.default_timeout_ms = WC_SLOW_TIMEOUT_MS,
+		.run = wc_cmd_lock,
+	},
+	{
+		.name = "checkpoint",
+		.synopsis = "checkpoint PID",
+		.summary = "step 2 of suspend: checkpoint a locked process",
+		.help = help_checkpoint,
+		.positional = WC_POS_PID,
+		.default_timeout_ms = WC_SLOW_TIMEOUT_MS,
+		.run = wc_cmd_checkpoint,
+	},
+	{
+		.name = "restore",
+		.synopsis = "restore PID [--gpu GPU] [--gpu-map OLD=NEW[,OLD=NEW...]]",
+		.summary = "step 1 of resume: restore a checkpointed process (stays locked)",
+		.help = help_restore,
+		.options = WC_OPT_GPU | WC_OPT_GPU_MAP,
+		.positional = WC_POS_PID,
+		.default_timeout_ms = WC_SLOW_TIMEOUT_MS,
+		.run = wc_cmd_restore,
+	},
+	{
+		.name = "unlock",
+		.synopsis = "unlock PID",
+		.summary = "step 2 of resume: let a locked process run again",
+		.help = help_unlock,
+		.positional = WC_POS_PID,
+		.default_timeout_ms = WC_SLOW_TIMEOUT_MS,
+		.run = wc_cmd_unlock,
+	},
+	{
+		.name = "lease",
+		.synopsis = "lease [--gpu GPU | --min-free-mib N] [--hold]",
+		.summary = "acquire a GPU lease and print it",
+		.help = help_lease,
+		.options = WC_OPT_GPU | WC_OPT_MIN_FREE | WC_OPT_HOLD,
+		.positional = WC_POS_NONE,
+		.default_timeout_ms = WC_DEFAULT_TIMEOUT_MS,
+		.run = wc_cmd_lease,
+	},
+	{
+		.name = "version",
+		.synopsis = "version",
+		.summary = "show warmctl's version and the daemon's",
+		.help = help_version,
+		.positional = WC_POS_NONE,
+		.default_timeout_ms = WC_DEFAULT_TIMEOUT_MS,
+		.run = wc_cmd_version,
+	},
+	{ .name = NULL },
+};
+
+const struct wc_command *wc_command_find(const char *name)
+{
+	for (const struct wc_command *c = wc_commands; c->name; c++)
+		if (strcmp(c->name, name) == 0)
+			return c;
+	return NULL;
+}
+
+void wc_print_main_help(void)
+{
+	printf("Usage: warmctl [--socket PATH] [--json|--human] [--timeout SEC] COMMAND [ARGS]\n"
+	       "\n"
+	       "Control gpu-warmd, the daemon that keeps CUDA contexts warm and checkpoints and\n"
+	       "restores CUDA processes.\n"
+	       "\n"
+	       "Commands:\n");
+	for (const struct wc_command *c = wc_commands; c->name; c++)
+		printf("  %-12s %s\n", c->name, c->summary);
+	printf("  %-12s %s\n", "help",
+	       "this text; `warmctl help COMMAND` = `warmctl COMMAND --help`");
+	printf("\n"
+	       "Options (also accepted after COMMAND):\n"
+	       "  --socket PATH    the daemon's socket (default: $" GW_SOCKET_ENV ", else\n"
+	       "                   " GW_DEFAULT_SOCKET ")\n"
+	       "  --json           print one JSON object on stdout (the default when stdout is\n"
+	       "                   not a terminal)\n"
+	       "  --human          print text (the default on a terminal)\n"
+	       "  --timeout SEC    how long to wait for the daemon's reply (default 30 s; 300 s\n"
+	       "                   for drain, undrain, suspend, resume, lock, checkpoint, restore\n"
+	       "                   and unlock, raised to the command's own --timeout + 30 s when\n"
+	       "                   that is longer); after drain, suspend or lock, --timeout is\n"
+	       "                   that command's own option\n"
+	       "  -h, --help       this text; `warmctl COMMAND --help` describes one command\n"
+	       "\n"
+	       "GPU: an index (0), a UUID (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) or a PCI bus\n"
+	       "id (0000:3b:00.0 or 3b:00.0), as nvidia-smi shows them. PID: 1..%d.\n"
+	       "\n"
+	       "Exit status:\n"
+	       "  0  success\n"
+	       "  1  the daemon refused the request or the operation failed\n"
+	       "  2  usage error (nothing was sent)\n"
+	       "  3  the daemon is unreachable: no socket, connection refused or closed, timeout,\n"
+	       "     malformed reply\n"
+	       "  4  permission denied: the socket refused us (group), or the daemon did\n"
+	       "     (root, or the uid that owns the PID, is needed)\n"
+	       "  5  protocol version mismatch between warmctl and gpu-warmd\n"
+	       "\n"
+	       "See docs/warmctl.md for the output formats.\n", WC_PID_MAX);
+}
+
+void wc_print_command_help(const struct wc_command *cmd)
+{
+	printf("Usage: warmctl %s\n\n%s", cmd->synopsis, cmd->help);
+	printf("  --json, --human, --socket PATH, -h/--help: as in `warmctl --help`\n"
+	       "\nExit status: 0 ok, 1 refused or failed, 2 usage, 3 daemon unreachable,\n"
+	       "4 permission denied, 5 protocol version mismatch.\n");
+}
