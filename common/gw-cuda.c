@@ -7,9 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The newest ABI this code was written against; the driver hands back the versioned entry points
- * that match min(this, its own version). */
-#define GW_CUDA_ABI_VERSION 13000
+/* The ABI gw-cuda-abi.h declares: the driver hands back, for each base name, the entry point of
+ * the newest version <= this. It must stay 12080 (the checkpoint API's version): asking for 13000
+ * returns CUDA 13 signatures, e.g. cuCtxSynchronize(CUcontext) and cuCtxGetDevice(dev, ctx), that
+ * our header declares differently (measured on driver 580: CUDA_ERROR_CONTEXT_IS_DESTROYED). */
+#define GW_CUDA_ABI_VERSION 12080
 
 static int resolve(gw_cuGetProcAddress_fn getproc, int version, const char *name, void **ret_fn)
 {

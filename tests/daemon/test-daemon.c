@@ -1,0 +1,811 @@
+/* SPDX-License-Identifier: MIT */
+/* Integration: the real gpu-warmd on a private socket, driven by warmctl and raw clients, over
+ * the fake CUDA driver and the VRAM test app. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "gw-client.h"
+#include "gw-proto.h"
+#include "gw-test.h"
+#include "harness.h"
+
+#define NOBODY 65534
+
+static const cJSON *get(const cJSON *o, const char *path)
+{
+	char key[64];
+
+	while (o && *path) {
+		size_t n = strcspn(path, ".");
+
+		snprintf(key, sizeof(key), "%.*s", (int)n, path);
+		o = cJSON_IsArray(o) ? cJSON_GetArrayItem(o, atoi(key)) : cJSON_GetObjectItem(o, key);
+		path += n + (path[n] == '.');
+	}
+	return o;
+}
+
+static const char *get_str(const cJSON *o, const char *path)
+{
+	const cJSON *v = get(o, path);
+
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static double get_num(const cJSON *o, const char *path)
+{
+	const cJSON *v = get(o, path);
+
+	if (!cJSON_IsNumber(v))
+		GW_FAIL("%s is not a number", path);
+	return v->valuedouble;
+}
+
+static char pidbuf[32];
+
+static const char *pid_str(pid_t pid)
+{
+	snprintf(pidbuf, sizeof(pidbuf), "%d", (int)pid);
+	return pidbuf;
+}
+
+/* warmctl as ourselves; expects exit code `code`; returns parsed JSON (caller deletes). */
+static cJSON *ctl(const struct gwt_daemon *d, int code, const char *const *args)
+{
+	char err[4096];
+	cJSON *json = NULL;
+	int rc = gwt_warmctl(d, -1, &json, err, sizeof(err), args);
+
+	if (rc != code)
+		GW_FAIL("warmctl %s ...: exit %d, expected %d; stderr: %s\ndaemon log:\n%s", args[0],
+			rc, code, err, gwt_daemon_log(d));
+	if (!json)
+		GW_FAIL("warmctl %s printed no JSON; stderr: %s", args[0], err);
+	return json;
+}
+
+static void assert_state(const struct gwt_daemon *d, pid_t pid, const char *state)
+{
+	cJSON *j = ctl(d, 0, GWT_ARGS("state", pid_str(pid)));
+
+	GW_ASSERT_STR_EQ(get_str(j, "result.state"), state);
+	cJSON_Delete(j);
+}
+
+GW_TEST(status_lists_fake_gpus)
+{
+	struct gwt_daemon d;
+	cJSON *j;
+
+	setenv("FAKECUDA_GPUS", "2", 1);
+	gwt_daemon_start(&d, NULL);
+	j = ctl(&d, 0, GWT_ARGS("status"));
+	GW_ASSERT_INT_EQ(get_num(j, "version"), 1);
+	GW_ASSERT_INT_EQ(cJSON_GetArraySize(get(j, "result.gpus")), 2);
+	GW_ASSERT_STR_CONTAINS(get_str(j, "result.gpus.0.uuid"), "GPU-");
+	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.0.pci_bus_id"), "0000:3b:00.0");
+	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.1.pci_bus_id"), "0000:3c:00.0");
+	GW_ASSERT(get_num(j, "result.gpus.0.memory_total_mib") > 0);
+	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.0.state"), "ready");
+	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.0.context"), "primed");
+	GW_ASSERT_INT_EQ(get_num(j, "result.gpus.0.staging.bytes"), 64 << 20);
+	GW_ASSERT(get_num(j, "result.gpus.1.staging.pin_ms") >= 0);
+	GW_ASSERT(cJSON_IsTrue(get(j, "result.driver.checkpoint_api")));
+	cJSON_Delete(j);
+	GW_ASSERT_INT_EQ(gwt_daemon_stop(&d), 0);
+}
+
+GW_TEST(status_without_driver_serves_zero_gpus)
+{
+	struct gwt_daemon d;
+	cJSON *j;
+
+	gwt_daemon_start(&d, GWT_ARGS("--cuda-library", "/nonexistent/libcuda.so.1"));
+	j = ctl(&d, 0, GWT_ARGS("status"));
+	GW_ASSERT_INT_EQ(cJSON_GetArraySize(get(j, "result.gpus")), 0);
+	GW_ASSERT(cJSON_IsFalse(get(j, "result.driver.loaded")));
+	GW_ASSERT_STR_CONTAINS(get_str(j, "result.driver.error"), "/nonexistent/libcuda.so.1");
+	cJSON_Delete(j);
+	GW_ASSERT_STR_CONTAINS(gwt_daemon_log(&d), "serving with 0 GPUs");
+	GW_ASSERT_INT_EQ(gwt_daemon_stop(&d), 0);
+}
+
+GW_TEST(suspend_resume_keeps_data)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	char line[256];
+	cJSON *j;
+
+	gwt_daemon_start(&d, NULL);
+	gwt_app_start(&app, GWT_ARGS("--mib", "48", "--chunk-mib", "16"));
+	j = ctl(&d, 0, GWT_ARGS("suspend", pid_str(app.pid)));
+	GW_ASSERT_STR_EQ(get_str(j, "result.state"), "checkpointed");
+	GW_ASSERT_STR_EQ(get_str(j, "result.steps.0.step"), "lock");
+	GW_ASSERT_STR_EQ(get_str(j, "result.steps.1.step"), "checkpoint");
+	cJSON_Delete(j);
+	assert_state(&d, app.pid, "checkpointed");
+	j = ctl(&d, 0, GWT_ARGS("resume", pid_str(app.pid)));
+	GW_ASSERT_STR_EQ(get_str(j, "result.state"), "running");
+	cJSON_Delete(j);
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+	/* and again: the daemon keeps no stale state between cycles */
+	cJSON_Delete(ctl(&d, 0, GWT_ARGS("suspend", pid_str(app.pid))));
+	cJSON_Delete(ctl(&d, 0, GWT_ARGS("resume", pid_str(app.pid))));
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+	j = ctl(&d, 0, GWT_ARGS("status"));
+	GW_ASSERT_INT_EQ(get_num(j, "result.operations.suspend.ok"), 2);
+	GW_ASSERT_INT_EQ(get_num(j, "result.operations.resume.ok"), 2);
+	cJSON_Delete(j);
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST(single_steps_walk_the_state_machine)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	char line[256];
+
+	gwt_daemon_start(&d, NULL);
+	gwt_app_start(&app, GWT_ARGS("--mib", "16"));
+	assert_state(&d, app.pid, "running");
+	cJSON_Delete(ctl(&d, 0, GWT_ARGS("lock", pid_str(app.pid))));
+	assert_state(&d, app.pid, "locked");
+	cJSON_Delete(ctl(&d, 0, GWT_ARGS("checkpoint", pid_str(app.pid))));
+	assert_state(&d, app.pid, "checkpointed");
+	cJSON_Delete(ctl(&d, 0, GWT_ARGS("restore", pid_str(app.pid))));
+	assert_state(&d, app.pid, "locked");
+	cJSON_Delete(ctl(&d, 0, GWT_ARGS("unlock", pid_str(app.pid))));
+	assert_state(&d, app.pid, "running");
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST(illegal_transition_is_refused)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	cJSON *j;
+
+	gwt_daemon_start(&d, NULL);
+	gwt_app_start(&app, GWT_ARGS("--mib", "16"));
+	j = ctl(&d, 1, GWT_ARGS("checkpoint", pid_str(app.pid)));
+	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_ILLEGAL_STATE);
+	GW_ASSERT_STR_CONTAINS(get_str(j, "error.message"), "running");
+	cJSON_Delete(j);
+	j = ctl(&d, 1, GWT_ARGS("resume", pid_str(app.pid)));
+	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_ILLEGAL_STATE);
+	cJSON_Delete(j);
+	assert_state(&d, app.pid, "running");
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST(lock_timeout_leaves_process_running)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	char line[256];
+	cJSON *j;
+
+	gwt_daemon_start(&d, NULL);
+	/* the app's busy thread sits inside the driver for 3 s at a time */
+	setenv("FAKECUDA_SYNC_DELAY_MS", "3000", 1);
+	gwt_app_start(&app, GWT_ARGS("--mib", "16", "--busy"));
+	unsetenv("FAKECUDA_SYNC_DELAY_MS");
+	gwt_sleep_ms(200);
+	j = ctl(&d, 1, GWT_ARGS("suspend", pid_str(app.pid), "--timeout", "0.2"));
+	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_TIMEOUT);
+	cJSON_Delete(j);
+	assert_state(&d, app.pid, "running");
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST(other_users_pid_is_refused)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	const char *const steps[] = { "suspend", "resume", "lock", "checkpoint", "restore", "unlock",
+				      "state" };
+	char err[4096];
+	pid_t target;
+	cJSON *j;
+
+	gwt_daemon_start(&d, NULL);
+	if (geteuid() == 0) {
+		/* Root runs the target; the client is nobody. */
+		gwt_app_start(&app, GWT_ARGS("--mib", "16"));
+		target = app.pid;
+	} else {
+		app.pid = 0;
+		target = 1; /* init: never ours */
+	}
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		int rc = gwt_warmctl(&d, geteuid() == 0 ? NOBODY : -1, &j, err, sizeof(err),
+				     GWT_ARGS(steps[i], pid_str(target)));
+
+		if (rc != 4)
+			GW_FAIL("%s of another user's pid: exit %d, expected 4 (%s)", steps[i], rc,
+				err);
+		GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_PERMISSION_DENIED);
+		cJSON_Delete(j);
+	}
+	if (app.pid) {
+		assert_state(&d, app.pid, "running");
+		gwt_app_stop(&app);
+	}
+	GW_ASSERT_STR_CONTAINS(gwt_daemon_log(&d), "refused");
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST(drain_needs_root)
+{
+	struct gwt_daemon d;
+	char err[4096];
+	cJSON *j = NULL;
+	int rc;
+
+	if (geteuid() != 0) {
+		gwt_daemon_start(&d, NULL);
+		rc = gwt_warmctl(&d, -1, &j, err, sizeof(err), GWT_ARGS("drain"));
+	} else {
+		gwt_daemon_start(&d, NULL);
+		rc = gwt_warmctl(&d, NOBODY, &j, err, sizeof(err), GWT_ARGS("drain"));
+	}
+	GW_ASSERT_INT_EQ(rc, 4);
+	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_PERMISSION_DENIED);
+	cJSON_Delete(j);
+	j = ctl(&d, 0, GWT_ARGS("status"));
+	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.0.state"), "ready");
+	cJSON_Delete(j);
+	gwt_daemon_stop(&d);
+}
+
+/* Needs root for drain: skipped (passes trivially) otherwise, with a note. */
+static int need_root(void)
+{
+	if (geteuid() != 0) {
+		fprintf(stderr, "not root: drain needs root; skipping\n");
+		return 0;
+	}
+	return 1;
+}
+
+GW_TEST(drain_releases_and_undrain_reprimes)
+{
+	struct gwt_daemon d;
+	cJSON *j;
+
+	if (!need_root())
+		return;
+	gwt_daemon_start(&d, NULL);
+	j = ctl(&d, 0, GWT_ARGS("drain"));
+	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.0.state"), "drained");
+	cJSON_Delete(j);
+	j = ctl(&d, 0, GWT_ARGS("status"));
+	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.0.context"), "released");
+	GW_ASSERT_INT_EQ(get_num(j, "result.gpus.0.staging.bytes"), 0);
+	cJSON_Delete(j);
+	/* idempotent */
+	cJSON_Delete(ctl(&d, 0, GWT_ARGS("drain")));
+	/* no new leases */
+	j = ctl(&d, 1, GWT_ARGS("lease", "--gpu", "0"));
+	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_DRAINING);
+	cJSON_Delete(j);
+	j = ctl(&d, 0, GWT_ARGS("undrain"));
+	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.0.state"), "ready");
+	cJSON_Delete(j);
+	cJSON_Delete(ctl(&d, 0, GWT_ARGS("undrain")));
+	j = ctl(&d, 0, GWT_ARGS("status"));
+	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.0.context"), "primed");
+	GW_ASSERT_INT_EQ(get_num(j, "result.gpus.0.staging.bytes"), 64 << 20);
+	cJSON_Delete(j);
+	gwt_daemon_stop(&d);
+}
+
+/* Start `warmctl ARGS` in the background; returns its pid. */
+static pid_t ctl_background(const struct gwt_daemon *d, const char *const *args)
+{
+	return gwt_warmctl_spawn(d, args);
+}
+
+static int wait_code(pid_t pid)
+{
+	int status;
+
+	waitpid(pid, &status, 0);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+GW_TEST(drain_waits_for_in_flight_operation)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	double start, took;
+	pid_t locker;
+	cJSON *j;
+
+	if (!need_root())
+		return;
+	gwt_daemon_start(&d, NULL);
+	setenv("FAKECUDA_SYNC_DELAY_MS", "1500", 1);
+	gwt_app_start(&app, GWT_ARGS("--mib", "16", "--busy"));
+	unsetenv("FAKECUDA_SYNC_DELAY_MS");
+	gwt_sleep_ms(100);
+	/* a lock that has to wait for the busy thread: in flight for up to 1.5 s */
+	locker = ctl_background(&d, GWT_ARGS("lock", pid_str(app.pid), "--timeout", "10"));
+	gwt_sleep_ms(200);
+	start = gwt_now_ms();
+	j = ctl(&d, 0, GWT_ARGS("drain", "--no-wait"));
+	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.0.state"), "draining");
+	cJSON_Delete(j);
+	/* new operations are refused while draining */
+	j = ctl(&d, 1, GWT_ARGS("unlock", pid_str(app.pid)));
+	GW_ASSERT(strcmp(get_str(j, "error.name"), GW_ERROR_DRAINING) == 0 ||
+		  strcmp(get_str(j, "error.name"), GW_ERROR_BUSY) == 0);
+	cJSON_Delete(j);
+	j = ctl(&d, 0, GWT_ARGS("drain", "--timeout", "10"));
+	took = gwt_now_ms() - start;
+	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.0.state"), "drained");
+	cJSON_Delete(j);
+	GW_ASSERT_INT_EQ(wait_code(locker), 0);
+	GW_ASSERT(took > 200); /* it did wait for the lock */
+	cJSON_Delete(ctl(&d, 0, GWT_ARGS("undrain")));
+	cJSON_Delete(ctl(&d, 0, GWT_ARGS("unlock", pid_str(app.pid))));
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST(drain_timeout_reports_and_keeps_draining)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	pid_t locker;
+	cJSON *j;
+
+	if (!need_root())
+		return;
+	gwt_daemon_start(&d, NULL);
+	setenv("FAKECUDA_SYNC_DELAY_MS", "2000", 1);
+	gwt_app_start(&app, GWT_ARGS("--mib", "16", "--busy"));
+	unsetenv("FAKECUDA_SYNC_DELAY_MS");
+	gwt_sleep_ms(100);
+	locker = ctl_background(&d, GWT_ARGS("lock", pid_str(app.pid), "--timeout", "10"));
+	gwt_sleep_ms(200);
+	j = ctl(&d, 1, GWT_ARGS("drain", "--timeout", "0.1"));
+	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_TIMEOUT);
+	cJSON_Delete(j);
+	GW_ASSERT_INT_EQ(wait_code(locker), 0);
+	j = ctl(&d, 0, GWT_ARGS("drain", "--timeout", "10"));
+	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.0.state"), "drained");
+	cJSON_Delete(j);
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST(lease_ends_when_client_dies)
+{
+	struct gwt_daemon d;
+	pid_t holder;
+	cJSON *j;
+	int seen = 0;
+
+	gwt_daemon_start(&d, NULL);
+	holder = ctl_background(&d, GWT_ARGS("lease", "--gpu", "0", "--hold"));
+	for (int i = 0; i < 200 && !seen; i++) {
+		j = ctl(&d, 0, GWT_ARGS("status"));
+		seen = cJSON_GetArraySize(get(j, "result.leases")) == 1 &&
+		       get_num(j, "result.gpus.0.leases") == 1;
+		cJSON_Delete(j);
+		if (!seen)
+			gwt_sleep_ms(20);
+	}
+	GW_ASSERT(seen);
+	kill(holder, SIGKILL);
+	wait_code(holder);
+	seen = 1;
+	for (int i = 0; i < 200 && seen; i++) {
+		j = ctl(&d, 0, GWT_ARGS("status"));
+		seen = cJSON_GetArraySize(get(j, "result.leases")) != 0;
+		cJSON_Delete(j);
+		if (seen)
+			gwt_sleep_ms(20);
+	}
+	GW_ASSERT(!seen);
+	GW_ASSERT_STR_CONTAINS(gwt_daemon_log(&d), "disconnected");
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST(lease_refused_when_no_gpu_fits)
+{
+	struct gwt_daemon d;
+	cJSON *j;
+
+	gwt_daemon_start(&d, NULL);
+	j = ctl(&d, 1, GWT_ARGS("lease", "--min-free-mib", "100000000"));
+	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_NO_GPU_AVAILABLE);
+	cJSON_Delete(j);
+	j = ctl(&d, 0, GWT_ARGS("lease", "--min-free-mib", "1024"));
+	GW_ASSERT_INT_EQ(get_num(j, "result.gpu.index"), 0);
+	cJSON_Delete(j);
+	j = ctl(&d, 1, GWT_ARGS("lease", "--gpu", "7"));
+	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_NO_SUCH_GPU);
+	cJSON_Delete(j);
+	gwt_daemon_stop(&d);
+}
+
+static void send_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+
+		if (n <= 0)
+			return; /* the daemon may hang up on garbage: fine */
+		p += n;
+		len -= (size_t)n;
+	}
+}
+
+GW_TEST(garbage_and_huge_frame_do_not_hurt)
+{
+	struct gwt_daemon d;
+	uint8_t header[8] = { 'G', 'W', 'R', 'M', 0xff, 0xff, 0xff, 0xff };
+	size_t len = 10u << 20;
+	char *junk = malloc(len);
+	int fd;
+
+	gwt_daemon_start(&d, NULL);
+	srand(42);
+	for (size_t i = 0; i < len; i++)
+		junk[i] = (char)rand();
+	fd = gwt_connect(&d);
+	GW_ASSERT(fd >= 0);
+	send_all(fd, junk, len);
+	close(fd);
+	/* valid magic, length 4 GiB - 1 */
+	fd = gwt_connect(&d);
+	GW_ASSERT(fd >= 0);
+	send_all(fd, header, sizeof(header));
+	{
+		char buf[512];
+		ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
+
+		GW_ASSERT(n > 8); /* an error frame, then the close */
+		buf[n] = '\0';
+		GW_ASSERT_STR_CONTAINS(buf + 8, "too large");
+	}
+	close(fd);
+	free(junk);
+	GW_ASSERT_INT_EQ(gwt_status_ok(&d, NULL), 0);
+	GW_ASSERT_INT_EQ(kill(d.pid, 0), 0);
+	GW_ASSERT_INT_EQ(gwt_daemon_stop(&d), 0);
+}
+
+GW_TEST(half_frame_does_not_block_others)
+{
+	struct gwt_daemon d;
+	const char *hello = "{\"id\":1,\"method\":\"gpuwarm.Hello\",\"params\":{\"version\":1}}";
+	uint8_t header[8];
+	double start;
+	int fd;
+
+	gwt_daemon_start(&d, NULL);
+	GW_ASSERT_INT_EQ(gw_frame_header_encode(strlen(hello), header), 0);
+	fd = gwt_connect(&d);
+	send_all(fd, header, sizeof(header));
+	send_all(fd, hello, 10); /* and stall */
+	start = gwt_now_ms();
+	GW_ASSERT_INT_EQ(gwt_status_ok(&d, NULL), 0);
+	GW_ASSERT(gwt_now_ms() - start < 1000);
+	close(fd);
+	gwt_daemon_stop(&d);
+}
+
+static cJSON *raw_call(int fd, const char *payload)
+{
+	struct gw_frame_decoder dec;
+	char buf[4096], *out = NULL;
+	size_t out_len = 0;
+	cJSON *j = NULL;
+
+	GW_ASSERT_INT_EQ(gw_send_frame(fd, payload, strlen(payload), NULL, 0), 0);
+	gw_frame_decoder_init(&dec, GW_FRAME_MAX_PAYLOAD);
+	while (!out) {
+		ssize_t n = recv(fd, buf, sizeof(buf), 0), used = 0;
+
+		if (n <= 0)
+			break;
+		while (!out && used < n) {
+			ssize_t k = gw_frame_decoder_feed(&dec, buf + used, (size_t)(n - used), &out,
+							  &out_len);
+			GW_ASSERT(k >= 0);
+			used += k;
+		}
+	}
+	gw_frame_decoder_finish(&dec);
+	if (out)
+		j = cJSON_Parse(out);
+	free(out);
+	return j;
+}
+
+GW_TEST(protocol_version_mismatch_is_explained)
+{
+	struct gwt_daemon d;
+	cJSON *j;
+	int fd;
+	char c;
+
+	gwt_daemon_start(&d, NULL);
+	fd = gwt_connect(&d);
+	j = raw_call(fd, "{\"id\":1,\"method\":\"gpuwarm.Hello\",\"params\":{\"version\":99}}");
+	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_PROTOCOL_VERSION);
+	GW_ASSERT_STR_EQ(get_str(j, "error.message"), "protocol version mismatch (client 99, server 1)");
+	cJSON_Delete(j);
+	GW_ASSERT_INT_EQ(recv(fd, &c, 1, 0), 0); /* dropped */
+	close(fd);
+	fd = gwt_connect(&d);
+	j = raw_call(fd, "{\"id\":5,\"method\":\"gpuwarm.Status\",\"params\":{}}");
+	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_HELLO_REQUIRED);
+	GW_ASSERT_INT_EQ(get_num(j, "id"), 5);
+	cJSON_Delete(j);
+	close(fd);
+	GW_ASSERT_INT_EQ(gwt_status_ok(&d, NULL), 0);
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST(bad_params_are_refused_by_name)
+{
+	struct gwt_daemon d;
+	cJSON *j;
+	int fd;
+
+	gwt_daemon_start(&d, NULL);
+	fd = gwt_connect(&d);
+	cJSON_Delete(raw_call(fd, "{\"id\":1,\"method\":\"gpuwarm.Hello\",\"params\":{\"version\":1}}"));
+	j = raw_call(fd, "{\"id\":2,\"method\":\"gpuwarm.Suspend\",\"params\":{\"pid\":\"12\"}}");
+	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_INVALID_REQUEST);
+	GW_ASSERT_STR_CONTAINS(get_str(j, "error.message"), "pid");
+	cJSON_Delete(j);
+	j = raw_call(fd, "{\"id\":3,\"method\":\"gpuwarm.Suspend\",\"params\":{\"pid\":-4}}");
+	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_INVALID_REQUEST);
+	cJSON_Delete(j);
+	j = raw_call(fd, "{\"id\":4,\"method\":\"gpuwarm.NoSuchThing\",\"params\":{}}");
+	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_UNKNOWN_METHOD);
+	cJSON_Delete(j);
+	j = raw_call(fd, "{\"id\":5,\"method\":\"gpuwarm.Resume\",\"params\":{\"pid\":1,"
+			 "\"gpu_pairs\":[[\"GPU-zz\",3]]}}");
+	GW_ASSERT(get_str(j, "error.name")); /* permission or invalid: never a crash */
+	cJSON_Delete(j);
+	j = raw_call(fd, "{\"id\":6,\"method\":\"gpuwarm.Status\",\"params\":{}}");
+	GW_ASSERT(get(j, "result.gpus"));
+	cJSON_Delete(j);
+	close(fd);
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST(clients_per_uid_are_limited)
+{
+	struct gwt_daemon d;
+	int fds[3];
+	cJSON *j;
+
+	gwt_daemon_start(&d, GWT_ARGS("--max-clients-per-uid", "2"));
+	gwt_sleep_ms(50);
+	fds[0] = gwt_connect(&d);
+	fds[1] = gwt_connect(&d);
+	gwt_sleep_ms(100);
+	fds[2] = gwt_connect(&d);
+	j = raw_call(fds[2], "{\"id\":1,\"method\":\"gpuwarm.Hello\",\"params\":{\"version\":1}}");
+	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_LIMIT);
+	cJSON_Delete(j);
+	for (int i = 0; i < 3; i++)
+		close(fds[i]);
+	gwt_sleep_ms(100);
+	GW_ASSERT_INT_EQ(gwt_status_ok(&d, NULL), 0);
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST(not_a_cuda_process)
+{
+	struct gwt_daemon d;
+	pid_t sleeper = fork();
+	cJSON *j;
+
+	if (sleeper == 0) {
+		execlp("sleep", "sleep", "30", (char *)NULL);
+		_exit(127);
+	}
+	gwt_daemon_start(&d, NULL);
+	j = ctl(&d, 1, GWT_ARGS("suspend", pid_str(sleeper)));
+	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_NO_SUCH_PROCESS);
+	GW_ASSERT_STR_CONTAINS(get_str(j, "error.message"), "not a CUDA process");
+	cJSON_Delete(j);
+	kill(sleeper, SIGKILL);
+	wait_code(sleeper);
+	j = ctl(&d, 1, GWT_ARGS("suspend", "4000000"));
+	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_NO_SUCH_PROCESS);
+	cJSON_Delete(j);
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST(resume_onto_another_gpu_with_pairs)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	char line[256], map[200];
+	cJSON *j, *status;
+
+	setenv("FAKECUDA_GPUS", "2", 1);
+	gwt_daemon_start(&d, NULL);
+	gwt_app_start(&app, GWT_ARGS("--mib", "16", "--gpu", "0"));
+	status = ctl(&d, 0, GWT_ARGS("status"));
+	GW_ASSERT_STR_EQ(app.gpu, get_str(status, "result.gpus.0.uuid"));
+	snprintf(map, sizeof(map), "%s=%s", get_str(status, "result.gpus.0.uuid"),
+		 get_str(status, "result.gpus.1.uuid"));
+	cJSON_Delete(ctl(&d, 0, GWT_ARGS("suspend", pid_str(app.pid))));
+	/* --gpu needs a source GPU seen at lock time: the fake opens no /dev/nvidia* */
+	j = ctl(&d, 1, GWT_ARGS("resume", pid_str(app.pid), "--gpu", "1"));
+	GW_ASSERT_STR_CONTAINS(get_str(j, "error.message"), "--gpu-map");
+	cJSON_Delete(j);
+	assert_state(&d, app.pid, "checkpointed");
+	cJSON_Delete(ctl(&d, 0, GWT_ARGS("resume", pid_str(app.pid), "--gpu-map", map)));
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+	GW_ASSERT_STR_CONTAINS(line, get_str(status, "result.gpus.1.uuid"));
+	cJSON_Delete(status);
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST(driver_without_checkpoint_api)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	cJSON *j;
+
+	gwt_app_start(&app, GWT_ARGS("--mib", "16"));
+	setenv("FAKECUDA_NO_CHECKPOINT", "1", 1);
+	gwt_daemon_start(&d, NULL);
+	j = ctl(&d, 1, GWT_ARGS("suspend", pid_str(app.pid)));
+	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_DRIVER_UNAVAILABLE);
+	GW_ASSERT_STR_CONTAINS(get_str(j, "error.message"), "checkpoint API");
+	cJSON_Delete(j);
+	j = ctl(&d, 0, GWT_ARGS("status"));
+	GW_ASSERT(cJSON_IsFalse(get(j, "result.driver.checkpoint_api")));
+	cJSON_Delete(j);
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST(concurrent_operations_on_one_pid_are_serialised)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	pid_t locker;
+	cJSON *j;
+
+	gwt_daemon_start(&d, NULL);
+	setenv("FAKECUDA_SYNC_DELAY_MS", "1500", 1);
+	gwt_app_start(&app, GWT_ARGS("--mib", "16", "--busy"));
+	unsetenv("FAKECUDA_SYNC_DELAY_MS");
+	gwt_sleep_ms(100);
+	locker = ctl_background(&d, GWT_ARGS("lock", pid_str(app.pid), "--timeout", "10"));
+	gwt_sleep_ms(300);
+	j = ctl(&d, 1, GWT_ARGS("suspend", pid_str(app.pid)));
+	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_BUSY);
+	cJSON_Delete(j);
+	GW_ASSERT_INT_EQ(wait_code(locker), 0);
+	assert_state(&d, app.pid, "locked");
+	cJSON_Delete(ctl(&d, 0, GWT_ARGS("unlock", pid_str(app.pid))));
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST(client_gone_mid_operation_leaves_process_restorable)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	struct gw_client *c;
+	struct gw_client_error err;
+	char line[256];
+	cJSON *params;
+	int fd;
+
+	gwt_daemon_start(&d, NULL);
+	gwt_app_start(&app, GWT_ARGS("--mib", "32"));
+	GW_ASSERT_INT_EQ(gw_client_connect(d.socket, "gwt", 5000, &c, &err), 0);
+	params = cJSON_CreateObject();
+	cJSON_AddNumberToObject(params, "pid", app.pid);
+	{
+		char *payload = gw_request_encode(2, GW_METHOD_SUSPEND, params, 0);
+
+		fd = gw_client_fd(c);
+		GW_ASSERT_INT_EQ(gw_send_frame(fd, payload, strlen(payload), NULL, 0), 0);
+		free(payload);
+	}
+	cJSON_Delete(params);
+	gw_client_close(c); /* gone before the answer */
+	for (int i = 0; i < 100; i++) {
+		cJSON *j = ctl(&d, 0, GWT_ARGS("state", pid_str(app.pid)));
+		int done = strcmp(get_str(j, "result.state"), "checkpointed") == 0 &&
+			   cJSON_IsFalse(get(j, "result.busy"));
+
+		cJSON_Delete(j);
+		if (done)
+			break;
+		gwt_sleep_ms(20);
+	}
+	assert_state(&d, app.pid, "checkpointed");
+	cJSON_Delete(ctl(&d, 0, GWT_ARGS("resume", pid_str(app.pid))));
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST(second_daemon_on_live_socket_refuses)
+{
+	struct gwt_daemon d, d2;
+	char err[4096];
+	int rc;
+
+	gwt_daemon_start(&d, NULL);
+	rc = gwt_run_as(-1, NULL, 0, err, sizeof(err),
+			GWT_ARGS(getenv("GW_DAEMON"), "--socket", d.socket));
+	GW_ASSERT_INT_EQ(rc, 1);
+	GW_ASSERT_STR_CONTAINS(err, "already listens");
+	GW_ASSERT_INT_EQ(gwt_status_ok(&d, NULL), 0);
+	/* a stale socket file (daemon killed) is replaced */
+	kill(d.pid, SIGKILL);
+	waitpid(d.pid, NULL, 0);
+	gwt_daemon_start(&d2, NULL);
+	GW_ASSERT_INT_EQ(gwt_status_ok(&d2, NULL), 0);
+	gwt_daemon_stop(&d2);
+}
+
+GW_TEST(sigterm_stops_cleanly)
+{
+	struct gwt_daemon d;
+	struct stat st;
+
+	gwt_daemon_start(&d, NULL);
+	GW_ASSERT_INT_EQ(stat(d.socket, &st), 0);
+	GW_ASSERT(S_ISSOCK(st.st_mode));
+	GW_ASSERT_INT_EQ(st.st_mode & 0777, 0666);
+	GW_ASSERT_INT_EQ(gwt_daemon_stop(&d), 0);
+	GW_ASSERT(stat(d.socket, &st) < 0 && errno == ENOENT);
+	GW_ASSERT_STR_CONTAINS(gwt_daemon_log(&d), "released");
+	GW_ASSERT_STR_CONTAINS(gwt_daemon_log(&d), "<5>stopped");
+}
+
+GW_TEST(usage_errors_exit_2)
+{
+	char err[4096];
+
+	GW_ASSERT_INT_EQ(gwt_run_as(-1, NULL, 0, err, sizeof(err),
+				    GWT_ARGS(getenv("GW_DAEMON"), "--staging-mib", "lots")),
+			 2);
+	GW_ASSERT_STR_CONTAINS(err, "--staging-mib");
+	GW_ASSERT_INT_EQ(gwt_run_as(-1, NULL, 0, err, sizeof(err),
+				    GWT_ARGS(getenv("GW_DAEMON"), "--socket-mode", "999")),
+			 2);
+	GW_ASSERT_INT_EQ(gwt_run_as(-1, err, sizeof(err), NULL, 0,
+				    GWT_ARGS(getenv("GW_DAEMON"), "--help")),
+			 0);
+	GW_ASSERT_STR_CONTAINS(err, "--staging-mib");
+}
+
+GW_TEST_MAIN()
