@@ -13,12 +13,28 @@
  * our header declares differently (measured on driver 580: CUDA_ERROR_CONTEXT_IS_DESTROYED). */
 #define GW_CUDA_ABI_VERSION 12080
 
-static int resolve(gw_cuGetProcAddress_fn getproc, int version, const char *name, void **ret_fn)
+/* cuGetProcAddress before CUDA 12.0 had no status argument. */
+typedef CUresult (*gw_cuGetProcAddress_v1_fn)(const char *symbol, void **pfn, int cuda_version,
+					      cuuint64_t flags);
+
+struct proc_lookup {
+	gw_cuGetProcAddress_fn v2;
+	gw_cuGetProcAddress_v1_fn v1;
+};
+
+static int resolve(const struct proc_lookup *lookup, int version, const char *name,
+		   void **ret_fn)
 {
 	CUdriverProcAddressQueryResult status = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
 	void *fn = NULL;
-	CUresult r = getproc(name, &fn, version, CU_GET_PROC_ADDRESS_DEFAULT, &status);
+	CUresult r;
 
+	if (lookup->v2) {
+		r = lookup->v2(name, &fn, version, CU_GET_PROC_ADDRESS_DEFAULT, &status);
+	} else {
+		r = lookup->v1(name, &fn, version, CU_GET_PROC_ADDRESS_DEFAULT);
+		status = CU_GET_PROC_ADDRESS_SUCCESS;
+	}
 	if (r != CUDA_SUCCESS || status != CU_GET_PROC_ADDRESS_SUCCESS || !fn)
 		return -ENOSYS;
 	*ret_fn = fn;
@@ -28,7 +44,7 @@ static int resolve(gw_cuGetProcAddress_fn getproc, int version, const char *name
 int gw_cuda_load(const char *path, struct gw_cuda **ret_cuda, char *err, size_t errlen)
 {
 	struct gw_cuda *cuda = NULL;
-	gw_cuGetProcAddress_fn getproc;
+	struct proc_lookup getproc;
 	CUresult (*get_version)(int *);
 	int version, r;
 
@@ -54,11 +70,10 @@ int gw_cuda_load(const char *path, struct gw_cuda **ret_cuda, char *err, size_t 
 		r = -ENOENT;
 		goto fail;
 	}
-	getproc = (gw_cuGetProcAddress_fn)dlsym(cuda->dl, "cuGetProcAddress_v2");
-	if (!getproc)
-		getproc = (gw_cuGetProcAddress_fn)dlsym(cuda->dl, "cuGetProcAddress");
+	getproc.v2 = (gw_cuGetProcAddress_fn)dlsym(cuda->dl, "cuGetProcAddress_v2");
+	getproc.v1 = (gw_cuGetProcAddress_v1_fn)dlsym(cuda->dl, "cuGetProcAddress");
 	get_version = (CUresult(*)(int *))dlsym(cuda->dl, "cuDriverGetVersion");
-	if (!getproc || !get_version) {
+	if ((!getproc.v2 && !getproc.v1) || !get_version) {
 		snprintf(err, errlen, "%s is not a CUDA driver (no cuGetProcAddress/cuDriverGetVersion)",
 			 path);
 		r = -ENOSYS;
@@ -74,7 +89,7 @@ int gw_cuda_load(const char *path, struct gw_cuda **ret_cuda, char *err, size_t 
 		version = GW_CUDA_ABI_VERSION;
 
 #define GW_CUDA_RESOLVE_REQUIRED(name, params)                                                    \
-	if (resolve(getproc, version, #name, (void **)&cuda->name) < 0) {                         \
+	if (resolve(&getproc, version, #name, (void **)&cuda->name) < 0) {                         \
 		snprintf(err, errlen, "%s (CUDA %d.%d) lacks the entry point %s", path,           \
 			 cuda->driver_version / 1000, cuda->driver_version % 1000 / 10, #name);   \
 		r = -ENOSYS;                                                                      \
@@ -82,7 +97,7 @@ int gw_cuda_load(const char *path, struct gw_cuda **ret_cuda, char *err, size_t 
 	}
 	GW_CUDA_REQUIRED_ENTRY_POINTS(GW_CUDA_RESOLVE_REQUIRED)
 #undef GW_CUDA_RESOLVE_REQUIRED
-#define GW_CUDA_RESOLVE_OPTIONAL(name, params) (void)resolve(getproc, version, #name, (void **)&cuda->name);
+#define GW_CUDA_RESOLVE_OPTIONAL(name, params) (void)resolve(&getproc, version, #name, (void **)&cuda->name);
 	GW_CUDA_OPTIONAL_ENTRY_POINTS(GW_CUDA_RESOLVE_OPTIONAL)
 #undef GW_CUDA_RESOLVE_OPTIONAL
 
