@@ -1,0 +1,317 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests of the daemon's modules that need no running daemon. */
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "freeze.h"
+#include "gpu.h"
+#include "gw-pidgpu.h"
+#include "gw-test.h"
+#include "hostpool.h"
+#include "lease.h"
+#include "worker.h"
+
+static void fake_table(struct gw_gpu *gpus, unsigned n)
+{
+	memset(gpus, 0, n * sizeof(*gpus));
+	for (unsigned i = 0; i < n; i++) {
+		gpus[i].index = i;
+		for (int b = 0; b < 16; b++)
+			gpus[i].uuid.bytes[b] = (char)(0x10 * i + b);
+		gw_cuda_uuid_format(&gpus[i].uuid, gpus[i].uuid_text, sizeof(gpus[i].uuid_text));
+		snprintf(gpus[i].pci_bus_id, sizeof(gpus[i].pci_bus_id), "0000:%02x:00.0", 0x3b + i);
+	}
+}
+
+GW_TEST(gpu_selectors_resolve_like_nvidia_smi)
+{
+	struct gw_gpu gpus[3];
+	char upper[64];
+
+	fake_table(gpus, 3);
+	GW_ASSERT(gw_gpu_find(gpus, 3, "0") == &gpus[0]);
+	GW_ASSERT(gw_gpu_find(gpus, 3, "2") == &gpus[2]);
+	GW_ASSERT(gw_gpu_find(gpus, 3, "3") == NULL);
+	GW_ASSERT(gw_gpu_find(gpus, 3, gpus[1].uuid_text) == &gpus[1]);
+	GW_ASSERT(gw_gpu_find(gpus, 3, gpus[1].uuid_text + 4) == &gpus[1]); /* no GPU- prefix */
+	snprintf(upper, sizeof(upper), "%s", gpus[2].uuid_text);
+	for (char *p = upper + 4; *p; p++)
+		if (*p >= 'a' && *p <= 'f')
+			*p = (char)(*p - 'a' + 'A');
+	GW_ASSERT(gw_gpu_find(gpus, 3, upper) == &gpus[2]);
+	GW_ASSERT(gw_gpu_find(gpus, 3, "0000:3c:00.0") == &gpus[1]);
+	GW_ASSERT(gw_gpu_find(gpus, 3, "3C:00.0") == &gpus[1]);
+	GW_ASSERT(gw_gpu_find(gpus, 3, "00000000:3d:00.0") == &gpus[2]);
+	GW_ASSERT(gw_gpu_find(gpus, 3, "0000:3e:00.0") == NULL);
+	GW_ASSERT(gw_gpu_find(gpus, 3, "") == NULL);
+	GW_ASSERT(gw_gpu_find(gpus, 3, "-1") == NULL);
+	GW_ASSERT(gw_gpu_find(gpus, 3, "GPU-zz") == NULL);
+	GW_ASSERT(gw_gpu_find(gpus, 3, NULL) == NULL);
+}
+
+GW_TEST(lease_table_limits_and_removal)
+{
+	struct gw_lease_table t;
+	struct ucred owner = { .pid = 1, .uid = 0, .gid = 0 };
+	struct gw_lease *l, *first = NULL;
+	int conn_a, conn_b;
+
+	gw_lease_table_init(&t);
+	for (int i = 0; i < GW_LEASES_PER_CONN_MAX; i++) {
+		GW_ASSERT_INT_EQ(gw_lease_add(&t, 0, (void *)&conn_a, &owner, 0, &l), 0);
+		if (!first)
+			first = l;
+	}
+	GW_ASSERT_INT_EQ(gw_lease_add(&t, 0, (void *)&conn_a, &owner, 0, &l), -EMFILE);
+	GW_ASSERT_INT_EQ(gw_lease_add(&t, 1, (void *)&conn_b, &owner, 0, &l), 0);
+	GW_ASSERT_INT_EQ(gw_lease_count_conn(&t, (void *)&conn_a), GW_LEASES_PER_CONN_MAX);
+	GW_ASSERT(gw_lease_find(&t, first->id) == first);
+	GW_ASSERT_INT_EQ(gw_lease_remove(&t, l), 1);
+	GW_ASSERT(gw_lease_find(&t, 9999) == NULL);
+	GW_ASSERT_INT_EQ(t.count, GW_LEASES_PER_CONN_MAX);
+	gw_lease_table_finish(&t);
+	GW_ASSERT_INT_EQ(t.count, 0);
+}
+
+GW_TEST(auth_owner_root_and_strangers)
+{
+	struct ucred me = { .pid = getpid(), .uid = getuid(), .gid = getgid() };
+	struct ucred stranger = { .pid = 1, .uid = 4242, .gid = 4242 };
+	struct ucred root = { .pid = 1, .uid = 0, .gid = 0 };
+	char why[256];
+
+	GW_ASSERT_INT_EQ(gw_auth_may_act_on_pid(&me, getpid(), why, sizeof(why)), 0);
+	GW_ASSERT_INT_EQ(gw_auth_may_act_on_pid(&root, getpid(), why, sizeof(why)), 0);
+	GW_ASSERT_INT_EQ(gw_auth_may_act_on_pid(&stranger, getpid(), why, sizeof(why)), -EPERM);
+	GW_ASSERT_STR_CONTAINS(why, "only root or the process's owner");
+	GW_ASSERT_INT_EQ(gw_auth_may_act_on_pid(&me, 4000000, why, sizeof(why)), -ESRCH);
+	GW_ASSERT_INT_EQ(gw_auth_may_act_on_pid(&me, 0, why, sizeof(why)), -ESRCH);
+	GW_ASSERT(gw_auth_is_root(&root));
+	GW_ASSERT(!gw_auth_is_root(&stranger));
+}
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	GW_ASSERT(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+GW_TEST(pid_gpus_from_a_proc_tree)
+{
+	char root[] = "/tmp/gw-proc-XXXXXX", path[512];
+	char pci[GW_PIDGPU_MAX][GW_PIDGPU_PCI_LEN];
+
+	GW_ASSERT(mkdtemp(root));
+	snprintf(path, sizeof(path), "mkdir -p %s/77/fd %s/driver/nvidia/gpus/0000:3B:00.0 "
+		 "%s/driver/nvidia/gpus/0000:5e:00.0", root, root, root);
+	GW_ASSERT_INT_EQ(system(path), 0);
+	snprintf(path, sizeof(path), "%s/driver/nvidia/gpus/0000:3B:00.0/information", root);
+	write_file(path, "Model: \t NVIDIA H100\nDevice Minor: \t 1\n");
+	snprintf(path, sizeof(path), "%s/driver/nvidia/gpus/0000:5e:00.0/information", root);
+	write_file(path, "Model: \t NVIDIA H100\nDevice Minor: \t 0\n");
+	snprintf(path, sizeof(path), "%s/77/fd/3", root);
+	GW_ASSERT_INT_EQ(symlink("/dev/nvidia1", path), 0);
+	snprintf(path, sizeof(path), "%s/77/fd/4", root);
+	GW_ASSERT_INT_EQ(symlink("/dev/nvidiactl", path), 0);
+	snprintf(path, sizeof(path), "%s/77/fd/5", root);
+	GW_ASSERT_INT_EQ(symlink("/dev/nvidia-uvm", path), 0);
+
+	GW_ASSERT_INT_EQ(gw_pid_gpus(root, 77, pci, GW_PIDGPU_MAX), 1);
+	GW_ASSERT_STR_EQ(pci[0], "0000:3b:00.0");
+	GW_ASSERT_INT_EQ(gw_pid_gpus(root, 78, pci, GW_PIDGPU_MAX), -ESRCH);
+	snprintf(path, sizeof(path), "rm -rf %s", root);
+	GW_ASSERT_INT_EQ(system(path), 0);
+}
+
+static void *spin(void *arg)
+{
+	volatile unsigned long *n = arg;
+
+	for (;;)
+		(*n)++;
+	return NULL;
+}
+
+static char thread_state(pid_t pid, pid_t tid)
+{
+	char path[64], buf[512], *p;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", pid, tid);
+	f = fopen(path, "r");
+	if (!f)
+		return '?';
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	return p && p[1] ? p[2] : '?';
+}
+
+GW_TEST(freeze_stops_all_but_kept_threads_and_thaw_releases)
+{
+	int ready[2];
+	pid_t child, kept_tid = 0;
+	struct gw_frozen frozen;
+	char c;
+
+	GW_ASSERT_INT_EQ(pipe(ready), 0);
+	child = fork();
+	if (child == 0) {
+		static unsigned long counters[3];
+		pthread_t t[3];
+
+		for (int i = 0; i < 3; i++)
+			pthread_create(&t[i], NULL, spin, &counters[i]);
+		c = 'r';
+		if (write(ready[1], &c, 1) != 1)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	GW_ASSERT_INT_EQ(read(ready[0], &c, 1), 1);
+	kept_tid = child; /* keep the main thread running */
+	GW_ASSERT_INT_EQ(gw_freeze(child, &kept_tid, 1, 5000, &frozen), 0);
+	GW_ASSERT_INT_EQ(frozen.count, 3);
+	for (unsigned i = 0; i < frozen.count; i++) {
+		GW_ASSERT(frozen.tids[i] != child);
+		GW_ASSERT_INT_EQ(thread_state(child, frozen.tids[i]), 't');
+	}
+	GW_ASSERT(thread_state(child, child) != 't');
+	{
+		pid_t tids[3];
+
+		memcpy(tids, frozen.tids, sizeof(tids));
+		gw_thaw(&frozen);
+		gw_thaw(&frozen); /* idempotent */
+		usleep(50000);
+		for (int i = 0; i < 3; i++)
+			GW_ASSERT(thread_state(child, tids[i]) != 't');
+	}
+	GW_ASSERT_INT_EQ(gw_freeze(4000000, NULL, 0, 100, &frozen), -ESRCH);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+}
+
+static struct gw_cuda *load_fake(void)
+{
+	struct gw_cuda *cuda;
+	char err[256];
+
+	if (gw_cuda_load(NULL, &cuda, err, sizeof(err)) < 0)
+		GW_FAIL("%s", err);
+	GW_ASSERT_INT_EQ(cuda->cuInit(0), CUDA_SUCCESS);
+	return cuda;
+}
+
+GW_TEST(hostpool_grows_takes_and_gives)
+{
+	struct gw_cuda *cuda = load_fake();
+	struct gw_hostpool pool;
+	void *blocks[20];
+	CUdevice dev;
+	CUcontext ctx;
+	CUresult cu = CUDA_SUCCESS;
+
+	GW_ASSERT_INT_EQ(cuda->cuDeviceGet(&dev, 0), CUDA_SUCCESS);
+	GW_ASSERT_INT_EQ(cuda->cuDevicePrimaryCtxRetain(&ctx, dev), CUDA_SUCCESS);
+	GW_ASSERT_INT_EQ(cuda->cuCtxSetCurrent(ctx), CUDA_SUCCESS);
+	gw_hostpool_init(&pool, cuda);
+	GW_ASSERT_INT_EQ(gw_hostpool_take(&pool, 1, blocks), -ENOSPC);
+	GW_ASSERT_INT_EQ(gw_hostpool_grow(&pool, 3 * GW_HOSTPOOL_BLOCK_BYTES + 1, &cu), 0);
+	GW_ASSERT_INT_EQ(gw_hostpool_total_bytes(&pool), 4 * (size_t)GW_HOSTPOOL_BLOCK_BYTES);
+	GW_ASSERT_INT_EQ(gw_hostpool_take(&pool, 5, blocks), -ENOSPC);
+	GW_ASSERT_INT_EQ(gw_hostpool_take(&pool, 4, blocks), 0);
+	GW_ASSERT_INT_EQ(gw_hostpool_free_bytes(&pool), 0);
+	memset(blocks[3], 0xab, GW_HOSTPOOL_BLOCK_BYTES); /* really usable memory */
+	gw_hostpool_give(&pool, blocks, 4);
+	GW_ASSERT_INT_EQ(gw_hostpool_free_bytes(&pool), 4 * (size_t)GW_HOSTPOOL_BLOCK_BYTES);
+	gw_hostpool_finish(&pool);
+	gw_hostpool_finish(NULL);
+	gw_cuda_unload(cuda);
+}
+
+static unsigned done_count;
+static pthread_t loop_thread;
+
+static void job_work(void *data)
+{
+	(*(int *)data) *= 2;
+}
+
+static void job_done(void *data)
+{
+	GW_ASSERT(pthread_equal(pthread_self(), loop_thread));
+	GW_ASSERT_INT_EQ(*(int *)data % 2, 0);
+	done_count++;
+}
+
+GW_TEST(worker_pool_runs_done_on_the_loop)
+{
+	struct event_base *base = event_base_new();
+	struct gw_worker_pool *pool;
+	int values[50];
+
+	loop_thread = pthread_self();
+	GW_ASSERT_INT_EQ(gw_worker_pool_create(base, 4, &pool), 0);
+	for (int i = 0; i < 50; i++) {
+		values[i] = i + 1;
+		GW_ASSERT_INT_EQ(gw_worker_submit(pool, job_work, job_done, &values[i]), 0);
+	}
+	while (done_count < 50)
+		event_base_loop(base, EVLOOP_ONCE);
+	GW_ASSERT_INT_EQ(gw_worker_pending(pool), 0);
+	for (int i = 0; i < 50; i++)
+		GW_ASSERT_INT_EQ(values[i], 2 * (i + 1));
+	gw_worker_pool_destroy(pool);
+	gw_worker_pool_destroy(NULL);
+	event_base_free(base);
+}
+
+GW_TEST(cuda_uuid_text_round_trip)
+{
+	CUuuid u, back;
+	char text[64];
+
+	for (int i = 0; i < 16; i++)
+		u.bytes[i] = (char)(0xf0 + i);
+	gw_cuda_uuid_format(&u, text, sizeof(text));
+	GW_ASSERT_STR_EQ(text, "GPU-f0f1f2f3-f4f5-f6f7-f8f9-fafbfcfdfeff");
+	GW_ASSERT_INT_EQ(gw_cuda_uuid_parse(text, &back), 0);
+	GW_ASSERT(memcmp(&u, &back, sizeof(u)) == 0);
+	GW_ASSERT_INT_EQ(gw_cuda_uuid_parse("GPU-f0f1f2f3-f4f5-f6f7-f8f9-fafbfcfdfe", &back), -EINVAL);
+	GW_ASSERT_INT_EQ(gw_cuda_uuid_parse("GPU-f0f1f2f3f4f5-f6f7-f8f9-fafbfcfdfeff", &back), -EINVAL);
+	GW_ASSERT_INT_EQ(gw_cuda_uuid_parse("GPU-f0f1f2f3-f4f5-f6f7-f8f9-fafbfcfdfeffaa", &back),
+			 -EINVAL);
+	GW_ASSERT_INT_EQ(gw_cuda_uuid_parse(NULL, &back), -EINVAL);
+}
+
+GW_TEST(cuda_loader_explains_a_missing_library)
+{
+	struct gw_cuda *cuda = NULL;
+	char err[256];
+
+	GW_ASSERT_INT_EQ(gw_cuda_load("/nonexistent/libcuda.so.1", &cuda, err, sizeof(err)),
+			 -ENOENT);
+	GW_ASSERT(cuda == NULL);
+	GW_ASSERT_STR_CONTAINS(err, "/nonexistent/libcuda.so.1");
+	GW_ASSERT_INT_EQ(gw_cuda_load("libc.so.6", &cuda, err, sizeof(err)), -ENOSYS);
+	GW_ASSERT_STR_CONTAINS(err, "not a CUDA driver");
+	gw_cuda_unload(NULL);
+}
+
+GW_TEST_MAIN()
