@@ -9,6 +9,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -806,6 +808,100 @@ GW_TEST(usage_errors_exit_2)
 				    GWT_ARGS(getenv("GW_DAEMON"), "--help")),
 			 0);
 	GW_ASSERT_STR_CONTAINS(err, "--staging-mib");
+}
+
+/* A datagram socket standing in for systemd's notification socket. */
+static int notify_socket(char *path, size_t len)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	snprintf(path, len, "%s/notify.sock", gwt_dir());
+	memcpy(addr.sun_path, path, strlen(path) + 1);
+	GW_ASSERT(fd >= 0);
+	GW_ASSERT_INT_EQ(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	return fd;
+}
+
+/* Read notifications until one contains want (or 5 s pass); all of them are appended to log. */
+static int await_notify(int fd, const char *want, char *log, size_t len)
+{
+	double deadline = gwt_now_ms() + 5000;
+
+	while (gwt_now_ms() < deadline) {
+		char buf[512];
+		struct timeval tv = { 0, 100000 };
+		ssize_t n;
+
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		n = recv(fd, buf, sizeof(buf) - 1, 0);
+		if (n <= 0)
+			continue;
+		buf[n] = '\0';
+		strncat(log, buf, len - strlen(log) - 2);
+		strcat(log, "|");
+		if (strstr(buf, want))
+			return 1;
+	}
+	return 0;
+}
+
+GW_TEST(systemd_notify_ready_status_watchdog_stopping)
+{
+	char path[300], log[8192] = "";
+	struct gwt_daemon d;
+	int fd = notify_socket(path, sizeof(path));
+
+	setenv("NOTIFY_SOCKET", path, 1);
+	setenv("WATCHDOG_USEC", "200000", 1);
+	setenv("FAKECUDA_GPUS", "2", 1);
+	gwt_daemon_start(&d, NULL);
+	GW_ASSERT(await_notify(fd, "READY=1", log, sizeof(log)));
+	GW_ASSERT_STR_CONTAINS(log, "STATUS=2 GPUs: 2 ready");
+	GW_ASSERT(await_notify(fd, "WATCHDOG=1", log, sizeof(log)));
+	kill(d.pid, SIGTERM);
+	GW_ASSERT(await_notify(fd, "STOPPING=1", log, sizeof(log)));
+	GW_ASSERT_INT_EQ(gwt_daemon_stop(&d), 0);
+	close(fd);
+}
+
+GW_TEST(socket_activation_adopts_the_passed_socket)
+{
+	const char *activate = "/usr/bin/systemd-socket-activate";
+	struct gwt_daemon d;
+	char sock[300];
+	cJSON *status = NULL;
+	pid_t pid;
+	int ok = 0;
+
+	if (access(activate, X_OK) < 0) {
+		fprintf(stderr, "no %s: skipping\n", activate);
+		return;
+	}
+	memset(&d, 0, sizeof(d));
+	snprintf(sock, sizeof(sock), "%s/activated.sock", gwt_dir());
+	snprintf(d.socket, sizeof(d.socket), "%s", sock);
+	snprintf(d.log, sizeof(d.log), "%s/activated.log", gwt_dir());
+	pid = fork();
+	if (pid == 0) {
+		int log = open(d.log, O_CREAT | O_WRONLY | O_APPEND, 0644);
+
+		dup2(log, 2);
+		execl(activate, activate, "-l", sock, getenv("GW_DAEMON"), "--socket",
+		      "/nonexistent/never-bound.sock", "--staging-mib", "16", (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 250 && !ok; i++) {
+		ok = gwt_status_ok(&d, &status) == 0;
+		if (!ok)
+			gwt_sleep_ms(20);
+	}
+	GW_ASSERT(ok);
+	GW_ASSERT_STR_EQ(get_str(status, "daemon.socket"), "(socket activation)");
+	cJSON_Delete(status);
+	GW_ASSERT_STR_CONTAINS(gwt_daemon_log(&d), "listening on the socket systemd passed");
+	kill(pid, SIGTERM);
+	waitpid(pid, NULL, 0);
 }
 
 GW_TEST_MAIN()
