@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "fastpath.h"
 #include "log.h"
 
 struct gw_waiter {
@@ -45,6 +46,82 @@ const char *gw_op_kind_name(enum gw_op_kind kind)
 uint64_t gw_daemon_all_gpus(const struct gw_daemon *d)
 {
 	return d->ngpus >= 64 ? UINT64_MAX : ((uint64_t)1 << d->ngpus) - 1;
+}
+
+/* ---- the image pool: pinned once, with the first primed GPU's context ---- */
+
+struct gw_pool_job {
+	struct gw_daemon *d;
+	CUcontext context;
+	size_t bytes;
+	CUresult cu;
+	int result;
+};
+
+static void pool_work(void *data)
+{
+	struct gw_pool_job *job = data;
+
+	job->cu = CUDA_SUCCESS;
+	job->result = job->d->cuda->cuCtxSetCurrent(job->context) == CUDA_SUCCESS ?
+			      gw_hostpool_grow(&job->d->hostpool, job->bytes, &job->cu) :
+			      -EIO;
+}
+
+static void pool_done(void *data)
+{
+	struct gw_pool_job *job = data;
+	struct gw_daemon *d = job->d;
+
+	d->hostpool_pending = 0;
+	if (job->result < 0) {
+		char text[160];
+
+		snprintf(d->hostpool_error, sizeof(d->hostpool_error),
+			 "pinning the %zu MiB image pool failed: %s", job->bytes >> 20,
+			 job->cu != CUDA_SUCCESS ? gw_cuda_describe(d->cuda, job->cu, text, sizeof(text)) :
+						   strerror(-job->result));
+		gw_err("%s; the fast path can hold only what got pinned (%zu MiB)",
+		       d->hostpool_error, gw_hostpool_total_bytes(&d->hostpool) >> 20);
+	} else {
+		gw_info("image pool: %zu MiB pinned in %.0f ms",
+			gw_hostpool_total_bytes(&d->hostpool) >> 20, d->hostpool.pin_ms);
+	}
+	free(job);
+	gw_daemon_gpus_changed(d);
+}
+
+/* Once no GPU is priming any more, pin the image pool through the first ready one. */
+static void maybe_start_pool(struct gw_daemon *d)
+{
+	struct gw_pool_job *job;
+	struct gw_gpu *ready = NULL;
+
+	if (d->hostpool_started || d->opts.image_pool_mib == 0)
+		return;
+	for (unsigned i = 0; i < d->ngpus; i++) {
+		if (d->gpus[i].state == GW_GPU_PRIMING)
+			return;
+		if (!ready && d->gpus[i].state == GW_GPU_READY)
+			ready = &d->gpus[i];
+	}
+	d->hostpool_started = 1;
+	if (!ready) {
+		d->hostpool_pending = 0;
+		return;
+	}
+	job = calloc(1, sizeof(*job));
+	if (!job) {
+		d->hostpool_pending = 0;
+		return;
+	}
+	job->d = d;
+	job->context = ready->handles.context;
+	job->bytes = d->opts.image_pool_mib << 20;
+	if (gw_worker_submit(d->workers, pool_work, pool_done, job) < 0) {
+		free(job);
+		d->hostpool_pending = 0;
+	}
 }
 
 /* ---- priming and releasing ---- */
@@ -343,14 +420,16 @@ void gw_daemon_update_status(struct gw_daemon *d)
 	else
 		snprintf(status, sizeof(status),
 			 "%u GPUs: %u ready, %u priming, %u draining, %u drained, %u failed; "
-			 "%zu MiB pinned; %u clients",
+			 "%zu MiB staging, %zu MiB image pool%s; %u clients",
 			 d->ngpus, ready, priming, draining, drained, failed, pinned >> 20,
+			 gw_hostpool_total_bytes(&d->hostpool) >> 20,
+			 d->hostpool_pending ? " (pinning)" : "",
 			 d->server ? gw_server_client_count(d->server) : 0);
 	if (strcmp(status, d->last_status) != 0) {
 		snprintf(d->last_status, sizeof(d->last_status), "%s", status);
 		sd_notifyf(0, "STATUS=%s", status);
 	}
-	if (!d->ready_sent && priming == 0 && d->server) {
+	if (!d->ready_sent && priming == 0 && !d->hostpool_pending && d->server) {
 		d->ready_sent = 1;
 		sd_notify(0, "READY=1");
 		gw_notice("ready: %s", status);
@@ -360,6 +439,7 @@ void gw_daemon_update_status(struct gw_daemon *d)
 void gw_daemon_gpus_changed(struct gw_daemon *d)
 {
 	advance_gpus(d);
+	maybe_start_pool(d);
 	wake_waiters(d);
 	gw_daemon_update_status(d);
 }
@@ -493,6 +573,8 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_options *opts)
 		return r;
 
 	load_driver(d);
+	gw_hostpool_init(&d->hostpool, d->cuda);
+	d->hostpool_pending = d->opts.image_pool_mib > 0 && d->ngpus > 0;
 
 	r = gw_worker_pool_create(d->base, opts->workers + d->ngpus, &d->workers);
 	if (r < 0) {
@@ -548,7 +630,14 @@ void gw_daemon_finish(struct gw_daemon *d)
 	gw_ops_finish(d);
 	gw_server_destroy(d->server);
 	d->server = NULL;
+	gw_fast_finish(d);
 	gw_lease_table_finish(&d->leases);
+	for (unsigned i = 0; i < d->ngpus; i++)
+		if (d->gpus[i].handles.context) {
+			d->cuda->cuCtxSetCurrent(d->gpus[i].handles.context);
+			break;
+		}
+	gw_hostpool_finish(&d->hostpool);
 	for (unsigned i = 0; i < d->ngpus; i++) {
 		struct gw_gpu *gpu = &d->gpus[i];
 

@@ -12,6 +12,7 @@
 
 #include "gpu.h"
 #include "gw-cuda.h"
+#include "hostpool.h"
 #include "lease.h"
 #include "server.h"
 #include "worker.h"
@@ -20,6 +21,7 @@ struct gw_options {
 	const char *socket_path;
 	const char *cuda_library;
 	size_t staging_mib;
+	size_t image_pool_mib;
 	mode_t socket_mode;
 	const char *socket_group;
 	unsigned workers;
@@ -47,6 +49,8 @@ struct gw_op_stats {
 struct gw_waiter;
 struct gw_pid_job;
 struct gw_pid_record;
+struct gw_fast_op;
+struct gw_agent;
 
 struct gw_daemon {
 	struct event_base *base;
@@ -66,6 +70,12 @@ struct gw_daemon {
 	struct gw_waiter *waiters;     /* drain/undrain requests waiting for GPU states */
 	struct gw_pid_job *pid_jobs;   /* operations in flight, one per pid at most */
 	struct gw_pid_record *pid_records; /* GPUs seen per locked process */
+	struct gw_agent *agents;       /* shimmed processes (fastpath.c) */
+	struct gw_fast_op *fast_ops;   /* fast-path operations in flight */
+	struct gw_hostpool hostpool;   /* pinned memory for VRAM images */
+	int hostpool_started;
+	int hostpool_pending;          /* being pinned at start-up */
+	char hostpool_error[256];
 	struct gw_op_stats stats[GW_OP_KIND_COUNT];
 
 	int ready_sent;

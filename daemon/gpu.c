@@ -106,6 +106,14 @@ int gw_gpu_prime(CUdevice device, const struct gw_cuda *cuda, size_t staging_byt
 		err = describe_failure(cuda, "cuCtxSetCurrent", r, ret->error, sizeof(ret->error));
 		goto fail_release;
 	}
+	for (; ret->nstreams < GW_GPU_STREAMS; ret->nstreams++) {
+		r = cuda->cuStreamCreate(&ret->streams[ret->nstreams], CU_STREAM_NON_BLOCKING);
+		if (r != CUDA_SUCCESS) {
+			err = describe_failure(cuda, "cuStreamCreate", r, ret->error,
+					       sizeof(ret->error));
+			goto fail_release;
+		}
+	}
 	err = gw_staging_pool_init(&ret->staging, cuda, staging_bytes, &pin_r);
 	if (err < 0) {
 		char text[160];
@@ -121,6 +129,8 @@ int gw_gpu_prime(CUdevice device, const struct gw_cuda *cuda, size_t staging_byt
 	return 0;
 
 fail_release:
+	while (ret->nstreams > 0)
+		cuda->cuStreamDestroy(ret->streams[--ret->nstreams]);
 	cuda->cuCtxSetCurrent(NULL);
 	cuda->cuDevicePrimaryCtxRelease(device);
 	ret->context = NULL;
@@ -133,6 +143,8 @@ void gw_gpu_release(CUdevice device, const struct gw_cuda *cuda, struct gw_gpu_h
 		return;
 	cuda->cuCtxSetCurrent(handles->context);
 	gw_staging_pool_finish(&handles->staging);
+	while (handles->nstreams > 0)
+		cuda->cuStreamDestroy(handles->streams[--handles->nstreams]);
 	cuda->cuCtxSetCurrent(NULL);
 	cuda->cuDevicePrimaryCtxRelease(device);
 	handles->context = NULL;

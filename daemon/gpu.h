@@ -20,8 +20,12 @@
 #define GW_GPU_NAME_LEN 128
 
 /* What priming makes and releasing frees: owned by whichever job or GPU holds it. */
+#define GW_GPU_STREAMS 4
+
 struct gw_gpu_handles {
 	CUcontext context;
+	CUstream streams[GW_GPU_STREAMS]; /* the copy engine's */
+	unsigned nstreams;
 	struct gw_staging_pool staging;
 	size_t memory_free;
 	char error[256];
@@ -66,8 +70,8 @@ const char *gw_gpu_state_name(enum gw_gpu_state state);
 int gw_gpu_discover(const struct gw_cuda *cuda, struct gw_gpu *gpus, unsigned max, char *err,
 		    size_t errlen);
 
-/* Blocking, on a worker: retain + make current device's primary context, pin staging_bytes,
- * read free memory. On failure everything is undone and ret->error says why. */
+/* Blocking, on a worker: retain + make current device's primary context, create the copy
+ * streams, pin staging_bytes, read free memory. On failure everything is undone and ret->error says why. */
 int gw_gpu_prime(CUdevice device, const struct gw_cuda *cuda, size_t staging_bytes,
 		 struct gw_gpu_handles *ret);
 /* Blocking, on a worker: free the staging pool, release the primary context. */

@@ -12,6 +12,7 @@
 #include "auth.h"
 #include "clock.h"
 #include "daemon.h"
+#include "fastpath.h"
 #include "log.h"
 
 #define GW_PID_MAX 4194304
@@ -156,6 +157,10 @@ static void handle_status(struct gw_daemon *d, struct gw_request *req)
 	else
 		cJSON_AddStringToObject(o, "socket", "(socket activation)");
 	cJSON_AddNumberToObject(o, "staging_mib", (double)d->opts.staging_mib);
+	cJSON_AddNumberToObject(o, "image_pool_bytes", (double)gw_hostpool_total_bytes(&d->hostpool));
+	cJSON_AddNumberToObject(o, "image_pool_free_bytes",
+				(double)gw_hostpool_free_bytes(&d->hostpool));
+	cJSON_AddNumberToObject(o, "image_pool_pin_ms", d->hostpool.pin_ms);
 	cJSON_AddNumberToObject(o, "clients", gw_server_client_count(d->server));
 
 	o = cJSON_AddObjectToObject(result, "driver");
@@ -194,6 +199,8 @@ static void handle_status(struct gw_daemon *d, struct gw_request *req)
 		cJSON_AddNumberToObject(lo, "age_s", (now - l->created_ms) / 1e3);
 		cJSON_AddItemToArray(leases, lo);
 	}
+
+	cJSON_AddItemToObject(result, "processes", gw_fast_status(d));
 
 	ops = cJSON_AddObjectToObject(result, "operations");
 	for (int k = 0; ops && k < GW_OP_KIND_COUNT; k++) {
@@ -539,7 +546,12 @@ static void start_pid_op(struct gw_daemon *d, struct gw_request *req, enum gw_op
 			return;
 		}
 	}
-	r = gw_ops_start(d, req, &p);
+	if (kind == GW_OP_SUSPEND && gw_fast_wants_suspend(d, p.pid))
+		r = gw_fast_suspend(d, req, p.pid, p.timeout_ms, p.gpu_mask);
+	else if (kind == GW_OP_RESUME && gw_fast_wants_resume(d, p.pid) && p.npairs == 0)
+		r = gw_fast_resume(d, req, p.pid, p.gpu_mask);
+	else
+		r = gw_ops_start(d, req, &p);
 	if (r < 0)
 		gw_request_fail(req, GW_ERROR_INTERNAL, NULL, "cannot queue the operation: %s",
 				strerror(-r));
@@ -588,6 +600,8 @@ static const struct handler handlers[] = {
 	{ GW_METHOD_PROCESS_UNLOCK, handle_unlock, 0 },
 	{ GW_METHOD_SUSPEND, handle_suspend, 0 },
 	{ GW_METHOD_RESUME, handle_resume, 0 },
+	{ GW_METHOD_AGENT_ATTACH, gw_fast_handle_attach, 0 },
+	{ GW_METHOD_AGENT_UPDATE, gw_fast_handle_update, 0 },
 };
 
 void gw_handlers_dispatch(void *data, struct gw_request *req)
@@ -622,6 +636,7 @@ void gw_handlers_conn_closed(void *data, struct gw_conn *conn)
 	struct gw_lease *l = d->leases.head, *next;
 	int dropped = 0;
 
+	gw_fast_conn_closed(d, conn);
 	for (; l; l = next) {
 		next = l->next;
 		if (l->conn != conn)
@@ -639,5 +654,6 @@ int gw_handlers_conn_pinned(void *data, struct gw_conn *conn)
 {
 	struct gw_daemon *d = data;
 
-	return gw_lease_count_conn(&d->leases, conn) > 0;
+	/* Lease holders and app agents stay connected however quiet they are. */
+	return gw_lease_count_conn(&d->leases, conn) > 0 || gw_conn_get_data(conn) != NULL;
 }

@@ -28,6 +28,8 @@ static void usage(FILE *out)
 		"                            env %s)\n"
 		"  -m, --staging-mib N       pinned staging memory per GPU in MiB (default %d;\n"
 		"                            0 pins none)\n"
+		"      --image-pool-mib N    pinned host memory for VRAM images of shimmed\n"
+		"                            processes (fast path), pinned at start (default 0)\n"
 		"      --workers N           threads for driver calls besides one per GPU\n"
 		"                            (default %d)\n"
 		"      --max-clients N       connections at once (default 128)\n"
@@ -70,6 +72,7 @@ enum {
 	OPT_MAX_CLIENTS_PER_UID,
 	OPT_IDLE_TIMEOUT,
 	OPT_FOREGROUND,
+	OPT_IMAGE_POOL_MIB,
 };
 
 static int parse_options(int argc, char **argv, struct gw_options *o)
@@ -81,6 +84,7 @@ static int parse_options(int argc, char **argv, struct gw_options *o)
 		{ "cuda-library", required_argument, NULL, 'c' },
 		{ "staging-mib", required_argument, NULL, 'm' },
 		{ "workers", required_argument, NULL, OPT_WORKERS },
+		{ "image-pool-mib", required_argument, NULL, OPT_IMAGE_POOL_MIB },
 		{ "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
 		{ "max-clients-per-uid", required_argument, NULL, OPT_MAX_CLIENTS_PER_UID },
 		{ "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
@@ -126,6 +130,11 @@ static int parse_options(int argc, char **argv, struct gw_options *o)
 				return -EINVAL;
 			}
 			o->socket_mode = (mode_t)v;
+			break;
+		case OPT_IMAGE_POOL_MIB:
+			if (parse_uint(optarg, "--image-pool-mib", 1u << 24, &v) < 0)
+				return -EINVAL;
+			o->image_pool_mib = v;
 			break;
 		case OPT_SOCKET_GROUP:
 			o->socket_group = optarg;

@@ -12,6 +12,7 @@
 
 #include "clock.h"
 #include "daemon.h"
+#include "fastpath.h"
 #include "log.h"
 #include "gw-pidgpu.h"
 
@@ -199,7 +200,7 @@ int gw_ops_pid_busy(const struct gw_daemon *d, pid_t pid)
 	for (const struct gw_pid_job *j = d->pid_jobs; j; j = j->next)
 		if (j->p.pid == pid)
 			return 1;
-	return 0;
+	return gw_fast_busy(d, pid);
 }
 
 static void count_in_flight(struct gw_daemon *d, uint64_t mask, int delta)

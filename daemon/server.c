@@ -44,6 +44,12 @@ struct gw_conn {
 	int dead;                   /* closed; freed when pending completes */
 	int processing;             /* inside conn_process_input */
 	struct gw_conn *next_dead;
+	void *data;                 /* the daemon's */
+	/* our outgoing call, if any */
+	uint64_t call_id, next_call_id;
+	gw_call_done_fn call_done;
+	void *call_data;
+	struct event *call_timer;
 };
 
 struct gw_server {
@@ -224,6 +230,84 @@ const struct ucred *gw_conn_peer(const struct gw_conn *conn)
 	return &conn->peer;
 }
 
+static void call_finish(struct gw_conn *conn, const struct gw_message *msg, int *fds,
+			unsigned nfds)
+{
+	gw_call_done_fn done = conn->call_done;
+	void *data = conn->call_data;
+
+	conn->call_done = NULL;
+	conn->call_data = NULL;
+	evtimer_del(conn->call_timer);
+	done(data, msg, fds, nfds);
+}
+
+static void deliver_call_reply(struct gw_conn *conn, const struct gw_message *msg)
+{
+	int fds[GW_FRAME_MAX_FDS];
+	unsigned nfds = msg->nfds;
+
+	memcpy(fds, conn->fdq, nfds * sizeof(int));
+	conn->fdq_len -= nfds;
+	memmove(conn->fdq, conn->fdq + nfds, conn->fdq_len * sizeof(int));
+	call_finish(conn, msg, fds, nfds);
+}
+
+static void on_call_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_conn *conn = arg;
+
+	(void)fd;
+	(void)what;
+	if (conn->call_done)
+		call_finish(conn, NULL, NULL, 0);
+}
+
+int gw_conn_call(struct gw_conn *conn, const char *method, const cJSON *params, const int *fds,
+		 unsigned nfds, unsigned timeout_ms, gw_call_done_fn done, void *data)
+{
+	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+	int dup_fds[GW_FRAME_MAX_FDS];
+	char *payload;
+	unsigned i;
+
+	if (conn->dead || conn->closing)
+		return -ECONNRESET;
+	if (conn->call_done)
+		return -EBUSY;
+	if (nfds > GW_FRAME_MAX_FDS)
+		return -EINVAL;
+	for (i = 0; i < nfds; i++) {
+		dup_fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
+		if (dup_fds[i] < 0) {
+			int r = -errno;
+
+			while (i--)
+				close(dup_fds[i]);
+			return r;
+		}
+	}
+	conn->call_id = ++conn->next_call_id;
+	payload = gw_request_encode(conn->call_id, method, params, nfds);
+	conn->call_done = done;
+	conn->call_data = data;
+	evtimer_add(conn->call_timer, &tv);
+	/* conn_queue closes the conn on failure, which ends the call through conn_close. */
+	if (conn_queue(conn, payload, dup_fds, nfds) < 0)
+		return 0;
+	return 0;
+}
+
+void gw_conn_set_data(struct gw_conn *conn, void *data)
+{
+	conn->data = data;
+}
+
+void *gw_conn_get_data(const struct gw_conn *conn)
+{
+	return conn->data;
+}
+
 static int handle_hello(struct gw_conn *conn, struct gw_message *msg)
 {
 	uint64_t version = 0;
@@ -274,6 +358,11 @@ static int conn_handle_frame(struct gw_conn *conn, char *payload, size_t len)
 		return -EBADMSG;
 	}
 	if (msg.kind != GW_MESSAGE_REQUEST) {
+		if (conn->call_done && msg.id == conn->call_id && msg.nfds <= conn->fdq_len) {
+			deliver_call_reply(conn, &msg);
+			gw_message_finish(&msg);
+			return 0;
+		}
 		send_error(conn, msg.id, GW_ERROR_INVALID_REQUEST, "expected a request");
 		gw_message_finish(&msg);
 		return -EBADMSG;
@@ -388,7 +477,7 @@ static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (conn->pending) {
+	if (conn->pending || conn->call_done) {
 		conn_arm_timer(conn);
 		return;
 	}
@@ -445,6 +534,9 @@ static void conn_close(struct gw_conn *conn, const char *why)
 		gw_debug("client pid %d uid %u: closing connection: %s", conn->peer.pid,
 			 conn->peer.uid, why);
 	conn->dead = 1;
+	if (conn->call_done)
+		call_finish(conn, NULL, NULL, 0);
+	event_free(conn->call_timer);
 	event_free(conn->read_ev);
 	event_free(conn->write_ev);
 	event_free(conn->timer_ev);
@@ -539,7 +631,10 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
 		conn->write_ev = event_new(server->base, fd, EV_WRITE | EV_PERSIST, on_conn_write,
 					   conn);
 		conn->timer_ev = evtimer_new(server->base, on_conn_timer, conn);
-		if (!conn->read_ev || !conn->write_ev || !conn->timer_ev) {
+		conn->call_timer = evtimer_new(server->base, on_call_timeout, conn);
+		if (!conn->read_ev || !conn->write_ev || !conn->timer_ev || !conn->call_timer) {
+			if (conn->call_timer)
+				event_free(conn->call_timer);
 			if (conn->read_ev)
 				event_free(conn->read_ev);
 			if (conn->write_ev)

@@ -72,4 +72,20 @@ __attribute__((format(printf, 4, 5))) void gw_request_fail(struct gw_request *re
 
 const struct ucred *gw_conn_peer(const struct gw_conn *conn);
 
+/* The daemon's own pointer for a connection (e.g. "this is pid N's agent"). */
+void gw_conn_set_data(struct gw_conn *conn, void *data);
+void *gw_conn_get_data(const struct gw_conn *conn);
+
+/*
+ * Send a request to the peer (the agent channel: the daemon asks, the app's agent answers).
+ * One outgoing call per connection at a time (-EBUSY). params is not consumed; fds are sent and
+ * then closed. done() runs exactly once on the loop thread: with the parsed reply or error
+ * message (msg->kind tells; fds/nfds the descriptors that came with it, which done() owns), or
+ * with msg == NULL when the connection closed first or no answer came in timeout_ms.
+ */
+typedef void (*gw_call_done_fn)(void *data, const struct gw_message *msg, int *fds,
+				unsigned nfds);
+int gw_conn_call(struct gw_conn *conn, const char *method, const cJSON *params, const int *fds,
+		 unsigned nfds, unsigned timeout_ms, gw_call_done_fn done, void *data);
+
 #endif

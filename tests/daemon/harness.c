@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -81,6 +82,8 @@ static pid_t spawn_in(const char *const *argv, int in_fd, int out_fd, int err_fd
 	if (pid == 0) {
 		int null = open("/dev/null", O_RDONLY);
 
+		/* Die with the test: a failed case must not leave a daemon holding meson's pipes. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		dup2(in_fd >= 0 ? in_fd : null, 0);
 		if (out_fd >= 0)
 			dup2(out_fd, 1);

@@ -1,0 +1,1043 @@
+/* SPDX-License-Identifier: MIT */
+#include "fastpath.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "freeze.h"
+#include "hostpool.h"
+#include "log.h"
+
+#define GW_AGENT_CALL_TIMEOUT_MS 60000
+#define GW_FREEZE_TIMEOUT_MS 5000
+#define GW_FAST_MAX_RANGES 4096
+#define GW_FAST_MAX_STEPS 16
+
+enum fast_kind { FAST_SUSPEND, FAST_RESUME };
+
+struct gw_fast_op {
+	struct gw_fast_op *next;
+	struct gw_daemon *d;
+	struct gw_request *req;
+	struct gw_agent *agent;
+	enum fast_kind kind;
+	pid_t pid;
+	unsigned timeout_ms;
+	uint64_t gpu_mask;
+	double start_ms, step_start_ms;
+	struct {
+		const char *name;
+		double ms;
+	} steps[GW_FAST_MAX_STEPS];
+	unsigned nsteps;
+
+	pid_t restore_tid;
+	struct gw_frozen frozen;
+	struct gw_image *image;
+	int *fds; /* one per image range while they are in flight */
+	size_t nfds;
+	size_t export_total;  /* ranges the agent announced */
+	size_t mapped;        /* ranges mapped back so far */
+	int released;     /* the app's VRAM now lives only in the image */
+	int locked;       /* locked by us right now */
+	int failed;       /* an error is being handled; finish() reports it */
+	char error_name[64];
+	char error[512];
+	cJSON *error_extra;
+
+	/* worker results */
+	CUresult cu;
+	const char *cu_call;
+	int jobs_left, job_error;
+	char job_err[256];
+};
+
+/* ---- small helpers ---- */
+
+static void step_done(struct gw_fast_op *op, const char *name)
+{
+	double now = gw_now_ms();
+
+	if (op->nsteps < GW_FAST_MAX_STEPS) {
+		op->steps[op->nsteps].name = name;
+		op->steps[op->nsteps].ms = now - op->step_start_ms;
+		op->nsteps++;
+	}
+	op->step_start_ms = now;
+}
+
+__attribute__((format(printf, 3, 4))) static void set_error(struct gw_fast_op *op,
+							    const char *name, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (op->failed)
+		return; /* keep the first cause */
+	op->failed = 1;
+	snprintf(op->error_name, sizeof(op->error_name), "%s", name);
+	va_start(ap, fmt);
+	vsnprintf(op->error, sizeof(op->error), fmt, ap);
+	va_end(ap);
+}
+
+static void set_cuda_error(struct gw_fast_op *op)
+{
+	char text[160];
+	const char *name = op->cu == CUDA_ERROR_ILLEGAL_STATE ? GW_ERROR_ILLEGAL_STATE :
+			   op->cu == CUDA_ERROR_NOT_READY || op->cu == CUDA_ERROR_TIMEOUT ?
+								  GW_ERROR_TIMEOUT :
+			   op->cu == CUDA_ERROR_NOT_FOUND ? GW_ERROR_NO_SUCH_PROCESS :
+							    GW_ERROR_CUDA;
+
+	if (!op->error_extra) {
+		op->error_extra = cJSON_CreateObject();
+		if (op->error_extra)
+			cJSON_AddNumberToObject(op->error_extra, "cuda_error", op->cu);
+	}
+	set_error(op, name, "%s(pid %d): %s", op->cu_call, op->pid,
+		  gw_cuda_describe(op->d->cuda, op->cu, text, sizeof(text)));
+}
+
+static void close_fds(struct gw_fast_op *op)
+{
+	for (size_t i = 0; i < op->nfds; i++)
+		if (op->fds[i] >= 0)
+			close(op->fds[i]);
+	free(op->fds);
+	op->fds = NULL;
+	op->nfds = 0;
+}
+
+static void image_free(struct gw_daemon *d, struct gw_image *image)
+{
+	if (!image)
+		return;
+	if (image->blocks)
+		gw_hostpool_give(&d->hostpool, image->blocks, image->nblocks);
+	free(image->blocks);
+	free(image->ranges);
+	free(image);
+}
+
+static struct gw_gpu *range_gpu(struct gw_daemon *d, const struct gw_copy_range *r)
+{
+	return gw_gpu_find_uuid(d->gpus, d->ngpus, &r->uuid);
+}
+
+/* ---- running steps ---- */
+
+typedef void (*op_step_fn)(struct gw_fast_op *op);
+
+struct op_job {
+	struct gw_fast_op *op;
+	void (*work)(struct gw_fast_op *op, struct op_job *job);
+	op_step_fn next;
+	unsigned gpu; /* copy jobs */
+};
+
+static void op_job_work(void *data)
+{
+	struct op_job *job = data;
+
+	job->work(job->op, job);
+}
+
+static void op_job_done(void *data)
+{
+	struct op_job *job = data;
+	struct gw_fast_op *op = job->op;
+	op_step_fn next = job->next;
+
+	free(job);
+	if (--op->jobs_left == 0)
+		next(op);
+}
+
+static int submit(struct gw_fast_op *op, void (*work)(struct gw_fast_op *, struct op_job *),
+		  op_step_fn next, unsigned gpu)
+{
+	struct op_job *job = calloc(1, sizeof(*job));
+	int r;
+
+	if (!job)
+		return -ENOMEM;
+	job->op = op;
+	job->work = work;
+	job->next = next;
+	job->gpu = gpu;
+	op->jobs_left++;
+	r = gw_worker_submit(op->d->workers, op_job_work, op_job_done, job);
+	if (r < 0) {
+		op->jobs_left--;
+		free(job);
+	}
+	return r;
+}
+
+static void finish(struct gw_fast_op *op);
+
+/* Run work on a worker, then next on the loop; on a queueing failure go straight to finish. */
+static void run(struct gw_fast_op *op, void (*work)(struct gw_fast_op *, struct op_job *),
+		op_step_fn next)
+{
+	if (submit(op, work, next, 0) < 0) {
+		set_error(op, GW_ERROR_INTERNAL, "cannot queue work: out of memory");
+		finish(op);
+	}
+}
+
+/* ---- driver steps (workers) ---- */
+
+static void work_lock(struct gw_fast_op *op, struct op_job *job)
+{
+	const struct gw_cuda *cuda = op->d->cuda;
+	CUcheckpointLockArgs args = { .timeoutMs = op->timeout_ms };
+	int tid = 0;
+
+	(void)job;
+	op->cu_call = "cuCheckpointProcessLock";
+	op->cu = cuda->cuCheckpointProcessLock(op->pid, &args);
+	if (op->cu == CUDA_SUCCESS &&
+	    cuda->cuCheckpointProcessGetRestoreThreadId(op->pid, &tid) == CUDA_SUCCESS)
+		op->restore_tid = tid;
+}
+
+static void work_unlock(struct gw_fast_op *op, struct op_job *job)
+{
+	(void)job;
+	op->cu_call = "cuCheckpointProcessUnlock";
+	op->cu = op->d->cuda->cuCheckpointProcessUnlock(op->pid, NULL);
+}
+
+static void work_lock_checkpoint(struct gw_fast_op *op, struct op_job *job)
+{
+	const struct gw_cuda *cuda = op->d->cuda;
+	CUcheckpointLockArgs args = { .timeoutMs = op->timeout_ms };
+
+	(void)job;
+	op->cu_call = "cuCheckpointProcessLock";
+	op->cu = cuda->cuCheckpointProcessLock(op->pid, &args);
+	if (op->cu != CUDA_SUCCESS)
+		return;
+	op->locked = 1;
+	op->cu_call = "cuCheckpointProcessCheckpoint";
+	op->cu = cuda->cuCheckpointProcessCheckpoint(op->pid, NULL);
+}
+
+static void work_restore_tid(struct gw_fast_op *op, struct op_job *job)
+{
+	int tid = 0;
+
+	(void)job;
+	op->cu_call = "cuCheckpointProcessGetRestoreThreadId";
+	op->cu = op->d->cuda->cuCheckpointProcessGetRestoreThreadId(op->pid, &tid);
+	op->restore_tid = tid;
+}
+
+static void work_restore_unlock(struct gw_fast_op *op, struct op_job *job)
+{
+	const struct gw_cuda *cuda = op->d->cuda;
+
+	(void)job;
+	op->cu_call = "cuCheckpointProcessRestore";
+	op->cu = cuda->cuCheckpointProcessRestore(op->pid, NULL);
+	if (op->cu != CUDA_SUCCESS)
+		return;
+	op->cu_call = "cuCheckpointProcessUnlock";
+	op->cu = cuda->cuCheckpointProcessUnlock(op->pid, NULL);
+}
+
+/* ---- copy steps (one worker job per GPU, in parallel) ---- */
+
+static void engine_for(struct gw_fast_op *op, unsigned gpu, struct gw_copy_engine *e)
+{
+	struct gw_gpu *g = &op->d->gpus[gpu];
+
+	e->cuda = op->d->cuda;
+	e->context = g->handles.context;
+	e->device = g->device;
+	e->streams = g->handles.streams;
+	e->nstreams = g->handles.nstreams;
+	e->block_bytes = GW_HOSTPOOL_BLOCK_BYTES;
+}
+
+/* The image ranges on one GPU are contiguous runs? Not necessarily: copy them one by one through
+ * index lists built here. */
+static size_t ranges_on_gpu(struct gw_fast_op *op, unsigned gpu, size_t *idx)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < op->image->nranges; i++) {
+		struct gw_gpu *g = range_gpu(op->d, &op->image->ranges[i]);
+
+		if (g && g->index == gpu)
+			idx[n++] = i;
+	}
+	return n;
+}
+
+static void work_copy(struct gw_fast_op *op, struct op_job *job, int dump)
+{
+	struct gw_copy_engine e;
+	size_t *idx = calloc(op->image->nranges, sizeof(*idx));
+	struct gw_copy_range *ranges = calloc(op->image->nranges, sizeof(*ranges));
+	int *fds = calloc(op->image->nranges, sizeof(*fds));
+	char err[256] = "";
+	size_t n;
+	int r;
+
+	if (!idx || !ranges || !fds) {
+		r = -ENOMEM;
+		snprintf(err, sizeof(err), "out of memory");
+		goto out;
+	}
+	engine_for(op, job->gpu, &e);
+	n = ranges_on_gpu(op, job->gpu, idx);
+	for (size_t i = 0; i < n; i++) {
+		ranges[i] = op->image->ranges[idx[i]];
+		fds[i] = dump ? op->fds[idx[i]] : -1;
+	}
+	r = dump ? gw_copy_dump(&e, ranges, fds, n, err, sizeof(err)) :
+		   gw_copy_restore(&e, ranges, n, fds, err, sizeof(err));
+	/* Distinct jobs write distinct fds[] slots; job_error is read only after all finish. */
+	if (!dump)
+		for (size_t i = 0; i < n; i++)
+			op->fds[idx[i]] = fds[i];
+out:
+	if (r < 0) {
+		op->job_error = r;
+		snprintf(op->job_err, sizeof(op->job_err), "GPU %u: %s", job->gpu, err);
+	}
+	free(idx);
+	free(ranges);
+	free(fds);
+}
+
+static void work_copy_dump(struct gw_fast_op *op, struct op_job *job)
+{
+	work_copy(op, job, 1);
+}
+
+static void work_copy_restore(struct gw_fast_op *op, struct op_job *job)
+{
+	work_copy(op, job, 0);
+}
+
+static uint64_t image_gpus(struct gw_fast_op *op)
+{
+	uint64_t mask = 0;
+
+	for (size_t i = 0; i < op->image->nranges; i++) {
+		struct gw_gpu *g = range_gpu(op->d, &op->image->ranges[i]);
+
+		if (g)
+			mask |= (uint64_t)1 << g->index;
+	}
+	return mask;
+}
+
+static int submit_copies(struct gw_fast_op *op, int dump, op_step_fn next)
+{
+	uint64_t mask = image_gpus(op);
+
+	op->job_error = 0;
+	for (unsigned g = 0; g < op->d->ngpus; g++) {
+		if (!(mask & ((uint64_t)1 << g)))
+			continue;
+		if (submit(op, dump ? work_copy_dump : work_copy_restore, next, g) < 0) {
+			op->job_error = -ENOMEM;
+			snprintf(op->job_err, sizeof(op->job_err), "cannot queue copies");
+			break;
+		}
+	}
+	return op->jobs_left > 0 ? 0 : -EIO;
+}
+
+/* ---- agent calls ---- */
+
+typedef void (*agent_done_fn)(struct gw_fast_op *op, const struct gw_message *msg, int *fds,
+			      unsigned nfds);
+
+struct agent_call {
+	struct gw_fast_op *op;
+	agent_done_fn done;
+};
+
+static void on_agent_reply(void *data, const struct gw_message *msg, int *fds, unsigned nfds)
+{
+	struct agent_call *call = data;
+	struct gw_fast_op *op = call->op;
+	agent_done_fn done = call->done;
+
+	free(call);
+	if (!msg) {
+		set_error(op, GW_ERROR_AGENT, "the agent of pid %d did not answer (it hung up or "
+			  "timed out)", op->pid);
+		for (unsigned i = 0; i < nfds; i++)
+			close(fds[i]);
+		done(op, NULL, NULL, 0);
+		return;
+	}
+	if (msg->kind == GW_MESSAGE_ERROR) {
+		set_error(op, GW_ERROR_AGENT, "the agent of pid %d failed: %s", op->pid,
+			  msg->error_message ? msg->error_message : "?");
+		for (unsigned i = 0; i < nfds; i++)
+			close(fds[i]);
+		done(op, NULL, NULL, 0);
+		return;
+	}
+	done(op, msg, fds, nfds);
+}
+
+static void call_agent(struct gw_fast_op *op, const char *method, cJSON *params, const int *fds,
+		       unsigned nfds, agent_done_fn done)
+{
+	struct agent_call *call = calloc(1, sizeof(*call));
+	int r = -ENOMEM;
+
+	if (call && op->agent->conn) {
+		call->op = op;
+		call->done = done;
+		r = gw_conn_call(op->agent->conn, method, params, fds, nfds,
+				 GW_AGENT_CALL_TIMEOUT_MS, on_agent_reply, call);
+	} else if (call) {
+		r = -ENOTCONN;
+	}
+	cJSON_Delete(params);
+	if (r < 0) {
+		free(call);
+		set_error(op, GW_ERROR_AGENT, "cannot reach the agent of pid %d: %s", op->pid,
+			  strerror(-r));
+		done(op, NULL, NULL, 0);
+	}
+}
+
+/* ---- the ending ---- */
+
+static cJSON *op_result(struct gw_fast_op *op, const char *state)
+{
+	cJSON *result = cJSON_CreateObject(), *steps;
+	double copy_ms = 0;
+
+	if (!result)
+		return NULL;
+	cJSON_AddNumberToObject(result, "pid", op->pid);
+	cJSON_AddStringToObject(result, "operation", op->kind == FAST_SUSPEND ? "suspend" : "resume");
+	cJSON_AddStringToObject(result, "state", state);
+	cJSON_AddStringToObject(result, "path", "fast");
+	cJSON_AddNumberToObject(result, "duration_ms", gw_now_ms() - op->start_ms);
+	cJSON_AddNumberToObject(result, "vram_bytes", op->image ? (double)op->image->bytes : 0);
+	cJSON_AddNumberToObject(result, "ranges", op->image ? (double)op->image->nranges : 0);
+	steps = cJSON_AddArrayToObject(result, "steps");
+	for (unsigned i = 0; steps && i < op->nsteps; i++) {
+		cJSON *s = cJSON_CreateObject();
+
+		if (!s)
+			break;
+		cJSON_AddStringToObject(s, "step", op->steps[i].name);
+		cJSON_AddNumberToObject(s, "duration_ms", op->steps[i].ms);
+		cJSON_AddItemToArray(steps, s);
+		if (strcmp(op->steps[i].name, "copy") == 0)
+			copy_ms = op->steps[i].ms;
+	}
+	if (copy_ms > 0 && op->image)
+		cJSON_AddNumberToObject(result, "copy_gb_per_s", (double)op->image->bytes / 1e6 / copy_ms);
+	return result;
+}
+
+static void finish(struct gw_fast_op *op)
+{
+	struct gw_daemon *d = op->d;
+	struct gw_op_stats *stats = &d->stats[op->kind == FAST_SUSPEND ? GW_OP_SUSPEND : GW_OP_RESUME];
+	double total = gw_now_ms() - op->start_ms;
+
+	gw_thaw(&op->frozen);
+	close_fds(op);
+	for (struct gw_fast_op **p = &d->fast_ops; *p; p = &(*p)->next)
+		if (*p == op) {
+			*p = op->next;
+			break;
+		}
+	for (unsigned i = 0; i < d->ngpus; i++)
+		if (op->gpu_mask & ((uint64_t)1 << i))
+			d->gpus[i].in_flight--;
+	op->agent->busy = 0;
+	stats->total_ms += total;
+	if (op->failed) {
+		stats->failed++;
+		gw_warn("fast %s of pid %d failed: %s", op->kind == FAST_SUSPEND ? "suspend" : "resume",
+			op->pid, op->error);
+		gw_request_fail(op->req, op->error_name, op->error_extra, "%s", op->error);
+	} else {
+		stats->ok++;
+		gw_info("fast %s of pid %d: %.1f MiB in %.1f ms",
+			op->kind == FAST_SUSPEND ? "suspend" : "resume", op->pid,
+			op->image ? (double)op->image->bytes / 1048576.0 : 0.0, total);
+		gw_request_reply(op->req, op_result(op, op->kind == FAST_SUSPEND ? "checkpointed" :
+										  "running"));
+		cJSON_Delete(op->error_extra);
+	}
+	/* Where the VRAM's only copy is the image, keep it for the next resume; else drop it. */
+	if (op->released)
+		op->agent->image = op->image;
+	else
+		image_free(d, op->image);
+	free(op);
+	gw_daemon_gpus_changed(d);
+}
+
+/* ---- resume (also the way back from a suspend that failed after the release) ---- */
+
+static cJSON *ranges_json(const struct gw_image *image, size_t first, size_t n)
+{
+	cJSON *params = cJSON_CreateObject();
+	cJSON *ranges = params ? cJSON_AddArrayToObject(params, "ranges") : NULL;
+
+	for (size_t i = first; ranges && i < first + n; i++) {
+		cJSON *r = cJSON_CreateObject();
+		char va[32];
+
+		if (!r)
+			break;
+		snprintf(va, sizeof(va), "0x%" PRIx64, image->ranges[i].va);
+		cJSON_AddStringToObject(r, "va", va);
+		cJSON_AddNumberToObject(r, "size", (double)image->ranges[i].size);
+		cJSON_AddNumberToObject(r, "device", image->ranges[i].app_device);
+		cJSON_AddItemToArray(ranges, r);
+	}
+	return params;
+}
+
+static void map_next(struct gw_fast_op *op);
+
+static void resume_mapped(struct gw_fast_op *op, const struct gw_message *msg, int *fds,
+			  unsigned nfds)
+{
+	size_t n = op->image->nranges - op->mapped;
+
+	for (unsigned i = 0; i < nfds; i++)
+		close(fds[i]);
+	if (!msg) {
+		finish(op); /* the agent failed: the VRAM stays in the image */
+		return;
+	}
+	op->mapped += n < GW_FRAME_MAX_FDS ? n : GW_FRAME_MAX_FDS;
+	if (op->mapped < op->image->nranges) {
+		map_next(op);
+		return;
+	}
+	close_fds(op);
+	op->released = 0; /* the app has its VRAM back */
+	if (!op->failed)
+		step_done(op, "map");
+	finish(op);
+}
+
+/* Hand the refilled memory to the agent, GW_FRAME_MAX_FDS ranges per call. */
+static void map_next(struct gw_fast_op *op)
+{
+	size_t n = op->image->nranges - op->mapped;
+
+	if (n > GW_FRAME_MAX_FDS)
+		n = GW_FRAME_MAX_FDS;
+	call_agent(op, GW_METHOD_AGENT_MAP, ranges_json(op->image, op->mapped, n),
+		   op->fds + op->mapped, (unsigned)n, resume_mapped);
+}
+
+static void resume_filled(struct gw_fast_op *op)
+{
+	if (op->job_error) {
+		set_error(op, GW_ERROR_CUDA, "refilling VRAM failed: %s", op->job_err);
+		finish(op);
+		return;
+	}
+	if (!op->failed)
+		step_done(op, "fill");
+	op->mapped = 0;
+	map_next(op);
+}
+
+/* Create + fill new memory for every range; then the agent maps it. */
+static void resume_fill(struct gw_fast_op *op)
+{
+	close_fds(op);
+	op->fds = calloc(op->image->nranges, sizeof(*op->fds));
+	if (!op->fds) {
+		set_error(op, GW_ERROR_INTERNAL, "out of memory");
+		finish(op);
+		return;
+	}
+	for (size_t i = 0; i < op->image->nranges; i++)
+		op->fds[i] = -1;
+	op->nfds = op->image->nranges;
+	if (submit_copies(op, 0, resume_filled) < 0) {
+		set_error(op, GW_ERROR_CUDA, "refilling VRAM failed: %s", op->job_err);
+		finish(op);
+	}
+}
+
+static void resume_unlocked(struct gw_fast_op *op)
+{
+	if (op->cu != CUDA_SUCCESS) {
+		set_cuda_error(op);
+		finish(op);
+		return;
+	}
+	step_done(op, "restore");
+	resume_fill(op);
+}
+
+static int freeze_app(struct gw_fast_op *op)
+{
+	pid_t keep[2] = { op->agent->tid, op->restore_tid };
+	int r = gw_freeze(op->pid, keep, op->restore_tid > 0 ? 2 : 1, GW_FREEZE_TIMEOUT_MS,
+			  &op->frozen);
+
+	if (r < 0)
+		set_error(op, r == -EPERM ? GW_ERROR_PERMISSION_DENIED : GW_ERROR_INTERNAL,
+			  "cannot freeze the threads of pid %d: %s%s", op->pid, strerror(-r),
+			  r == -EPERM ? " (gpu-warmd needs to be root or have CAP_SYS_PTRACE)" : "");
+	return r;
+}
+
+static void resume_have_tid(struct gw_fast_op *op)
+{
+	if (op->cu != CUDA_SUCCESS) {
+		set_cuda_error(op);
+		finish(op);
+		return;
+	}
+	if (freeze_app(op) < 0) {
+		finish(op);
+		return;
+	}
+	step_done(op, "freeze");
+	run(op, work_restore_unlock, resume_unlocked);
+}
+
+/* ---- suspend ---- */
+
+static void suspend_checkpointed(struct gw_fast_op *op)
+{
+	if (op->cu != CUDA_SUCCESS) {
+		set_cuda_error(op);
+		/* The VRAM is only in the image: unlock if we hold the lock, then map it back. */
+		if (op->locked) {
+			op->locked = 0;
+			run(op, work_unlock, resume_fill);
+		} else {
+			resume_fill(op);
+		}
+		return;
+	}
+	op->locked = 0;
+	step_done(op, "checkpoint");
+	finish(op);
+}
+
+static void suspend_released(struct gw_fast_op *op, const struct gw_message *msg, int *fds,
+			     unsigned nfds)
+{
+	for (unsigned i = 0; i < nfds; i++)
+		close(fds[i]);
+	if (!msg) {
+		/* Some ranges may be gone from VRAM: put them all back from the image. */
+		op->released = 1;
+		resume_fill(op);
+		return;
+	}
+	op->released = 1;
+	step_done(op, "release");
+	run(op, work_lock_checkpoint, suspend_checkpointed);
+}
+
+static void suspend_copied(struct gw_fast_op *op)
+{
+	close_fds(op); /* the app's exported fds: our imports are gone, these must go too */
+	if (op->job_error) {
+		set_error(op, GW_ERROR_CUDA, "copying VRAM out failed: %s", op->job_err);
+		finish(op);
+		return;
+	}
+	step_done(op, "copy");
+	call_agent(op, GW_METHOD_AGENT_RELEASE, cJSON_CreateObject(), NULL, 0, suspend_released);
+}
+
+/* Append one Export reply's ranges and fds to the image being built. fds are ours from here. */
+static int image_append(struct gw_fast_op *op, const cJSON *result, int *fds, unsigned nfds)
+{
+	const cJSON *ranges = cJSON_GetObjectItemCaseSensitive(result, "ranges"), *item;
+	struct gw_daemon *d = op->d;
+	struct gw_image *image = op->image;
+	uint64_t total;
+	size_t first;
+
+	if (gw_json_get_u64(result, "total", 0, GW_FAST_MAX_RANGES, &total) < 0 ||
+	    !cJSON_IsArray(ranges) || (size_t)cJSON_GetArraySize(ranges) != nfds ||
+	    (op->export_total && total != op->export_total) ||
+	    (image && image->nranges + nfds > total) || (nfds == 0 && total > 0)) {
+		for (unsigned i = 0; i < nfds; i++)
+			close(fds[i]);
+		set_error(op, GW_ERROR_AGENT, "the agent of pid %d sent a malformed range list",
+			  op->pid);
+		return -EBADMSG;
+	}
+	if (!image) {
+		op->export_total = total;
+		image = op->image = calloc(1, sizeof(*image));
+		if (image)
+			image->ranges = calloc(total ? total : 1, sizeof(*image->ranges));
+		op->fds = calloc(total ? total : 1, sizeof(int));
+		if (!image || !image->ranges || !op->fds) {
+			for (unsigned i = 0; i < nfds; i++)
+				close(fds[i]);
+			set_error(op, GW_ERROR_INTERNAL, "out of memory");
+			return -ENOMEM;
+		}
+	}
+	first = image->nranges;
+	for (unsigned i = 0; i < nfds; i++)
+		op->fds[op->nfds++] = fds[i];
+	cJSON_ArrayForEach(item, ranges) {
+		struct gw_copy_range *r = &image->ranges[image->nranges];
+		const char *uuid = NULL;
+		uint64_t size = 0, dev = 0;
+		struct gw_gpu *gpu;
+
+		if (gw_json_get_hex_u64(item, "va", &r->va) < 0 ||
+		    gw_json_get_u64(item, "size", 1, (uint64_t)1 << 42, &size) < 0 ||
+		    gw_json_get_u64(item, "device", 0, 1024, &dev) < 0 ||
+		    gw_json_get_string(item, "uuid", 64, &uuid) < 0 ||
+		    gw_cuda_uuid_parse(uuid, &r->uuid) < 0) {
+			set_error(op, GW_ERROR_AGENT, "the agent of pid %d sent a malformed range "
+				  "(#%zu)", op->pid, first);
+			return -EBADMSG;
+		}
+		gpu = range_gpu(d, r);
+		if (!gpu || gpu->state != GW_GPU_READY) {
+			set_error(op, GW_ERROR_DRAINING, "pid %d has VRAM on GPU %s, which is %s",
+				  op->pid, uuid, gpu ? gw_gpu_state_name(gpu->state) : "unknown here");
+			return -ENODEV;
+		}
+		r->size = size;
+		r->app_device = (int)dev;
+		r->offset = image->bytes;
+		image->bytes += size;
+		image->nranges++;
+	}
+	return 0;
+}
+
+/* Pinned pool blocks for the whole image; ranges are packed into them back to back. */
+static int image_alloc_blocks(struct gw_fast_op *op)
+{
+	struct gw_daemon *d = op->d;
+	struct gw_image *image = op->image;
+	size_t needed = (image->bytes + GW_HOSTPOOL_BLOCK_BYTES - 1) / GW_HOSTPOOL_BLOCK_BYTES;
+
+	if (gw_hostpool_free_bytes(&d->hostpool) < needed * GW_HOSTPOOL_BLOCK_BYTES) {
+		set_error(op, GW_ERROR_LIMIT,
+			  "the image pool has %zu MiB free, pid %d needs %zu MiB: start gpu-warmd "
+			  "with a larger --image-pool-mib",
+			  gw_hostpool_free_bytes(&d->hostpool) >> 20, op->pid, image->bytes >> 20);
+		return -ENOSPC;
+	}
+	image->blocks = calloc(needed ? needed : 1, sizeof(*image->blocks));
+	if (!image->blocks || gw_hostpool_take(&d->hostpool, needed, image->blocks) < 0) {
+		free(image->blocks);
+		image->blocks = NULL;
+		set_error(op, GW_ERROR_INTERNAL, "out of memory for the image");
+		return -ENOMEM;
+	}
+	image->nblocks = needed;
+	for (size_t i = 0; i < image->nranges; i++)
+		image->ranges[i].blocks = image->blocks;
+	return 0;
+}
+
+static void export_next(struct gw_fast_op *op);
+
+static void suspend_exported(struct gw_fast_op *op, const struct gw_message *msg, int *fds,
+			     unsigned nfds)
+{
+	if (!msg || image_append(op, msg->body, fds, nfds) < 0) {
+		finish(op);
+		return;
+	}
+	if (op->image->nranges < op->export_total) {
+		export_next(op);
+		return;
+	}
+	step_done(op, "export");
+	if (op->image->nranges == 0) {
+		set_error(op, GW_ERROR_AGENT, "the agent of pid %d has no VRAM to move", op->pid);
+		finish(op);
+		return;
+	}
+	if (image_alloc_blocks(op) < 0) {
+		finish(op);
+		return;
+	}
+	if (submit_copies(op, 1, suspend_copied) < 0) {
+		set_error(op, GW_ERROR_CUDA, "copying VRAM out failed: %s", op->job_err);
+		finish(op);
+	}
+}
+
+static void export_next(struct gw_fast_op *op)
+{
+	cJSON *params = cJSON_CreateObject();
+
+	if (params)
+		cJSON_AddNumberToObject(params, "offset", op->image ? (double)op->image->nranges : 0);
+	call_agent(op, GW_METHOD_AGENT_EXPORT, params, NULL, 0, suspend_exported);
+}
+
+static void suspend_unlocked(struct gw_fast_op *op)
+{
+	if (op->cu != CUDA_SUCCESS) {
+		set_cuda_error(op);
+		finish(op);
+		return;
+	}
+	op->locked = 0;
+	step_done(op, "unlock");
+	export_next(op);
+}
+
+static void suspend_locked(struct gw_fast_op *op)
+{
+	if (op->cu != CUDA_SUCCESS) {
+		set_cuda_error(op);
+		finish(op);
+		return;
+	}
+	op->locked = 1;
+	step_done(op, "lock");
+	if (freeze_app(op) < 0) {
+		op->locked = 0;
+		run(op, work_unlock, finish);
+		return;
+	}
+	step_done(op, "freeze");
+	run(op, work_unlock, suspend_unlocked);
+}
+
+/* ---- entry points ---- */
+
+static struct gw_fast_op *op_new(struct gw_daemon *d, struct gw_request *req, pid_t pid,
+				 enum fast_kind kind, uint64_t gpu_mask)
+{
+	struct gw_fast_op *op = calloc(1, sizeof(*op));
+
+	if (!op)
+		return NULL;
+	op->d = d;
+	op->req = req;
+	op->pid = pid;
+	op->kind = kind;
+	op->agent = gw_fast_agent(d, pid);
+	op->gpu_mask = gpu_mask;
+	op->start_ms = op->step_start_ms = gw_now_ms();
+	op->agent->busy = 1;
+	op->next = d->fast_ops;
+	d->fast_ops = op;
+	for (unsigned i = 0; i < d->ngpus; i++)
+		if (gpu_mask & ((uint64_t)1 << i))
+			d->gpus[i].in_flight++;
+	return op;
+}
+
+int gw_fast_suspend(struct gw_daemon *d, struct gw_request *req, pid_t pid, unsigned timeout_ms,
+		    uint64_t gpu_mask)
+{
+	struct gw_fast_op *op = op_new(d, req, pid, FAST_SUSPEND, gpu_mask);
+
+	if (!op)
+		return -ENOMEM;
+	op->timeout_ms = timeout_ms;
+	gw_info("fast suspend of pid %d: %.1f MiB in %" PRIu64 " ranges", pid,
+		(double)op->agent->bytes / 1048576.0, op->agent->ranges);
+	run(op, work_lock, suspend_locked);
+	return 0;
+}
+
+int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid, uint64_t gpu_mask)
+{
+	struct gw_fast_op *op = op_new(d, req, pid, FAST_RESUME, gpu_mask);
+
+	if (!op)
+		return -ENOMEM;
+	op->image = op->agent->image;
+	op->agent->image = NULL;
+	op->released = 1;
+	op->timeout_ms = 10000;
+	run(op, work_restore_tid, resume_have_tid);
+	return 0;
+}
+
+/* ---- agents ---- */
+
+struct gw_agent *gw_fast_agent(struct gw_daemon *d, pid_t pid)
+{
+	for (struct gw_agent *a = d->agents; a; a = a->next)
+		if (a->pid == pid)
+			return a;
+	return NULL;
+}
+
+int gw_fast_wants_suspend(struct gw_daemon *d, pid_t pid)
+{
+	struct gw_agent *a = gw_fast_agent(d, pid);
+
+	return a && a->conn && a->ranges > 0 && !a->image;
+}
+
+int gw_fast_wants_resume(struct gw_daemon *d, pid_t pid)
+{
+	struct gw_agent *a = gw_fast_agent(d, pid);
+
+	return a && a->image;
+}
+
+int gw_fast_busy(const struct gw_daemon *d, pid_t pid)
+{
+	for (const struct gw_fast_op *op = d->fast_ops; op; op = op->next)
+		if (op->pid == pid)
+			return 1;
+	return 0;
+}
+
+static int read_counts(struct gw_request *req, uint64_t *ranges, uint64_t *bytes)
+{
+	if (gw_json_get_u64(req->msg.body, "ranges", 0, GW_FAST_MAX_RANGES, ranges) < 0 ||
+	    gw_json_get_u64(req->msg.body, "bytes", 0, (uint64_t)1 << 50, bytes) < 0) {
+		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL,
+				"\"ranges\" and \"bytes\" must be counts");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+void gw_fast_handle_attach(struct gw_daemon *d, struct gw_request *req)
+{
+	uint64_t pid, tid, ranges, bytes;
+	struct gw_agent *a;
+
+	if (gw_json_get_u64(req->msg.body, "pid", 1, 4194304, &pid) < 0 ||
+	    gw_json_get_u64(req->msg.body, "tid", 1, 4194304, &tid) < 0) {
+		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL, "\"pid\" and \"tid\" required");
+		return;
+	}
+	if (read_counts(req, &ranges, &bytes) < 0)
+		return;
+	/* An agent speaks for its own process only. */
+	if ((pid_t)pid != req->peer.pid) {
+		gw_request_fail(req, GW_ERROR_PERMISSION_DENIED, NULL,
+				"an agent may attach only for its own process (pid %d)",
+				req->peer.pid);
+		return;
+	}
+	a = gw_fast_agent(d, (pid_t)pid);
+	if (a && a->conn && a->conn != req->conn) {
+		gw_request_fail(req, GW_ERROR_BUSY, NULL, "pid %d already has an agent attached",
+				(int)pid);
+		return;
+	}
+	if (!a) {
+		a = calloc(1, sizeof(*a));
+		if (!a) {
+			gw_request_fail(req, GW_ERROR_INTERNAL, NULL, "out of memory");
+			return;
+		}
+		a->pid = (pid_t)pid;
+		a->next = d->agents;
+		d->agents = a;
+	}
+	a->tid = (pid_t)tid;
+	a->conn = req->conn;
+	a->ranges = ranges;
+	a->bytes = bytes;
+	gw_conn_set_data(req->conn, a);
+	gw_info("agent of pid %d attached (thread %d): %" PRIu64 " ranges, %.1f MiB", a->pid,
+		a->tid, ranges, (double)bytes / 1048576.0);
+	gw_request_reply(req, NULL);
+}
+
+void gw_fast_handle_update(struct gw_daemon *d, struct gw_request *req)
+{
+	struct gw_agent *a = gw_conn_get_data(req->conn);
+	uint64_t ranges, bytes;
+
+	(void)d;
+	if (!a) {
+		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL, "attach first");
+		return;
+	}
+	if (read_counts(req, &ranges, &bytes) < 0)
+		return;
+	a->ranges = ranges;
+	a->bytes = bytes;
+	gw_request_reply(req, NULL);
+}
+
+static void agent_remove(struct gw_daemon *d, struct gw_agent *a)
+{
+	for (struct gw_agent **p = &d->agents; *p; p = &(*p)->next)
+		if (*p == a) {
+			*p = a->next;
+			break;
+		}
+	image_free(d, a->image);
+	free(a);
+}
+
+void gw_fast_conn_closed(struct gw_daemon *d, struct gw_conn *conn)
+{
+	struct gw_agent *a = gw_conn_get_data(conn);
+	char path[64];
+
+	if (!a)
+		return;
+	a->conn = NULL;
+	snprintf(path, sizeof(path), "/proc/%d", a->pid);
+	if (!a->busy && (!a->image || access(path, F_OK) < 0)) {
+		gw_info("agent of pid %d detached", a->pid);
+		agent_remove(d, a);
+	} else {
+		gw_warn("agent of pid %d hung up while %s", a->pid,
+			a->busy ? "an operation runs" : "its VRAM is held here");
+	}
+}
+
+cJSON *gw_fast_status(struct gw_daemon *d)
+{
+	cJSON *array = cJSON_CreateArray();
+
+	for (struct gw_agent *a = d->agents; array && a; a = a->next) {
+		cJSON *o = cJSON_CreateObject();
+
+		if (!o)
+			break;
+		cJSON_AddNumberToObject(o, "pid", a->pid);
+		cJSON_AddNumberToObject(o, "agent_tid", a->tid);
+		cJSON_AddBoolToObject(o, "attached", a->conn != NULL);
+		cJSON_AddNumberToObject(o, "ranges", (double)a->ranges);
+		cJSON_AddNumberToObject(o, "vram_bytes", (double)a->bytes);
+		cJSON_AddNumberToObject(o, "held_bytes", a->image ? (double)a->image->bytes : 0);
+		cJSON_AddItemToArray(array, o);
+	}
+	return array;
+}
+
+void gw_fast_finish(struct gw_daemon *d)
+{
+	while (d->agents)
+		agent_remove(d, d->agents);
+}

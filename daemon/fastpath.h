@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The fast VRAM path (DESIGN.md, validated on an H100): for a process whose allocations the
+ * in-process shim made exportable, the daemon moves VRAM itself at PCIe speed around a driver
+ * checkpoint that then holds only contexts and small allocations.
+ *
+ * suspend: lock -> freeze all threads but the agent and the CUDA restore thread -> unlock ->
+ *          agent exports its ranges -> copy to pinned host blocks -> agent releases the memory
+ *          (keeping its VA) -> lock -> driver checkpoint -> thaw
+ * resume:  freeze -> driver restore -> unlock -> create + fill new memory -> agent maps it at the
+ *          old addresses -> thaw
+ * A failure part-way puts the process back as it was: running, unlocked, its data in VRAM.
+ */
+#ifndef GW_FASTPATH_H
+#define GW_FASTPATH_H
+
+#include <sys/types.h>
+
+#include "copy.h"
+#include "daemon.h"
+#include "server.h"
+
+/* A VRAM image held in pinned pool blocks: ranges packed back to back. */
+struct gw_image {
+	struct gw_copy_range *ranges;
+	size_t nranges;
+	size_t bytes;
+	void **blocks;
+	size_t nblocks;
+};
+
+struct gw_agent {
+	struct gw_agent *next;
+	pid_t pid, tid;
+	struct gw_conn *conn;    /* NULL once the app hung up */
+	uint64_t ranges, bytes;  /* as it last reported */
+	struct gw_image *image;  /* VRAM held for it while fast-suspended */
+	int busy;
+};
+
+/* Requests from an agent. */
+void gw_fast_handle_attach(struct gw_daemon *d, struct gw_request *req);
+void gw_fast_handle_update(struct gw_daemon *d, struct gw_request *req);
+void gw_fast_conn_closed(struct gw_daemon *d, struct gw_conn *conn);
+
+struct gw_agent *gw_fast_agent(struct gw_daemon *d, pid_t pid);
+/* Is the fast path the way for this operation? (an agent with ranges, or a held image) */
+int gw_fast_wants_suspend(struct gw_daemon *d, pid_t pid);
+int gw_fast_wants_resume(struct gw_daemon *d, pid_t pid);
+int gw_fast_busy(const struct gw_daemon *d, pid_t pid);
+int gw_fast_suspend(struct gw_daemon *d, struct gw_request *req, pid_t pid, unsigned timeout_ms,
+		    uint64_t gpu_mask);
+int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid, uint64_t gpu_mask);
+/* Status: {"pid", "tid", "ranges", "bytes", "suspended_bytes"} per agent. */
+cJSON *gw_fast_status(struct gw_daemon *d);
+void gw_fast_finish(struct gw_daemon *d);
+
+#endif

@@ -1,0 +1,307 @@
+/* SPDX-License-Identifier: MIT */
+/* The fast VRAM path end to end over the fake driver: the real gpu-warmd, gw-vram-app under the
+ * in-process shim (LD_PRELOAD), warmctl. */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "gw-proto.h"
+#include "gw-test.h"
+#include "harness.h"
+
+static const cJSON *get(const cJSON *o, const char *path)
+{
+	char key[64];
+
+	while (o && *path) {
+		size_t n = strcspn(path, ".");
+
+		snprintf(key, sizeof(key), "%.*s", (int)n, path);
+		o = cJSON_IsArray(o) ? cJSON_GetArrayItem(o, atoi(key)) : cJSON_GetObjectItem(o, key);
+		path += n + (path[n] == '.');
+	}
+	return o;
+}
+
+static const char *get_str(const cJSON *o, const char *path)
+{
+	const cJSON *v = get(o, path);
+
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static double get_num(const cJSON *o, const char *path)
+{
+	const cJSON *v = get(o, path);
+
+	if (!cJSON_IsNumber(v))
+		GW_FAIL("%s is not a number", path);
+	return v->valuedouble;
+}
+
+static char pidbuf[32];
+
+static const char *pid_str(pid_t pid)
+{
+	snprintf(pidbuf, sizeof(pidbuf), "%d", (int)pid);
+	return pidbuf;
+}
+
+static cJSON *ctl(const struct gwt_daemon *d, int code, const char *const *args)
+{
+	char err[4096];
+	cJSON *json = NULL;
+	int rc = gwt_warmctl(d, -1, &json, err, sizeof(err), args);
+
+	if (rc != code)
+		GW_FAIL("warmctl %s: exit %d, expected %d; stderr: %s\ndaemon log:\n%s", args[0], rc,
+			code, err, gwt_daemon_log(d));
+	if (!json)
+		GW_FAIL("warmctl %s printed no JSON; stderr: %s", args[0], err);
+	return json;
+}
+
+/* Start the app under the shim, pointed at the daemon, and wait until its agent shows up with
+ * all its VRAM registered. */
+static void start_shimmed(const struct gwt_daemon *d, struct gwt_app *app, const char *mib,
+			  const char *chunk_mib)
+{
+	double want = atof(mib) * 1048576.0;
+
+	setenv("LD_PRELOAD", getenv("GW_SHIM"), 1);
+	setenv(GW_SOCKET_ENV, d->socket, 1);
+	gwt_app_start(app, GWT_ARGS("--mib", mib, "--chunk-mib", chunk_mib));
+	unsetenv("LD_PRELOAD");
+	for (int i = 0; i < 300; i++) {
+		cJSON *j = ctl(d, 0, GWT_ARGS("status"));
+		const cJSON *p;
+		int seen = 0;
+
+		cJSON_ArrayForEach(p, get(j, "result.processes"))
+			if (get_num(p, "pid") == app->pid && get_num(p, "vram_bytes") >= want)
+				seen = 1;
+		cJSON_Delete(j);
+		if (seen)
+			return;
+		gwt_sleep_ms(20);
+	}
+	GW_FAIL("the app's agent never reported %s MiB:\n%s", mib, gwt_daemon_log(d));
+}
+
+static void assert_state(const struct gwt_daemon *d, pid_t pid, const char *state)
+{
+	cJSON *j = ctl(d, 0, GWT_ARGS("state", pid_str(pid)));
+
+	GW_ASSERT_STR_EQ(get_str(j, "result.state"), state);
+	cJSON_Delete(j);
+}
+
+static int has_step(const cJSON *j, const char *name)
+{
+	const cJSON *s;
+
+	cJSON_ArrayForEach(s, get(j, "result.steps"))
+		if (get_str(s, "step") && strcmp(get_str(s, "step"), name) == 0)
+			return 1;
+	return 0;
+}
+
+GW_TEST(fast_suspend_resume_keeps_data)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	char line[256];
+	cJSON *j;
+
+	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "256"));
+	start_shimmed(&d, &app, "96", "32");
+	for (int round = 0; round < 2; round++) {
+		j = ctl(&d, 0, GWT_ARGS("suspend", pid_str(app.pid)));
+		GW_ASSERT_STR_EQ(get_str(j, "result.path"), "fast");
+		GW_ASSERT_STR_EQ(get_str(j, "result.state"), "checkpointed");
+		GW_ASSERT_INT_EQ(get_num(j, "result.vram_bytes"), 96 << 20);
+		GW_ASSERT(has_step(j, "copy") && has_step(j, "release") && has_step(j, "checkpoint"));
+		cJSON_Delete(j);
+		assert_state(&d, app.pid, "checkpointed");
+		j = ctl(&d, 0, GWT_ARGS("status"));
+		GW_ASSERT_INT_EQ(get_num(j, "result.processes.0.held_bytes"), 96 << 20);
+		/* 96 MiB packed into 64 MiB pool blocks: two of them */
+		GW_ASSERT_INT_EQ(get_num(j, "result.daemon.image_pool_free_bytes"), 128 << 20);
+		cJSON_Delete(j);
+		j = ctl(&d, 0, GWT_ARGS("resume", pid_str(app.pid)));
+		GW_ASSERT_STR_EQ(get_str(j, "result.path"), "fast");
+		GW_ASSERT_STR_EQ(get_str(j, "result.state"), "running");
+		GW_ASSERT(has_step(j, "fill") && has_step(j, "map"));
+		cJSON_Delete(j);
+		GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+	}
+	j = ctl(&d, 0, GWT_ARGS("status"));
+	GW_ASSERT_INT_EQ(get_num(j, "result.daemon.image_pool_free_bytes"), 256 << 20);
+	GW_ASSERT_INT_EQ(get_num(j, "result.processes.0.held_bytes"), 0);
+	cJSON_Delete(j);
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST(many_ranges_go_in_batches)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	char line[256];
+	cJSON *j;
+
+	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "1024"));
+	start_shimmed(&d, &app, "500", "2"); /* 250 ranges: more than one message's fds */
+	j = ctl(&d, 0, GWT_ARGS("suspend", pid_str(app.pid)));
+	GW_ASSERT_STR_EQ(get_str(j, "result.path"), "fast");
+	GW_ASSERT_INT_EQ(get_num(j, "result.ranges"), 250);
+	cJSON_Delete(j);
+	cJSON_Delete(ctl(&d, 0, GWT_ARGS("resume", pid_str(app.pid))));
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST(pool_too_small_refuses_and_app_runs_on)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	char line[256];
+	cJSON *j;
+
+	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "64"));
+	start_shimmed(&d, &app, "128", "32");
+	j = ctl(&d, 1, GWT_ARGS("suspend", pid_str(app.pid)));
+	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_LIMIT);
+	GW_ASSERT_STR_CONTAINS(get_str(j, "error.message"), "--image-pool-mib");
+	cJSON_Delete(j);
+	assert_state(&d, app.pid, "running");
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+/* A driver failure after the app released its VRAM: the daemon must map it back. */
+GW_TEST(checkpoint_failure_after_release_puts_vram_back)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	char line[256];
+	cJSON *j;
+
+	setenv("FAKECUDA_FAIL", "cuCheckpointProcessCheckpoint=999", 1);
+	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "128"));
+	unsetenv("FAKECUDA_FAIL");
+	start_shimmed(&d, &app, "64", "16");
+	j = ctl(&d, 1, GWT_ARGS("suspend", pid_str(app.pid)));
+	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_CUDA);
+	GW_ASSERT_STR_CONTAINS(get_str(j, "error.message"), "cuCheckpointProcessCheckpoint");
+	cJSON_Delete(j);
+	assert_state(&d, app.pid, "running");
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+	j = ctl(&d, 0, GWT_ARGS("status"));
+	GW_ASSERT_INT_EQ(get_num(j, "result.daemon.image_pool_free_bytes"), 128 << 20);
+	cJSON_Delete(j);
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+/* A copy failure before anything was released: the app keeps its VRAM untouched. */
+GW_TEST(copy_failure_leaves_app_running)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	char line[256];
+	cJSON *j;
+
+	setenv("FAKECUDA_FAIL", "cuMemcpyDtoHAsync=999:2", 1);
+	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "128"));
+	unsetenv("FAKECUDA_FAIL");
+	start_shimmed(&d, &app, "64", "16");
+	j = ctl(&d, 1, GWT_ARGS("suspend", pid_str(app.pid)));
+	GW_ASSERT_STR_CONTAINS(get_str(j, "error.message"), "cuMemcpyDtoHAsync");
+	cJSON_Delete(j);
+	assert_state(&d, app.pid, "running");
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+	/* and the next suspend works */
+	j = ctl(&d, 0, GWT_ARGS("suspend", pid_str(app.pid)));
+	GW_ASSERT_STR_EQ(get_str(j, "result.path"), "fast");
+	cJSON_Delete(j);
+	cJSON_Delete(ctl(&d, 0, GWT_ARGS("resume", pid_str(app.pid))));
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+/* The daemon dies mid-suspend (SIGKILL right after the request): the kernel lets the frozen
+ * threads go, and the app ends up either untouched or suspended with a driver resume possible. */
+GW_TEST(daemon_killed_mid_suspend_never_leaves_app_stuck)
+{
+	struct gwt_daemon d, d2;
+	struct gwt_app app;
+	char line[256];
+	pid_t suspender;
+	cJSON *j;
+	const char *state;
+
+	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "512"));
+	start_shimmed(&d, &app, "256", "64");
+	suspender = gwt_warmctl_spawn(&d, GWT_ARGS("suspend", pid_str(app.pid)));
+	gwt_sleep_ms(5);
+	kill(d.pid, SIGKILL);
+	waitpid(d.pid, NULL, 0);
+	waitpid(suspender, NULL, 0);
+	gwt_daemon_start(&d2, GWT_ARGS("--image-pool-mib", "512"));
+	j = ctl(&d2, 0, GWT_ARGS("state", pid_str(app.pid)));
+	state = get_str(j, "result.state");
+	GW_ASSERT(state);
+	if (strcmp(state, "locked") == 0)
+		cJSON_Delete(ctl(&d2, 0, GWT_ARGS("unlock", pid_str(app.pid))));
+	else if (strcmp(state, "checkpointed") == 0)
+		cJSON_Delete(ctl(&d2, 0, GWT_ARGS("resume", pid_str(app.pid))));
+	cJSON_Delete(j);
+	assert_state(&d2, app.pid, "running");
+	/* Its VRAM is intact unless the kill landed after the release: then the data died with
+	 * the daemon, which the app reports as CORRUPT rather than hanging. */
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)) || strstr(line, "CORRUPT"));
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d2);
+}
+
+GW_TEST(app_without_daemon_runs_as_without_shim)
+{
+	struct gwt_app app;
+	char line[256], sock[300];
+
+	snprintf(sock, sizeof(sock), "%s/nobody-listens.sock", gwt_dir());
+	setenv("LD_PRELOAD", getenv("GW_SHIM"), 1);
+	setenv(GW_SOCKET_ENV, sock, 1);
+	gwt_app_start(&app, GWT_ARGS("--mib", "32", "--chunk-mib", "8"));
+	unsetenv("LD_PRELOAD");
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+	gwt_app_stop(&app);
+}
+
+GW_TEST(driver_path_still_serves_unshimmed_apps)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	char line[256];
+	cJSON *j;
+
+	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "128"));
+	gwt_app_start(&app, GWT_ARGS("--mib", "32"));
+	j = ctl(&d, 0, GWT_ARGS("suspend", pid_str(app.pid)));
+	GW_ASSERT_STR_EQ(get_str(j, "result.path"), "driver");
+	cJSON_Delete(j);
+	cJSON_Delete(ctl(&d, 0, GWT_ARGS("resume", pid_str(app.pid))));
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST_MAIN()
