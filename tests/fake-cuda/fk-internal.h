@@ -90,6 +90,7 @@ struct fk_phys {
 	unsigned char *host; /* MAP_SHARED view of the memory */
 	unsigned char *saved;
 	int released;        /* cuMemRelease called; lives on while mapped */
+	int imported;        /* from cuMemImportFromShareableHandle: not exportable again */
 	unsigned maps;
 };
 

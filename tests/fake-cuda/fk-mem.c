@@ -511,6 +511,10 @@ CUresult fk_phys_export(void *shareable, CUmemGenericAllocationHandle handle,
 	if (!shareable || flags || type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR || !p ||
 	    p->fd < 0)
 		return CUDA_ERROR_INVALID_VALUE;
+	/* As driver 580 does (seen on the H100): a handle imported from another process cannot be
+	 * exported again; its importer must keep the fd it was given if it wants to pass it on. */
+	if (p->imported)
+		return CUDA_ERROR_INVALID_VALUE;
 	fd = fcntl(p->fd, F_DUPFD_CLOEXEC, 0);
 	if (fd < 0)
 		return CUDA_ERROR_OPERATING_SYSTEM;
@@ -559,6 +563,7 @@ CUresult fk_phys_import(CUmemGenericAllocationHandle *handle, void *os_handle,
 	}
 	p->ino = st.st_ino;
 	p->dev = dev;
+	p->imported = 1;
 	/* importing one's own export gives memory that still belongs to oneself; count it once */
 	p->origin = origin == fk.pid ? -1 : origin;
 	phys_add(p);

@@ -1,0 +1,560 @@
+/* SPDX-License-Identifier: MIT */
+#include "gwp-backend.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gw-client.h"
+#include "gw-cuda.h"
+
+#define CONNECT_TIMEOUT_MS 3000
+#define QUICK_CALL_MS 10000       /* state, status, leases */
+#define LOCK_EXTRA_MS 5000        /* on top of the lock's own timeout */
+#define LONG_CALL_MS (600 * 1000) /* checkpoint and restore move VRAM: GiBs take seconds */
+#define UNLOCK_CALL_MS 60000
+#define MAX_LEASES 64
+#define PID_MAX 4194304
+
+struct gwp_backend {
+	const struct gwp_criu *criu;
+	char socket[256];
+
+	enum gwp_avail daemon;
+	struct gw_client *client;
+	char daemon_why[512];   /* why the daemon is down */
+
+	enum gwp_avail driver;
+	struct gw_cuda *cuda;
+	char driver_why[512];
+
+	int lost;               /* the daemon was there and went away */
+	int said_none;          /* "standing aside" logged */
+	uint64_t leases[MAX_LEASES];
+	unsigned nleases;
+};
+
+#define LOG(be, level, ...) gwp_criu_log((be)->criu, level, __VA_ARGS__)
+
+int gwp_backend_new(const struct gwp_criu *criu, struct gwp_backend **ret_be)
+{
+	struct gwp_backend *be = calloc(1, sizeof(*be));
+	const char *env = getenv(GW_SOCKET_ENV);
+
+	if (!be)
+		return -ENOMEM;
+	be->criu = criu;
+	snprintf(be->socket, sizeof(be->socket), "%s", env && *env ? env : GW_DEFAULT_SOCKET);
+	*ret_be = be;
+	return 0;
+}
+
+void gwp_backend_free(struct gwp_backend *be)
+{
+	if (!be)
+		return;
+	gwp_backend_release_leases(be);
+	gw_client_close(be->client);
+	gw_cuda_unload(be->cuda); /* the library itself stays mapped: see load_driver() */
+	free(be);
+}
+
+static void connect_daemon(struct gwp_backend *be)
+{
+	struct gw_client_error err;
+	int r;
+
+	r = gw_client_connect(be->socket, "gpuwarm_plugin " GW_VERSION, CONNECT_TIMEOUT_MS,
+			      &be->client, &err);
+	if (r < 0) {
+		be->daemon = GWP_AVAIL_DOWN;
+		snprintf(be->daemon_why, sizeof(be->daemon_why), "%s",
+			 err.message[0] ? err.message : strerror(-r));
+		return;
+	}
+	be->daemon = GWP_AVAIL_UP;
+	LOG(be, GWP_CRIU_LOG_INFO, "using gpu-warmd at %s (%s)", be->socket,
+	    gw_client_server_version(be->client));
+}
+
+static void load_driver(struct gwp_backend *be)
+{
+	char err[256], text[160];
+	CUresult r;
+
+	be->driver = GWP_AVAIL_DOWN;
+	if (gw_cuda_load(NULL, &be->cuda, err, sizeof(err)) < 0) {
+		snprintf(be->driver_why, sizeof(be->driver_why), "%s", err);
+		return;
+	}
+	if (!gw_cuda_has_checkpoint(be->cuda)) {
+		snprintf(be->driver_why, sizeof(be->driver_why), "%s has no checkpoint API "
+			 "(cuCheckpointProcess* needs driver 550 or newer)", be->cuda->path);
+		goto unload;
+	}
+	/* An initialized driver has threads of its own: CRIU dlclose()s us at the end, and the
+	 * driver must not be unmapped under them. Pin it for the life of the process. */
+	dlopen(be->cuda->path, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
+	r = be->cuda->cuInit(0);
+	if (r != CUDA_SUCCESS) {
+		snprintf(be->driver_why, sizeof(be->driver_why), "cuInit: %s",
+			 gw_cuda_describe(be->cuda, r, text, sizeof(text)));
+		goto unload;
+	}
+	be->driver = GWP_AVAIL_UP;
+	return;
+unload:
+	gw_cuda_unload(be->cuda);
+	be->cuda = NULL;
+}
+
+/* Daemon gone: close, say so once, later calls take the driver. */
+static void daemon_lost(struct gwp_backend *be, const char *why)
+{
+	gw_client_close(be->client);
+	be->client = NULL;
+	be->nleases = 0; /* they ended with the connection */
+	be->daemon = GWP_AVAIL_DOWN;
+	be->lost = 1;
+	snprintf(be->daemon_why, sizeof(be->daemon_why), "%s", why);
+	LOG(be, GWP_CRIU_LOG_WARN, "gpu-warmd at %s is no longer usable (%s): the remaining steps "
+	    "use the driver directly", be->socket, why);
+}
+
+int gwp_backend_ready(struct gwp_backend *be)
+{
+	for (;;) {
+		switch (gwp_route(be->daemon, be->driver)) {
+		case GWP_ROUTE_CONNECT_DAEMON:
+			connect_daemon(be);
+			break;
+		case GWP_ROUTE_LOAD_DRIVER:
+			load_driver(be);
+			if (be->driver == GWP_AVAIL_UP && be->lost)
+				LOG(be, GWP_CRIU_LOG_INFO, "using the driver directly (%s)",
+				    be->cuda->path);
+			else if (be->driver == GWP_AVAIL_UP)
+				LOG(be, GWP_CRIU_LOG_INFO, "gpu-warmd not reachable at %s (%s): "
+				    "using the driver directly (%s)", be->socket, be->daemon_why,
+				    be->cuda->path);
+			break;
+		case GWP_ROUTE_DAEMON:
+		case GWP_ROUTE_DRIVER:
+			return 0;
+		case GWP_ROUTE_NONE:
+			if (!be->said_none)
+				LOG(be, GWP_CRIU_LOG_WARN, "gpu-warmd not reachable at %s (%s) and no "
+				    "usable CUDA driver (%s): standing aside, the CUDA hooks answer "
+				    "-ENOTSUP", be->socket, be->daemon_why, be->driver_why);
+			be->said_none = 1;
+			return -ENOTSUP;
+		}
+	}
+}
+
+const char *gwp_backend_route(const struct gwp_backend *be)
+{
+	if (be->daemon == GWP_AVAIL_UP)
+		return "gpu-warmd";
+	if (be->driver == GWP_AVAIL_UP)
+		return "the driver";
+	return "nothing";
+}
+
+/* ---- the daemon ---- */
+
+static int remote_errno(const struct gw_client_error *e)
+{
+	static const struct {
+		const char *name;
+		int err;
+	} map[] = {
+		{ GW_ERROR_NO_SUCH_PROCESS, -ESRCH }, { GW_ERROR_TIMEOUT, -ETIMEDOUT },
+		{ GW_ERROR_ILLEGAL_STATE, -EINVAL },  { GW_ERROR_BUSY, -EBUSY },
+		{ GW_ERROR_PERMISSION_DENIED, -EACCES }, { GW_ERROR_DRAINING, -ENODEV },
+		{ GW_ERROR_NO_SUCH_GPU, -ENODEV },    { GW_ERROR_NO_GPU_AVAILABLE, -ENODEV },
+	};
+
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+		if (strcmp(e->name, map[i].name) == 0)
+			return map[i].err;
+	return -EIO;
+}
+
+/* One call to the daemon. On a transport failure the daemon is dropped (-EAGAIN). */
+static int daemon_call(struct gwp_backend *be, const char *method, const cJSON *params,
+		       int timeout_ms, cJSON **ret_result, char *err, size_t len)
+{
+	struct gw_client_error e;
+	cJSON *result = NULL;
+	int r;
+
+	memset(&e, 0, sizeof(e));
+	r = gw_client_call(be->client, method, params, NULL, 0, timeout_ms, &result, NULL, NULL, &e);
+	if (r == 0) {
+		if (ret_result)
+			*ret_result = result;
+		else
+			cJSON_Delete(result);
+		return 0;
+	}
+	if (r == -EREMOTEIO) {
+		snprintf(err, len, "gpu-warmd: %s", e.message);
+		if (strcmp(e.name, GW_ERROR_DRIVER_UNAVAILABLE) == 0) {
+			daemon_lost(be, e.message);
+			return -EAGAIN;
+		}
+		return remote_errno(&e);
+	}
+	snprintf(err, len, "%s: %s", method, e.message[0] ? e.message : strerror(-r));
+	daemon_lost(be, err);
+	return -EAGAIN;
+}
+
+static cJSON *pid_params(pid_t pid)
+{
+	cJSON *p = cJSON_CreateObject();
+
+	if (p && !cJSON_AddNumberToObject(p, "pid", pid)) {
+		cJSON_Delete(p);
+		return NULL;
+	}
+	return p;
+}
+
+static int daemon_state(struct gwp_backend *be, pid_t pid, enum gwp_state *ret_state,
+			pid_t *ret_tid, char *err, size_t len)
+{
+	cJSON *params = pid_params(pid), *result = NULL;
+	const char *state;
+	uint64_t tid = 0;
+	int r;
+
+	if (!params)
+		return -ENOMEM;
+	r = daemon_call(be, GW_METHOD_PROCESS_STATE, params, QUICK_CALL_MS, &result, err, len);
+	cJSON_Delete(params);
+	if (r < 0)
+		return r;
+	if (gw_json_get_string(result, "state", 32, &state) < 0 ||
+	    gwp_state_parse(state, ret_state) < 0)
+		*ret_state = GWP_STATE_UNKNOWN;
+	if (gw_json_get_u64(result, "restore_tid", 0, PID_MAX, &tid) < 0)
+		tid = 0;
+	*ret_tid = (pid_t)tid;
+	cJSON_Delete(result);
+	return 0;
+}
+
+static const char *step_method(enum gwp_step step)
+{
+	switch (step) {
+	case GWP_STEP_LOCK:
+		return GW_METHOD_PROCESS_LOCK;
+	case GWP_STEP_CHECKPOINT:
+		return GW_METHOD_PROCESS_CHECKPOINT;
+	case GWP_STEP_RESTORE:
+		return GW_METHOD_PROCESS_RESTORE;
+	case GWP_STEP_UNLOCK:
+		return GW_METHOD_PROCESS_UNLOCK;
+	default:
+		return NULL;
+	}
+}
+
+static int daemon_step(struct gwp_backend *be, pid_t pid, enum gwp_step step,
+		       unsigned lock_timeout_ms, const struct gwp_pair *pairs, unsigned npairs,
+		       char *err, size_t len)
+{
+	cJSON *params = pid_params(pid), *array;
+	int timeout = step == GWP_STEP_LOCK ? (int)(lock_timeout_ms + LOCK_EXTRA_MS) :
+		      step == GWP_STEP_UNLOCK ? UNLOCK_CALL_MS : LONG_CALL_MS;
+	int r = -ENOMEM;
+
+	if (!params)
+		return -ENOMEM;
+	if (step == GWP_STEP_LOCK && !cJSON_AddNumberToObject(params, "timeout_ms", lock_timeout_ms))
+		goto out;
+	if (step == GWP_STEP_RESTORE && npairs > 0) {
+		array = cJSON_AddArrayToObject(params, "gpu_pairs");
+		if (!array)
+			goto out;
+		for (unsigned i = 0; i < npairs; i++) {
+			const char *pair[2] = { pairs[i].old_uuid, pairs[i].new_uuid };
+			cJSON *item = cJSON_CreateStringArray(pair, 2);
+
+			if (!item || !cJSON_AddItemToArray(array, item)) {
+				cJSON_Delete(item);
+				goto out;
+			}
+		}
+	}
+	r = daemon_call(be, step_method(step), params, timeout, NULL, err, len);
+out:
+	cJSON_Delete(params);
+	return r;
+}
+
+static int daemon_gpus(struct gwp_backend *be, struct gwp_backend_gpu *gpus, unsigned max,
+		       unsigned *ret_n, char *err, size_t len)
+{
+	const cJSON *g;
+	cJSON *result = NULL;
+	unsigned n = 0;
+	int r;
+
+	r = daemon_call(be, GW_METHOD_STATUS, NULL, QUICK_CALL_MS, &result, err, len);
+	if (r < 0)
+		return r;
+	cJSON_ArrayForEach(g, cJSON_GetObjectItemCaseSensitive(result, "gpus")) {
+		const char *uuid, *pci, *state;
+
+		if (n >= max)
+			break;
+		if (gw_json_get_string(g, "uuid", GWP_UUID_LEN, &uuid) < 0)
+			continue;
+		if (gw_json_get_string(g, "pci_bus_id", GWP_PCI_LEN, &pci) < 0)
+			pci = "";
+		if (gw_json_get_string(g, "state", 32, &state) < 0)
+			state = "";
+		snprintf(gpus[n].gpu.uuid, GWP_UUID_LEN, "%s", uuid);
+		snprintf(gpus[n].pci, GWP_PCI_LEN, "%s", pci);
+		gpus[n].gpu.usable = strcmp(state, "ready") == 0;
+		n++;
+	}
+	cJSON_Delete(result);
+	*ret_n = n;
+	return 0;
+}
+
+/* ---- the driver ---- */
+
+static int driver_errno(CUresult r)
+{
+	switch (r) {
+	case CUDA_ERROR_NOT_FOUND:
+	case CUDA_ERROR_INVALID_VALUE:
+		return -ESRCH;
+	case CUDA_ERROR_NOT_READY:
+	case CUDA_ERROR_TIMEOUT:
+		return -ETIMEDOUT;
+	case CUDA_ERROR_ILLEGAL_STATE:
+		return -EINVAL;
+	case CUDA_ERROR_INVALID_DEVICE:
+		return -ENODEV;
+	default:
+		return -EIO;
+	}
+}
+
+static int driver_fail(struct gwp_backend *be, CUresult r, const char *call, pid_t pid, char *err,
+		       size_t len)
+{
+	char text[160];
+
+	snprintf(err, len, "%s(pid %d): %s", call, (int)pid,
+		 gw_cuda_describe(be->cuda, r, text, sizeof(text)));
+	return driver_errno(r);
+}
+
+static int driver_state(struct gwp_backend *be, pid_t pid, enum gwp_state *ret_state,
+			pid_t *ret_tid, char *err, size_t len)
+{
+	CUprocessState st;
+	CUresult r;
+	int tid = 0;
+
+	r = be->cuda->cuCheckpointProcessGetState(pid, &st);
+	if (r != CUDA_SUCCESS)
+		return driver_fail(be, r, "cuCheckpointProcessGetState", pid, err, len);
+	if (be->cuda->cuCheckpointProcessGetRestoreThreadId(pid, &tid) != CUDA_SUCCESS)
+		tid = 0;
+	*ret_state = (unsigned)st <= CU_PROCESS_STATE_FAILED ? (enum gwp_state)st :
+							       GWP_STATE_UNKNOWN;
+	*ret_tid = tid;
+	return 0;
+}
+
+static int driver_step(struct gwp_backend *be, pid_t pid, enum gwp_step step,
+		       unsigned lock_timeout_ms, const struct gwp_pair *pairs, unsigned npairs,
+		       char *err, size_t len)
+{
+	const struct gw_cuda *cu = be->cuda;
+	CUresult r = CUDA_ERROR_INVALID_VALUE;
+	const char *call = "?";
+
+	switch (step) {
+	case GWP_STEP_LOCK: {
+		CUcheckpointLockArgs args;
+
+		memset(&args, 0, sizeof(args));
+		args.timeoutMs = lock_timeout_ms;
+		call = "cuCheckpointProcessLock";
+		r = cu->cuCheckpointProcessLock(pid, &args);
+		break;
+	}
+	case GWP_STEP_CHECKPOINT:
+		call = "cuCheckpointProcessCheckpoint";
+		r = cu->cuCheckpointProcessCheckpoint(pid, NULL);
+		break;
+	case GWP_STEP_RESTORE: {
+		CUcheckpointGpuPair cp[GWP_MAX_GPUS];
+		CUcheckpointRestoreArgs args;
+
+		if (npairs > GWP_MAX_GPUS)
+			return -EINVAL;
+		for (unsigned i = 0; i < npairs; i++) {
+			if (gw_cuda_uuid_parse(pairs[i].old_uuid, &cp[i].oldUuid) < 0 ||
+			    gw_cuda_uuid_parse(pairs[i].new_uuid, &cp[i].newUuid) < 0) {
+				snprintf(err, len, "bad GPU pair %s -> %s", pairs[i].old_uuid,
+					 pairs[i].new_uuid);
+				return -EINVAL;
+			}
+		}
+		memset(&args, 0, sizeof(args));
+		args.gpuPairs = cp;
+		args.gpuPairsCount = npairs;
+		call = "cuCheckpointProcessRestore";
+		r = cu->cuCheckpointProcessRestore(pid, npairs ? &args : NULL);
+		break;
+	}
+	case GWP_STEP_UNLOCK:
+		call = "cuCheckpointProcessUnlock";
+		r = cu->cuCheckpointProcessUnlock(pid, NULL);
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (r != CUDA_SUCCESS)
+		return driver_fail(be, r, call, pid, err, len);
+	return 0;
+}
+
+static int driver_gpus(struct gwp_backend *be, struct gwp_backend_gpu *gpus, unsigned max,
+		       unsigned *ret_n, char *err, size_t len)
+{
+	const struct gw_cuda *cu = be->cuda;
+	unsigned n = 0;
+	int count = 0;
+	CUresult r;
+
+	r = cu->cuDeviceGetCount(&count);
+	if (r != CUDA_SUCCESS)
+		return driver_fail(be, r, "cuDeviceGetCount", 0, err, len);
+	for (int i = 0; i < count && n < max; i++) {
+		int domain = 0, bus = 0, dev = 0;
+		CUdevice d;
+		CUuuid uuid;
+
+		if (cu->cuDeviceGet(&d, i) != CUDA_SUCCESS ||
+		    cu->cuDeviceGetUuid(&uuid, d) != CUDA_SUCCESS)
+			continue;
+		gw_cuda_uuid_format(&uuid, gpus[n].gpu.uuid, GWP_UUID_LEN);
+		gpus[n].gpu.usable = 1;
+		gpus[n].pci[0] = '\0';
+		if (cu->cuDeviceGetAttribute(&domain, CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID, d) ==
+			    CUDA_SUCCESS &&
+		    cu->cuDeviceGetAttribute(&bus, CU_DEVICE_ATTRIBUTE_PCI_BUS_ID, d) ==
+			    CUDA_SUCCESS &&
+		    cu->cuDeviceGetAttribute(&dev, CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID, d) ==
+			    CUDA_SUCCESS)
+			snprintf(gpus[n].pci, GWP_PCI_LEN, "%04x:%02x:%02x.0", (unsigned)domain,
+				 (unsigned)bus & 0xff, (unsigned)dev & 0xff);
+		n++;
+	}
+	*ret_n = n;
+	return 0;
+}
+
+/* ---- routing ---- */
+
+int gwp_backend_state(struct gwp_backend *be, pid_t pid, enum gwp_state *ret_state,
+		      pid_t *ret_restore_tid, char *err, size_t len)
+{
+	int r = gwp_backend_ready(be);
+
+	if (r < 0) {
+		snprintf(err, len, "neither gpu-warmd nor the CUDA driver is usable");
+		return r;
+	}
+	if (be->daemon == GWP_AVAIL_UP)
+		return daemon_state(be, pid, ret_state, ret_restore_tid, err, len);
+	return driver_state(be, pid, ret_state, ret_restore_tid, err, len);
+}
+
+int gwp_backend_step(struct gwp_backend *be, pid_t pid, enum gwp_step step,
+		     unsigned lock_timeout_ms, const struct gwp_pair *pairs, unsigned npairs,
+		     char *err, size_t len)
+{
+	int r;
+
+	if (!step_method(step))
+		return -EINVAL;
+	r = gwp_backend_ready(be);
+	if (r < 0) {
+		snprintf(err, len, "neither gpu-warmd nor the CUDA driver is usable");
+		return r;
+	}
+	if (be->daemon == GWP_AVAIL_UP)
+		return daemon_step(be, pid, step, lock_timeout_ms, pairs, npairs, err, len);
+	return driver_step(be, pid, step, lock_timeout_ms, pairs, npairs, err, len);
+}
+
+int gwp_backend_gpus(struct gwp_backend *be, struct gwp_backend_gpu *ret_gpus, unsigned max,
+		     unsigned *ret_n, char *err, size_t len)
+{
+	int r = gwp_backend_ready(be);
+
+	if (r < 0) {
+		snprintf(err, len, "neither gpu-warmd nor the CUDA driver is usable");
+		return r;
+	}
+	if (be->daemon == GWP_AVAIL_UP)
+		return daemon_gpus(be, ret_gpus, max, ret_n, err, len);
+	return driver_gpus(be, ret_gpus, max, ret_n, err, len);
+}
+
+int gwp_backend_lease(struct gwp_backend *be, const char *uuid, char *err, size_t len)
+{
+	cJSON *params, *result = NULL;
+	uint64_t id;
+	int r;
+
+	if (be->daemon != GWP_AVAIL_UP)
+		return 0;
+	if (be->nleases >= MAX_LEASES) {
+		snprintf(err, len, "too many leases");
+		return -ENOSPC;
+	}
+	params = cJSON_CreateObject();
+	if (!params || !cJSON_AddStringToObject(params, "gpu", uuid)) {
+		cJSON_Delete(params);
+		return -ENOMEM;
+	}
+	r = daemon_call(be, GW_METHOD_LEASE_ACQUIRE, params, QUICK_CALL_MS, &result, err, len);
+	cJSON_Delete(params);
+	if (r < 0)
+		return r;
+	if (gw_json_get_u64(result, "lease", 1, UINT64_MAX >> 11, &id) == 0)
+		be->leases[be->nleases++] = id;
+	cJSON_Delete(result);
+	return 0;
+}
+
+void gwp_backend_release_leases(struct gwp_backend *be)
+{
+	char err[256];
+
+	while (be->nleases > 0 && be->daemon == GWP_AVAIL_UP) {
+		cJSON *params = cJSON_CreateObject();
+		uint64_t id = be->leases[--be->nleases];
+
+		if (params && cJSON_AddNumberToObject(params, "lease", (double)id))
+			daemon_call(be, GW_METHOD_LEASE_RELEASE, params, QUICK_CALL_MS, NULL, err,
+				    sizeof(err));
+		cJSON_Delete(params);
+	}
+	be->nleases = 0;
+}

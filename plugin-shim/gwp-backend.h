@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Where the plugin's driver calls go: to gpu-warmd (connected lazily, on $GPUWARM_SOCKET or the
+ * default socket), or, when the daemon is not there or goes away, to the CUDA driver loaded into
+ * CRIU's own process (common/gw-cuda: dlopen + cuInit once). With neither, every call answers
+ * -ENOTSUP. Switches are logged once each.
+ */
+#ifndef GWP_BACKEND_H
+#define GWP_BACKEND_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "gwp-criu.h"
+#include "gwp-image.h"
+#include "gwp-plan.h"
+
+struct gwp_backend;
+
+struct gwp_backend_gpu {
+	struct gwp_gpu gpu;       /* uuid, usable */
+	char pci[GWP_PCI_LEN];    /* "0000:3b:00.0" */
+};
+
+/* criu is used for logging and must outlive the backend. Connects to nothing yet. */
+int gwp_backend_new(const struct gwp_criu *criu, struct gwp_backend **ret_be);
+void gwp_backend_free(struct gwp_backend *be);
+
+/* Make sure calls have somewhere to go: 0, or -ENOTSUP (neither daemon nor driver; logged). */
+int gwp_backend_ready(struct gwp_backend *be);
+/* "gpu-warmd", "the driver" or "nothing", for log lines. */
+const char *gwp_backend_route(const struct gwp_backend *be);
+
+/*
+ * Every call below returns 0 or a negative errno, with a reason in err:
+ *   -ESRCH    pid is not a CUDA process (or is gone)
+ *   -EAGAIN   the daemon went away during the call and later calls go to the driver: what the
+ *             call did is unknown, read the state again
+ *   -ETIMEDOUT  a lock did not finish in time
+ *   -ENOTSUP  neither the daemon nor the driver is usable
+ *   -ENODEV   a GPU asked for is gone, drained or draining
+ *   others    the driver (or daemon) refused; err says why
+ */
+int gwp_backend_state(struct gwp_backend *be, pid_t pid, enum gwp_state *ret_state,
+		      pid_t *ret_restore_tid, char *err, size_t len);
+int gwp_backend_step(struct gwp_backend *be, pid_t pid, enum gwp_step step,
+		     unsigned lock_timeout_ms, const struct gwp_pair *pairs, unsigned npairs,
+		     char *err, size_t len);
+/* The machine's GPUs, and whether each takes work (the daemon's "ready"; with the driver
+ * alone every GPU present does). */
+int gwp_backend_gpus(struct gwp_backend *be, struct gwp_backend_gpu *ret_gpus, unsigned max,
+		     unsigned *ret_n, char *err, size_t len);
+/* Hold a daemon lease on the GPU uuid until gwp_backend_release_leases() (nothing to hold with
+ * the driver alone). */
+int gwp_backend_lease(struct gwp_backend *be, const char *uuid, char *err, size_t len);
+void gwp_backend_release_leases(struct gwp_backend *be);
+
+#endif

@@ -1,0 +1,237 @@
+/* SPDX-License-Identifier: MIT */
+#include "gwp-image.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "gw-proto.h"
+
+#define PID_MAX 4194304
+
+void gwp_image_name(int pid, char *buf, size_t len)
+{
+	snprintf(buf, len, "gpuwarm-%d.json", pid);
+}
+
+char *gwp_image_encode(const struct gwp_image *img)
+{
+	cJSON *root = cJSON_CreateObject(), *gpus;
+	char *text = NULL;
+
+	if (!root)
+		return NULL;
+	if (!cJSON_AddNumberToObject(root, "format", GWP_IMAGE_FORMAT) ||
+	    !cJSON_AddNumberToObject(root, "pid", img->pid) ||
+	    !cJSON_AddNumberToObject(root, "vpid", img->vpid) ||
+	    !cJSON_AddNumberToObject(root, "restore_tid", img->restore_tid) ||
+	    !cJSON_AddNumberToObject(root, "restore_vtid", img->restore_vtid) ||
+	    !cJSON_AddStringToObject(root, "state", gwp_state_name(img->state)))
+		goto out;
+	gpus = cJSON_AddArrayToObject(root, "gpus");
+	if (!gpus)
+		goto out;
+	for (unsigned i = 0; i < img->ngpus && i < GWP_IMAGE_MAX_GPUS; i++) {
+		cJSON *g = cJSON_CreateObject();
+
+		if (!g || !cJSON_AddItemToArray(gpus, g)) {
+			cJSON_Delete(g);
+			goto out;
+		}
+		if (!cJSON_AddStringToObject(g, "uuid", img->gpus[i].uuid) ||
+		    !cJSON_AddStringToObject(g, "pci_bus_id", img->gpus[i].pci))
+			goto out;
+	}
+	text = cJSON_PrintUnformatted(root);
+out:
+	cJSON_Delete(root);
+	return text;
+}
+
+static int get_int(const cJSON *o, const char *key, uint64_t min, int *ret)
+{
+	uint64_t v;
+
+	if (gw_json_get_u64(o, key, min, PID_MAX, &v) < 0)
+		return -EBADMSG;
+	*ret = (int)v;
+	return 0;
+}
+
+int gwp_image_parse(const char *text, size_t len, struct gwp_image *ret_img)
+{
+	struct gwp_image img;
+	const cJSON *gpus, *g;
+	const char *state;
+	cJSON *root;
+	uint64_t format;
+	int r = -EBADMSG;
+
+	if (len > GWP_IMAGE_MAX_BYTES)
+		return -EBADMSG;
+	memset(&img, 0, sizeof(img));
+	root = cJSON_ParseWithLength(text, len);
+	if (!root)
+		return -EBADMSG;
+	if (!cJSON_IsObject(root) ||
+	    gw_json_get_u64(root, "format", GWP_IMAGE_FORMAT, GWP_IMAGE_FORMAT, &format) < 0 ||
+	    get_int(root, "pid", 1, &img.pid) < 0 || get_int(root, "vpid", 1, &img.vpid) < 0 ||
+	    get_int(root, "restore_tid", 0, &img.restore_tid) < 0 ||
+	    get_int(root, "restore_vtid", 0, &img.restore_vtid) < 0 ||
+	    gw_json_get_string(root, "state", 32, &state) < 0 ||
+	    gwp_state_parse(state, &img.state) < 0)
+		goto out;
+	gpus = cJSON_GetObjectItemCaseSensitive(root, "gpus");
+	if (!cJSON_IsArray(gpus) || cJSON_GetArraySize(gpus) > GWP_IMAGE_MAX_GPUS)
+		goto out;
+	cJSON_ArrayForEach(g, gpus) {
+		const char *uuid, *pci;
+
+		if (gw_json_get_string(g, "uuid", GWP_UUID_LEN, &uuid) < 0 ||
+		    gw_json_get_string(g, "pci_bus_id", GWP_PCI_LEN, &pci) < 0 ||
+		    strncmp(uuid, "GPU-", 4) != 0)
+			goto out;
+		strcpy(img.gpus[img.ngpus].uuid, uuid);
+		strcpy(img.gpus[img.ngpus].pci, pci);
+		img.ngpus++;
+	}
+	*ret_img = img;
+	r = 0;
+out:
+	cJSON_Delete(root);
+	return r;
+}
+
+int gwp_image_write(int dirfd, const struct gwp_image *img)
+{
+	char name[64], tmp[80];
+	char *text = gwp_image_encode(img);
+	size_t len, off = 0;
+	int fd, r = 0;
+
+	if (!text)
+		return -ENOMEM;
+	gwp_image_name(img->pid, name, sizeof(name));
+	snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
+	len = strlen(text);
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		r = -errno;
+		goto out;
+	}
+	while (off < len) {
+		ssize_t n = write(fd, text + off, len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n < 0 ? -errno : -EIO;
+			break;
+		}
+		off += (size_t)n;
+	}
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
+		r = -errno;
+	if (r < 0)
+		unlinkat(dirfd, tmp, 0);
+out:
+	free(text);
+	return r;
+}
+
+static int read_name(int dirfd, const char *name, struct gwp_image *ret_img)
+{
+	char *buf;
+	size_t got = 0;
+	int fd, r;
+
+	fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	buf = malloc(GWP_IMAGE_MAX_BYTES + 1);
+	if (!buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	for (;;) {
+		ssize_t n = read(fd, buf + got, GWP_IMAGE_MAX_BYTES + 1 - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+		if (got > GWP_IMAGE_MAX_BYTES) {
+			r = -EBADMSG;
+			goto out;
+		}
+	}
+	r = gwp_image_parse(buf, got, ret_img);
+out:
+	free(buf);
+	close(fd);
+	return r;
+}
+
+int gwp_image_read(int dirfd, int pid, struct gwp_image *ret_img)
+{
+	struct gwp_image img;
+	char name[64];
+	int r;
+
+	gwp_image_name(pid, name, sizeof(name));
+	r = read_name(dirfd, name, &img);
+	if (r < 0)
+		return r;
+	if (img.pid != pid)
+		return -EBADMSG;
+	*ret_img = img;
+	return 0;
+}
+
+int gwp_image_find_vpid(int dirfd, int vpid, struct gwp_image *ret_img)
+{
+	struct gwp_image img, found;
+	struct dirent *e;
+	int dfd, matches = 0;
+	DIR *d;
+
+	dfd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return -ENOMEM;
+	}
+	while ((e = readdir(d))) {
+		int pid, used = 0;
+
+		if (sscanf(e->d_name, "gpuwarm-%d.json%n", &pid, &used) != 1 ||
+		    e->d_name[used] != '\0')
+			continue;
+		if (read_name(dirfd, e->d_name, &img) == 0 && img.vpid == vpid) {
+			found = img;
+			matches++;
+		}
+	}
+	closedir(d);
+	if (matches != 1)
+		return -ENOENT;
+	*ret_img = found;
+	return 0;
+}

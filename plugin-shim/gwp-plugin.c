@@ -1,0 +1,540 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * gpuwarm_plugin.so: CRIU's device hooks for CUDA processes, done by gpu-warmd (or by the
+ * driver in CRIU's process when the daemon is not there).
+ *
+ *   dump:    PAUSE_DEVICES(pid)       lock        (CRIU has not seized pid yet)
+ *            CHECKPOINT_DEVICES(pid)  checkpoint  (every thread seized; we let the CUDA restore
+ *                                                  thread run around the call) and write
+ *                                                  gpuwarm-<pid>.json into the images
+ *            exit(DUMP, ret)          on failure or --leave-running: back to the first state
+ *   restore: RESUME_DEVICES_LATE(pid) restore (onto other GPUs when the json's are gone or
+ *                                     drained) + unlock, threads seized as at checkpoint
+ *
+ * Processes that are not CUDA processes get -ENOTSUP ("not mine"), so the next plugin in
+ * CRIU's chain still sees them. CRIU is single-threaded and a plugin lives from init() to
+ * exit(): the plugin's state is this file's one static struct.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "criu-plugin-abi.h"
+#include "gw-cuda.h"
+#include "gw-pidgpu.h"
+#include "gwp-backend.h"
+#include "gwp-criu.h"
+#include "gwp-image.h"
+#include "gwp-plan.h"
+#include "gwp-proc.h"
+#include "gwp-ptrace.h"
+
+#define PLUGIN_NAME "gpuwarm_plugin"
+#define PROC_ROOT_ENV "GPUWARM_PROC_ROOT" /* where /proc/<pid>/fd and /proc/driver/nvidia are
+					   * read to learn a process's GPUs (tests) */
+#define MAX_ROUNDS 8                      /* state reads per hook, retries after a lost daemon
+					   * included */
+#define ERR_LEN 512
+
+struct gwp_task {
+	struct gwp_task *next;
+	pid_t pid;
+	pid_t restore_tid;
+	enum gwp_state initial; /* before we touched it */
+	struct gwp_image img;   /* what CHECKPOINT_DEVICES writes */
+};
+
+static struct {
+	int stage;
+	enum gwp_mode mode;
+	struct gwp_criu criu;
+	struct gwp_backend *be;
+	struct gwp_task *tasks;
+	int inventory_added;
+	int warned_cwd;
+} P;
+
+#define LOG(level, ...) gwp_criu_log(&P.criu, GWP_CRIU_LOG_##level, __VA_ARGS__)
+
+static int plugin_init(int stage);
+static void plugin_exit(int stage, int ret);
+static int hook_pause_devices(int pid);
+static int hook_checkpoint_devices(int pid);
+static int hook_resume_devices_late(int pid);
+
+__attribute__((visibility("default"))) struct gwp_criu_plugin_desc CR_PLUGIN_DESC = {
+	.name = PLUGIN_NAME,
+	.init = plugin_init,
+	.exit = plugin_exit,
+	.version = GWP_CRIU_PLUGIN_VERSION,
+	.max_hooks = GWP_CRIU_HOOKS_40,
+	.hooks = {
+		[GWP_CRIU_HOOK_RESUME_DEVICES_LATE] = (void *)hook_resume_devices_late,
+		[GWP_CRIU_HOOK_PAUSE_DEVICES] = (void *)hook_pause_devices,
+		[GWP_CRIU_HOOK_CHECKPOINT_DEVICES] = (void *)hook_checkpoint_devices,
+	},
+};
+
+/* A CRIU without device hooks would reject max_hooks 12 and with it the whole run: offer it
+ * only the hooks it knows (init() then switches the plugin off). */
+__attribute__((constructor)) static void plugin_loaded(void)
+{
+	struct gwp_criu c;
+
+	gwp_criu_resolve(&c);
+	CR_PLUGIN_DESC.max_hooks = gwp_max_hooks(c.in_criu, c.device_hooks);
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static const char *proc_root(void)
+{
+	const char *env = getenv(PROC_ROOT_ENV);
+
+	return env && *env ? env : "/proc";
+}
+
+static struct gwp_task *find_task(pid_t pid)
+{
+	for (struct gwp_task *t = P.tasks; t; t = t->next)
+		if (t->pid == pid)
+			return t;
+	return NULL;
+}
+
+/* ---- driving a process's checkpoint state ---- */
+
+/* Step pid towards target until it is there. The restore thread must be running. */
+static int drive_steps(pid_t pid, enum gwp_state target, const struct gwp_pair *pairs,
+		       unsigned npairs, unsigned lock_timeout_ms, char *err, size_t len)
+{
+	for (unsigned round = 0; round < MAX_ROUNDS; round++) {
+		enum gwp_state cur;
+		enum gwp_step step;
+		pid_t tid;
+		double start;
+		int r;
+
+		r = gwp_backend_state(P.be, pid, &cur, &tid, err, len);
+		if (r == -EAGAIN)
+			continue;
+		if (r < 0)
+			return r;
+		step = gwp_next_step(cur, target);
+		if (step == GWP_STEP_DONE)
+			return 0;
+		if (step == GWP_STEP_STUCK) {
+			snprintf(err, len, "its CUDA state is %s", gwp_state_name(cur));
+			return -EIO;
+		}
+		start = now_ms();
+		r = gwp_backend_step(P.be, pid, step, lock_timeout_ms, pairs, npairs, err, len);
+		if (r == -EAGAIN)
+			continue; /* the daemon went away mid-step: read the state again */
+		if (r < 0)
+			return r;
+		LOG(INFO, "pid %d: %s by %s in %.1f ms", (int)pid, gwp_step_name(step),
+		    gwp_backend_route(P.be), now_ms() - start);
+	}
+	snprintf(err, len, "no progress after %d rounds", MAX_ROUNDS);
+	return -EIO;
+}
+
+/* The same with the CUDA restore thread let run when CRIU holds it stopped. */
+static int drive(pid_t pid, pid_t tid, enum gwp_state target, const struct gwp_pair *pairs,
+		 unsigned npairs, unsigned lock_timeout_ms, char *err, size_t len)
+{
+	struct gwp_hold hold;
+	char why[256];
+	int r, rr;
+
+	r = gwp_thread_release(pid, tid, &hold, why, sizeof(why));
+	if (r < 0) {
+		snprintf(err, len, "cannot let its CUDA restore thread %d run: %s", (int)tid, why);
+		return r;
+	}
+	r = drive_steps(pid, target, pairs, npairs, lock_timeout_ms, err, len);
+	rr = gwp_thread_rehold(&hold, why, sizeof(why));
+	if (rr < 0) {
+		LOG(ERROR, "pid %d: %s; the process may be in a strange state", (int)pid, why);
+		if (r == 0) {
+			snprintf(err, len, "%s", why);
+			r = rr;
+		}
+	}
+	return r;
+}
+
+/* ---- dump ---- */
+
+/* The GPUs pid has open, by UUID, while the driver still holds them (before the lock). */
+static void record_gpus(struct gwp_task *t)
+{
+	char pci[GW_PIDGPU_MAX][GW_PIDGPU_PCI_LEN];
+	struct gwp_backend_gpu gpus[GWP_MAX_GPUS];
+	char err[ERR_LEN];
+	unsigned ngpus = 0;
+	int n = gw_pid_gpus(proc_root(), t->pid, pci, GW_PIDGPU_MAX);
+
+	if (n <= 0) {
+		LOG(DEBUG, "pid %d: no /dev/nvidia* open under %s: GPUs unknown", (int)t->pid,
+		    proc_root());
+		return;
+	}
+	if (gwp_backend_gpus(P.be, gpus, GWP_MAX_GPUS, &ngpus, err, sizeof(err)) < 0) {
+		LOG(WARN, "pid %d: cannot list the GPUs (%s): it will be restored onto the same "
+		    "ones, ignoring", (int)t->pid, err);
+		return;
+	}
+	for (int i = 0; i < n && t->img.ngpus < GWP_IMAGE_MAX_GPUS; i++) {
+		unsigned k = 0;
+
+		while (k < ngpus && strcasecmp(gpus[k].pci, pci[i]) != 0)
+			k++;
+		if (k == ngpus) {
+			LOG(WARN, "pid %d: GPU %s is not known to %s, ignoring", (int)t->pid, pci[i],
+			    gwp_backend_route(P.be));
+			continue;
+		}
+		snprintf(t->img.gpus[t->img.ngpus].uuid, GWP_UUID_LEN, "%s", gpus[k].gpu.uuid);
+		snprintf(t->img.gpus[t->img.ngpus].pci, GWP_PCI_LEN, "%.31s", pci[i]);
+		t->img.ngpus++;
+	}
+}
+
+static void add_to_inventory(void)
+{
+	if (P.inventory_added || !P.criu.add_inventory_plugin)
+		return;
+	if (P.criu.add_inventory_plugin(PLUGIN_NAME) == 0)
+		P.inventory_added = 1;
+	else
+		LOG(WARN, "cannot add %s to the inventory image, ignoring", PLUGIN_NAME);
+}
+
+static int hook_pause_devices(int pid)
+{
+	enum gwp_state state = GWP_STATE_UNKNOWN;
+	char err[ERR_LEN] = "";
+	struct gwp_task *t;
+	pid_t tid = 0;
+	unsigned timeout_ms;
+	int r;
+
+	if (P.mode != GWP_MODE_DUMP)
+		return -ENOTSUP;
+	if (find_task(pid))
+		return 0; /* CRIU retries a child it could not seize: it is ours already */
+	if (gwp_backend_ready(P.be) < 0)
+		return -ENOTSUP;
+	r = gwp_backend_state(P.be, pid, &state, &tid, err, sizeof(err));
+	if (r == -EAGAIN)
+		r = gwp_backend_state(P.be, pid, &state, &tid, err, sizeof(err));
+	if (r == -ENOTSUP)
+		return -ENOTSUP;
+	if (r == -EACCES || r == -EAGAIN) {
+		LOG(ERROR, "PAUSE_DEVICES: cannot tell whether pid %d uses CUDA: %s", pid, err);
+		return -1;
+	}
+	if (r < 0) {
+		LOG(INFO, "pid %d is not a CUDA process (%s): not ours", pid, err);
+		return -ENOTSUP;
+	}
+	if (state > GWP_STATE_CHECKPOINTED) {
+		LOG(ERROR, "PAUSE_DEVICES: pid %d is in CUDA state %s: it cannot be dumped", pid,
+		    gwp_state_name(state));
+		return -1;
+	}
+	if (tid <= 0 || !gwp_proc_has_thread("/proc", pid, tid)) {
+		LOG(ERROR, "PAUSE_DEVICES: pid %d: its CUDA restore thread (%d) is unknown", pid,
+		    (int)tid);
+		return -1;
+	}
+	t = calloc(1, sizeof(*t));
+	if (!t) {
+		LOG(ERROR, "PAUSE_DEVICES: out of memory");
+		return -1;
+	}
+	t->pid = pid;
+	t->restore_tid = tid;
+	t->initial = state;
+	t->img.pid = pid;
+	t->img.restore_tid = tid;
+	t->img.state = state;
+	if (gwp_proc_inner_tid("/proc", pid, pid, &t->img.vpid) < 0)
+		t->img.vpid = pid;
+	if (gwp_proc_inner_tid("/proc", pid, tid, &t->img.restore_vtid) < 0)
+		t->img.restore_vtid = tid;
+	t->next = P.tasks;
+	P.tasks = t; /* from here on the exit hook answers for it */
+	record_gpus(t);
+	add_to_inventory();
+	if (state != GWP_STATE_RUNNING) {
+		LOG(INFO, "pid %d is %s already: left so", pid, gwp_state_name(state));
+		return 0;
+	}
+	timeout_ms = gwp_lock_timeout_ms(gwp_criu_alarm_left_ms());
+	r = drive(pid, tid, GWP_STATE_LOCKED, NULL, 0, timeout_ms, err, sizeof(err));
+	if (r < 0) {
+		LOG(ERROR, "PAUSE_DEVICES: cannot lock pid %d (timeout %u ms): %s", pid, timeout_ms,
+		    err);
+		return -1;
+	}
+	return 0;
+}
+
+static int write_image(struct gwp_task *t)
+{
+	int is_cwd, dir = gwp_criu_image_dir(&P.criu, &is_cwd), r;
+	char name[64];
+
+	if (is_cwd && !P.warned_cwd) {
+		LOG(WARN, "CRIU gave no images directory: gpuwarm-*.json go to the working "
+		    "directory");
+		P.warned_cwd = 1;
+	}
+	gwp_image_name(t->pid, name, sizeof(name));
+	r = gwp_image_write(dir, &t->img);
+	if (r < 0)
+		LOG(ERROR, "CHECKPOINT_DEVICES: cannot write %s: %s", name, strerror(-r));
+	else
+		LOG(DEBUG, "pid %d: wrote %s (%u GPUs)", t->pid, name, t->img.ngpus);
+	return r;
+}
+
+static int hook_checkpoint_devices(int pid)
+{
+	char err[ERR_LEN] = "";
+	struct gwp_task *t;
+	int r;
+
+	if (P.mode != GWP_MODE_DUMP)
+		return -ENOTSUP;
+	t = find_task(pid);
+	if (!t)
+		return -ENOTSUP; /* not a CUDA process, or another plugin paused it */
+	if (t->initial != GWP_STATE_CHECKPOINTED) {
+		r = drive(pid, t->restore_tid, GWP_STATE_CHECKPOINTED, NULL, 0, 0, err,
+			  sizeof(err));
+		if (r < 0) {
+			LOG(ERROR, "CHECKPOINT_DEVICES: cannot checkpoint pid %d: %s", pid, err);
+			return -1;
+		}
+	}
+	return write_image(t) < 0 ? -1 : 0;
+}
+
+/* ---- restore ---- */
+
+/* Pairs for a restore, and leases on the GPUs it moves to. */
+static int plan_restore(const struct gwp_image *img, struct gwp_pair *pairs, unsigned *ret_n)
+{
+	struct gwp_backend_gpu bgpus[GWP_MAX_GPUS];
+	struct gwp_gpu gpus[GWP_MAX_GPUS];
+	char sources[GWP_IMAGE_MAX_GPUS][GWP_UUID_LEN];
+	char err[ERR_LEN];
+	unsigned ngpus = 0, n = 0;
+	int r;
+
+	*ret_n = 0;
+	if (img->ngpus == 0)
+		return 0;
+	for (unsigned i = 0; i < img->ngpus; i++)
+		snprintf(sources[i], GWP_UUID_LEN, "%s", img->gpus[i].uuid);
+	r = gwp_backend_gpus(P.be, bgpus, GWP_MAX_GPUS, &ngpus, err, sizeof(err));
+	if (r < 0) {
+		LOG(WARN, "pid %d: cannot list the GPUs (%s): restoring onto the same ones",
+		    img->pid, err);
+		return r == -EAGAIN ? plan_restore(img, pairs, ret_n) : 0;
+	}
+	for (unsigned i = 0; i < ngpus; i++)
+		gpus[i] = bgpus[i].gpu;
+	/* A GPU the daemon will not lease (drained meanwhile) is dropped and the plan made again. */
+	for (unsigned attempt = 0; attempt <= ngpus; attempt++) {
+		unsigned bad = ngpus;
+
+		r = gwp_plan_pairs((const char(*)[GWP_UUID_LEN])sources, img->ngpus, gpus, ngpus,
+				   pairs, GWP_MAX_GPUS, &n);
+		if (r < 0) {
+			LOG(ERROR, "pid %d: its GPUs are gone or drained and no other GPU is free "
+			    "to take them", img->pid);
+			return -ENODEV;
+		}
+		gwp_backend_release_leases(P.be);
+		for (unsigned i = 0; i < n && bad == ngpus; i++) {
+			if (strcasecmp(pairs[i].old_uuid, pairs[i].new_uuid) == 0)
+				continue;
+			r = gwp_backend_lease(P.be, pairs[i].new_uuid, err, sizeof(err));
+			if (r == -ENODEV) {
+				for (bad = 0; bad < ngpus; bad++)
+					if (strcasecmp(gpus[bad].uuid, pairs[i].new_uuid) == 0)
+						break;
+			} else if (r < 0) {
+				LOG(WARN, "pid %d: no lease on %s (%s), going on", img->pid,
+				    pairs[i].new_uuid, err);
+			}
+		}
+		if (bad == ngpus)
+			break;
+		gpus[bad].usable = 0;
+	}
+	for (unsigned i = 0; i < n; i++)
+		if (strcasecmp(pairs[i].old_uuid, pairs[i].new_uuid) != 0)
+			LOG(INFO, "pid %d: GPU %s is gone or drained: restoring onto %s", img->pid,
+			    pairs[i].old_uuid, pairs[i].new_uuid);
+	*ret_n = n;
+	return 0;
+}
+
+static int find_image(pid_t pid, struct gwp_image *ret_img)
+{
+	int is_cwd, dir = gwp_criu_image_dir(&P.criu, &is_cwd);
+	pid_t vpid;
+	int r;
+
+	r = gwp_image_read(dir, pid, ret_img);
+	if (r != -ENOENT)
+		return r;
+	/* Restored into a new pid namespace: the host pid changed, the pid inside did not. */
+	if (gwp_proc_inner_tid("/proc", pid, pid, &vpid) == 0 && vpid != pid)
+		return gwp_image_find_vpid(dir, vpid, ret_img);
+	return -ENOENT;
+}
+
+static int hook_resume_devices_late(int pid)
+{
+	struct gwp_pair pairs[GWP_MAX_GPUS];
+	struct gwp_image img;
+	char err[ERR_LEN] = "";
+	unsigned npairs = 0;
+	pid_t tid = 0;
+	double start;
+	int r;
+
+	if (P.mode != GWP_MODE_RESTORE)
+		return -ENOTSUP;
+	r = find_image(pid, &img);
+	if (r == -ENOENT)
+		return -ENOTSUP; /* its dump saw no CUDA in it */
+	if (r < 0) {
+		LOG(ERROR, "RESUME_DEVICES_LATE: pid %d: unreadable gpuwarm-*.json: %s", pid,
+		    strerror(-r));
+		return -1;
+	}
+	if (img.restore_vtid > 0 &&
+	    gwp_proc_find_inner_tid("/proc", pid, img.restore_vtid, &tid) < 0)
+		tid = 0;
+	if (tid <= 0 && gwp_proc_has_thread("/proc", pid, img.restore_tid))
+		tid = img.restore_tid;
+	if (tid <= 0) {
+		LOG(ERROR, "RESUME_DEVICES_LATE: pid %d: its CUDA restore thread (%d) is not there",
+		    pid, img.restore_vtid);
+		return -1;
+	}
+	if (gwp_backend_ready(P.be) < 0) {
+		LOG(ERROR, "RESUME_DEVICES_LATE: pid %d holds checkpointed CUDA state but neither "
+		    "gpu-warmd nor the driver is usable: it stays checkpointed", pid);
+		return -1;
+	}
+	start = now_ms();
+	if (plan_restore(&img, pairs, &npairs) < 0)
+		return -1;
+	r = drive(pid, tid, GWP_STATE_RUNNING, pairs, npairs, 0, err, sizeof(err));
+	gwp_backend_release_leases(P.be);
+	if (r < 0) {
+		LOG(ERROR, "RESUME_DEVICES_LATE: cannot restore pid %d: %s", pid, err);
+		return -1;
+	}
+	LOG(INFO, "pid %d: CUDA state restored%s in %.1f ms", pid,
+	    npairs ? " onto other GPUs" : "", now_ms() - start);
+	return 0;
+}
+
+/* ---- init and exit ---- */
+
+static int gpu_machine(void)
+{
+	return access("/proc/driver/nvidia/gpus", F_OK) == 0 || getenv(GW_CUDA_LIBRARY_ENV);
+}
+
+static int plugin_init(int stage)
+{
+	struct gwp_stage_input in = { .stage = stage };
+	const char *why = NULL;
+
+	memset(&P, 0, sizeof(P));
+	P.stage = stage;
+	gwp_criu_resolve(&P.criu);
+	in.old_criu = P.criu.in_criu && !P.criu.device_hooks;
+	if (stage == GWP_CRIU_STAGE_RESTORE && P.criu.check_and_remove_inventory_plugin) {
+		in.inventory_known = 1;
+		in.in_inventory = P.criu.check_and_remove_inventory_plugin(PLUGIN_NAME,
+									   strlen(PLUGIN_NAME));
+	}
+	P.mode = gwp_stage_mode(&in, &why);
+	if (P.mode != GWP_MODE_OFF && gwp_backend_new(&P.criu, &P.be) < 0) {
+		P.mode = GWP_MODE_OFF;
+		why = "out of memory";
+	}
+	if (P.mode == GWP_MODE_OFF) {
+		LOG(INFO, "disabled: %s", why);
+		return 0; /* a failing init() would fail the whole CRIU run */
+	}
+	/* The CUDA restore thread must stay reachable: no cgroup freezer (as cuda_plugin). */
+	if (P.mode == GWP_MODE_DUMP && P.criu.interrupt_only && gpu_machine())
+		P.criu.interrupt_only();
+	LOG(INFO, "%s %s: CUDA processes go through gpu-warmd, or the driver when it is absent",
+	    PLUGIN_NAME, P.mode == GWP_MODE_DUMP ? "dump" : "restore");
+	return 0;
+}
+
+static void undo(struct gwp_task *t)
+{
+	char err[ERR_LEN] = "";
+	int r;
+
+	if (t->initial == GWP_STATE_CHECKPOINTED)
+		return;
+	r = drive(t->pid, t->restore_tid, t->initial, NULL, 0, GWP_LOCK_DEFAULT_TIMEOUT_MS, err,
+		  sizeof(err));
+	if (r < 0)
+		LOG(ERROR, "pid %d: cannot bring it back to %s: %s; it may hang", (int)t->pid,
+		    gwp_state_name(t->initial), err);
+	else
+		LOG(INFO, "pid %d: %s again", (int)t->pid, gwp_state_name(t->initial));
+}
+
+static void plugin_exit(int stage, int ret)
+{
+	if (P.mode == GWP_MODE_DUMP && P.tasks) {
+		int lr = gwp_criu_leave_running();
+
+		if (gwp_exit_needs_undo(stage, ret, lr)) {
+			LOG(INFO, "%s: resuming the CUDA processes",
+			    ret ? "the dump failed" :
+			    lr > 0 ? "--leave-running" :
+				     "cannot tell whether the tasks keep running (RPC mode)");
+			for (struct gwp_task *t = P.tasks; t; t = t->next)
+				undo(t);
+		}
+	}
+	while (P.tasks) {
+		struct gwp_task *t = P.tasks;
+
+		P.tasks = t->next;
+		free(t);
+	}
+	gwp_backend_free(P.be);
+	P.be = NULL;
+	P.mode = GWP_MODE_OFF;
+}

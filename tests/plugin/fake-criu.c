@@ -1,0 +1,550 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fake-criu: loads CRIU plugins and drives their device hooks the way CRIU 4.1 does, on live
+ * processes, without dumping anything else. Built with -rdynamic, it offers plugins the CRIU
+ * internals they look up (print_on_level, criu_get_image_dir, the inventory functions,
+ * set_compel_interrupt_only_mode, checkpoint_devices); built with -DFAKE_CRIU_3X it is a CRIU
+ * 3.x (10 hooks, none of those 4.x internals).
+ *
+ *   fake-criu dump|pre-dump|restore -t PID [-t PID...] -D IMAGES -L PLUGINS [-o LOG]
+ *             [-R|--leave-running] [--timeout S] [--stop-after-pause] [--fail-after-checkpoint]
+ *
+ * What CRIU does and we copy (criu/plugin.c, criu/seize.c, criu/cr-dump.c, criu/cr-restore.c):
+ *  - plugins: every "*.so" of -L in readdir() order; CR_PLUGIN_DESC version and max_hooks
+ *    checked; init(stage) != 0 fails the run; a hook chain ends at the first answer that is
+ *    not -ENOTSUP.
+ *  - dump: alarm(--timeout, default 10); per task, depth first from each -t:
+ *    PAUSE_DEVICES(pid) while the task still runs, then every thread PTRACE_SEIZE +
+ *    PTRACE_INTERRUPT, then its children (/proc/PID/task/TID/children); alarm(0);
+ *    CHECKPOINT_DEVICES(pid) for every task; exit(DUMP, ret) with the tasks still stopped;
+ *    then the tasks are let go. (CRIU kills them after a dump without -R; we detach them so
+ *    that a later "restore" can continue the same processes.)
+ *  - pre-dump: as dump up to the freezing, no CHECKPOINT_DEVICES, no exit().
+ *  - restore: the inventory's plugin list (IMAGES/fake-inventory, written by dump) checked
+ *    after every init(); every thread seized (CRIU has them stopped before sigreturn then);
+ *    RESUME_DEVICES_LATE(pid) per task, its result only logged; exit(RESTORE, 0); detach.
+ * Every hook call is logged as "hook NAME(pid) = ret". Exit code: 0 success, 1 failure.
+ */
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "criu-plugin-abi.h"
+
+#ifdef FAKE_CRIU_3X
+#define HOOK_MAX GWP_CRIU_HOOKS_3X
+#else
+#define HOOK_MAX GWP_CRIU_HOOKS_40
+#endif
+#define MAX_PLUGINS 16
+#define MAX_TASKS 64
+#define MAX_THREADS 4096
+#define MAX_INVENTORY 16
+#define INVENTORY_FILE "fake-inventory"
+
+#ifndef PTRACE_EVENT_STOP
+#define PTRACE_EVENT_STOP 128
+#endif
+
+struct plugin {
+	void *dl;
+	struct gwp_criu_plugin_desc *d;
+};
+
+struct task {
+	pid_t pid;
+	pid_t threads[MAX_THREADS];
+	unsigned nthreads;
+};
+
+static struct {
+	int stage;
+	int image_fd;
+	FILE *log;
+	struct plugin plugins[MAX_PLUGINS];
+	unsigned nplugins;
+	struct task tasks[MAX_TASKS];
+	unsigned ntasks;
+	char inventory[MAX_INVENTORY][64];
+	unsigned ninventory;
+	int inventory_loaded; /* restore: the images had a plugin list */
+	int interrupt_only;
+	unsigned alarms;
+} C = { .image_fd = -1 };
+
+static const char *hook_name(int hook)
+{
+	switch (hook) {
+	case GWP_CRIU_HOOK_PAUSE_DEVICES:
+		return "PAUSE_DEVICES";
+	case GWP_CRIU_HOOK_CHECKPOINT_DEVICES:
+		return "CHECKPOINT_DEVICES";
+	case GWP_CRIU_HOOK_RESUME_DEVICES_LATE:
+		return "RESUME_DEVICES_LATE";
+	}
+	return "?";
+}
+
+/* ---- what CRIU exports to plugins ---- */
+
+__attribute__((visibility("default"), format(printf, 2, 3))) void
+print_on_level(unsigned int loglevel, const char *format, ...)
+{
+	static const char *const tags[] = { "msg", "err", "warn", "info", "debug" };
+	struct timespec ts;
+	va_list ap;
+
+	if (!C.log)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	fprintf(C.log, "(%5ld.%06ld) %-5s ", (long)ts.tv_sec % 100000, ts.tv_nsec / 1000,
+		loglevel < 5 ? tags[loglevel] : "?");
+	va_start(ap, format);
+	vfprintf(C.log, format, ap);
+	va_end(ap);
+	fflush(C.log);
+}
+
+#define pr(level, ...) print_on_level(level, __VA_ARGS__)
+
+__attribute__((visibility("default"))) int criu_get_image_dir(void)
+{
+	return C.image_fd;
+}
+
+#ifndef FAKE_CRIU_3X
+__attribute__((visibility("default"))) int add_inventory_plugin(const char *name)
+{
+	for (unsigned i = 0; i < C.ninventory; i++)
+		if (strcmp(C.inventory[i], name) == 0)
+			return 0;
+	if (C.ninventory >= MAX_INVENTORY || strlen(name) >= sizeof(C.inventory[0]))
+		return -1;
+	strcpy(C.inventory[C.ninventory++], name);
+	pr(GWP_CRIU_LOG_INFO, "inventory: + %s\n", name);
+	return 0;
+}
+
+__attribute__((visibility("default"))) bool check_and_remove_inventory_plugin(const char *name,
+									       size_t n)
+{
+	if (!C.inventory_loaded)
+		return true; /* images without a plugin list: everyone is in (CRIU's rule) */
+	for (unsigned i = 0; i < C.ninventory; i++) {
+		if (strncmp(name, C.inventory[i], n) == 0) {
+			memmove(&C.inventory[i], &C.inventory[i + 1],
+				(C.ninventory - i - 1) * sizeof(C.inventory[0]));
+			C.ninventory--;
+			return true;
+		}
+	}
+	return false;
+}
+
+__attribute__((visibility("default"))) void set_compel_interrupt_only_mode(void)
+{
+	C.interrupt_only = 1;
+	pr(GWP_CRIU_LOG_INFO, "compel: interrupt-only mode\n");
+}
+
+static int run_hook(int hook, int pid);
+
+__attribute__((visibility("default"))) int checkpoint_devices(void)
+{
+	for (unsigned i = 0; i < C.ntasks; i++) {
+		int r = run_hook(GWP_CRIU_HOOK_CHECKPOINT_DEVICES, C.tasks[i].pid);
+
+		if (r < 0 && r != -ENOTSUP)
+			return -1;
+	}
+	return 0;
+}
+#endif
+
+/* ---- plugins ---- */
+
+static int run_hook(int hook, int pid)
+{
+	int r = -ENOTSUP;
+
+	for (unsigned i = 0; i < C.nplugins; i++) {
+		struct gwp_criu_plugin_desc *d = C.plugins[i].d;
+
+		if ((unsigned)hook >= d->max_hooks || !d->hooks[hook])
+			continue;
+		r = ((int (*)(int))d->hooks[hook])(pid);
+		if (r != -ENOTSUP)
+			break;
+	}
+	pr(GWP_CRIU_LOG_INFO, "hook %s(%d) = %d\n", hook_name(hook), pid, r);
+	return r;
+}
+
+static int load_plugins(const char *dir)
+{
+	struct dirent *e;
+	DIR *d = opendir(dir);
+
+	if (!d) {
+		pr(GWP_CRIU_LOG_ERROR, "Unable to open directory %s: %s\n", dir, strerror(errno));
+		return -1;
+	}
+	while ((e = readdir(d))) {
+		size_t len = strlen(e->d_name);
+		struct gwp_criu_plugin_desc *desc;
+		char path[4096];
+		void *h;
+
+		if (len < 3 || strcmp(e->d_name + len - 3, ".so") != 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		h = dlopen(path, RTLD_LAZY);
+		if (!h) {
+			pr(GWP_CRIU_LOG_ERROR, "Unable to load %s: %s\n", path, dlerror());
+			goto fail;
+		}
+		desc = dlsym(h, GWP_CRIU_DESC_SYMBOL);
+		if (!desc || desc->version > GWP_CRIU_PLUGIN_VERSION || desc->max_hooks > HOOK_MAX ||
+		    C.nplugins >= MAX_PLUGINS) {
+			pr(GWP_CRIU_LOG_ERROR, "Corrupted plugin %s (version %#x, %u hooks)\n", path,
+			   desc ? desc->version : 0, desc ? desc->max_hooks : 0);
+			dlclose(h);
+			goto fail;
+		}
+		pr(GWP_CRIU_LOG_INFO, "plugin %s: \"%s\" version %#x hooks %u\n", e->d_name,
+		   desc->name, desc->version, desc->max_hooks);
+		if (desc->init && desc->init(C.stage)) {
+			pr(GWP_CRIU_LOG_ERROR, "Failed in init(%d) of \"%s\"\n", C.stage, desc->name);
+			dlclose(h);
+			goto fail;
+		}
+		C.plugins[C.nplugins].dl = h;
+		C.plugins[C.nplugins++].d = desc;
+	}
+	closedir(d);
+	if (C.stage == GWP_CRIU_STAGE_RESTORE && C.inventory_loaded && C.ninventory > 0) {
+		for (unsigned i = 0; i < C.ninventory; i++)
+			pr(GWP_CRIU_LOG_ERROR, "Missing required plugin: %s\n", C.inventory[i]);
+		return -1;
+	}
+	return 0;
+fail:
+	closedir(d);
+	return -1;
+}
+
+static void plugins_fini(int ret)
+{
+	for (unsigned i = 0; i < C.nplugins; i++) {
+		if (C.plugins[i].d->exit)
+			C.plugins[i].d->exit(C.stage, ret);
+		dlclose(C.plugins[i].dl);
+	}
+	C.nplugins = 0;
+}
+
+/* ---- inventory file ---- */
+
+static void inventory_save(void)
+{
+	int fd = openat(C.image_fd, INVENTORY_FILE, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+
+	if (!f) {
+		pr(GWP_CRIU_LOG_ERROR, "cannot write the inventory\n");
+		return;
+	}
+	for (unsigned i = 0; i < C.ninventory; i++)
+		fprintf(f, "%s\n", C.inventory[i]);
+	fclose(f);
+}
+
+static void inventory_load(void)
+{
+	int fd = openat(C.image_fd, INVENTORY_FILE, O_RDONLY | O_CLOEXEC);
+	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+	char line[128];
+
+	if (!f)
+		return;
+	C.inventory_loaded = 1;
+	while (fgets(line, sizeof(line), f) && C.ninventory < MAX_INVENTORY) {
+		line[strcspn(line, "\n")] = '\0';
+		if (line[0] && strlen(line) < sizeof(C.inventory[0]))
+			strcpy(C.inventory[C.ninventory++], line);
+	}
+	fclose(f);
+}
+
+/* ---- seizing ---- */
+
+static int wait_event_stop(pid_t tid)
+{
+	for (int n = 0; n < 64; n++) {
+		int status;
+
+		if (waitpid(tid, &status, __WALL) < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (!WIFSTOPPED(status))
+			return -ESRCH;
+		if ((status >> 16) == PTRACE_EVENT_STOP)
+			return 0;
+		/* a signal got there first: let the thread have it, stop again */
+		if (ptrace(PTRACE_CONT, tid, NULL, (void *)(long)WSTOPSIG(status)) < 0 ||
+		    ptrace(PTRACE_INTERRUPT, tid, NULL, 0) < 0)
+			return -errno;
+	}
+	return -EIO;
+}
+
+static int has_thread(const struct task *t, pid_t tid)
+{
+	for (unsigned i = 0; i < t->nthreads; i++)
+		if (t->threads[i] == tid)
+			return 1;
+	return 0;
+}
+
+/* Every thread of t->pid, until a pass finds no new one (as criu's collect_threads). */
+static int seize_task(struct task *t)
+{
+	char dir[64];
+	int added = 1;
+
+	snprintf(dir, sizeof(dir), "/proc/%d/task", (int)t->pid);
+	while (added) {
+		struct dirent *e;
+		DIR *d = opendir(dir);
+
+		if (!d)
+			return -errno;
+		added = 0;
+		while ((e = readdir(d))) {
+			pid_t tid = (pid_t)atoi(e->d_name);
+			int r;
+
+			if (tid <= 0 || has_thread(t, tid) || t->nthreads >= MAX_THREADS)
+				continue;
+			if (ptrace(PTRACE_SEIZE, tid, NULL, 0) < 0 ||
+			    ptrace(PTRACE_INTERRUPT, tid, NULL, 0) < 0) {
+				if (errno == ESRCH)
+					continue; /* exited meanwhile */
+				r = -errno;
+				closedir(d);
+				return r;
+			}
+			r = wait_event_stop(tid);
+			if (r < 0) {
+				closedir(d);
+				return r;
+			}
+			ptrace(PTRACE_SETOPTIONS, tid, NULL, (void *)(long)PTRACE_O_TRACESYSGOOD);
+			t->threads[t->nthreads++] = tid;
+			added = 1;
+		}
+		closedir(d);
+	}
+	pr(GWP_CRIU_LOG_INFO, "seized %d (%u threads)\n", (int)t->pid, t->nthreads);
+	return 0;
+}
+
+static void release_tasks(void)
+{
+	for (unsigned i = 0; i < C.ntasks; i++)
+		for (unsigned k = 0; k < C.tasks[i].nthreads; k++)
+			ptrace(PTRACE_DETACH, C.tasks[i].threads[k], NULL, 0);
+	C.ntasks = 0;
+}
+
+static int collect(pid_t pid, int device_hooks)
+{
+	struct task *t;
+	int r;
+
+	for (unsigned i = 0; i < C.ntasks; i++)
+		if (C.tasks[i].pid == pid)
+			return 0;
+	if (C.ntasks >= MAX_TASKS)
+		return -1;
+	if (device_hooks) {
+		r = run_hook(GWP_CRIU_HOOK_PAUSE_DEVICES, pid);
+		if (r < 0 && r != -ENOTSUP)
+			return -1;
+	}
+	t = &C.tasks[C.ntasks++]; /* a static array: t stays valid across the recursion */
+	memset(t, 0, sizeof(*t));
+	t->pid = pid;
+	r = seize_task(t);
+	if (r < 0) {
+		pr(GWP_CRIU_LOG_ERROR, "cannot seize %d: %s\n", (int)pid, strerror(-r));
+		return -1;
+	}
+	/* children of every thread, depth first */
+	for (unsigned i = 0; i < t->nthreads; i++) {
+		char path[128];
+		FILE *f;
+		int child;
+
+		snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)pid,
+			 (int)t->threads[i]);
+		f = fopen(path, "re");
+		if (!f)
+			continue;
+		while (fscanf(f, "%d", &child) == 1) {
+			if (collect(child, device_hooks) < 0) {
+				fclose(f);
+				return -1;
+			}
+		}
+		fclose(f);
+	}
+	return 0;
+}
+
+/* ---- the alarm, as cr-dump.c's ---- */
+
+static void alarm_handler(int sig)
+{
+	(void)sig;
+	if (C.alarms++ < 5) {
+		alarm(1);
+		return; /* the current syscall ends with EINTR */
+	}
+	abort();
+}
+
+static void setup_alarm(void)
+{
+	struct sigaction sa = { .sa_handler = alarm_handler, .sa_flags = 0 };
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGALRM, &sa, NULL);
+}
+
+/* ---- main ---- */
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: fake-criu dump|pre-dump|restore -t PID... -D DIR -L DIR [-o LOG] "
+			"[-R] [--timeout S] [--stop-after-pause] [--fail-after-checkpoint]\n");
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	const char *images = NULL, *libdir = NULL, *logpath = NULL, *cmd = argc > 1 ? argv[1] : "";
+	pid_t roots[MAX_TASKS];
+	unsigned nroots = 0, timeout = 10;
+	int leave_running = 0, stop_after_pause = 0, fail_after = 0, ret = -1;
+
+	for (int i = 2; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (strcmp(a, "-t") == 0 && v && nroots < MAX_TASKS)
+			roots[nroots++] = (pid_t)atoi(argv[++i]);
+		else if (strcmp(a, "-D") == 0 && v)
+			images = argv[++i];
+		else if (strcmp(a, "-L") == 0 && v)
+			libdir = argv[++i];
+		else if (strcmp(a, "-o") == 0 && v)
+			logpath = argv[++i];
+		else if (strcmp(a, "--timeout") == 0 && v)
+			timeout = (unsigned)atoi(argv[++i]);
+		else if (strcmp(a, "-R") == 0 || strcmp(a, "--leave-running") == 0)
+			leave_running = 1;
+		else if (strcmp(a, "--stop-after-pause") == 0)
+			stop_after_pause = 1;
+		else if (strcmp(a, "--fail-after-checkpoint") == 0)
+			fail_after = 1;
+		else
+			usage();
+	}
+	if (strcmp(cmd, "dump") == 0)
+		C.stage = GWP_CRIU_STAGE_DUMP;
+	else if (strcmp(cmd, "pre-dump") == 0)
+		C.stage = GWP_CRIU_STAGE_PRE_DUMP;
+	else if (strcmp(cmd, "restore") == 0)
+		C.stage = GWP_CRIU_STAGE_RESTORE;
+	else
+		usage();
+	if (!images || !libdir || nroots == 0)
+		usage();
+	C.image_fd = open(images, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (C.image_fd < 0 || chdir(images) < 0) {
+		perror(images);
+		return 1;
+	}
+	if (logpath) {
+		C.log = fopen(logpath, "ae");
+		if (!C.log) {
+			perror(logpath);
+			return 1;
+		}
+	} else {
+		C.log = stderr;
+	}
+	pr(GWP_CRIU_LOG_INFO, "fake-criu %s (%d hooks)%s\n", cmd, HOOK_MAX,
+	   leave_running ? " --leave-running" : "");
+	if (C.stage == GWP_CRIU_STAGE_RESTORE)
+		inventory_load();
+	if (load_plugins(libdir) < 0) {
+		plugins_fini(-1);
+		return 1;
+	}
+
+	if (C.stage == GWP_CRIU_STAGE_RESTORE) {
+		ret = 0;
+		for (unsigned i = 0; i < nroots && ret == 0; i++)
+			ret = collect(roots[i], 0);
+		for (unsigned i = 0; ret == 0 && i < C.ntasks; i++)
+			run_hook(GWP_CRIU_HOOK_RESUME_DEVICES_LATE, C.tasks[i].pid);
+		plugins_fini(ret);
+		release_tasks();
+		pr(GWP_CRIU_LOG_INFO, "restore %s\n", ret ? "FAILED" : "finished");
+		return ret ? 1 : 0;
+	}
+
+	setup_alarm();
+	alarm(timeout);
+	ret = 0;
+	for (unsigned i = 0; i < nroots && ret == 0; i++)
+		ret = collect(roots[i], HOOK_MAX > GWP_CRIU_HOOK_PAUSE_DEVICES);
+	alarm(0);
+	if (ret == 0 && stop_after_pause) {
+		pr(GWP_CRIU_LOG_INFO, "stopping after the freeze\n");
+		raise(SIGSTOP);
+	}
+	if (C.stage == GWP_CRIU_STAGE_PRE_DUMP) {
+		release_tasks();
+		pr(GWP_CRIU_LOG_INFO, "pre-dump %s\n", ret ? "FAILED" : "finished");
+		return ret ? 1 : 0;
+	}
+#ifndef FAKE_CRIU_3X
+	if (ret == 0)
+		ret = checkpoint_devices();
+#endif
+	if (ret == 0 && fail_after) {
+		pr(GWP_CRIU_LOG_ERROR, "failing the dump after CHECKPOINT_DEVICES, as asked\n");
+		ret = -1;
+	}
+	if (ret == 0)
+		inventory_save();
+	plugins_fini(ret);
+	release_tasks();
+	pr(GWP_CRIU_LOG_INFO, "dump %s\n", ret ? "FAILED" : "finished");
+	return ret ? 1 : 0;
+}

@@ -1,0 +1,365 @@
+/* SPDX-License-Identifier: MIT */
+/* The plugin's decisions, its image file, its /proc readers and the CRIU ABI it declares. */
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "criu-plugin-abi.h"
+#include "gw-test.h"
+#include "gwp-image.h"
+#include "gwp-plan.h"
+#include "gwp-proc.h"
+
+/* Values and layout from CRIU's criu/include/criu-plugin.h (v4.0 .. master). */
+GW_TEST(abi_matches_criu)
+{
+	GW_ASSERT_INT_EQ(GWP_CRIU_PLUGIN_VERSION, (0 << 16) + (2 << 8) + 0);
+	GW_ASSERT_INT_EQ(GWP_CRIU_HOOK_RESUME_DEVICES_LATE, 9);
+	GW_ASSERT_INT_EQ(GWP_CRIU_HOOK_PAUSE_DEVICES, 10);
+	GW_ASSERT_INT_EQ(GWP_CRIU_HOOK_CHECKPOINT_DEVICES, 11);
+	GW_ASSERT_INT_EQ(GWP_CRIU_HOOKS_3X, 10);
+	GW_ASSERT_INT_EQ(GWP_CRIU_HOOKS_40, 12);
+	GW_ASSERT_INT_EQ(GWP_CRIU_STAGE_DUMP, 0);
+	GW_ASSERT_INT_EQ(GWP_CRIU_STAGE_PRE_DUMP, 1);
+	GW_ASSERT_INT_EQ(GWP_CRIU_STAGE_RESTORE, 2);
+	GW_ASSERT_INT_EQ(GWP_CRIU_LOG_ERROR, 1);
+	GW_ASSERT_INT_EQ(GWP_CRIU_LOG_DEBUG, 4);
+	/* typedef struct { name; init; exit; unsigned version; unsigned max_hooks; void *hooks[]; } */
+	GW_ASSERT_INT_EQ(offsetof(struct gwp_criu_plugin_desc, name), 0);
+	GW_ASSERT_INT_EQ(offsetof(struct gwp_criu_plugin_desc, init), sizeof(void *));
+	GW_ASSERT_INT_EQ(offsetof(struct gwp_criu_plugin_desc, exit), 2 * sizeof(void *));
+	GW_ASSERT_INT_EQ(offsetof(struct gwp_criu_plugin_desc, version), 3 * sizeof(void *));
+	GW_ASSERT_INT_EQ(offsetof(struct gwp_criu_plugin_desc, max_hooks),
+			 3 * sizeof(void *) + sizeof(unsigned));
+	GW_ASSERT_INT_EQ(offsetof(struct gwp_criu_plugin_desc, hooks),
+			 3 * sizeof(void *) + 2 * sizeof(unsigned));
+}
+
+GW_TEST(next_step)
+{
+	static const struct {
+		enum gwp_state cur, target;
+		enum gwp_step step;
+	} t[] = {
+		{ GWP_STATE_RUNNING, GWP_STATE_RUNNING, GWP_STEP_DONE },
+		{ GWP_STATE_RUNNING, GWP_STATE_LOCKED, GWP_STEP_LOCK },
+		{ GWP_STATE_RUNNING, GWP_STATE_CHECKPOINTED, GWP_STEP_LOCK },
+		{ GWP_STATE_LOCKED, GWP_STATE_CHECKPOINTED, GWP_STEP_CHECKPOINT },
+		{ GWP_STATE_LOCKED, GWP_STATE_LOCKED, GWP_STEP_DONE },
+		{ GWP_STATE_LOCKED, GWP_STATE_RUNNING, GWP_STEP_UNLOCK },
+		{ GWP_STATE_CHECKPOINTED, GWP_STATE_RUNNING, GWP_STEP_RESTORE },
+		{ GWP_STATE_CHECKPOINTED, GWP_STATE_LOCKED, GWP_STEP_RESTORE },
+		{ GWP_STATE_CHECKPOINTED, GWP_STATE_CHECKPOINTED, GWP_STEP_DONE },
+		{ GWP_STATE_FAILED, GWP_STATE_RUNNING, GWP_STEP_STUCK },
+		{ GWP_STATE_UNKNOWN, GWP_STATE_LOCKED, GWP_STEP_STUCK },
+		{ GWP_STATE_RUNNING, GWP_STATE_FAILED, GWP_STEP_STUCK },
+	};
+
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+		GW_ASSERT_STR_EQ(gwp_step_name(gwp_next_step(t[i].cur, t[i].target)),
+				 gwp_step_name(t[i].step));
+}
+
+GW_TEST(state_names)
+{
+	enum gwp_state s = GWP_STATE_UNKNOWN;
+
+	GW_ASSERT_INT_EQ(gwp_state_parse("checkpointed", &s), 0);
+	GW_ASSERT_INT_EQ(s, GWP_STATE_CHECKPOINTED);
+	GW_ASSERT_INT_EQ(gwp_state_parse("unknown", &s), -EINVAL);
+	GW_ASSERT_INT_EQ(gwp_state_parse(NULL, &s), -EINVAL);
+	GW_ASSERT_INT_EQ(s, GWP_STATE_CHECKPOINTED);
+	GW_ASSERT_STR_EQ(gwp_state_name(GWP_STATE_LOCKED), "locked");
+	GW_ASSERT_STR_EQ(gwp_state_name((enum gwp_state)42), "unknown");
+}
+
+GW_TEST(stage_mode)
+{
+	struct gwp_stage_input in = { .stage = GWP_CRIU_STAGE_DUMP };
+	const char *why = "x";
+
+	GW_ASSERT_INT_EQ(gwp_stage_mode(&in, &why), GWP_MODE_DUMP);
+	GW_ASSERT(why == NULL);
+	in.stage = GWP_CRIU_STAGE_PRE_DUMP;
+	GW_ASSERT_INT_EQ(gwp_stage_mode(&in, &why), GWP_MODE_OFF);
+	GW_ASSERT_STR_CONTAINS(why, "pre-dump");
+	in.stage = GWP_CRIU_STAGE_RESTORE;
+	GW_ASSERT_INT_EQ(gwp_stage_mode(&in, &why), GWP_MODE_RESTORE); /* CRIU 4.0: no inventory */
+	in.inventory_known = 1;
+	GW_ASSERT_INT_EQ(gwp_stage_mode(&in, &why), GWP_MODE_OFF);
+	GW_ASSERT_STR_CONTAINS(why, "not dumped with gpuwarm_plugin");
+	in.in_inventory = 1;
+	GW_ASSERT_INT_EQ(gwp_stage_mode(&in, &why), GWP_MODE_RESTORE);
+	in.old_criu = 1;
+	GW_ASSERT_INT_EQ(gwp_stage_mode(&in, &why), GWP_MODE_OFF);
+	GW_ASSERT_STR_CONTAINS(why, "no device hooks");
+	in.old_criu = 0;
+	in.stage = 7;
+	GW_ASSERT_INT_EQ(gwp_stage_mode(&in, &why), GWP_MODE_OFF);
+}
+
+GW_TEST(max_hooks)
+{
+	GW_ASSERT_INT_EQ(gwp_max_hooks(1, 1), 12);
+	GW_ASSERT_INT_EQ(gwp_max_hooks(1, 0), 10); /* CRIU 3.x would reject 12 and fail the run */
+	GW_ASSERT_INT_EQ(gwp_max_hooks(0, 0), 12); /* not CRIU: nothing to fit */
+}
+
+GW_TEST(route)
+{
+	GW_ASSERT_INT_EQ(gwp_route(GWP_AVAIL_UNTRIED, GWP_AVAIL_UNTRIED),
+			 GWP_ROUTE_CONNECT_DAEMON);
+	GW_ASSERT_INT_EQ(gwp_route(GWP_AVAIL_UP, GWP_AVAIL_DOWN), GWP_ROUTE_DAEMON);
+	GW_ASSERT_INT_EQ(gwp_route(GWP_AVAIL_UP, GWP_AVAIL_UP), GWP_ROUTE_DAEMON);
+	GW_ASSERT_INT_EQ(gwp_route(GWP_AVAIL_DOWN, GWP_AVAIL_UNTRIED), GWP_ROUTE_LOAD_DRIVER);
+	GW_ASSERT_INT_EQ(gwp_route(GWP_AVAIL_DOWN, GWP_AVAIL_UP), GWP_ROUTE_DRIVER);
+	GW_ASSERT_INT_EQ(gwp_route(GWP_AVAIL_DOWN, GWP_AVAIL_DOWN), GWP_ROUTE_NONE);
+}
+
+static int leave_running(const char *const *argv)
+{
+	char buf[512];
+	size_t len = 0;
+
+	for (; *argv; argv++) {
+		size_t n = strlen(*argv) + 1;
+
+		memcpy(buf + len, *argv, n);
+		len += n;
+	}
+	return gwp_cmdline_leave_running(buf, len);
+}
+
+#define ARGV(...) ((const char *const[]){ __VA_ARGS__, NULL })
+
+GW_TEST(cmdline_leave_running)
+{
+	GW_ASSERT_INT_EQ(leave_running(ARGV("criu", "dump", "-t", "1", "-D", "d")), 0);
+	GW_ASSERT_INT_EQ(leave_running(ARGV("criu", "dump", "-t", "1", "-R")), 1);
+	GW_ASSERT_INT_EQ(leave_running(ARGV("criu", "dump", "--leave-running", "-t", "1")), 1);
+	GW_ASSERT_INT_EQ(leave_running(ARGV("criu", "-R", "dump", "-t", "1")), 1);
+	GW_ASSERT_INT_EQ(leave_running(ARGV("criu", "dump", "-Rv", "-t", "1")), 1);
+	/* -v takes an optional glued value: "-vR" is verbosity "R" to getopt */
+	GW_ASSERT_INT_EQ(leave_running(ARGV("criu", "dump", "-vR", "-t", "1")), 0);
+	GW_ASSERT_INT_EQ(leave_running(ARGV("criu", "dump", "-jR", "-t", "1")), 1);
+	GW_ASSERT_INT_EQ(leave_running(ARGV("criu", "dump", "-v4", "-t", "1")), 0);
+	/* -D takes a value: "-R" is a directory name here, "-tR" is pid "R" */
+	GW_ASSERT_INT_EQ(leave_running(ARGV("criu", "dump", "-D", "-R", "-t", "1")), 0);
+	GW_ASSERT_INT_EQ(leave_running(ARGV("criu", "dump", "-tR")), 0);
+	GW_ASSERT_INT_EQ(leave_running(ARGV("criu", "dump", "--", "-R")), 0);
+	GW_ASSERT_INT_EQ(leave_running(ARGV("criu", "dump", "--leave-runnings")), 0);
+	/* RPC: the options come over a socket */
+	GW_ASSERT_INT_EQ(leave_running(ARGV("criu", "swrk", "3")), -1);
+	GW_ASSERT_INT_EQ(leave_running(ARGV("criu", "service", "--address", "x")), -1);
+	GW_ASSERT_INT_EQ(gwp_cmdline_leave_running("", 0), 0);
+}
+
+GW_TEST(exit_undo)
+{
+	GW_ASSERT_INT_EQ(gwp_exit_needs_undo(GWP_CRIU_STAGE_DUMP, 0, 0), 0);
+	GW_ASSERT_INT_EQ(gwp_exit_needs_undo(GWP_CRIU_STAGE_DUMP, -1, 0), 1);
+	GW_ASSERT_INT_EQ(gwp_exit_needs_undo(GWP_CRIU_STAGE_DUMP, 1, 0), 1);
+	GW_ASSERT_INT_EQ(gwp_exit_needs_undo(GWP_CRIU_STAGE_DUMP, 0, 1), 1);
+	GW_ASSERT_INT_EQ(gwp_exit_needs_undo(GWP_CRIU_STAGE_DUMP, 0, -1), 1);
+	GW_ASSERT_INT_EQ(gwp_exit_needs_undo(GWP_CRIU_STAGE_RESTORE, -1, 1), 0);
+	GW_ASSERT_INT_EQ(gwp_exit_needs_undo(GWP_CRIU_STAGE_PRE_DUMP, -1, 1), 0);
+}
+
+GW_TEST(lock_timeout)
+{
+	GW_ASSERT_INT_EQ(gwp_lock_timeout_ms(0), GWP_LOCK_DEFAULT_TIMEOUT_MS);
+	GW_ASSERT_INT_EQ(gwp_lock_timeout_ms(10000), 9000);
+	GW_ASSERT_INT_EQ(gwp_lock_timeout_ms(2001), 1001);
+	GW_ASSERT_INT_EQ(gwp_lock_timeout_ms(2000), 1000);
+	GW_ASSERT_INT_EQ(gwp_lock_timeout_ms(1000), 500);
+	GW_ASSERT_INT_EQ(gwp_lock_timeout_ms(1), 1);
+	GW_ASSERT_INT_EQ(gwp_lock_timeout_ms(1ul << 40), 0xffffffffu);
+}
+
+#define G0 "GPU-fa4ec0da-0000-4000-8000-000000000000"
+#define G1 "GPU-fa4ec0da-0000-4000-8000-000000000001"
+#define G2 "GPU-fa4ec0da-0000-4000-8000-000000000002"
+#define G3 "GPU-fa4ec0da-0000-4000-8000-000000000003"
+
+GW_TEST(plan_pairs)
+{
+	char src[2][GWP_UUID_LEN] = { G0, G1 };
+	struct gwp_gpu gpus[4] = { { G0, 1 }, { G1, 1 }, { G2, 1 }, { G3, 1 } };
+	struct gwp_pair pairs[4];
+	unsigned n = 99;
+
+	/* every source usable: plain restore */
+	GW_ASSERT_INT_EQ(gwp_plan_pairs((const char(*)[GWP_UUID_LEN])src, 2, gpus, 4, pairs, 4, &n),
+			 0);
+	GW_ASSERT_INT_EQ(n, 0);
+	/* G0 drained: G0 -> G2 (not a source), G1 stays with an identity pair */
+	gpus[0].usable = 0;
+	GW_ASSERT_INT_EQ(gwp_plan_pairs((const char(*)[GWP_UUID_LEN])src, 2, gpus, 4, pairs, 4, &n),
+			 0);
+	GW_ASSERT_INT_EQ(n, 2);
+	GW_ASSERT_STR_EQ(pairs[0].old_uuid, G0);
+	GW_ASSERT_STR_EQ(pairs[0].new_uuid, G2);
+	GW_ASSERT_STR_EQ(pairs[1].old_uuid, G1);
+	GW_ASSERT_STR_EQ(pairs[1].new_uuid, G1);
+	/* both gone (absent from the list): G2 and G3, in order */
+	GW_ASSERT_INT_EQ(gwp_plan_pairs((const char(*)[GWP_UUID_LEN])src, 2, gpus + 2, 2, pairs, 4,
+					&n), 0);
+	GW_ASSERT_INT_EQ(n, 2);
+	GW_ASSERT_STR_EQ(pairs[0].new_uuid, G2);
+	GW_ASSERT_STR_EQ(pairs[1].new_uuid, G3);
+	/* not enough free GPUs: untouched outputs */
+	gpus[2].usable = 0;
+	gpus[3].usable = 0;
+	n = 77;
+	GW_ASSERT_INT_EQ(gwp_plan_pairs((const char(*)[GWP_UUID_LEN])src, 2, gpus, 4, pairs, 4, &n),
+			 -ENODEV);
+	GW_ASSERT_INT_EQ(n, 77);
+	/* case-insensitive UUIDs; no sources at all */
+	gpus[0].usable = 1;
+	snprintf(src[0], GWP_UUID_LEN, "%s", "GPU-FA4EC0DA-0000-4000-8000-000000000000");
+	GW_ASSERT_INT_EQ(gwp_plan_pairs((const char(*)[GWP_UUID_LEN])src, 2, gpus, 4, pairs, 4, &n),
+			 0);
+	GW_ASSERT_INT_EQ(n, 0);
+	GW_ASSERT_INT_EQ(gwp_plan_pairs(NULL, 0, gpus, 4, pairs, 4, &n), 0);
+	GW_ASSERT_INT_EQ(n, 0);
+	/* output too small */
+	gpus[0].usable = 0;
+	gpus[2].usable = 1;
+	GW_ASSERT_INT_EQ(gwp_plan_pairs((const char(*)[GWP_UUID_LEN])src, 2, gpus, 4, pairs, 1, &n),
+			 -EINVAL);
+}
+
+static struct gwp_image sample(void)
+{
+	struct gwp_image img = { .pid = 1234, .vpid = 7, .restore_tid = 1240, .restore_vtid = 13,
+				 .state = GWP_STATE_LOCKED, .ngpus = 2 };
+
+	snprintf(img.gpus[0].uuid, GWP_UUID_LEN, G0);
+	snprintf(img.gpus[0].pci, GWP_PCI_LEN, "0000:3b:00.0");
+	snprintf(img.gpus[1].uuid, GWP_UUID_LEN, G1);
+	snprintf(img.gpus[1].pci, GWP_PCI_LEN, "0000:3c:00.0");
+	return img;
+}
+
+GW_TEST(image_roundtrip)
+{
+	struct gwp_image img = sample(), back;
+	char *text = gwp_image_encode(&img);
+
+	GW_ASSERT(text);
+	GW_ASSERT_INT_EQ(gwp_image_parse(text, strlen(text), &back), 0);
+	free(text);
+	GW_ASSERT_INT_EQ(back.pid, 1234);
+	GW_ASSERT_INT_EQ(back.vpid, 7);
+	GW_ASSERT_INT_EQ(back.restore_tid, 1240);
+	GW_ASSERT_INT_EQ(back.restore_vtid, 13);
+	GW_ASSERT_INT_EQ(back.state, GWP_STATE_LOCKED);
+	GW_ASSERT_INT_EQ(back.ngpus, 2);
+	GW_ASSERT_STR_EQ(back.gpus[1].uuid, G1);
+	GW_ASSERT_STR_EQ(back.gpus[1].pci, "0000:3c:00.0");
+}
+
+GW_TEST(image_rejects_bad_input)
+{
+	static const char *const bad[] = {
+		"",
+		"[]",
+		"{\"format\":2,\"pid\":1,\"vpid\":1,\"restore_tid\":2,\"restore_vtid\":2,"
+		"\"state\":\"running\",\"gpus\":[]}",
+		"{\"format\":1,\"pid\":0,\"vpid\":1,\"restore_tid\":2,\"restore_vtid\":2,"
+		"\"state\":\"running\",\"gpus\":[]}",
+		"{\"format\":1,\"pid\":1,\"vpid\":1,\"restore_tid\":2,\"restore_vtid\":2,"
+		"\"state\":\"sleeping\",\"gpus\":[]}",
+		"{\"format\":1,\"pid\":1,\"vpid\":1,\"restore_tid\":2,\"restore_vtid\":2,"
+		"\"state\":\"running\"}",
+		"{\"format\":1,\"pid\":1,\"vpid\":1,\"restore_tid\":2,\"restore_vtid\":2,"
+		"\"state\":\"running\",\"gpus\":[{\"uuid\":\"nope\",\"pci_bus_id\":\"\"}]}",
+		"{\"format\":1,\"pid\":1,\"vpid\":1,\"restore_tid\":2,\"restore_vtid\":2,"
+		"\"state\":\"running\",\"gpus\":[{\"uuid\":\"GPU-" "0123456789012345678901234567890123456"
+		"7890123456789\",\"pci_bus_id\":\"\"}]}",
+		"{\"format\":1,\"pid\":99999999,\"vpid\":1,\"restore_tid\":2,\"restore_vtid\":2,"
+		"\"state\":\"running\",\"gpus\":[]}",
+	};
+	struct gwp_image img = sample(), keep = img;
+	char many[4096];
+	int n;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		GW_ASSERT_INT_EQ(gwp_image_parse(bad[i], strlen(bad[i]), &img), -EBADMSG);
+		GW_ASSERT_INT_EQ(img.pid, keep.pid);
+	}
+	/* more GPUs than an image holds */
+	n = snprintf(many, sizeof(many), "{\"format\":1,\"pid\":1,\"vpid\":1,\"restore_tid\":2,"
+		     "\"restore_vtid\":2,\"state\":\"running\",\"gpus\":[");
+	for (int i = 0; i <= GWP_IMAGE_MAX_GPUS; i++)
+		n += snprintf(many + n, sizeof(many) - (size_t)n, "%s{\"uuid\":\"%s\","
+			      "\"pci_bus_id\":\"\"}", i ? "," : "", G0);
+	snprintf(many + n, sizeof(many) - (size_t)n, "]}");
+	GW_ASSERT_INT_EQ(gwp_image_parse(many, strlen(many), &img), -EBADMSG);
+}
+
+GW_TEST(image_files)
+{
+	char dir[] = "/tmp/gwp-image-XXXXXX", path[128], to[128];
+	struct gwp_image img = sample(), back;
+	int fd;
+
+	GW_ASSERT(mkdtemp(dir));
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	GW_ASSERT(fd >= 0);
+	GW_ASSERT_INT_EQ(gwp_image_read(fd, 1234, &back), -ENOENT);
+	GW_ASSERT_INT_EQ(gwp_image_write(fd, &img), 0);
+	snprintf(path, sizeof(path), "%s/gpuwarm-1234.json", dir);
+	GW_ASSERT(access(path, R_OK) == 0);
+	GW_ASSERT_INT_EQ(gwp_image_read(fd, 1234, &back), 0);
+	GW_ASSERT_INT_EQ(back.restore_tid, 1240);
+	/* restored under another host pid: found by the pid inside the namespace */
+	GW_ASSERT_INT_EQ(gwp_image_find_vpid(fd, 7, &back), 0);
+	GW_ASSERT_INT_EQ(back.pid, 1234);
+	GW_ASSERT_INT_EQ(gwp_image_find_vpid(fd, 8, &back), -ENOENT);
+	/* two candidates: ambiguous */
+	img.pid = 4321;
+	GW_ASSERT_INT_EQ(gwp_image_write(fd, &img), 0);
+	GW_ASSERT_INT_EQ(gwp_image_find_vpid(fd, 7, &back), -ENOENT);
+	/* a file whose pid does not match its name */
+	snprintf(path, sizeof(path), "%s/gpuwarm-4321.json", dir);
+	snprintf(to, sizeof(to), "%s/gpuwarm-55.json", dir);
+	GW_ASSERT(rename(path, to) == 0);
+	GW_ASSERT_INT_EQ(gwp_image_read(fd, 55, &back), -EBADMSG);
+	close(fd);
+	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+	GW_ASSERT(system(path) == 0);
+}
+
+static int self_seccomp(void)
+{
+	char line[256];
+	int mode = 0;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	GW_ASSERT(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Seccomp: %d", &mode) == 1)
+			break;
+	fclose(f);
+	return mode != 0;
+}
+
+GW_TEST(proc_readers)
+{
+	pid_t inner = 0, tid = 0;
+
+	GW_ASSERT_INT_EQ(gwp_proc_inner_tid("/proc", getpid(), getpid(), &inner), 0);
+	GW_ASSERT(inner > 0); /* == getpid() unless the test runs in a pid namespace */
+	GW_ASSERT_INT_EQ(gwp_proc_find_inner_tid("/proc", getpid(), inner, &tid), 0);
+	GW_ASSERT_INT_EQ(tid, getpid());
+	GW_ASSERT_INT_EQ(gwp_proc_find_inner_tid("/proc", getpid(), 4194304, &tid), -ENOENT);
+	GW_ASSERT_INT_EQ(gwp_proc_inner_tid("/proc", getpid(), 4194304, &inner), -ENOENT);
+	GW_ASSERT_INT_EQ(gwp_proc_seccomp("/proc", getpid(), getpid()), self_seccomp());
+	GW_ASSERT_INT_EQ(gwp_proc_has_thread("/proc", getpid(), getpid()), 1);
+	GW_ASSERT_INT_EQ(gwp_proc_has_thread("/proc", getpid(), 4194304), 0);
+}
+
+GW_TEST_MAIN();
