@@ -33,9 +33,13 @@ def check(cond, what):
 class App:
     """gw-vram-app holding VRAM; verify() asks it to check every block."""
 
-    def __init__(self, build, mib, extra=()):
+    def __init__(self, build, mib, extra=(), shim_socket=None):
+        env = dict(os.environ)
+        if shim_socket:
+            env["LD_PRELOAD"] = f"{build}/client/shim/libgpuwarm-shim.so"
+            env["GPUWARM_SOCKET"] = shim_socket
         self.proc = subprocess.Popen([f"{build}/tests/apps/gw-vram-app", "--mib", str(mib), *extra],
-                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+                                     stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
         line = self.readline(120)
         if not line.startswith("ready pid"):
             raise Failure(f"gw-vram-app did not get ready: {line!r}")
@@ -82,12 +86,75 @@ def fresh(build, action, pid):
     return json.loads(p.stdout)
 
 
+def fast_path(build, sock, gib, rounds):
+    """The same size through the shim (fast path) and, on a second app, the driver path."""
+    mib = int(gib * 1024)
+    out = {"gib": gib}
+    print(f"== {gib} GiB: fast path (shim) vs driver path, same run")
+    fast = App(build, mib, ["--chunk-mib", "256"], shim_socket=sock)
+    print("  shimmed app:", fast.ready_line)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        st, _ = warmctl(build, sock, "status")
+        procs = [p for p in st["result"]["processes"] if p["pid"] == fast.pid]
+        if procs and procs[0]["vram_bytes"] >= mib << 20:
+            break
+        time.sleep(0.2)
+    check(procs and procs[0]["vram_bytes"] >= mib << 20, f"agent registered {procs[0]['vram_bytes'] >> 20 if procs else 0} MiB")
+    rows = {"fast_suspend": [], "fast_resume": [], "driver_suspend": [], "driver_resume": [],
+            "copy_out_gbps": [], "fill_gbps": []}
+    try:
+        for r in range(rounds):
+            j, wall = warmctl(build, sock, "suspend", str(fast.pid))
+            res = j["result"]
+            check(res["path"] == "fast" and res["state"] == "checkpointed",
+                  f"round {r}: fast suspend {wall*1e3:.0f} ms (daemon {res['duration_ms']:.0f} ms, copy {res.get('copy_gb_per_s', 0):.1f} GB/s); steps " +
+                  ", ".join(f"{s['step']} {s['duration_ms']:.1f}" for s in res["steps"]))
+            rows["fast_suspend"].append(wall)
+            rows["copy_out_gbps"].append(res.get("copy_gb_per_s", 0))
+            j, wall = warmctl(build, sock, "resume", str(fast.pid))
+            res = j["result"]
+            check(res["path"] == "fast" and res["state"] == "running",
+                  f"round {r}: fast resume {wall*1e3:.0f} ms (fill {res.get('copy_gb_per_s', 0):.1f} GB/s); steps " +
+                  ", ".join(f"{s['step']} {s['duration_ms']:.1f}" for s in res["steps"]))
+            rows["fast_resume"].append(wall)
+            rows["fill_gbps"].append(res.get("copy_gb_per_s", 0))
+            line, vt = fast.verify()
+            check(line.startswith("verify ok"), f"data verified after the fast cycle ({line})")
+    finally:
+        fast.stop()
+    drv = App(build, mib, ["--chunk-mib", "256"])
+    try:
+        j, wall = warmctl(build, sock, "suspend", str(drv.pid))
+        check(j["result"]["path"] == "driver", f"driver-path suspend {wall:.3f} s")
+        rows["driver_suspend"].append(wall)
+        j, wall = warmctl(build, sock, "resume", str(drv.pid))
+        check(j["result"]["state"] == "running", f"driver-path resume {wall:.3f} s")
+        rows["driver_resume"].append(wall)
+        line, _ = drv.verify()
+        check(line.startswith("verify ok"), f"data verified after the driver cycle ({line})")
+    finally:
+        drv.stop()
+    med = {k: statistics.median(v) for k, v in rows.items() if v}
+    out["median"] = med
+    out["samples"] = rows
+    print()
+    print(f"{'':24}{'fast path':>12}{'driver path':>14}{'ratio':>8}")
+    for op in ("suspend", "resume"):
+        f, d = med[f"fast_{op}"], med[f"driver_{op}"]
+        print(f"{op + ' (' + str(gib) + ' GiB)':24}{f:11.3f}s{d:13.3f}s{d / f:7.1f}x")
+    print(f"copy engine: out {med['copy_out_gbps']:.1f} GB/s, in (fill) {med['fill_gbps']:.1f} GB/s")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("build")
     ap.add_argument("--gib", type=float, default=4)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--staging-mib", type=int, default=1024)
+    ap.add_argument("--fast-gib", type=float, default=0,
+                    help="also run the fast path (shim) with an app of this size, vs the driver path")
     ap.add_argument("--json")
     a = ap.parse_args()
     build = os.path.abspath(a.build)
@@ -96,12 +163,14 @@ def main():
     sock = f"{tmp}/gpu-warmd.sock"
     log = open(f"{tmp}/gpu-warmd.log", "w")
     t0 = time.monotonic()
+    pool_mib = int(a.fast_gib * 1024) + 256 if a.fast_gib else 0
     daemon = subprocess.Popen([f"{build}/daemon/gpu-warmd", "--socket", sock,
-                               "--staging-mib", str(a.staging_mib)], stderr=log, stdout=log)
+                               "--staging-mib", str(a.staging_mib),
+                               "--image-pool-mib", str(pool_mib)], stderr=log, stdout=log)
     app = None
     try:
         status = None
-        while time.monotonic() - t0 < 60:
+        while time.monotonic() - t0 < 120:
             if os.path.exists(sock):
                 try:
                     status, _ = warmctl(build, sock, "status")
@@ -156,8 +225,13 @@ def main():
             w, f = med[f"warmctl_{op}"], med[f"fresh_{op}"]
             print(f"{op + ' (' + str(a.gib) + ' GiB)':24}{w:11.3f}s{f:15.3f}s{f / w:7.2f}x")
         print(f"{'fresh cuInit alone':24}{'':12}{med['fresh_cuinit']:15.3f}s")
+        app.stop()
+        app = None
+        if a.fast_gib:
+            results["fast"] = fast_path(build, sock, a.fast_gib, a.rounds)
         st, _ = warmctl(build, sock, "status")
         results["operations"] = st["result"]["operations"]
+        results["image_pool"] = {k: st["result"]["daemon"][k] for k in ("image_pool_bytes", "image_pool_pin_ms")}
     finally:
         if app:
             app.stop()
