@@ -103,6 +103,15 @@ static const char help_version[] =
 	"(text) when it cannot be reached; the exit status is 0 either way.\n"
 	"\nOptions:\n" HELP_REPLY_TIMEOUT("30");
 
+static const char help_check[] =
+	"Check the host's CRIU set-up: the criu found in PATH and its version, the\n"
+	"directory criu loads plugins from ($CRIU_LIBS_DIR, else /usr/lib/criu), the\n"
+	"plugins there in criu's load order, whether gpuwarm_plugin.so is the one that\n"
+	"will handle CUDA processes (criu asks plugins in load order; CRIU's own\n"
+	"cuda_plugin.so answers first unless it is absent, disabled or read later), and\n"
+	"whether gpu-warmd answers. Exit status 0 whatever it finds.\n"
+	"\nOptions:\n" HELP_REPLY_TIMEOUT("30");
+
 const struct wc_command wc_commands[] = {
 	{
 		.name = "status",
@@ -208,6 +217,15 @@ const struct wc_command wc_commands[] = {
 		.positional = WC_POS_NONE,
 		.default_timeout_ms = WC_DEFAULT_TIMEOUT_MS,
 		.run = wc_cmd_lease,
+	},
+	{
+		.name = "check",
+		.synopsis = "check",
+		.summary = "check the CRIU set-up: criu, plugin directory, which CUDA plugin is used",
+		.help = help_check,
+		.positional = WC_POS_NONE,
+		.default_timeout_ms = WC_DEFAULT_TIMEOUT_MS,
+		.run = wc_cmd_check,
 	},
 	{
 		.name = "version",

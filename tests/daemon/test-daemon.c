@@ -904,4 +904,30 @@ GW_TEST(socket_activation_adopts_the_passed_socket)
 	waitpid(pid, NULL, 0);
 }
 
+GW_TEST(check_reports_criu_plugin_setup)
+{
+	struct gwt_daemon d;
+	char dir[300], path[400];
+	cJSON *j;
+	FILE *f;
+
+	gwt_daemon_start(&d, NULL);
+	snprintf(dir, sizeof(dir), "%s/criu-plugins", gwt_dir());
+	GW_ASSERT_INT_EQ(mkdir(dir, 0755), 0);
+	snprintf(path, sizeof(path), "%s/gpuwarm_plugin.so", dir);
+	f = fopen(path, "w");
+	GW_ASSERT(f);
+	fclose(f);
+	setenv("CRIU_LIBS_DIR", dir, 1);
+	j = ctl(&d, 0, GWT_ARGS("check"));
+	GW_ASSERT_STR_EQ(get_str(j, "result.plugin_dir"), dir);
+	GW_ASSERT_STR_EQ(get_str(j, "result.plugin_dir_from"), "CRIU_LIBS_DIR");
+	/* the key has dots in it: look it up directly */
+	GW_ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(get(j, "result.cuda_plugins"), "gpuwarm_plugin.so")));
+	GW_ASSERT(cJSON_IsTrue(get(j, "result.gpuwarm_used")));
+	GW_ASSERT_STR_CONTAINS(get_str(j, "result.daemon"), "gpu-warmd");
+	cJSON_Delete(j);
+	gwt_daemon_stop(&d);
+}
+
 GW_TEST_MAIN()
