@@ -443,11 +443,12 @@ static cJSON *op_result(struct gw_fast_op *op, const char *state)
 		cJSON_AddStringToObject(s, "step", op->steps[i].name);
 		cJSON_AddNumberToObject(s, "duration_ms", op->steps[i].ms);
 		cJSON_AddItemToArray(steps, s);
-		if (strcmp(op->steps[i].name, "copy") == 0)
+		if (strcmp(op->steps[i].name, "copy") == 0 || strcmp(op->steps[i].name, "fill") == 0)
 			copy_ms = op->steps[i].ms;
 	}
 	if (copy_ms > 0 && op->image)
-		cJSON_AddNumberToObject(result, "copy_gb_per_s", (double)op->image->bytes / 1e6 / copy_ms);
+		cJSON_AddNumberToObject(result, "copy_gb_per_s",
+					(double)op->image->bytes / 1e6 / copy_ms); /* of "copy" or "fill" */
 	return result;
 }
 

@@ -60,7 +60,7 @@ static CUresult convert(const struct shim_driver *d, size_t size, CUdeviceptr *r
 		return CUDA_ERROR_INVALID_VALUE;
 	asize = (size + gran - 1) & ~(gran - 1);
 
-	phys = calloc(1, sizeof(*phys));
+	phys = shim_phys_new();
 	range = calloc(1, sizeof(*range));
 	if (!phys || !range) {
 		r = CUDA_ERROR_OUT_OF_MEMORY;
@@ -118,7 +118,7 @@ fail_va:
 	(void)d->cuMemAddressFree(va, asize);
 fail:
 	free(range);
-	free(phys);
+	shim_phys_free(phys);
 	shim_log("could not convert %zu bytes (CUDA error %d): plain allocation", size, (int)r);
 	return r;
 }
@@ -195,7 +195,7 @@ CUresult shim_mem_free(CUdeviceptr dptr)
 		res = x;
 	shim_log("freed converted 0x%llx (%zu bytes)%s", (unsigned long long)r->va, r->size,
 		 res == CUDA_SUCCESS ? "" : " with errors");
-	free(r->phys);
+	shim_phys_free(r->phys);
 	free(r);
 	shim_agent_changed();
 	return res;

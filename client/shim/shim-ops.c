@@ -269,10 +269,17 @@ void shim_op_export(const cJSON *params, struct shim_reply *reply)
 			continue;
 		if (reply->nfds == GW_FRAME_MAX_FDS)
 			break;
-		cr = ctx_use(&s, r->phys->dev);
-		if (cr == CUDA_SUCCESS)
-			cr = d->cuMemExportToShareableHandle(
-				&fd, r->phys->real, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
+		if (r->phys->fd >= 0) {
+			/* imported memory: the driver does not export it again, its fd is kept */
+			fd = fcntl(r->phys->fd, F_DUPFD_CLOEXEC, 0);
+			cr = fd < 0 ? CUDA_ERROR_OPERATING_SYSTEM : CUDA_SUCCESS;
+		} else {
+			cr = ctx_use(&s, r->phys->dev);
+			if (cr == CUDA_SUCCESS)
+				cr = d->cuMemExportToShareableHandle(
+					&fd, r->phys->real, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+					0);
+		}
 		if (cr != CUDA_SUCCESS) {
 			fail(reply, GW_ERROR_CUDA, cr, "exporting 0x%llx: CUDA error %d",
 			     (unsigned long long)r->va, (int)cr);
@@ -338,6 +345,10 @@ void shim_op_release(const cJSON *params, struct shim_reply *reply)
 			shim_log("agent: cuMemRelease of 0x%llx: CUDA error %d",
 				 (unsigned long long)r->va, (int)cr);
 		r->phys->real = 0;
+		if (r->phys->fd >= 0)
+			close(r->phys->fd);
+		r->phys->fd = -1;
+		r->phys->foreign = false;
 		r->released = true;
 		n++;
 		bytes += r->size;
@@ -418,14 +429,19 @@ static CUresult map_one(const struct shim_driver *d, struct ctxset *s, struct ma
 	CUdevice dev = (CUdevice)it->dev;
 	CUmemAccessDesc own;
 	CUresult cr;
+	int keep;
 
 	cr = ctx_use(s, dev);
 	if (cr != CUDA_SUCCESS)
 		return cr;
+	/* the next Export hands this fd out again: the driver will not export the import */
+	keep = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (keep < 0)
+		return CUDA_ERROR_OPERATING_SYSTEM;
 	cr = d->cuMemImportFromShareableHandle(&h, (void *)(intptr_t)fd,
 					       CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
 	if (cr != CUDA_SUCCESS)
-		return cr;
+		goto fail_fd;
 	cr = d->cuMemMap(r->va, r->size, 0, h, 0);
 	if (cr != CUDA_SUCCESS)
 		goto fail_handle;
@@ -443,12 +459,15 @@ static CUresult map_one(const struct shim_driver *d, struct ctxset *s, struct ma
 	r->phys->real = h;
 	r->phys->dev = dev;
 	r->phys->foreign = true;
+	r->phys->fd = keep;
 	r->released = false;
 	return CUDA_SUCCESS;
 fail_map:
 	(void)d->cuMemUnmap(r->va, r->size);
 fail_handle:
 	(void)d->cuMemRelease(h);
+fail_fd:
+	close(keep);
 	return cr;
 }
 

@@ -4,6 +4,25 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+struct shim_phys *shim_phys_new(void)
+{
+	struct shim_phys *p = calloc(1, sizeof(*p));
+
+	if (p)
+		p->fd = -1;
+	return p;
+}
+
+void shim_phys_free(struct shim_phys *p)
+{
+	if (!p)
+		return;
+	if (p->fd >= 0)
+		close(p->fd);
+	free(p);
+}
 
 void shim_table_init(struct shim_table *t)
 {
@@ -19,11 +38,11 @@ void shim_table_finish(struct shim_table *t)
 		struct shim_range *r = t->ranges[i];
 
 		if (r->phys && r->phys->vid == 0)
-			free(r->phys); /* a converted allocation's own memory */
+			shim_phys_free(r->phys); /* a converted allocation's own memory */
 		free(r);
 	}
 	for (size_t i = 0; i < t->nphys; i++)
-		free(t->phys[i]);
+		shim_phys_free(t->phys[i]);
 	free(t->ranges);
 	free(t->phys);
 	shim_table_init(t);

@@ -34,6 +34,8 @@ struct shim_phys {
 	unsigned nmaps;           /* ranges that map it */
 	bool exportable;          /* created with the POSIX fd handle type */
 	bool foreign;             /* imported from another process (Agent.Map) */
+	int fd;                   /* foreign: the fd it came as (the driver does not export an
+				   * imported handle again, so the next Export hands out a dup) */
 };
 
 /* A mapping of (part of) a phys at va; for a converted allocation the VA reservation too. */
@@ -64,6 +66,10 @@ struct shim_totals {
 	uint64_t released;        /* of them, released by the agent */
 	uint64_t foreign;         /* of them, backed by memory imported through Agent.Map */
 };
+
+/* A zeroed phys without an fd, or NULL; shim_phys_free() closes its fd and frees it. */
+struct shim_phys *shim_phys_new(void);
+void shim_phys_free(struct shim_phys *p);
 
 void shim_table_init(struct shim_table *t);
 /* Frees the table and every range and phys in it. */

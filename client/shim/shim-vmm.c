@@ -12,6 +12,7 @@
  */
 #include "shim-driver.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,7 +75,7 @@ CUresult shim_vmm_create(CUmemGenericAllocationHandle *handle, size_t size,
 	    !shim_agent_ready(true))
 		return d->cuMemCreate(handle, size, prop, flags);
 
-	p = calloc(1, sizeof(*p));
+	p = shim_phys_new();
 	if (!p)
 		return d->cuMemCreate(handle, size, prop, flags);
 	mine = *prop;
@@ -82,7 +83,7 @@ CUresult shim_vmm_create(CUmemGenericAllocationHandle *handle, size_t size,
 	r = d->cuMemCreate(&real, size, &mine, flags);
 	if (r != CUDA_SUCCESS) {
 		/* not exportable this way: exactly what the app asked for, untracked */
-		free(p);
+		shim_phys_free(p);
 		return d->cuMemCreate(handle, size, prop, flags);
 	}
 	p->real = real;
@@ -95,7 +96,7 @@ CUresult shim_vmm_create(CUmemGenericAllocationHandle *handle, size_t size,
 	ret = shim_table_add_phys(&shim_tbl.table, p);
 	pthread_mutex_unlock(&shim_tbl.lock);
 	if (ret < 0) {
-		free(p);
+		shim_phys_free(p);
 		*handle = real; /* the driver's own handle: passes through everywhere */
 		return CUDA_SUCCESS;
 	}
@@ -118,7 +119,7 @@ static CUresult phys_destroy(const struct shim_driver *d, struct shim_phys *p)
 {
 	CUresult r = p->real ? d->cuMemRelease(p->real) : CUDA_SUCCESS;
 
-	free(p);
+	shim_phys_free(p);
 	return r;
 }
 
@@ -240,7 +241,7 @@ static size_t untrack_locked(CUdeviceptr va, size_t size, struct shim_phys **dea
 		if (p && n < cap)
 			dead[n++] = p;
 		else if (p)
-			free(p);
+			shim_phys_free(p);
 	}
 	return n;
 }
@@ -391,6 +392,33 @@ CUresult shim_vmm_set_access(CUdeviceptr va, size_t size, const CUmemAccessDesc 
 	return r;
 }
 
+/* Memory the agent mapped back from another process: the driver will not export the import, so
+ * a dup of the fd it came as answers. True when that was the case (result in *ret). */
+static bool export_kept_fd(uint64_t handle, void *shareable, CUresult *ret)
+{
+	struct shim_phys *p;
+	int fd = -1;
+
+	if (!shim_is_vhandle(handle))
+		return false;
+	pthread_mutex_lock(&shim_tbl.lock);
+	p = shim_table_find_phys(&shim_tbl.table, handle);
+	if (p && p->app_refs && p->fd >= 0)
+		fd = fcntl(p->fd, F_DUPFD_CLOEXEC, 0);
+	else
+		p = NULL;
+	pthread_mutex_unlock(&shim_tbl.lock);
+	if (!p)
+		return false;
+	if (fd < 0) {
+		*ret = CUDA_ERROR_OPERATING_SYSTEM;
+	} else {
+		*(int *)shareable = fd;
+		*ret = CUDA_SUCCESS;
+	}
+	return true;
+}
+
 CUresult shim_vmm_export(void *shareable, CUmemGenericAllocationHandle handle,
 			 CUmemAllocationHandleType type, unsigned long long flags)
 {
@@ -402,6 +430,9 @@ CUresult shim_vmm_export(void *shareable, CUmemGenericAllocationHandle handle,
 		return CUDA_ERROR_NOT_INITIALIZED;
 	if (!d->cuMemExportToShareableHandle)
 		return CUDA_ERROR_NOT_SUPPORTED;
+	if (shareable && type == CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR && !flags &&
+	    export_kept_fd(handle, shareable, &r))
+		return r;
 	switch (hold(handle, &real, &r)) {
 	case HOLD_PASS:
 		return d->cuMemExportToShareableHandle(shareable, handle, type, flags);

@@ -33,14 +33,15 @@ def check(cond, what):
 class App:
     """gw-vram-app holding VRAM; verify() asks it to check every block."""
 
-    def __init__(self, build, mib, extra=(), shim_socket=None):
+    def __init__(self, build, mib, extra=(), shim_socket=None, argv=None, env_extra=None):
         env = dict(os.environ)
         if shim_socket:
             env["LD_PRELOAD"] = f"{build}/client/shim/libgpuwarm-shim.so"
             env["GPUWARM_SOCKET"] = shim_socket
-        self.proc = subprocess.Popen([f"{build}/tests/apps/gw-vram-app", "--mib", str(mib), *extra],
-                                     stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
-        line = self.readline(120)
+        env.update(env_extra or {})
+        argv = argv or [f"{build}/tests/apps/gw-vram-app", "--mib", str(mib), *extra]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
+        line = self.readline(300)
         if not line.startswith("ready pid"):
             raise Failure(f"gw-vram-app did not get ready: {line!r}")
         self.pid = self.proc.pid
@@ -147,6 +148,45 @@ def fast_path(build, sock, gib, rounds):
     return out
 
 
+def wait_registered(build, sock, pid, want_bytes, timeout=60):
+    deadline = time.monotonic() + timeout
+    got = 0
+    while time.monotonic() < deadline:
+        st, _ = warmctl(build, sock, "status")
+        procs = [p for p in st["result"]["processes"] if p["pid"] == pid]
+        got = procs[0]["vram_bytes"] if procs else 0
+        if got >= want_bytes:
+            return got
+        time.sleep(0.2)
+    raise Failure(f"pid {pid}: its agent registered {got >> 20} MiB, expected {want_bytes >> 20}")
+
+
+def torch_path(build, sock, gib):
+    """PyTorch tensors through the fast path: the default caching allocator (cudaMalloc ->
+    cuMemAlloc via cuGetProcAddress) and expandable segments (the app's own cuMemCreate/cuMemMap)."""
+    out = {}
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_tensors.py")
+    for conf in ("default", "expandable_segments:True"):
+        print(f"== PyTorch, {gib} GiB of tensors, allocator {conf}")
+        env = {} if conf == "default" else {"PYTORCH_CUDA_ALLOC_CONF": conf}
+        app = App(build, 0, shim_socket=sock, argv=["python3", script, "--gib", str(gib)], env_extra=env)
+        try:
+            print("  app:", app.ready_line)
+            got = wait_registered(build, sock, app.pid, int(gib * 2**30 * 0.99))
+            check(True, f"agent registered {got / 2**30:.2f} GiB")
+            j, ws = warmctl(build, sock, "suspend", str(app.pid))
+            res = j["result"]
+            check(res["path"] == "fast", f"fast suspend {ws*1e3:.0f} ms, {res['ranges']} ranges, copy {res.get('copy_gb_per_s', 0):.1f} GB/s")
+            j, wr = warmctl(build, sock, "resume", str(app.pid))
+            check(j["result"]["state"] == "running", f"fast resume {wr*1e3:.0f} ms")
+            line, _ = app.verify()
+            check(line.startswith("verify ok"), f"tensors bit-identical: {line}")
+            out[conf] = {"suspend_s": ws, "resume_s": wr, "ranges": res["ranges"], "bytes": res["vram_bytes"]}
+        finally:
+            app.stop()
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("build")
@@ -155,6 +195,9 @@ def main():
     ap.add_argument("--staging-mib", type=int, default=1024)
     ap.add_argument("--fast-gib", type=float, default=0,
                     help="also run the fast path (shim) with an app of this size, vs the driver path")
+    ap.add_argument("--torch-gib", type=float, default=0,
+                    help="also suspend/resume a PyTorch process holding this many GiB of tensors "
+                         "through the fast path, with the default allocator and expandable segments")
     ap.add_argument("--json")
     a = ap.parse_args()
     build = os.path.abspath(a.build)
@@ -229,6 +272,8 @@ def main():
         app = None
         if a.fast_gib:
             results["fast"] = fast_path(build, sock, a.fast_gib, a.rounds)
+        if a.torch_gib:
+            results["torch"] = torch_path(build, sock, a.torch_gib)
         st, _ = warmctl(build, sock, "status")
         results["operations"] = st["result"]["operations"]
         results["image_pool"] = {k: st["result"]["daemon"][k] for k in ("image_pool_bytes", "image_pool_pin_ms")}
