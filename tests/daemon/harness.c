@@ -393,3 +393,55 @@ void gwt_app_stop(struct gwt_app *app)
 		fclose(app->out);
 	app->out = NULL;
 }
+
+const cJSON *gwt_json(const cJSON *o, const char *path)
+{
+	char key[64];
+
+	while (o && *path) {
+		size_t n = strcspn(path, ".");
+
+		snprintf(key, sizeof(key), "%.*s", (int)n, path);
+		o = cJSON_IsArray(o) ? cJSON_GetArrayItem(o, atoi(key)) : cJSON_GetObjectItem(o, key);
+		path += n + (path[n] == '.');
+	}
+	return o;
+}
+
+const char *gwt_json_str(const cJSON *o, const char *path)
+{
+	const cJSON *v = gwt_json(o, path);
+
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+double gwt_json_num(const cJSON *o, const char *path)
+{
+	const cJSON *v = gwt_json(o, path);
+
+	if (!cJSON_IsNumber(v))
+		GW_FAIL("%s is not a number", path);
+	return v->valuedouble;
+}
+
+const char *gwt_pid(pid_t pid)
+{
+	static char buf[32];
+
+	snprintf(buf, sizeof(buf), "%d", (int)pid);
+	return buf;
+}
+
+cJSON *gwt_ctl(const struct gwt_daemon *d, int code, const char *const *args)
+{
+	char err[4096];
+	cJSON *json = NULL;
+	int rc = gwt_warmctl(d, -1, &json, err, sizeof(err), args);
+
+	if (rc != code)
+		GW_FAIL("warmctl %s ...: exit %d, expected %d; stderr: %s\ndaemon log:\n%s", args[0],
+			rc, code, err, gwt_daemon_log(d));
+	if (!json)
+		GW_FAIL("warmctl %s printed no JSON; stderr: %s", args[0], err);
+	return json;
+}

@@ -56,7 +56,18 @@ int gwt_connect(const struct gwt_daemon *d);
 /* A status call through the client library on a fresh connection: 0 when it answers. */
 int gwt_status_ok(const struct gwt_daemon *d, cJSON **ret_result);
 
-/* Wait up to ms for path/cond; helpers */
+/* Look up "a.b.0.c" in a JSON document (array items by index); NULL if absent. */
+const cJSON *gwt_json(const cJSON *o, const char *path);
+/* The string / number there; the number's absence fails the test. */
+const char *gwt_json_str(const cJSON *o, const char *path);
+double gwt_json_num(const cJSON *o, const char *path);
+/* A pid as text, in a static buffer (valid until the next call). */
+const char *gwt_pid(pid_t pid);
+/* warmctl --json ARGS as ourselves; fails the test unless it exits with `code` and prints JSON.
+ * Returns the parsed output (caller deletes). */
+cJSON *gwt_ctl(const struct gwt_daemon *d, int code, const char *const *args);
+
+/* Helpers */
 void gwt_sleep_ms(unsigned ms);
 double gwt_now_ms(void);
 

@@ -21,64 +21,11 @@
 
 #define NOBODY 65534
 
-static const cJSON *get(const cJSON *o, const char *path)
-{
-	char key[64];
-
-	while (o && *path) {
-		size_t n = strcspn(path, ".");
-
-		snprintf(key, sizeof(key), "%.*s", (int)n, path);
-		o = cJSON_IsArray(o) ? cJSON_GetArrayItem(o, atoi(key)) : cJSON_GetObjectItem(o, key);
-		path += n + (path[n] == '.');
-	}
-	return o;
-}
-
-static const char *get_str(const cJSON *o, const char *path)
-{
-	const cJSON *v = get(o, path);
-
-	return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static double get_num(const cJSON *o, const char *path)
-{
-	const cJSON *v = get(o, path);
-
-	if (!cJSON_IsNumber(v))
-		GW_FAIL("%s is not a number", path);
-	return v->valuedouble;
-}
-
-static char pidbuf[32];
-
-static const char *pid_str(pid_t pid)
-{
-	snprintf(pidbuf, sizeof(pidbuf), "%d", (int)pid);
-	return pidbuf;
-}
-
-/* warmctl as ourselves; expects exit code `code`; returns parsed JSON (caller deletes). */
-static cJSON *ctl(const struct gwt_daemon *d, int code, const char *const *args)
-{
-	char err[4096];
-	cJSON *json = NULL;
-	int rc = gwt_warmctl(d, -1, &json, err, sizeof(err), args);
-
-	if (rc != code)
-		GW_FAIL("warmctl %s ...: exit %d, expected %d; stderr: %s\ndaemon log:\n%s", args[0],
-			rc, code, err, gwt_daemon_log(d));
-	if (!json)
-		GW_FAIL("warmctl %s printed no JSON; stderr: %s", args[0], err);
-	return json;
-}
-
 static void assert_state(const struct gwt_daemon *d, pid_t pid, const char *state)
 {
-	cJSON *j = ctl(d, 0, GWT_ARGS("state", pid_str(pid)));
+	cJSON *j = gwt_ctl(d, 0, GWT_ARGS("state", gwt_pid(pid)));
 
-	GW_ASSERT_STR_EQ(get_str(j, "result.state"), state);
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.state"), state);
 	cJSON_Delete(j);
 }
 
@@ -89,18 +36,18 @@ GW_TEST(status_lists_fake_gpus)
 
 	setenv("FAKECUDA_GPUS", "2", 1);
 	gwt_daemon_start(&d, NULL);
-	j = ctl(&d, 0, GWT_ARGS("status"));
-	GW_ASSERT_INT_EQ(get_num(j, "version"), 1);
-	GW_ASSERT_INT_EQ(cJSON_GetArraySize(get(j, "result.gpus")), 2);
-	GW_ASSERT_STR_CONTAINS(get_str(j, "result.gpus.0.uuid"), "GPU-");
-	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.0.pci_bus_id"), "0000:3b:00.0");
-	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.1.pci_bus_id"), "0000:3c:00.0");
-	GW_ASSERT(get_num(j, "result.gpus.0.memory_total_mib") > 0);
-	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.0.state"), "ready");
-	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.0.context"), "primed");
-	GW_ASSERT_INT_EQ(get_num(j, "result.gpus.0.staging.bytes"), 64 << 20);
-	GW_ASSERT(get_num(j, "result.gpus.1.staging.pin_ms") >= 0);
-	GW_ASSERT(cJSON_IsTrue(get(j, "result.driver.checkpoint_api")));
+	j = gwt_ctl(&d, 0, GWT_ARGS("status"));
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "version"), 1);
+	GW_ASSERT_INT_EQ(cJSON_GetArraySize(gwt_json(j, "result.gpus")), 2);
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "result.gpus.0.uuid"), "GPU-");
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.gpus.0.pci_bus_id"), "0000:3b:00.0");
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.gpus.1.pci_bus_id"), "0000:3c:00.0");
+	GW_ASSERT(gwt_json_num(j, "result.gpus.0.memory_total_mib") > 0);
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.gpus.0.state"), "ready");
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.gpus.0.context"), "primed");
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.gpus.0.staging.bytes"), 64 << 20);
+	GW_ASSERT(gwt_json_num(j, "result.gpus.1.staging.pin_ms") >= 0);
+	GW_ASSERT(cJSON_IsTrue(gwt_json(j, "result.driver.checkpoint_api")));
 	cJSON_Delete(j);
 	GW_ASSERT_INT_EQ(gwt_daemon_stop(&d), 0);
 }
@@ -111,10 +58,10 @@ GW_TEST(status_without_driver_serves_zero_gpus)
 	cJSON *j;
 
 	gwt_daemon_start(&d, GWT_ARGS("--cuda-library", "/nonexistent/libcuda.so.1"));
-	j = ctl(&d, 0, GWT_ARGS("status"));
-	GW_ASSERT_INT_EQ(cJSON_GetArraySize(get(j, "result.gpus")), 0);
-	GW_ASSERT(cJSON_IsFalse(get(j, "result.driver.loaded")));
-	GW_ASSERT_STR_CONTAINS(get_str(j, "result.driver.error"), "/nonexistent/libcuda.so.1");
+	j = gwt_ctl(&d, 0, GWT_ARGS("status"));
+	GW_ASSERT_INT_EQ(cJSON_GetArraySize(gwt_json(j, "result.gpus")), 0);
+	GW_ASSERT(cJSON_IsFalse(gwt_json(j, "result.driver.loaded")));
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "result.driver.error"), "/nonexistent/libcuda.so.1");
 	cJSON_Delete(j);
 	GW_ASSERT_STR_CONTAINS(gwt_daemon_log(&d), "serving with 0 GPUs");
 	GW_ASSERT_INT_EQ(gwt_daemon_stop(&d), 0);
@@ -129,23 +76,23 @@ GW_TEST(suspend_resume_keeps_data)
 
 	gwt_daemon_start(&d, NULL);
 	gwt_app_start(&app, GWT_ARGS("--mib", "48", "--chunk-mib", "16"));
-	j = ctl(&d, 0, GWT_ARGS("suspend", pid_str(app.pid)));
-	GW_ASSERT_STR_EQ(get_str(j, "result.state"), "checkpointed");
-	GW_ASSERT_STR_EQ(get_str(j, "result.steps.0.step"), "lock");
-	GW_ASSERT_STR_EQ(get_str(j, "result.steps.1.step"), "checkpoint");
+	j = gwt_ctl(&d, 0, GWT_ARGS("suspend", gwt_pid(app.pid)));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.state"), "checkpointed");
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.steps.0.step"), "lock");
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.steps.1.step"), "checkpoint");
 	cJSON_Delete(j);
 	assert_state(&d, app.pid, "checkpointed");
-	j = ctl(&d, 0, GWT_ARGS("resume", pid_str(app.pid)));
-	GW_ASSERT_STR_EQ(get_str(j, "result.state"), "running");
+	j = gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid)));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.state"), "running");
 	cJSON_Delete(j);
 	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
 	/* and again: the daemon keeps no stale state between cycles */
-	cJSON_Delete(ctl(&d, 0, GWT_ARGS("suspend", pid_str(app.pid))));
-	cJSON_Delete(ctl(&d, 0, GWT_ARGS("resume", pid_str(app.pid))));
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("suspend", gwt_pid(app.pid))));
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid))));
 	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
-	j = ctl(&d, 0, GWT_ARGS("status"));
-	GW_ASSERT_INT_EQ(get_num(j, "result.operations.suspend.ok"), 2);
-	GW_ASSERT_INT_EQ(get_num(j, "result.operations.resume.ok"), 2);
+	j = gwt_ctl(&d, 0, GWT_ARGS("status"));
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.operations.suspend.ok"), 2);
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.operations.resume.ok"), 2);
 	cJSON_Delete(j);
 	gwt_app_stop(&app);
 	gwt_daemon_stop(&d);
@@ -160,13 +107,13 @@ GW_TEST(single_steps_walk_the_state_machine)
 	gwt_daemon_start(&d, NULL);
 	gwt_app_start(&app, GWT_ARGS("--mib", "16"));
 	assert_state(&d, app.pid, "running");
-	cJSON_Delete(ctl(&d, 0, GWT_ARGS("lock", pid_str(app.pid))));
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("lock", gwt_pid(app.pid))));
 	assert_state(&d, app.pid, "locked");
-	cJSON_Delete(ctl(&d, 0, GWT_ARGS("checkpoint", pid_str(app.pid))));
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("checkpoint", gwt_pid(app.pid))));
 	assert_state(&d, app.pid, "checkpointed");
-	cJSON_Delete(ctl(&d, 0, GWT_ARGS("restore", pid_str(app.pid))));
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("restore", gwt_pid(app.pid))));
 	assert_state(&d, app.pid, "locked");
-	cJSON_Delete(ctl(&d, 0, GWT_ARGS("unlock", pid_str(app.pid))));
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("unlock", gwt_pid(app.pid))));
 	assert_state(&d, app.pid, "running");
 	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
 	gwt_app_stop(&app);
@@ -181,12 +128,12 @@ GW_TEST(illegal_transition_is_refused)
 
 	gwt_daemon_start(&d, NULL);
 	gwt_app_start(&app, GWT_ARGS("--mib", "16"));
-	j = ctl(&d, 1, GWT_ARGS("checkpoint", pid_str(app.pid)));
-	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_ILLEGAL_STATE);
-	GW_ASSERT_STR_CONTAINS(get_str(j, "error.message"), "running");
+	j = gwt_ctl(&d, 1, GWT_ARGS("checkpoint", gwt_pid(app.pid)));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_ILLEGAL_STATE);
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "error.message"), "running");
 	cJSON_Delete(j);
-	j = ctl(&d, 1, GWT_ARGS("resume", pid_str(app.pid)));
-	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_ILLEGAL_STATE);
+	j = gwt_ctl(&d, 1, GWT_ARGS("resume", gwt_pid(app.pid)));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_ILLEGAL_STATE);
 	cJSON_Delete(j);
 	assert_state(&d, app.pid, "running");
 	gwt_app_stop(&app);
@@ -206,8 +153,8 @@ GW_TEST(lock_timeout_leaves_process_running)
 	gwt_app_start(&app, GWT_ARGS("--mib", "16", "--busy"));
 	unsetenv("FAKECUDA_SYNC_DELAY_MS");
 	gwt_sleep_ms(200);
-	j = ctl(&d, 1, GWT_ARGS("suspend", pid_str(app.pid), "--timeout", "0.2"));
-	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_TIMEOUT);
+	j = gwt_ctl(&d, 1, GWT_ARGS("suspend", gwt_pid(app.pid), "--timeout", "0.2"));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_TIMEOUT);
 	cJSON_Delete(j);
 	assert_state(&d, app.pid, "running");
 	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
@@ -236,12 +183,12 @@ GW_TEST(other_users_pid_is_refused)
 	}
 	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
 		int rc = gwt_warmctl(&d, geteuid() == 0 ? NOBODY : -1, &j, err, sizeof(err),
-				     GWT_ARGS(steps[i], pid_str(target)));
+				     GWT_ARGS(steps[i], gwt_pid(target)));
 
 		if (rc != 4)
 			GW_FAIL("%s of another user's pid: exit %d, expected 4 (%s)", steps[i], rc,
 				err);
-		GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_PERMISSION_DENIED);
+		GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_PERMISSION_DENIED);
 		cJSON_Delete(j);
 	}
 	if (app.pid) {
@@ -267,10 +214,10 @@ GW_TEST(drain_needs_root)
 		rc = gwt_warmctl(&d, NOBODY, &j, err, sizeof(err), GWT_ARGS("drain"));
 	}
 	GW_ASSERT_INT_EQ(rc, 4);
-	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_PERMISSION_DENIED);
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_PERMISSION_DENIED);
 	cJSON_Delete(j);
-	j = ctl(&d, 0, GWT_ARGS("status"));
-	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.0.state"), "ready");
+	j = gwt_ctl(&d, 0, GWT_ARGS("status"));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.gpus.0.state"), "ready");
 	cJSON_Delete(j);
 	gwt_daemon_stop(&d);
 }
@@ -293,34 +240,28 @@ GW_TEST(drain_releases_and_undrain_reprimes)
 	if (!need_root())
 		return;
 	gwt_daemon_start(&d, NULL);
-	j = ctl(&d, 0, GWT_ARGS("drain"));
-	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.0.state"), "drained");
+	j = gwt_ctl(&d, 0, GWT_ARGS("drain"));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.gpus.0.state"), "drained");
 	cJSON_Delete(j);
-	j = ctl(&d, 0, GWT_ARGS("status"));
-	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.0.context"), "released");
-	GW_ASSERT_INT_EQ(get_num(j, "result.gpus.0.staging.bytes"), 0);
+	j = gwt_ctl(&d, 0, GWT_ARGS("status"));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.gpus.0.context"), "released");
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.gpus.0.staging.bytes"), 0);
 	cJSON_Delete(j);
 	/* idempotent */
-	cJSON_Delete(ctl(&d, 0, GWT_ARGS("drain")));
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("drain")));
 	/* no new leases */
-	j = ctl(&d, 1, GWT_ARGS("lease", "--gpu", "0"));
-	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_DRAINING);
+	j = gwt_ctl(&d, 1, GWT_ARGS("lease", "--gpu", "0"));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_DRAINING);
 	cJSON_Delete(j);
-	j = ctl(&d, 0, GWT_ARGS("undrain"));
-	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.0.state"), "ready");
+	j = gwt_ctl(&d, 0, GWT_ARGS("undrain"));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.gpus.0.state"), "ready");
 	cJSON_Delete(j);
-	cJSON_Delete(ctl(&d, 0, GWT_ARGS("undrain")));
-	j = ctl(&d, 0, GWT_ARGS("status"));
-	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.0.context"), "primed");
-	GW_ASSERT_INT_EQ(get_num(j, "result.gpus.0.staging.bytes"), 64 << 20);
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("undrain")));
+	j = gwt_ctl(&d, 0, GWT_ARGS("status"));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.gpus.0.context"), "primed");
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.gpus.0.staging.bytes"), 64 << 20);
 	cJSON_Delete(j);
 	gwt_daemon_stop(&d);
-}
-
-/* Start `warmctl ARGS` in the background; returns its pid. */
-static pid_t ctl_background(const struct gwt_daemon *d, const char *const *args)
-{
-	return gwt_warmctl_spawn(d, args);
 }
 
 static int wait_code(pid_t pid)
@@ -347,25 +288,25 @@ GW_TEST(drain_waits_for_in_flight_operation)
 	unsetenv("FAKECUDA_SYNC_DELAY_MS");
 	gwt_sleep_ms(100);
 	/* a lock that has to wait for the busy thread: in flight for up to 1.5 s */
-	locker = ctl_background(&d, GWT_ARGS("lock", pid_str(app.pid), "--timeout", "10"));
+	locker = gwt_warmctl_spawn(&d, GWT_ARGS("lock", gwt_pid(app.pid), "--timeout", "10"));
 	gwt_sleep_ms(200);
 	start = gwt_now_ms();
-	j = ctl(&d, 0, GWT_ARGS("drain", "--no-wait"));
-	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.0.state"), "draining");
+	j = gwt_ctl(&d, 0, GWT_ARGS("drain", "--no-wait"));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.gpus.0.state"), "draining");
 	cJSON_Delete(j);
 	/* new operations are refused while draining */
-	j = ctl(&d, 1, GWT_ARGS("unlock", pid_str(app.pid)));
-	GW_ASSERT(strcmp(get_str(j, "error.name"), GW_ERROR_DRAINING) == 0 ||
-		  strcmp(get_str(j, "error.name"), GW_ERROR_BUSY) == 0);
+	j = gwt_ctl(&d, 1, GWT_ARGS("unlock", gwt_pid(app.pid)));
+	GW_ASSERT(strcmp(gwt_json_str(j, "error.name"), GW_ERROR_DRAINING) == 0 ||
+		  strcmp(gwt_json_str(j, "error.name"), GW_ERROR_BUSY) == 0);
 	cJSON_Delete(j);
-	j = ctl(&d, 0, GWT_ARGS("drain", "--timeout", "10"));
+	j = gwt_ctl(&d, 0, GWT_ARGS("drain", "--timeout", "10"));
 	took = gwt_now_ms() - start;
-	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.0.state"), "drained");
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.gpus.0.state"), "drained");
 	cJSON_Delete(j);
 	GW_ASSERT_INT_EQ(wait_code(locker), 0);
 	GW_ASSERT(took > 200); /* it did wait for the lock */
-	cJSON_Delete(ctl(&d, 0, GWT_ARGS("undrain")));
-	cJSON_Delete(ctl(&d, 0, GWT_ARGS("unlock", pid_str(app.pid))));
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("undrain")));
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("unlock", gwt_pid(app.pid))));
 	gwt_app_stop(&app);
 	gwt_daemon_stop(&d);
 }
@@ -384,14 +325,14 @@ GW_TEST(drain_timeout_reports_and_keeps_draining)
 	gwt_app_start(&app, GWT_ARGS("--mib", "16", "--busy"));
 	unsetenv("FAKECUDA_SYNC_DELAY_MS");
 	gwt_sleep_ms(100);
-	locker = ctl_background(&d, GWT_ARGS("lock", pid_str(app.pid), "--timeout", "10"));
+	locker = gwt_warmctl_spawn(&d, GWT_ARGS("lock", gwt_pid(app.pid), "--timeout", "10"));
 	gwt_sleep_ms(200);
-	j = ctl(&d, 1, GWT_ARGS("drain", "--timeout", "0.1"));
-	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_TIMEOUT);
+	j = gwt_ctl(&d, 1, GWT_ARGS("drain", "--timeout", "0.1"));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_TIMEOUT);
 	cJSON_Delete(j);
 	GW_ASSERT_INT_EQ(wait_code(locker), 0);
-	j = ctl(&d, 0, GWT_ARGS("drain", "--timeout", "10"));
-	GW_ASSERT_STR_EQ(get_str(j, "result.gpus.0.state"), "drained");
+	j = gwt_ctl(&d, 0, GWT_ARGS("drain", "--timeout", "10"));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.gpus.0.state"), "drained");
 	cJSON_Delete(j);
 	gwt_app_stop(&app);
 	gwt_daemon_stop(&d);
@@ -405,11 +346,11 @@ GW_TEST(lease_ends_when_client_dies)
 	int seen = 0;
 
 	gwt_daemon_start(&d, NULL);
-	holder = ctl_background(&d, GWT_ARGS("lease", "--gpu", "0", "--hold"));
+	holder = gwt_warmctl_spawn(&d, GWT_ARGS("lease", "--gpu", "0", "--hold"));
 	for (int i = 0; i < 200 && !seen; i++) {
-		j = ctl(&d, 0, GWT_ARGS("status"));
-		seen = cJSON_GetArraySize(get(j, "result.leases")) == 1 &&
-		       get_num(j, "result.gpus.0.leases") == 1;
+		j = gwt_ctl(&d, 0, GWT_ARGS("status"));
+		seen = cJSON_GetArraySize(gwt_json(j, "result.leases")) == 1 &&
+		       gwt_json_num(j, "result.gpus.0.leases") == 1;
 		cJSON_Delete(j);
 		if (!seen)
 			gwt_sleep_ms(20);
@@ -419,8 +360,8 @@ GW_TEST(lease_ends_when_client_dies)
 	wait_code(holder);
 	seen = 1;
 	for (int i = 0; i < 200 && seen; i++) {
-		j = ctl(&d, 0, GWT_ARGS("status"));
-		seen = cJSON_GetArraySize(get(j, "result.leases")) != 0;
+		j = gwt_ctl(&d, 0, GWT_ARGS("status"));
+		seen = cJSON_GetArraySize(gwt_json(j, "result.leases")) != 0;
 		cJSON_Delete(j);
 		if (seen)
 			gwt_sleep_ms(20);
@@ -436,14 +377,14 @@ GW_TEST(lease_refused_when_no_gpu_fits)
 	cJSON *j;
 
 	gwt_daemon_start(&d, NULL);
-	j = ctl(&d, 1, GWT_ARGS("lease", "--min-free-mib", "100000000"));
-	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_NO_GPU_AVAILABLE);
+	j = gwt_ctl(&d, 1, GWT_ARGS("lease", "--min-free-mib", "100000000"));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_NO_GPU_AVAILABLE);
 	cJSON_Delete(j);
-	j = ctl(&d, 0, GWT_ARGS("lease", "--min-free-mib", "1024"));
-	GW_ASSERT_INT_EQ(get_num(j, "result.gpu.index"), 0);
+	j = gwt_ctl(&d, 0, GWT_ARGS("lease", "--min-free-mib", "1024"));
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.gpu.index"), 0);
 	cJSON_Delete(j);
-	j = ctl(&d, 1, GWT_ARGS("lease", "--gpu", "7"));
-	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_NO_SUCH_GPU);
+	j = gwt_ctl(&d, 1, GWT_ARGS("lease", "--gpu", "7"));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_NO_SUCH_GPU);
 	cJSON_Delete(j);
 	gwt_daemon_stop(&d);
 }
@@ -555,15 +496,15 @@ GW_TEST(protocol_version_mismatch_is_explained)
 	gwt_daemon_start(&d, NULL);
 	fd = gwt_connect(&d);
 	j = raw_call(fd, "{\"id\":1,\"method\":\"gpuwarm.Hello\",\"params\":{\"version\":99}}");
-	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_PROTOCOL_VERSION);
-	GW_ASSERT_STR_EQ(get_str(j, "error.message"), "protocol version mismatch (client 99, server 1)");
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_PROTOCOL_VERSION);
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.message"), "protocol version mismatch (client 99, server 1)");
 	cJSON_Delete(j);
 	GW_ASSERT_INT_EQ(recv(fd, &c, 1, 0), 0); /* dropped */
 	close(fd);
 	fd = gwt_connect(&d);
 	j = raw_call(fd, "{\"id\":5,\"method\":\"gpuwarm.Status\",\"params\":{}}");
-	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_HELLO_REQUIRED);
-	GW_ASSERT_INT_EQ(get_num(j, "id"), 5);
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_HELLO_REQUIRED);
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "id"), 5);
 	cJSON_Delete(j);
 	close(fd);
 	GW_ASSERT_INT_EQ(gwt_status_ok(&d, NULL), 0);
@@ -580,21 +521,21 @@ GW_TEST(bad_params_are_refused_by_name)
 	fd = gwt_connect(&d);
 	cJSON_Delete(raw_call(fd, "{\"id\":1,\"method\":\"gpuwarm.Hello\",\"params\":{\"version\":1}}"));
 	j = raw_call(fd, "{\"id\":2,\"method\":\"gpuwarm.Suspend\",\"params\":{\"pid\":\"12\"}}");
-	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_INVALID_REQUEST);
-	GW_ASSERT_STR_CONTAINS(get_str(j, "error.message"), "pid");
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_INVALID_REQUEST);
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "error.message"), "pid");
 	cJSON_Delete(j);
 	j = raw_call(fd, "{\"id\":3,\"method\":\"gpuwarm.Suspend\",\"params\":{\"pid\":-4}}");
-	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_INVALID_REQUEST);
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_INVALID_REQUEST);
 	cJSON_Delete(j);
 	j = raw_call(fd, "{\"id\":4,\"method\":\"gpuwarm.NoSuchThing\",\"params\":{}}");
-	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_UNKNOWN_METHOD);
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_UNKNOWN_METHOD);
 	cJSON_Delete(j);
 	j = raw_call(fd, "{\"id\":5,\"method\":\"gpuwarm.Resume\",\"params\":{\"pid\":1,"
 			 "\"gpu_pairs\":[[\"GPU-zz\",3]]}}");
-	GW_ASSERT(get_str(j, "error.name")); /* permission or invalid: never a crash */
+	GW_ASSERT(gwt_json_str(j, "error.name")); /* permission or invalid: never a crash */
 	cJSON_Delete(j);
 	j = raw_call(fd, "{\"id\":6,\"method\":\"gpuwarm.Status\",\"params\":{}}");
-	GW_ASSERT(get(j, "result.gpus"));
+	GW_ASSERT(gwt_json(j, "result.gpus"));
 	cJSON_Delete(j);
 	close(fd);
 	gwt_daemon_stop(&d);
@@ -613,7 +554,7 @@ GW_TEST(clients_per_uid_are_limited)
 	gwt_sleep_ms(100);
 	fds[2] = gwt_connect(&d);
 	j = raw_call(fds[2], "{\"id\":1,\"method\":\"gpuwarm.Hello\",\"params\":{\"version\":1}}");
-	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_LIMIT);
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_LIMIT);
 	cJSON_Delete(j);
 	for (int i = 0; i < 3; i++)
 		close(fds[i]);
@@ -633,14 +574,14 @@ GW_TEST(not_a_cuda_process)
 		_exit(127);
 	}
 	gwt_daemon_start(&d, NULL);
-	j = ctl(&d, 1, GWT_ARGS("suspend", pid_str(sleeper)));
-	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_NO_SUCH_PROCESS);
-	GW_ASSERT_STR_CONTAINS(get_str(j, "error.message"), "not a CUDA process");
+	j = gwt_ctl(&d, 1, GWT_ARGS("suspend", gwt_pid(sleeper)));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_NO_SUCH_PROCESS);
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "error.message"), "not a CUDA process");
 	cJSON_Delete(j);
 	kill(sleeper, SIGKILL);
 	wait_code(sleeper);
-	j = ctl(&d, 1, GWT_ARGS("suspend", "4000000"));
-	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_NO_SUCH_PROCESS);
+	j = gwt_ctl(&d, 1, GWT_ARGS("suspend", "4000000"));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_NO_SUCH_PROCESS);
 	cJSON_Delete(j);
 	gwt_daemon_stop(&d);
 }
@@ -655,19 +596,19 @@ GW_TEST(resume_onto_another_gpu_with_pairs)
 	setenv("FAKECUDA_GPUS", "2", 1);
 	gwt_daemon_start(&d, NULL);
 	gwt_app_start(&app, GWT_ARGS("--mib", "16", "--gpu", "0"));
-	status = ctl(&d, 0, GWT_ARGS("status"));
-	GW_ASSERT_STR_EQ(app.gpu, get_str(status, "result.gpus.0.uuid"));
-	snprintf(map, sizeof(map), "%s=%s", get_str(status, "result.gpus.0.uuid"),
-		 get_str(status, "result.gpus.1.uuid"));
-	cJSON_Delete(ctl(&d, 0, GWT_ARGS("suspend", pid_str(app.pid))));
+	status = gwt_ctl(&d, 0, GWT_ARGS("status"));
+	GW_ASSERT_STR_EQ(app.gpu, gwt_json_str(status, "result.gpus.0.uuid"));
+	snprintf(map, sizeof(map), "%s=%s", gwt_json_str(status, "result.gpus.0.uuid"),
+		 gwt_json_str(status, "result.gpus.1.uuid"));
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("suspend", gwt_pid(app.pid))));
 	/* --gpu needs a source GPU seen at lock time: the fake opens no /dev/nvidia* */
-	j = ctl(&d, 1, GWT_ARGS("resume", pid_str(app.pid), "--gpu", "1"));
-	GW_ASSERT_STR_CONTAINS(get_str(j, "error.message"), "--gpu-map");
+	j = gwt_ctl(&d, 1, GWT_ARGS("resume", gwt_pid(app.pid), "--gpu", "1"));
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "error.message"), "--gpu-map");
 	cJSON_Delete(j);
 	assert_state(&d, app.pid, "checkpointed");
-	cJSON_Delete(ctl(&d, 0, GWT_ARGS("resume", pid_str(app.pid), "--gpu-map", map)));
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid), "--gpu-map", map)));
 	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
-	GW_ASSERT_STR_CONTAINS(line, get_str(status, "result.gpus.1.uuid"));
+	GW_ASSERT_STR_CONTAINS(line, gwt_json_str(status, "result.gpus.1.uuid"));
 	cJSON_Delete(status);
 	gwt_app_stop(&app);
 	gwt_daemon_stop(&d);
@@ -682,12 +623,12 @@ GW_TEST(driver_without_checkpoint_api)
 	gwt_app_start(&app, GWT_ARGS("--mib", "16"));
 	setenv("FAKECUDA_NO_CHECKPOINT", "1", 1);
 	gwt_daemon_start(&d, NULL);
-	j = ctl(&d, 1, GWT_ARGS("suspend", pid_str(app.pid)));
-	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_DRIVER_UNAVAILABLE);
-	GW_ASSERT_STR_CONTAINS(get_str(j, "error.message"), "checkpoint API");
+	j = gwt_ctl(&d, 1, GWT_ARGS("suspend", gwt_pid(app.pid)));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_DRIVER_UNAVAILABLE);
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "error.message"), "checkpoint API");
 	cJSON_Delete(j);
-	j = ctl(&d, 0, GWT_ARGS("status"));
-	GW_ASSERT(cJSON_IsFalse(get(j, "result.driver.checkpoint_api")));
+	j = gwt_ctl(&d, 0, GWT_ARGS("status"));
+	GW_ASSERT(cJSON_IsFalse(gwt_json(j, "result.driver.checkpoint_api")));
 	cJSON_Delete(j);
 	gwt_app_stop(&app);
 	gwt_daemon_stop(&d);
@@ -705,14 +646,14 @@ GW_TEST(concurrent_operations_on_one_pid_are_serialised)
 	gwt_app_start(&app, GWT_ARGS("--mib", "16", "--busy"));
 	unsetenv("FAKECUDA_SYNC_DELAY_MS");
 	gwt_sleep_ms(100);
-	locker = ctl_background(&d, GWT_ARGS("lock", pid_str(app.pid), "--timeout", "10"));
+	locker = gwt_warmctl_spawn(&d, GWT_ARGS("lock", gwt_pid(app.pid), "--timeout", "10"));
 	gwt_sleep_ms(300);
-	j = ctl(&d, 1, GWT_ARGS("suspend", pid_str(app.pid)));
-	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_BUSY);
+	j = gwt_ctl(&d, 1, GWT_ARGS("suspend", gwt_pid(app.pid)));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_BUSY);
 	cJSON_Delete(j);
 	GW_ASSERT_INT_EQ(wait_code(locker), 0);
 	assert_state(&d, app.pid, "locked");
-	cJSON_Delete(ctl(&d, 0, GWT_ARGS("unlock", pid_str(app.pid))));
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("unlock", gwt_pid(app.pid))));
 	gwt_app_stop(&app);
 	gwt_daemon_stop(&d);
 }
@@ -742,9 +683,9 @@ GW_TEST(client_gone_mid_operation_leaves_process_restorable)
 	cJSON_Delete(params);
 	gw_client_close(c); /* gone before the answer */
 	for (int i = 0; i < 100; i++) {
-		cJSON *j = ctl(&d, 0, GWT_ARGS("state", pid_str(app.pid)));
-		int done = strcmp(get_str(j, "result.state"), "checkpointed") == 0 &&
-			   cJSON_IsFalse(get(j, "result.busy"));
+		cJSON *j = gwt_ctl(&d, 0, GWT_ARGS("state", gwt_pid(app.pid)));
+		int done = strcmp(gwt_json_str(j, "result.state"), "checkpointed") == 0 &&
+			   cJSON_IsFalse(gwt_json(j, "result.busy"));
 
 		cJSON_Delete(j);
 		if (done)
@@ -752,7 +693,7 @@ GW_TEST(client_gone_mid_operation_leaves_process_restorable)
 		gwt_sleep_ms(20);
 	}
 	assert_state(&d, app.pid, "checkpointed");
-	cJSON_Delete(ctl(&d, 0, GWT_ARGS("resume", pid_str(app.pid))));
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid))));
 	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
 	gwt_app_stop(&app);
 	gwt_daemon_stop(&d);
@@ -897,7 +838,7 @@ GW_TEST(socket_activation_adopts_the_passed_socket)
 			gwt_sleep_ms(20);
 	}
 	GW_ASSERT(ok);
-	GW_ASSERT_STR_EQ(get_str(status, "daemon.socket"), "(socket activation)");
+	GW_ASSERT_STR_EQ(gwt_json_str(status, "daemon.socket"), "(socket activation)");
 	cJSON_Delete(status);
 	GW_ASSERT_STR_CONTAINS(gwt_daemon_log(&d), "listening on the socket systemd passed");
 	kill(pid, SIGTERM);
@@ -919,13 +860,13 @@ GW_TEST(check_reports_criu_plugin_setup)
 	GW_ASSERT(f);
 	fclose(f);
 	setenv("CRIU_LIBS_DIR", dir, 1);
-	j = ctl(&d, 0, GWT_ARGS("check"));
-	GW_ASSERT_STR_EQ(get_str(j, "result.plugin_dir"), dir);
-	GW_ASSERT_STR_EQ(get_str(j, "result.plugin_dir_from"), "CRIU_LIBS_DIR");
+	j = gwt_ctl(&d, 0, GWT_ARGS("check"));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.plugin_dir"), dir);
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.plugin_dir_from"), "CRIU_LIBS_DIR");
 	/* the key has dots in it: look it up directly */
-	GW_ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(get(j, "result.cuda_plugins"), "gpuwarm_plugin.so")));
-	GW_ASSERT(cJSON_IsTrue(get(j, "result.gpuwarm_used")));
-	GW_ASSERT_STR_CONTAINS(get_str(j, "result.daemon"), "gpu-warmd");
+	GW_ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(gwt_json(j, "result.cuda_plugins"), "gpuwarm_plugin.so")));
+	GW_ASSERT(cJSON_IsTrue(gwt_json(j, "result.gpuwarm_used")));
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "result.daemon"), "gpu-warmd");
 	cJSON_Delete(j);
 	gwt_daemon_stop(&d);
 }

@@ -12,58 +12,6 @@
 #include "gw-test.h"
 #include "harness.h"
 
-static const cJSON *get(const cJSON *o, const char *path)
-{
-	char key[64];
-
-	while (o && *path) {
-		size_t n = strcspn(path, ".");
-
-		snprintf(key, sizeof(key), "%.*s", (int)n, path);
-		o = cJSON_IsArray(o) ? cJSON_GetArrayItem(o, atoi(key)) : cJSON_GetObjectItem(o, key);
-		path += n + (path[n] == '.');
-	}
-	return o;
-}
-
-static const char *get_str(const cJSON *o, const char *path)
-{
-	const cJSON *v = get(o, path);
-
-	return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static double get_num(const cJSON *o, const char *path)
-{
-	const cJSON *v = get(o, path);
-
-	if (!cJSON_IsNumber(v))
-		GW_FAIL("%s is not a number", path);
-	return v->valuedouble;
-}
-
-static char pidbuf[32];
-
-static const char *pid_str(pid_t pid)
-{
-	snprintf(pidbuf, sizeof(pidbuf), "%d", (int)pid);
-	return pidbuf;
-}
-
-static cJSON *ctl(const struct gwt_daemon *d, int code, const char *const *args)
-{
-	char err[4096];
-	cJSON *json = NULL;
-	int rc = gwt_warmctl(d, -1, &json, err, sizeof(err), args);
-
-	if (rc != code)
-		GW_FAIL("warmctl %s: exit %d, expected %d; stderr: %s\ndaemon log:\n%s", args[0], rc,
-			code, err, gwt_daemon_log(d));
-	if (!json)
-		GW_FAIL("warmctl %s printed no JSON; stderr: %s", args[0], err);
-	return json;
-}
-
 /* Start the app under the shim, pointed at the daemon, and wait until its agent shows up with
  * all its VRAM registered. */
 static void start_shimmed(const struct gwt_daemon *d, struct gwt_app *app, const char *mib,
@@ -76,12 +24,12 @@ static void start_shimmed(const struct gwt_daemon *d, struct gwt_app *app, const
 	gwt_app_start(app, GWT_ARGS("--mib", mib, "--chunk-mib", chunk_mib));
 	unsetenv("LD_PRELOAD");
 	for (int i = 0; i < 300; i++) {
-		cJSON *j = ctl(d, 0, GWT_ARGS("status"));
+		cJSON *j = gwt_ctl(d, 0, GWT_ARGS("status"));
 		const cJSON *p;
 		int seen = 0;
 
-		cJSON_ArrayForEach(p, get(j, "result.processes"))
-			if (get_num(p, "pid") == app->pid && get_num(p, "vram_bytes") >= want)
+		cJSON_ArrayForEach(p, gwt_json(j, "result.processes"))
+			if (gwt_json_num(p, "pid") == app->pid && gwt_json_num(p, "vram_bytes") >= want)
 				seen = 1;
 		cJSON_Delete(j);
 		if (seen)
@@ -93,9 +41,9 @@ static void start_shimmed(const struct gwt_daemon *d, struct gwt_app *app, const
 
 static void assert_state(const struct gwt_daemon *d, pid_t pid, const char *state)
 {
-	cJSON *j = ctl(d, 0, GWT_ARGS("state", pid_str(pid)));
+	cJSON *j = gwt_ctl(d, 0, GWT_ARGS("state", gwt_pid(pid)));
 
-	GW_ASSERT_STR_EQ(get_str(j, "result.state"), state);
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.state"), state);
 	cJSON_Delete(j);
 }
 
@@ -103,8 +51,8 @@ static int has_step(const cJSON *j, const char *name)
 {
 	const cJSON *s;
 
-	cJSON_ArrayForEach(s, get(j, "result.steps"))
-		if (get_str(s, "step") && strcmp(get_str(s, "step"), name) == 0)
+	cJSON_ArrayForEach(s, gwt_json(j, "result.steps"))
+		if (gwt_json_str(s, "step") && strcmp(gwt_json_str(s, "step"), name) == 0)
 			return 1;
 	return 0;
 }
@@ -119,28 +67,28 @@ GW_TEST(fast_suspend_resume_keeps_data)
 	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "256"));
 	start_shimmed(&d, &app, "96", "32");
 	for (int round = 0; round < 2; round++) {
-		j = ctl(&d, 0, GWT_ARGS("suspend", pid_str(app.pid)));
-		GW_ASSERT_STR_EQ(get_str(j, "result.path"), "fast");
-		GW_ASSERT_STR_EQ(get_str(j, "result.state"), "checkpointed");
-		GW_ASSERT_INT_EQ(get_num(j, "result.vram_bytes"), 96 << 20);
+		j = gwt_ctl(&d, 0, GWT_ARGS("suspend", gwt_pid(app.pid)));
+		GW_ASSERT_STR_EQ(gwt_json_str(j, "result.path"), "fast");
+		GW_ASSERT_STR_EQ(gwt_json_str(j, "result.state"), "checkpointed");
+		GW_ASSERT_INT_EQ(gwt_json_num(j, "result.vram_bytes"), 96 << 20);
 		GW_ASSERT(has_step(j, "copy") && has_step(j, "release") && has_step(j, "checkpoint"));
 		cJSON_Delete(j);
 		assert_state(&d, app.pid, "checkpointed");
-		j = ctl(&d, 0, GWT_ARGS("status"));
-		GW_ASSERT_INT_EQ(get_num(j, "result.processes.0.held_bytes"), 96 << 20);
+		j = gwt_ctl(&d, 0, GWT_ARGS("status"));
+		GW_ASSERT_INT_EQ(gwt_json_num(j, "result.processes.0.held_bytes"), 96 << 20);
 		/* 96 MiB packed into 64 MiB pool blocks: two of them */
-		GW_ASSERT_INT_EQ(get_num(j, "result.daemon.image_pool_free_bytes"), 128 << 20);
+		GW_ASSERT_INT_EQ(gwt_json_num(j, "result.daemon.image_pool_free_bytes"), 128 << 20);
 		cJSON_Delete(j);
-		j = ctl(&d, 0, GWT_ARGS("resume", pid_str(app.pid)));
-		GW_ASSERT_STR_EQ(get_str(j, "result.path"), "fast");
-		GW_ASSERT_STR_EQ(get_str(j, "result.state"), "running");
+		j = gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid)));
+		GW_ASSERT_STR_EQ(gwt_json_str(j, "result.path"), "fast");
+		GW_ASSERT_STR_EQ(gwt_json_str(j, "result.state"), "running");
 		GW_ASSERT(has_step(j, "fill") && has_step(j, "map"));
 		cJSON_Delete(j);
 		GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
 	}
-	j = ctl(&d, 0, GWT_ARGS("status"));
-	GW_ASSERT_INT_EQ(get_num(j, "result.daemon.image_pool_free_bytes"), 256 << 20);
-	GW_ASSERT_INT_EQ(get_num(j, "result.processes.0.held_bytes"), 0);
+	j = gwt_ctl(&d, 0, GWT_ARGS("status"));
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.daemon.image_pool_free_bytes"), 256 << 20);
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.processes.0.held_bytes"), 0);
 	cJSON_Delete(j);
 	gwt_app_stop(&app);
 	gwt_daemon_stop(&d);
@@ -155,11 +103,11 @@ GW_TEST(many_ranges_go_in_batches)
 
 	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "1024"));
 	start_shimmed(&d, &app, "500", "2"); /* 250 ranges: more than one message's fds */
-	j = ctl(&d, 0, GWT_ARGS("suspend", pid_str(app.pid)));
-	GW_ASSERT_STR_EQ(get_str(j, "result.path"), "fast");
-	GW_ASSERT_INT_EQ(get_num(j, "result.ranges"), 250);
+	j = gwt_ctl(&d, 0, GWT_ARGS("suspend", gwt_pid(app.pid)));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.path"), "fast");
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.ranges"), 250);
 	cJSON_Delete(j);
-	cJSON_Delete(ctl(&d, 0, GWT_ARGS("resume", pid_str(app.pid))));
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid))));
 	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
 	gwt_app_stop(&app);
 	gwt_daemon_stop(&d);
@@ -174,9 +122,9 @@ GW_TEST(pool_too_small_refuses_and_app_runs_on)
 
 	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "64"));
 	start_shimmed(&d, &app, "128", "32");
-	j = ctl(&d, 1, GWT_ARGS("suspend", pid_str(app.pid)));
-	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_LIMIT);
-	GW_ASSERT_STR_CONTAINS(get_str(j, "error.message"), "--image-pool-mib");
+	j = gwt_ctl(&d, 1, GWT_ARGS("suspend", gwt_pid(app.pid)));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_LIMIT);
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "error.message"), "--image-pool-mib");
 	cJSON_Delete(j);
 	assert_state(&d, app.pid, "running");
 	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
@@ -196,14 +144,14 @@ GW_TEST(checkpoint_failure_after_release_puts_vram_back)
 	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "128"));
 	unsetenv("FAKECUDA_FAIL");
 	start_shimmed(&d, &app, "64", "16");
-	j = ctl(&d, 1, GWT_ARGS("suspend", pid_str(app.pid)));
-	GW_ASSERT_STR_EQ(get_str(j, "error.name"), GW_ERROR_CUDA);
-	GW_ASSERT_STR_CONTAINS(get_str(j, "error.message"), "cuCheckpointProcessCheckpoint");
+	j = gwt_ctl(&d, 1, GWT_ARGS("suspend", gwt_pid(app.pid)));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_CUDA);
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "error.message"), "cuCheckpointProcessCheckpoint");
 	cJSON_Delete(j);
 	assert_state(&d, app.pid, "running");
 	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
-	j = ctl(&d, 0, GWT_ARGS("status"));
-	GW_ASSERT_INT_EQ(get_num(j, "result.daemon.image_pool_free_bytes"), 128 << 20);
+	j = gwt_ctl(&d, 0, GWT_ARGS("status"));
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.daemon.image_pool_free_bytes"), 128 << 20);
 	cJSON_Delete(j);
 	gwt_app_stop(&app);
 	gwt_daemon_stop(&d);
@@ -221,16 +169,16 @@ GW_TEST(copy_failure_leaves_app_running)
 	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "128"));
 	unsetenv("FAKECUDA_FAIL");
 	start_shimmed(&d, &app, "64", "16");
-	j = ctl(&d, 1, GWT_ARGS("suspend", pid_str(app.pid)));
-	GW_ASSERT_STR_CONTAINS(get_str(j, "error.message"), "cuMemcpyDtoHAsync");
+	j = gwt_ctl(&d, 1, GWT_ARGS("suspend", gwt_pid(app.pid)));
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "error.message"), "cuMemcpyDtoHAsync");
 	cJSON_Delete(j);
 	assert_state(&d, app.pid, "running");
 	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
 	/* and the next suspend works */
-	j = ctl(&d, 0, GWT_ARGS("suspend", pid_str(app.pid)));
-	GW_ASSERT_STR_EQ(get_str(j, "result.path"), "fast");
+	j = gwt_ctl(&d, 0, GWT_ARGS("suspend", gwt_pid(app.pid)));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.path"), "fast");
 	cJSON_Delete(j);
-	cJSON_Delete(ctl(&d, 0, GWT_ARGS("resume", pid_str(app.pid))));
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid))));
 	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
 	gwt_app_stop(&app);
 	gwt_daemon_stop(&d);
@@ -249,19 +197,19 @@ GW_TEST(daemon_killed_mid_suspend_never_leaves_app_stuck)
 
 	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "512"));
 	start_shimmed(&d, &app, "256", "64");
-	suspender = gwt_warmctl_spawn(&d, GWT_ARGS("suspend", pid_str(app.pid)));
+	suspender = gwt_warmctl_spawn(&d, GWT_ARGS("suspend", gwt_pid(app.pid)));
 	gwt_sleep_ms(5);
 	kill(d.pid, SIGKILL);
 	waitpid(d.pid, NULL, 0);
 	waitpid(suspender, NULL, 0);
 	gwt_daemon_start(&d2, GWT_ARGS("--image-pool-mib", "512"));
-	j = ctl(&d2, 0, GWT_ARGS("state", pid_str(app.pid)));
-	state = get_str(j, "result.state");
+	j = gwt_ctl(&d2, 0, GWT_ARGS("state", gwt_pid(app.pid)));
+	state = gwt_json_str(j, "result.state");
 	GW_ASSERT(state);
 	if (strcmp(state, "locked") == 0)
-		cJSON_Delete(ctl(&d2, 0, GWT_ARGS("unlock", pid_str(app.pid))));
+		cJSON_Delete(gwt_ctl(&d2, 0, GWT_ARGS("unlock", gwt_pid(app.pid))));
 	else if (strcmp(state, "checkpointed") == 0)
-		cJSON_Delete(ctl(&d2, 0, GWT_ARGS("resume", pid_str(app.pid))));
+		cJSON_Delete(gwt_ctl(&d2, 0, GWT_ARGS("resume", gwt_pid(app.pid))));
 	cJSON_Delete(j);
 	assert_state(&d2, app.pid, "running");
 	/* Its VRAM is intact unless the kill landed after the release: then the data died with
@@ -295,10 +243,10 @@ GW_TEST(driver_path_still_serves_unshimmed_apps)
 
 	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "128"));
 	gwt_app_start(&app, GWT_ARGS("--mib", "32"));
-	j = ctl(&d, 0, GWT_ARGS("suspend", pid_str(app.pid)));
-	GW_ASSERT_STR_EQ(get_str(j, "result.path"), "driver");
+	j = gwt_ctl(&d, 0, GWT_ARGS("suspend", gwt_pid(app.pid)));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.path"), "driver");
 	cJSON_Delete(j);
-	cJSON_Delete(ctl(&d, 0, GWT_ARGS("resume", pid_str(app.pid))));
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid))));
 	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
 	gwt_app_stop(&app);
 	gwt_daemon_stop(&d);
