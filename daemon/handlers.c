@@ -522,6 +522,22 @@ static void start_pid_op(struct gw_daemon *d, struct gw_request *req, enum gw_op
 	if ((kind == GW_OP_RESTORE || kind == GW_OP_RESUME) &&
 	    parse_restore_target(d, req, p.pid, &p) < 0)
 		return;
+	/* A fast-suspended process's VRAM is in our image: only a fast resume brings it back. */
+	if (gw_fast_wants_resume(d, p.pid) && (kind != GW_OP_RESUME || p.npairs > 0)) {
+		gw_request_fail(req, GW_ERROR_ILLEGAL_STATE, NULL,
+				"pid %d was suspended through the fast path and gpu-warmd holds its "
+				"VRAM: only `warmctl resume %d` (onto the same GPU) can bring it back",
+				p.pid, p.pid);
+		return;
+	}
+	if (kind == GW_OP_RESUME && gw_fast_wants_resume(d, p.pid) &&
+	    !gw_fast_agent(d, p.pid)->conn) {
+		gw_request_fail(req, GW_ERROR_AGENT, NULL,
+				"the agent of pid %d is not connected, so its VRAM cannot be mapped "
+				"back yet; it reconnects by itself within seconds: try again",
+				p.pid);
+		return;
+	}
 	if (gw_ops_pid_busy(d, p.pid)) {
 		gw_request_fail(req, GW_ERROR_BUSY, NULL,
 				"another operation on pid %d is in progress", p.pid);
@@ -548,7 +564,7 @@ static void start_pid_op(struct gw_daemon *d, struct gw_request *req, enum gw_op
 	}
 	if (kind == GW_OP_SUSPEND && gw_fast_wants_suspend(d, p.pid))
 		r = gw_fast_suspend(d, req, p.pid, p.timeout_ms, p.gpu_mask);
-	else if (kind == GW_OP_RESUME && gw_fast_wants_resume(d, p.pid) && p.npairs == 0)
+	else if (kind == GW_OP_RESUME && gw_fast_wants_resume(d, p.pid))
 		r = gw_fast_resume(d, req, p.pid, p.gpu_mask);
 	else
 		r = gw_ops_start(d, req, &p);

@@ -252,4 +252,30 @@ GW_TEST(driver_path_still_serves_unshimmed_apps)
 	gwt_daemon_stop(&d);
 }
 
+GW_TEST(driver_steps_refused_while_vram_is_held)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	char line[256];
+	cJSON *j;
+
+	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "128"));
+	start_shimmed(&d, &app, "32", "16");
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("suspend", gwt_pid(app.pid))));
+	j = gwt_ctl(&d, 1, GWT_ARGS("restore", gwt_pid(app.pid)));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_ILLEGAL_STATE);
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "error.message"), "warmctl resume");
+	cJSON_Delete(j);
+	j = gwt_ctl(&d, 1, GWT_ARGS("resume", gwt_pid(app.pid), "--gpu-map",
+				    "GPU-fa4ec0da-0000-4000-8000-000000000000="
+				    "GPU-fa4ec0da-0000-4000-8000-000000000000"));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_ILLEGAL_STATE);
+	cJSON_Delete(j);
+	assert_state(&d, app.pid, "checkpointed");
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid))));
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
 GW_TEST_MAIN()
