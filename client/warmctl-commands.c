@@ -112,6 +112,14 @@ static const char help_check[] =
 	"whether gpu-warmd answers. Exit status 0 whatever it finds.\n"
 	"\nOptions:\n" HELP_REPLY_TIMEOUT("30");
 
+static const char help_metrics[] =
+	"Print the daemon's state as Prometheus text exposition: build info, uptime,\n"
+	"clients, leases, image pool, per GPU (labels gpu, UUID, pci_bus_id, modelName as\n"
+	"DCGM's exporter) memory, pinned staging bytes, leases, operations in flight and\n"
+	"drain state; operations by kind and result, their duration histograms and the\n"
+	"VRAM bytes the fast path moved. Always text, whatever --json says.\n"
+	"\nOptions:\n" HELP_REPLY_TIMEOUT("30");
+
 const struct wc_command wc_commands[] = {
 	{
 		.name = "status",
@@ -217,6 +225,15 @@ const struct wc_command wc_commands[] = {
 		.positional = WC_POS_NONE,
 		.default_timeout_ms = WC_DEFAULT_TIMEOUT_MS,
 		.run = wc_cmd_lease,
+	},
+	{
+		.name = "metrics",
+		.synopsis = "metrics",
+		.summary = "print the daemon's state as Prometheus metrics",
+		.help = help_metrics,
+		.positional = WC_POS_NONE,
+		.default_timeout_ms = WC_DEFAULT_TIMEOUT_MS,
+		.run = wc_cmd_metrics,
 	},
 	{
 		.name = "check",

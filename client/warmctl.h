@@ -154,6 +154,7 @@ int wc_cmd_undrain(struct wc_ctx *ctx, const struct wc_args *args);
 int wc_cmd_lease(struct wc_ctx *ctx, const struct wc_args *args);
 int wc_cmd_version(struct wc_ctx *ctx, const struct wc_args *args);
 int wc_cmd_check(struct wc_ctx *ctx, const struct wc_args *args);
+int wc_cmd_metrics(struct wc_ctx *ctx, const struct wc_args *args);
 int wc_cmd_suspend(struct wc_ctx *ctx, const struct wc_args *args);
 int wc_cmd_resume(struct wc_ctx *ctx, const struct wc_args *args);
 int wc_cmd_state(struct wc_ctx *ctx, const struct wc_args *args);

@@ -43,6 +43,22 @@ const char *gw_op_kind_name(enum gw_op_kind kind)
 	return kind < GW_OP_KIND_COUNT ? names[kind] : "unknown";
 }
 
+void gw_op_stats_record(struct gw_op_stats *stats, int ok, double ms, uint64_t bytes)
+{
+	static const double bounds[] = GW_OP_BUCKET_BOUNDS;
+	unsigned b = 0;
+
+	while (b < GW_OP_BUCKETS - 1 && ms / 1e3 > bounds[b])
+		b++;
+	stats->buckets[b]++;
+	stats->total_ms += ms;
+	stats->bytes += bytes;
+	if (ok)
+		stats->ok++;
+	else
+		stats->failed++;
+}
+
 uint64_t gw_daemon_all_gpus(const struct gw_daemon *d)
 {
 	return d->ngpus >= 64 ? UINT64_MAX : ((uint64_t)1 << d->ngpus) - 1;

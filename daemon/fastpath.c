@@ -469,14 +469,13 @@ static void finish(struct gw_fast_op *op)
 		if (op->gpu_mask & ((uint64_t)1 << i))
 			d->gpus[i].in_flight--;
 	op->agent->busy = 0;
-	stats->total_ms += total;
+	gw_op_stats_record(stats, !op->failed, total,
+			   !op->failed && op->image ? (uint64_t)op->image->bytes : 0);
 	if (op->failed) {
-		stats->failed++;
 		gw_warn("fast %s of pid %d failed: %s", op->kind == FAST_SUSPEND ? "suspend" : "resume",
 			op->pid, op->error);
 		gw_request_fail(op->req, op->error_name, op->error_extra, "%s", op->error);
 	} else {
-		stats->ok++;
 		gw_info("fast %s of pid %d: %.1f MiB in %.1f ms",
 			op->kind == FAST_SUSPEND ? "suspend" : "resume", op->pid,
 			op->image ? (double)op->image->bytes / 1048576.0 : 0.0, total);

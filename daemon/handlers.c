@@ -136,11 +136,13 @@ static int parse_timeout(struct gw_request *req, unsigned def_ms, unsigned *ret_
 	return 0;
 }
 
+static const double bucket_bounds[] = GW_OP_BUCKET_BOUNDS;
+
 /* ---- methods ---- */
 
 static void handle_status(struct gw_daemon *d, struct gw_request *req)
 {
-	cJSON *result = cJSON_CreateObject(), *o, *gpus, *leases, *ops;
+	cJSON *result = cJSON_CreateObject(), *o, *gpus, *leases, *ops, *buckets;
 	double now = gw_now_ms();
 
 	if (!result)
@@ -203,6 +205,9 @@ static void handle_status(struct gw_daemon *d, struct gw_request *req)
 	cJSON_AddItemToObject(result, "processes", gw_fast_status(d));
 
 	ops = cJSON_AddObjectToObject(result, "operations");
+	o = cJSON_AddArrayToObject(result, "duration_buckets_s"); /* upper bounds; then +Inf */
+	for (int b = 0; o && b < GW_OP_BUCKETS - 1; b++)
+		cJSON_AddItemToArray(o, cJSON_CreateNumber(bucket_bounds[b]));
 	for (int k = 0; ops && k < GW_OP_KIND_COUNT; k++) {
 		cJSON *so = cJSON_AddObjectToObject(ops, gw_op_kind_name(k));
 
@@ -211,6 +216,11 @@ static void handle_status(struct gw_daemon *d, struct gw_request *req)
 		cJSON_AddNumberToObject(so, "ok", (double)d->stats[k].ok);
 		cJSON_AddNumberToObject(so, "failed", (double)d->stats[k].failed);
 		cJSON_AddNumberToObject(so, "total_ms", d->stats[k].total_ms);
+		cJSON_AddNumberToObject(so, "bytes", (double)d->stats[k].bytes);
+		buckets = cJSON_AddArrayToObject(so, "buckets");
+		for (int b = 0; buckets && b < GW_OP_BUCKETS; b++)
+			cJSON_AddItemToArray(buckets,
+					     cJSON_CreateNumber((double)d->stats[k].buckets[b]));
 	}
 	gw_request_reply(req, result);
 	return;

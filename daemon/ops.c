@@ -283,16 +283,14 @@ static void pid_job_done(void *data)
 			break;
 		}
 	count_in_flight(d, job->p.gpu_mask, -1);
-	stats->total_ms += job->total_ms;
+	gw_op_stats_record(stats, job->failed_result == CUDA_SUCCESS, job->total_ms, 0);
 	if (job->failed_result == CUDA_SUCCESS) {
-		stats->ok++;
 		gw_info("%s pid %d: %s in %.1f ms", gw_op_kind_name(job->p.kind), job->p.pid,
 			job->have_state ? state_name(job->state) : "?", job->total_ms);
 		if (job->have_state && job->state == CU_PROCESS_STATE_RUNNING)
 			forget_source_gpus(d, job->p.pid);
 		gw_request_reply(job->req, job_result(job));
 	} else {
-		stats->failed++;
 		gw_warn("%s pid %d failed in %s: CUresult %d", gw_op_kind_name(job->p.kind),
 			job->p.pid, job->failed_call, job->failed_result);
 		fail_job(job);

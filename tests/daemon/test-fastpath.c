@@ -278,4 +278,45 @@ GW_TEST(driver_steps_refused_while_vram_is_held)
 	gwt_daemon_stop(&d);
 }
 
+GW_TEST(metrics_count_every_operation_kind)
+{
+	static char out[1 << 16];
+	struct gwt_daemon d;
+	struct gwt_app app, plain;
+	char err[1024];
+	int rc;
+
+	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "64"));
+	start_shimmed(&d, &app, "32", "16");
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("suspend", gwt_pid(app.pid))));
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid))));
+	gwt_app_start(&plain, GWT_ARGS("--mib", "8"));
+	for (const char *const *step = (const char *const[]){ "lock", "checkpoint", "restore",
+							      "unlock", NULL };
+	     *step; step++)
+		cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS(*step, gwt_pid(plain.pid))));
+	rc = gwt_run_as(-1, out, sizeof(out), err, sizeof(err),
+			GWT_ARGS(getenv("GW_WARMCTL"), "--socket", d.socket, "metrics"));
+	GW_ASSERT_INT_EQ(rc, 0);
+	GW_ASSERT_STR_CONTAINS(out, "# TYPE gpuwarm_operation_duration_seconds histogram");
+	for (const char *const *op = (const char *const[]){ "lock", "checkpoint", "restore",
+							    "unlock", "suspend", "resume", NULL };
+	     *op; op++) {
+		char want[128];
+
+		snprintf(want, sizeof(want), "gpuwarm_operations_total{operation=\"%s\",result=\"ok\"} 1\n",
+			 *op);
+		GW_ASSERT_STR_CONTAINS(out, want);
+		snprintf(want, sizeof(want),
+			 "gpuwarm_operation_duration_seconds_bucket{operation=\"%s\",le=\"+Inf\"} 1\n", *op);
+		GW_ASSERT_STR_CONTAINS(out, want);
+	}
+	GW_ASSERT_STR_CONTAINS(out, "gpuwarm_vram_moved_bytes_total{operation=\"suspend\"} 33554432\n");
+	GW_ASSERT_STR_CONTAINS(out, "gpuwarm_processes_registered 1\n");
+	GW_ASSERT_STR_CONTAINS(out, ",state=\"ready\"} 1\n");
+	gwt_app_stop(&plain);
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
 GW_TEST_MAIN()
