@@ -166,7 +166,9 @@ int gwt_warmctl(const struct gwt_daemon *d, int uid, cJSON **ret_json, char *err
 	size_t n = 0;
 	int code;
 
-	argv[n++] = env_or_die("GW_WARMCTL");
+	/* another user may not reach the checkout's build directory: run a copy */
+	argv[n++] = uid >= 0 ? gw_test_world_runnable(env_or_die("GW_WARMCTL")) :
+			       env_or_die("GW_WARMCTL");
 	argv[n++] = "--socket";
 	argv[n++] = d->socket;
 	argv[n++] = "--json";

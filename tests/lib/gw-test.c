@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include "gw-test.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <time.h>
 
 static int run_case(const struct gw_test_case *tc, int timeout_s)
@@ -65,4 +67,42 @@ int gw_test_main(int argc, char **argv)
 		return 2;
 	}
 	return failed ? 1 : 0;
+}
+
+static char world_dir[256];
+
+static void world_cleanup(void)
+{
+	char cmd[300];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", world_dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", world_dir);
+}
+
+const char *gw_test_world_runnable(const char *path)
+{
+	static char copy[512];
+	const char *tmp = getenv("TMPDIR"), *base = strrchr(path, '/');
+	char buf[65536];
+	int in, out;
+	ssize_t n;
+
+	if (!world_dir[0]) {
+		snprintf(world_dir, sizeof(world_dir), "%s/gwt-bin-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+		if (!mkdtemp(world_dir) || chmod(world_dir, 0755) < 0)
+			GW_FAIL("cannot make a directory for %s: %s", path, strerror(errno));
+		atexit(world_cleanup);
+	}
+	snprintf(copy, sizeof(copy), "%s/%s", world_dir, base ? base + 1 : path);
+	in = open(path, O_RDONLY | O_CLOEXEC);
+	out = open(copy, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+	if (in < 0 || out < 0)
+		GW_FAIL("cannot copy %s to %s: %s", path, copy, strerror(errno));
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		if (write(out, buf, (size_t)n) != n)
+			GW_FAIL("cannot copy %s: %s", path, strerror(errno));
+	close(in);
+	close(out);
+	return copy;
 }

@@ -76,6 +76,14 @@ extern int gw_test_case_count;
 
 int gw_test_main(int argc, char **argv);
 
+/*
+ * A copy of the program at path that any user may run: tests that run a program as another
+ * user (nobody) must not depend on the checkout's directories being open to everyone (a clone
+ * under /root is not). The copy lives in a fresh 0755 directory under $TMPDIR or /tmp, removed
+ * at exit. Returns its path (static storage).
+ */
+const char *gw_test_world_runnable(const char *path);
+
 #define GW_TEST_MAIN()                                                                            \
 	struct gw_test_case gw_test_cases[GW_TEST_MAX_CASES];                                     \
 	int gw_test_case_count;                                                                   \
