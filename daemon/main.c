@@ -9,7 +9,7 @@
 #include "daemon.h"
 #include "log.h"
 
-#define GW_DEFAULT_STAGING_MIB 1024
+#define GW_DEFAULT_STAGING_MIB 256
 #define GW_DEFAULT_WORKERS 4
 
 static void usage(FILE *out)
