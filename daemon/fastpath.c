@@ -534,6 +534,10 @@ static void resume_mapped(struct gw_fast_op *op, const struct gw_message *msg, i
 	}
 	close_fds(op);
 	op->released = 0; /* the app has its VRAM back */
+	/* ...as memory this daemon made: a driver checkpoint of it could never be restored. The
+	 * agent will say so too, but not before its next update. */
+	if (op->agent->foreign < op->image->nranges)
+		op->agent->foreign = op->image->nranges;
 	if (!op->failed)
 		step_done(op, "map");
 	finish(op);
@@ -914,6 +918,22 @@ int gw_fast_busy(const struct gw_daemon *d, pid_t pid)
 	return 0;
 }
 
+int gw_fast_driver_checkpoint_unsafe(struct gw_daemon *d, pid_t pid)
+{
+	struct gw_agent *a = gw_fast_agent(d, pid);
+
+	return a && a->foreign > 0;
+}
+
+/* "foreign" is optional: older agents do not send it. */
+static void read_foreign(struct gw_request *req, struct gw_agent *a)
+{
+	uint64_t foreign;
+
+	if (gw_json_get_u64(req->msg.body, "foreign", 0, GW_FAST_MAX_RANGES, &foreign) == 0)
+		a->foreign = foreign;
+}
+
 static int read_counts(struct gw_request *req, uint64_t *ranges, uint64_t *bytes)
 {
 	if (gw_json_get_u64(req->msg.body, "ranges", 0, GW_FAST_MAX_RANGES, ranges) < 0 ||
@@ -964,6 +984,7 @@ void gw_fast_handle_attach(struct gw_daemon *d, struct gw_request *req)
 	a->conn = req->conn;
 	a->ranges = ranges;
 	a->bytes = bytes;
+	read_foreign(req, a);
 	gw_conn_set_data(req->conn, a);
 	gw_info("agent of pid %d attached (thread %d): %" PRIu64 " ranges, %.1f MiB", a->pid,
 		a->tid, ranges, (double)bytes / 1048576.0);
@@ -984,6 +1005,7 @@ void gw_fast_handle_update(struct gw_daemon *d, struct gw_request *req)
 		return;
 	a->ranges = ranges;
 	a->bytes = bytes;
+	read_foreign(req, a);
 	gw_request_reply(req, NULL);
 }
 
@@ -1030,6 +1052,7 @@ cJSON *gw_fast_status(struct gw_daemon *d)
 		cJSON_AddBoolToObject(o, "attached", a->conn != NULL);
 		cJSON_AddNumberToObject(o, "ranges", (double)a->ranges);
 		cJSON_AddNumberToObject(o, "vram_bytes", (double)a->bytes);
+		cJSON_AddNumberToObject(o, "foreign_ranges", (double)a->foreign);
 		cJSON_AddNumberToObject(o, "held_bytes", a->image ? (double)a->image->bytes : 0);
 		cJSON_AddItemToArray(array, o);
 	}

@@ -34,6 +34,7 @@ struct gw_agent {
 	pid_t pid, tid;
 	struct gw_conn *conn;    /* NULL once the app hung up */
 	uint64_t ranges, bytes;  /* as it last reported */
+	uint64_t foreign;        /* of them, memory made by another process (mapped back by us) */
 	struct gw_image *image;  /* VRAM held for it while fast-suspended */
 	int busy;
 };
@@ -48,6 +49,10 @@ struct gw_agent *gw_fast_agent(struct gw_daemon *d, pid_t pid);
 int gw_fast_wants_suspend(struct gw_daemon *d, pid_t pid);
 int gw_fast_wants_resume(struct gw_daemon *d, pid_t pid);
 int gw_fast_busy(const struct gw_daemon *d, pid_t pid);
+/* Would a driver checkpoint of pid hit the imported-memory trap (DESIGN.md: it "succeeds", then
+ * restore fails with 801 and the process is stuck)? True when its agent reports memory that
+ * another process created, i.e. VRAM the daemon mapped back after a fast resume. */
+int gw_fast_driver_checkpoint_unsafe(struct gw_daemon *d, pid_t pid);
 int gw_fast_suspend(struct gw_daemon *d, struct gw_request *req, pid_t pid, unsigned timeout_ms,
 		    uint64_t gpu_mask);
 int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid, uint64_t gpu_mask);

@@ -548,6 +548,17 @@ static void start_pid_op(struct gw_daemon *d, struct gw_request *req, enum gw_op
 				p.pid);
 		return;
 	}
+	if ((kind == GW_OP_CHECKPOINT ||
+	     (kind == GW_OP_SUSPEND && !gw_fast_wants_suspend(d, p.pid))) &&
+	    gw_fast_driver_checkpoint_unsafe(d, p.pid)) {
+		gw_request_fail(req, GW_ERROR_ILLEGAL_STATE, NULL,
+				"pid %d maps VRAM that gpu-warmd gave back after a fast resume; the "
+				"driver's own checkpoint of such memory cannot be restored (the process "
+				"would be stuck), so only the fast path (`warmctl suspend %d` with its "
+				"agent attached) may checkpoint it",
+				p.pid, p.pid);
+		return;
+	}
 	if (gw_ops_pid_busy(d, p.pid)) {
 		gw_request_fail(req, GW_ERROR_BUSY, NULL,
 				"another operation on pid %d is in progress", p.pid);

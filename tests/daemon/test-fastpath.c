@@ -319,4 +319,33 @@ GW_TEST(metrics_count_every_operation_kind)
 	gwt_daemon_stop(&d);
 }
 
+/* After a fast resume the app maps memory the daemon created: the driver's own checkpoint of it
+ * would "succeed" and never restore (DESIGN.md's first trap), so it is refused. */
+GW_TEST(driver_checkpoint_refused_after_fast_resume)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	char line[256];
+	cJSON *j;
+
+	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "64"));
+	start_shimmed(&d, &app, "32", "16");
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("suspend", gwt_pid(app.pid))));
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid))));
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("lock", gwt_pid(app.pid))));
+	j = gwt_ctl(&d, 1, GWT_ARGS("checkpoint", gwt_pid(app.pid)));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_ILLEGAL_STATE);
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "error.message"), "fast path");
+	cJSON_Delete(j);
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("unlock", gwt_pid(app.pid))));
+	/* the fast path still works, again and again */
+	j = gwt_ctl(&d, 0, GWT_ARGS("suspend", gwt_pid(app.pid)));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.path"), "fast");
+	cJSON_Delete(j);
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid))));
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
 GW_TEST_MAIN()
