@@ -4,7 +4,10 @@
  * benchmarks. Loads the driver through gw-cuda ($GPUWARM_CUDA_LIBRARY or libcuda.so.1), so it runs
  * on the fake driver in CI and on a real GPU alike.
  *
- *   gw-vram-app [--mib N] [--chunk-mib C] [--gpu I] [--busy] [--spawn-child]
+ *   gw-vram-app [--mib N] [--chunk-mib C] [--gpu I] [--second-gpu J] [--busy] [--spawn-child]
+ *
+ * --second-gpu J puts every other chunk on device J (a process using two GPUs); its ready and
+ * verify lines then end with "gpu2 <uuid>".
  *
  * Prints "ready pid <pid> mib <N> gpu <uuid>" once set up. SIGUSR1: verify every 1 MiB block and
  * print "verify ok pid <pid> gpu <uuid> mib <N>" or "verify CORRUPT pid <pid> at <chunk>/<block>",
@@ -47,6 +50,9 @@ struct app {
 	volatile int stop;
 	pid_t child;
 	CUresult (*ctx_get_device)(CUdevice *dev); /* optional cuCtxGetDevice */
+	int gpu2;         /* --second-gpu, -1 without */
+	CUdevice dev2;
+	CUcontext ctx2;
 };
 
 static void check(const struct app *a, CUresult r, const char *what)
@@ -73,6 +79,12 @@ static size_t chunk_mib_of(const struct app *a, size_t c)
 	size_t left = a->mib - c * a->chunk_mib;
 
 	return left < a->chunk_mib ? left : a->chunk_mib;
+}
+
+/* Make the context of chunk c's device current: odd chunks live on the second GPU. */
+static void use_chunk_ctx(struct app *a, size_t c)
+{
+	CK(a, cuCtxSetCurrent(a->gpu2 >= 0 && c % 2 ? a->ctx2 : a->ctx));
 }
 
 static void fill_block(struct app *a, size_t c, size_t b)
@@ -121,6 +133,7 @@ static void verify(struct app *a)
 		for (size_t off = 0; off < cmib; off += a->stage_mib) {
 			size_t n = cmib - off < a->stage_mib ? cmib - off : a->stage_mib;
 
+			use_chunk_ctx(a, c);
 			CK(a, cuMemcpyDtoH(a->stage, a->chunks[c] + off * MIB, n * MIB));
 			for (size_t b = 0; b < n; b++) {
 				uint32_t want = pattern(c, off + b);
@@ -136,8 +149,16 @@ static void verify(struct app *a)
 			}
 		}
 	}
+	CK(a, cuCtxSetCurrent(a->ctx));
 	device_uuid(a, uuid, sizeof(uuid));
-	printf("verify ok pid %d gpu %s mib %zu\n", (int)getpid(), uuid, a->mib);
+	printf("verify ok pid %d gpu %s mib %zu", (int)getpid(), uuid, a->mib);
+	if (a->gpu2 >= 0) {
+		CK(a, cuCtxSetCurrent(a->ctx2));
+		device_uuid(a, uuid, sizeof(uuid));
+		printf(" gpu2 %s", uuid);
+		CK(a, cuCtxSetCurrent(a->ctx));
+	}
+	printf("\n");
 }
 
 /* After a verification: new work on the (possibly restored) GPU, checked. */
@@ -145,6 +166,7 @@ static void rewrite_block(struct app *a)
 {
 	uint32_t word = 0;
 
+	CK(a, cuCtxSetCurrent(a->ctx));
 	fill_block(a, 0, 0);
 	CK(a, cuCtxSynchronize());
 	CK(a, cuMemcpyDtoH(&word, a->chunks[0] + MIB - 4, 4));
@@ -173,6 +195,10 @@ static void setup(struct app *a)
 	CK(a, cuDeviceGet(&a->dev, a->gpu));
 	CK(a, cuDevicePrimaryCtxRetain(&a->ctx, a->dev));
 	CK(a, cuCtxSetCurrent(a->ctx));
+	if (a->gpu2 >= 0) {
+		CK(a, cuDeviceGet(&a->dev2, a->gpu2));
+		CK(a, cuDevicePrimaryCtxRetain(&a->ctx2, a->dev2));
+	}
 
 	a->nchunks = (a->mib + a->chunk_mib - 1) / a->chunk_mib;
 	a->chunks = calloc(a->nchunks, sizeof(*a->chunks));
@@ -183,10 +209,13 @@ static void setup(struct app *a)
 	for (size_t c = 0; c < a->nchunks; c++) {
 		size_t cmib = chunk_mib_of(a, c);
 
+		use_chunk_ctx(a, c);
 		CK(a, cuMemAlloc(&a->chunks[c], cmib * MIB));
 		for (size_t b = 0; b < cmib; b++)
 			fill_block(a, c, b);
+		CK(a, cuCtxSynchronize());
 	}
+	CK(a, cuCtxSetCurrent(a->ctx));
 	a->stage_mib = a->chunk_mib < STAGE_MIB ? a->chunk_mib : STAGE_MIB;
 	CK(a, cuMemHostAlloc(&a->stage, a->stage_mib * MIB, 0));
 	CK(a, cuCtxSynchronize());
@@ -201,7 +230,14 @@ static void setup(struct app *a)
 		}
 	}
 	device_uuid(a, uuid, sizeof(uuid));
-	printf("ready pid %d mib %zu gpu %s\n", (int)getpid(), a->mib, uuid);
+	printf("ready pid %d mib %zu gpu %s", (int)getpid(), a->mib, uuid);
+	if (a->gpu2 >= 0) {
+		CK(a, cuCtxSetCurrent(a->ctx2));
+		device_uuid(a, uuid, sizeof(uuid));
+		printf(" gpu2 %s", uuid);
+		CK(a, cuCtxSetCurrent(a->ctx));
+	}
+	printf("\n");
 }
 
 static void teardown(struct app *a)
@@ -211,9 +247,17 @@ static void teardown(struct app *a)
 		pthread_join(a->busy_thread, NULL);
 		CK(a, cuMemFree(a->scratch));
 	}
-	for (size_t c = 0; c < a->nchunks; c++)
+	for (size_t c = 0; c < a->nchunks; c++) {
+		use_chunk_ctx(a, c);
 		CK(a, cuMemFree(a->chunks[c]));
+	}
+	CK(a, cuCtxSetCurrent(a->ctx));
 	CK(a, cuMemFreeHost(a->stage));
+	if (a->gpu2 >= 0) {
+		CK(a, cuCtxSetCurrent(a->ctx2));
+		CK(a, cuDevicePrimaryCtxRelease(current_device(a)));
+		CK(a, cuCtxSetCurrent(a->ctx));
+	}
 	CK(a, cuDevicePrimaryCtxRelease(current_device(a)));
 	free(a->chunks);
 	gw_cuda_unload(a->cu);
@@ -253,13 +297,13 @@ static int parse_size(const char *s, size_t max, size_t *ret)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: gw-vram-app [--mib N] [--chunk-mib C] [--gpu I] [--busy] "
-		   "[--spawn-child]\n");
+	fprintf(f, "usage: gw-vram-app [--mib N] [--chunk-mib C] [--gpu I] [--second-gpu J] "
+		   "[--busy] [--spawn-child]\n");
 }
 
 int main(int argc, char **argv)
 {
-	struct app a = { .mib = 64, .chunk_mib = 256 };
+	struct app a = { .mib = 64, .chunk_mib = 256, .gpu2 = -1 };
 	int spawn = 0, status = 0, failed = 0;
 	sigset_t mask;
 	size_t v;
@@ -276,6 +320,9 @@ int main(int argc, char **argv)
 			i++;
 		} else if (strcmp(opt, "--gpu") == 0 && parse_size(val, 1023, &v) == 0) {
 			a.gpu = (int)v;
+			i++;
+		} else if (strcmp(opt, "--second-gpu") == 0 && parse_size(val, 1023, &v) == 0) {
+			a.gpu2 = (int)v;
 			i++;
 		} else if (strcmp(opt, "--busy") == 0) {
 			a.busy = 1;

@@ -871,4 +871,37 @@ GW_TEST(check_reports_criu_plugin_setup)
 	gwt_daemon_stop(&d);
 }
 
+GW_TEST(two_gpu_process_suspended_resumed_and_swapped)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	char line[256], map[200];
+	cJSON *status;
+	const char *u0, *u1;
+
+	setenv("FAKECUDA_GPUS", "2", 1);
+	gwt_daemon_start(&d, NULL);
+	gwt_app_start(&app, GWT_ARGS("--mib", "32", "--chunk-mib", "8", "--second-gpu", "1"));
+	status = gwt_ctl(&d, 0, GWT_ARGS("status"));
+	u0 = gwt_json_str(status, "result.gpus.0.uuid");
+	u1 = gwt_json_str(status, "result.gpus.1.uuid");
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("suspend", gwt_pid(app.pid))));
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid))));
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+	/* every checkpointed GPU must be in the pairs: swap the two */
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("suspend", gwt_pid(app.pid))));
+	snprintf(map, sizeof(map), "%s=%s,%s=%s", u0, u1, u1, u0);
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid), "--gpu-map", map)));
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+	{
+		char want[160];
+
+		snprintf(want, sizeof(want), "gpu %s mib 32 gpu2 %s", u1, u0);
+		GW_ASSERT_STR_CONTAINS(line, want);
+	}
+	cJSON_Delete(status);
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
 GW_TEST_MAIN()

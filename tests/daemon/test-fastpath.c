@@ -348,4 +348,41 @@ GW_TEST(driver_checkpoint_refused_after_fast_resume)
 	gwt_daemon_stop(&d);
 }
 
+/* A process on two GPUs: one copy engine per GPU, in parallel, every range back on its GPU. */
+GW_TEST(fast_path_two_gpu_process)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	char line[256];
+	cJSON *j;
+
+	setenv("FAKECUDA_GPUS", "2", 1);
+	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "128"));
+	setenv("LD_PRELOAD", getenv("GW_SHIM"), 1);
+	setenv(GW_SOCKET_ENV, d.socket, 1);
+	gwt_app_start(&app, GWT_ARGS("--mib", "64", "--chunk-mib", "8", "--second-gpu", "1"));
+	unsetenv("LD_PRELOAD");
+	for (int i = 0; i < 300; i++) {
+		j = gwt_ctl(&d, 0, GWT_ARGS("status"));
+		if (cJSON_GetArraySize(gwt_json(j, "result.processes")) == 1 &&
+		    gwt_json_num(j, "result.processes.0.vram_bytes") >= 64 << 20) {
+			cJSON_Delete(j);
+			break;
+		}
+		cJSON_Delete(j);
+		gwt_sleep_ms(20);
+	}
+	for (int round = 0; round < 2; round++) {
+		j = gwt_ctl(&d, 0, GWT_ARGS("suspend", gwt_pid(app.pid)));
+		GW_ASSERT_STR_EQ(gwt_json_str(j, "result.path"), "fast");
+		GW_ASSERT_INT_EQ(gwt_json_num(j, "result.ranges"), 8);
+		cJSON_Delete(j);
+		cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid))));
+		GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+		GW_ASSERT_STR_CONTAINS(line, "gpu2 GPU-fa4ec0da-0000-4000-8000-000000000001");
+	}
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
 GW_TEST_MAIN()
