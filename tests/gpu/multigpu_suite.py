@@ -56,7 +56,11 @@ def main():
         apps.append(app)
         check(u0 in app.ready_line, "it runs on GPU 0")
         j, ws = warmctl(build, sock, "suspend", str(app.pid))
-        j, wr = warmctl(build, sock, "resume", str(app.pid), "--gpu", "1")
+        # cuInit opens every visible GPU's device node, so /proc shows both GPUs in use and
+        # `--gpu 1` is refused as ambiguous; the pairs must name every GPU: swap them.
+        j, _ = warmctl(build, sock, "resume", str(app.pid), "--gpu", "1", expect=1)
+        check("several GPUs" in j["error"]["message"], "resume --gpu 1 refused as ambiguous, with the fix named")
+        j, wr = warmctl(build, sock, "resume", str(app.pid), "--gpu-map", f"{u0}={u1},{u1}={u0}")
         check(j["result"]["state"] == "running", f"suspend {ws:.2f} s, resume onto GPU 1 {wr:.2f} s")
         line, _ = app.verify()
         check(line.startswith("verify ok") and u1 in line, f"data verified, now on GPU 1: {line}")
