@@ -126,6 +126,7 @@ struct gw_pid_op_params {
 	CUcheckpointGpuPair pairs[GW_GPU_MAX];
 	unsigned npairs;
 	uint64_t gpu_mask; /* GPUs this operation counts against for draining */
+	int caller_froze;  /* Resume: the caller holds the threads stopped (CRIU) */
 };
 int gw_ops_start(struct gw_daemon *d, struct gw_request *req, const struct gw_pid_op_params *p);
 int gw_ops_pid_busy(const struct gw_daemon *d, pid_t pid);

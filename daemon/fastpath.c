@@ -45,6 +45,7 @@ struct gw_fast_op {
 	size_t export_total;  /* ranges the agent announced */
 	size_t mapped;        /* ranges mapped back so far */
 	int released;     /* the app's VRAM now lives only in the image */
+	int caller_froze; /* the caller (CRIU's plugin) holds the threads stopped: no freeze here */
 	int locked;       /* locked by us right now */
 	int failed;       /* an error is being handled; finish() reports it */
 	char error_name[64];
@@ -600,7 +601,11 @@ static void resume_unlocked(struct gw_fast_op *op)
 static int freeze_app(struct gw_fast_op *op)
 {
 	pid_t keep[2] = { op->agent->tid, op->restore_tid };
-	int r = gw_freeze(op->pid, keep, op->restore_tid > 0 ? 2 : 1, GW_FREEZE_TIMEOUT_MS,
+	int r;
+
+	if (op->caller_froze)
+		return 0;
+	r = gw_freeze(op->pid, keep, op->restore_tid > 0 ? 2 : 1, GW_FREEZE_TIMEOUT_MS,
 			  &op->frozen);
 
 	if (r < 0)
@@ -872,7 +877,8 @@ int gw_fast_suspend(struct gw_daemon *d, struct gw_request *req, pid_t pid, unsi
 	return 0;
 }
 
-int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid, uint64_t gpu_mask)
+int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid, uint64_t gpu_mask,
+		   int caller_froze)
 {
 	struct gw_fast_op *op = op_new(d, req, pid, FAST_RESUME, gpu_mask);
 
@@ -882,6 +888,14 @@ int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid, uint6
 	op->agent->image = NULL;
 	op->released = 1;
 	op->timeout_ms = 10000;
+	op->caller_froze = caller_froze;
+	if (caller_froze) {
+		/* CRIU's plugin stopped every thread and lets the agent and the CUDA restore thread
+		 * run for this call: the restore thread's id is not needed here. */
+		op->cu = CUDA_SUCCESS;
+		resume_have_tid(op);
+		return 0;
+	}
 	run(op, work_restore_tid, resume_have_tid);
 	return 0;
 }
@@ -949,6 +963,7 @@ void gw_fast_handle_attach(struct gw_daemon *d, struct gw_request *req)
 {
 	uint64_t pid, tid, ranges, bytes;
 	struct gw_agent *a;
+	int on_behalf = 0;
 
 	if (gw_json_get_u64(req->msg.body, "pid", 1, 4194304, &pid) < 0 ||
 	    gw_json_get_u64(req->msg.body, "tid", 1, 4194304, &tid) < 0) {
@@ -957,8 +972,11 @@ void gw_fast_handle_attach(struct gw_daemon *d, struct gw_request *req)
 	}
 	if (read_counts(req, &ranges, &bytes) < 0)
 		return;
-	/* An agent speaks for its own process only. */
-	if ((pid_t)pid != req->peer.pid) {
+	/* An agent speaks for its own process only; root (CRIU's plugin giving a restored process
+	 * its connection back) may attach a connection on a process's behalf. */
+	if (gw_json_get_bool(req->msg.body, "on_behalf", &on_behalf) < 0)
+		on_behalf = 0;
+	if ((pid_t)pid != req->peer.pid && !(on_behalf && req->peer.uid == 0)) {
 		gw_request_fail(req, GW_ERROR_PERMISSION_DENIED, NULL,
 				"an agent may attach only for its own process (pid %d)",
 				req->peer.pid);
@@ -986,8 +1004,9 @@ void gw_fast_handle_attach(struct gw_daemon *d, struct gw_request *req)
 	a->bytes = bytes;
 	read_foreign(req, a);
 	gw_conn_set_data(req->conn, a);
-	gw_info("agent of pid %d attached (thread %d): %" PRIu64 " ranges, %.1f MiB", a->pid,
-		a->tid, ranges, (double)bytes / 1048576.0);
+	gw_info("agent of pid %d attached%s (thread %d): %" PRIu64 " ranges, %.1f MiB", a->pid,
+		on_behalf ? " on its behalf by CRIU's plugin" : "", a->tid, ranges,
+		(double)bytes / 1048576.0);
 	gw_request_reply(req, NULL);
 }
 
@@ -1023,13 +1042,13 @@ static void agent_remove(struct gw_daemon *d, struct gw_agent *a)
 void gw_fast_conn_closed(struct gw_daemon *d, struct gw_conn *conn)
 {
 	struct gw_agent *a = gw_conn_get_data(conn);
-	char path[64];
 
 	if (!a)
 		return;
 	a->conn = NULL;
-	snprintf(path, sizeof(path), "/proc/%d", a->pid);
-	if (!a->busy && (!a->image || access(path, F_OK) < 0)) {
+	/* Keep the record while it holds VRAM: after a CRIU dump the process is gone, and its
+	 * restore comes back for the image under the same pid. */
+	if (!a->busy && !a->image) {
 		gw_info("agent of pid %d detached", a->pid);
 		agent_remove(d, a);
 	} else {

@@ -55,7 +55,10 @@ int gw_fast_busy(const struct gw_daemon *d, pid_t pid);
 int gw_fast_driver_checkpoint_unsafe(struct gw_daemon *d, pid_t pid);
 int gw_fast_suspend(struct gw_daemon *d, struct gw_request *req, pid_t pid, unsigned timeout_ms,
 		    uint64_t gpu_mask);
-int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid, uint64_t gpu_mask);
+/* caller_froze: the caller holds the process's threads stopped (CRIU) and lets the agent and
+ * the CUDA restore thread run: no freeze/thaw here. */
+int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid, uint64_t gpu_mask,
+		   int caller_froze);
 /* Status: {"pid", "tid", "ranges", "bytes", "suspended_bytes"} per agent. */
 cJSON *gw_fast_status(struct gw_daemon *d);
 void gw_fast_finish(struct gw_daemon *d);

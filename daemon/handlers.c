@@ -532,6 +532,17 @@ static void start_pid_op(struct gw_daemon *d, struct gw_request *req, enum gw_op
 	if ((kind == GW_OP_RESTORE || kind == GW_OP_RESUME) &&
 	    parse_restore_target(d, req, p.pid, &p) < 0)
 		return;
+	if (kind == GW_OP_RESUME) {
+		int froze = 0;
+
+		if (gw_json_get_bool(req->msg.body, "threads_frozen", &froze) == 0 && froze &&
+		    !gw_auth_is_root(&req->peer)) {
+			gw_request_fail(req, GW_ERROR_PERMISSION_DENIED, NULL,
+					"\"threads_frozen\" is for CRIU's plugin, running as root");
+			return;
+		}
+		p.caller_froze = froze;
+	}
 	/* A fast-suspended process's VRAM is in our image: only a fast resume brings it back. */
 	if (gw_fast_wants_resume(d, p.pid) && (kind != GW_OP_RESUME || p.npairs > 0)) {
 		gw_request_fail(req, GW_ERROR_ILLEGAL_STATE, NULL,
@@ -586,7 +597,7 @@ static void start_pid_op(struct gw_daemon *d, struct gw_request *req, enum gw_op
 	if (kind == GW_OP_SUSPEND && gw_fast_wants_suspend(d, p.pid))
 		r = gw_fast_suspend(d, req, p.pid, p.timeout_ms, p.gpu_mask);
 	else if (kind == GW_OP_RESUME && gw_fast_wants_resume(d, p.pid))
-		r = gw_fast_resume(d, req, p.pid, p.gpu_mask);
+		r = gw_fast_resume(d, req, p.pid, p.gpu_mask, p.caller_froze);
 	else
 		r = gw_ops_start(d, req, &p);
 	if (r < 0)

@@ -6,6 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <fcntl.h>
 
 #include "gw-client.h"
 #include "gw-cuda.h"
@@ -557,4 +560,107 @@ void gwp_backend_release_leases(struct gwp_backend *be)
 		cJSON_Delete(params);
 	}
 	be->nleases = 0;
+}
+
+/* ---- the fast VRAM path (daemon only) ---- */
+
+int gwp_backend_fast_agent(struct gwp_backend *be, pid_t pid, pid_t *ret_agent_tid)
+{
+	const cJSON *procs, *p;
+	cJSON *result = NULL;
+	char err[256];
+	int found = 0;
+
+	if (be->daemon != GWP_AVAIL_UP)
+		return 0;
+	if (daemon_call(be, GW_METHOD_STATUS, NULL, GW_CLIENT_DEFAULT_TIMEOUT_MS, &result, err,
+			sizeof(err)) < 0)
+		return 0;
+	procs = cJSON_GetObjectItemCaseSensitive(result, "processes");
+	cJSON_ArrayForEach(p, procs) {
+		const cJSON *ppid = cJSON_GetObjectItemCaseSensitive(p, "pid");
+		const cJSON *tid = cJSON_GetObjectItemCaseSensitive(p, "agent_tid");
+		const cJSON *bytes = cJSON_GetObjectItemCaseSensitive(p, "vram_bytes");
+
+		if (cJSON_IsNumber(ppid) && (pid_t)ppid->valuedouble == pid &&
+		    cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "attached")) &&
+		    cJSON_IsNumber(bytes) && bytes->valuedouble > 0 && cJSON_IsNumber(tid)) {
+			*ret_agent_tid = (pid_t)tid->valuedouble;
+			found = 1;
+		}
+	}
+	cJSON_Delete(result);
+	return found;
+}
+
+int gwp_backend_fast(struct gwp_backend *be, pid_t pid, int suspend, int threads_frozen,
+		     unsigned lock_timeout_ms, char *err, size_t len)
+{
+	cJSON *params = pid_params(pid);
+	int r;
+
+	if (be->daemon != GWP_AVAIL_UP) {
+		snprintf(err, len, "the fast path needs gpu-warmd");
+		cJSON_Delete(params);
+		return -ENOTSUP;
+	}
+	if (!params ||
+	    (suspend && !cJSON_AddNumberToObject(params, "timeout_ms", lock_timeout_ms)) ||
+	    (!suspend && threads_frozen && !cJSON_AddBoolToObject(params, "threads_frozen", 1))) {
+		cJSON_Delete(params);
+		snprintf(err, len, "out of memory");
+		return -ENOMEM;
+	}
+	r = daemon_call(be, suspend ? GW_METHOD_SUSPEND : GW_METHOD_RESUME, params, 600000, NULL,
+			err, len);
+	cJSON_Delete(params);
+	return r;
+}
+
+int gwp_backend_agent_socket(struct gwp_backend *be, int fd)
+{
+	struct sockaddr_un addr;
+	socklen_t len = sizeof(addr);
+
+	memset(&addr, 0, sizeof(addr));
+	if (getpeername(fd, (struct sockaddr *)&addr, &len) < 0 || addr.sun_family != AF_UNIX)
+		return 0;
+	return strncmp(addr.sun_path, be->socket, sizeof(addr.sun_path)) == 0;
+}
+
+int gwp_backend_reattach(struct gwp_backend *be, pid_t pid, pid_t agent_tid, char *err,
+			 size_t len)
+{
+	struct gw_client_error e;
+	struct gw_client *c = NULL;
+	cJSON *params = cJSON_CreateObject();
+	int r, fd = -1;
+
+	memset(&e, 0, sizeof(e));
+	if (!params || !cJSON_AddNumberToObject(params, "pid", pid) ||
+	    !cJSON_AddNumberToObject(params, "tid", agent_tid) ||
+	    !cJSON_AddNumberToObject(params, "ranges", 0) ||
+	    !cJSON_AddNumberToObject(params, "bytes", 0) ||
+	    !cJSON_AddBoolToObject(params, "restored", 1) ||
+	    !cJSON_AddBoolToObject(params, "on_behalf", 1)) {
+		snprintf(err, len, "out of memory");
+		r = -ENOMEM;
+		goto out;
+	}
+	r = gw_client_connect(be->socket, "gpuwarm_plugin (agent of a restored process)",
+			      GW_CLIENT_DEFAULT_TIMEOUT_MS, &c, &e);
+	if (r == 0)
+		r = gw_client_call(c, GW_METHOD_AGENT_ATTACH, params, NULL, 0,
+				   GW_CLIENT_DEFAULT_TIMEOUT_MS, NULL, NULL, NULL, &e);
+	if (r < 0) {
+		snprintf(err, len, "%s", e.message[0] ? e.message : strerror(-r));
+		goto out;
+	}
+	/* The connection now belongs to the restored process: keep a duplicate of it. */
+	fd = fcntl(gw_client_fd(c), F_DUPFD_CLOEXEC, 3);
+	r = fd < 0 ? -errno : fd;
+out:
+	gw_client_close(c);
+	cJSON_Delete(params);
+	return r;
 }

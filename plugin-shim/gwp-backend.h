@@ -55,4 +55,19 @@ int gwp_backend_gpus(struct gwp_backend *be, struct gwp_backend_gpu *ret_gpus, u
 int gwp_backend_lease(struct gwp_backend *be, const char *uuid, char *err, size_t len);
 void gwp_backend_release_leases(struct gwp_backend *be);
 
+/* ---- the fast VRAM path: only through gpu-warmd ---- */
+
+/* 1 when the daemon knows pid's shim agent (attached, with VRAM), its thread in ret_agent_tid. */
+int gwp_backend_fast_agent(struct gwp_backend *be, pid_t pid, pid_t *ret_agent_tid);
+/* gpuwarm.Suspend (the daemon freezes and thaws the threads itself) or gpuwarm.Resume; with
+ * threads_frozen, the caller holds them stopped and lets the agent and restore threads run. */
+int gwp_backend_fast(struct gwp_backend *be, pid_t pid, int suspend, int threads_frozen,
+		     unsigned lock_timeout_ms, char *err, size_t len);
+/* Is fd a connection to gpu-warmd's socket (an agent's)? */
+int gwp_backend_agent_socket(struct gwp_backend *be, int fd);
+/* A new connection to the daemon, attached as pid's agent (for CRIU to put in place of the
+ * dumped one): its fd, or a negative errno. */
+int gwp_backend_reattach(struct gwp_backend *be, pid_t pid, pid_t agent_tid, char *err,
+			 size_t len);
+
 #endif

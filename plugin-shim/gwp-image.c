@@ -32,7 +32,9 @@ char *gwp_image_encode(const struct gwp_image *img)
 	    !cJSON_AddNumberToObject(root, "vpid", img->vpid) ||
 	    !cJSON_AddNumberToObject(root, "restore_tid", img->restore_tid) ||
 	    !cJSON_AddNumberToObject(root, "restore_vtid", img->restore_vtid) ||
-	    !cJSON_AddStringToObject(root, "state", gwp_state_name(img->state)))
+	    !cJSON_AddStringToObject(root, "state", gwp_state_name(img->state)) ||
+	    (img->fast && (!cJSON_AddBoolToObject(root, "fast", 1) ||
+			   !cJSON_AddNumberToObject(root, "agent_tid", img->agent_tid))))
 		goto out;
 	gpus = cJSON_AddArrayToObject(root, "gpus");
 	if (!gpus)
@@ -86,6 +88,10 @@ int gwp_image_parse(const char *text, size_t len, struct gwp_image *ret_img)
 	    get_int(root, "restore_vtid", 0, &img.restore_vtid) < 0 ||
 	    gw_json_get_string(root, "state", 32, &state) < 0 ||
 	    gwp_state_parse(state, &img.state) < 0)
+		goto out;
+	/* optional: the fast path's */
+	if (gw_json_get_bool(root, "fast", &img.fast) == -EINVAL ||
+	    (img.fast && get_int(root, "agent_tid", 1, &img.agent_tid) < 0))
 		goto out;
 	gpus = cJSON_GetObjectItemCaseSensitive(root, "gpus");
 	if (!cJSON_IsArray(gpus) || cJSON_GetArraySize(gpus) > GWP_IMAGE_MAX_GPUS)

@@ -30,6 +30,8 @@ struct gwp_image {
 	int restore_tid;
 	int restore_vtid;
 	enum gwp_state state;
+	int fast;       /* dumped through the fast path: gpu-warmd holds the VRAM */
+	int agent_tid;  /* the shim's agent thread (fast path), 0 without */
 	unsigned ngpus;
 	struct {
 		char uuid[GWP_UUID_LEN];

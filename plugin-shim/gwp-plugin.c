@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <dirent.h>
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,6 +47,8 @@ struct gwp_task {
 	pid_t pid;
 	pid_t restore_tid;
 	enum gwp_state initial; /* before we touched it */
+	int fast;               /* gpu-warmd moved its VRAM out (fast path) */
+	pid_t agent_tid;        /* its shim's agent thread, with fast */
 	struct gwp_image img;   /* what CHECKPOINT_DEVICES writes */
 };
 
@@ -65,6 +69,8 @@ static void plugin_exit(int stage, int ret);
 static int hook_pause_devices(int pid);
 static int hook_checkpoint_devices(int pid);
 static int hook_resume_devices_late(int pid);
+static int hook_dump_unix_sk(int fd, int id);
+static int hook_restore_unix_sk(int id);
 
 __attribute__((visibility("default"))) struct gwp_criu_plugin_desc CR_PLUGIN_DESC = {
 	.name = PLUGIN_NAME,
@@ -73,6 +79,8 @@ __attribute__((visibility("default"))) struct gwp_criu_plugin_desc CR_PLUGIN_DES
 	.version = GWP_CRIU_PLUGIN_VERSION,
 	.max_hooks = GWP_CRIU_HOOKS_40,
 	.hooks = {
+		[GWP_CRIU_HOOK_DUMP_UNIX_SK] = (void *)hook_dump_unix_sk,
+		[GWP_CRIU_HOOK_RESTORE_UNIX_SK] = (void *)hook_restore_unix_sk,
 		[GWP_CRIU_HOOK_RESUME_DEVICES_LATE] = (void *)hook_resume_devices_late,
 		[GWP_CRIU_HOOK_PAUSE_DEVICES] = (void *)hook_pause_devices,
 		[GWP_CRIU_HOOK_CHECKPOINT_DEVICES] = (void *)hook_checkpoint_devices,
@@ -165,6 +173,44 @@ static int drive(pid_t pid, pid_t tid, enum gwp_state target, const struct gwp_p
 	}
 	r = drive_steps(pid, target, pairs, npairs, lock_timeout_ms, err, len);
 	rr = gwp_thread_rehold(&hold, why, sizeof(why));
+	if (rr < 0) {
+		LOG(ERROR, "pid %d: %s; the process may be in a strange state", (int)pid, why);
+		if (r == 0) {
+			snprintf(err, len, "%s", why);
+			r = rr;
+		}
+	}
+	return r;
+}
+
+/*
+ * Fast resume of a process whose threads CRIU holds stopped: let its CUDA restore thread and its
+ * shim's agent run while gpu-warmd restores the driver state and maps the VRAM back.
+ */
+static int fast_resume(pid_t pid, pid_t restore_tid, pid_t agent_tid, char *err, size_t len)
+{
+	struct gwp_hold rhold, ahold;
+	char why[256];
+	int r, rr;
+
+	r = gwp_thread_release(pid, restore_tid, &rhold, why, sizeof(why));
+	if (r < 0) {
+		snprintf(err, len, "cannot let its CUDA restore thread %d run: %s", (int)restore_tid,
+			 why);
+		return r;
+	}
+	r = gwp_thread_release(pid, agent_tid, &ahold, why, sizeof(why));
+	if (r < 0) {
+		snprintf(err, len, "cannot let its agent thread %d run: %s", (int)agent_tid, why);
+		gwp_thread_rehold(&rhold, why, sizeof(why));
+		return r;
+	}
+	r = gwp_backend_fast(P.be, pid, 0, 1, 0, err, len);
+	rr = gwp_thread_rehold(&ahold, why, sizeof(why));
+	if (rr == 0)
+		rr = gwp_thread_rehold(&rhold, why, sizeof(why));
+	else
+		gwp_thread_rehold(&rhold, why, sizeof(why));
 	if (rr < 0) {
 		LOG(ERROR, "pid %d: %s; the process may be in a strange state", (int)pid, why);
 		if (r == 0) {
@@ -284,6 +330,23 @@ static int hook_pause_devices(int pid)
 		return 0;
 	}
 	timeout_ms = gwp_lock_timeout_ms(gwp_criu_alarm_left_ms());
+	if (gwp_backend_fast_agent(P.be, pid, &t->agent_tid)) {
+		/* CRIU has not seized it yet: gpu-warmd freezes and thaws it itself, and leaves it
+		 * checkpointed with its VRAM held in the daemon, out of CRIU's page images. */
+		double start = now_ms();
+
+		r = gwp_backend_fast(P.be, pid, 1, 0, timeout_ms, err, sizeof(err));
+		if (r < 0) {
+			LOG(ERROR, "PAUSE_DEVICES: fast suspend of pid %d failed: %s", pid, err);
+			return -1;
+		}
+		t->fast = 1;
+		t->img.fast = 1;
+		t->img.agent_tid = t->agent_tid;
+		LOG(INFO, "pid %d: VRAM moved out by gpu-warmd (fast path), checkpointed in %.1f ms",
+		    pid, now_ms() - start);
+		return 0;
+	}
 	r = drive(pid, tid, GWP_STATE_LOCKED, NULL, 0, timeout_ms, err, sizeof(err));
 	if (r < 0) {
 		LOG(ERROR, "PAUSE_DEVICES: cannot lock pid %d (timeout %u ms): %s", pid, timeout_ms,
@@ -323,7 +386,7 @@ static int hook_checkpoint_devices(int pid)
 	t = find_task(pid);
 	if (!t)
 		return -ENOTSUP; /* not a CUDA process, or another plugin paused it */
-	if (t->initial != GWP_STATE_CHECKPOINTED) {
+	if (t->initial != GWP_STATE_CHECKPOINTED && !t->fast) {
 		r = drive(pid, t->restore_tid, GWP_STATE_CHECKPOINTED, NULL, 0, 0, err,
 			  sizeof(err));
 		if (r < 0) {
@@ -447,6 +510,23 @@ static int hook_resume_devices_late(int pid)
 		return -1;
 	}
 	start = now_ms();
+	if (img.fast) {
+		pid_t agent = img.agent_tid;
+
+		if (!gwp_proc_has_thread("/proc", pid, agent)) {
+			LOG(ERROR, "RESUME_DEVICES_LATE: pid %d: its agent thread %d is not there", pid,
+			    agent);
+			return -1;
+		}
+		r = fast_resume(pid, tid, agent, err, sizeof(err));
+		if (r < 0) {
+			LOG(ERROR, "RESUME_DEVICES_LATE: fast resume of pid %d failed: %s", pid, err);
+			return -1;
+		}
+		LOG(INFO, "pid %d: CUDA state and VRAM restored by gpu-warmd (fast path) in %.1f ms",
+		    pid, now_ms() - start);
+		return 0;
+	}
 	if (plan_restore(&img, pairs, &npairs) < 0)
 		return -1;
 	r = drive(pid, tid, GWP_STATE_RUNNING, pairs, npairs, 0, err, sizeof(err));
@@ -458,6 +538,105 @@ static int hook_resume_devices_late(int pid)
 	LOG(INFO, "pid %d: CUDA state restored%s in %.1f ms", pid,
 	    npairs ? " onto other GPUs" : "", now_ms() - start);
 	return 0;
+}
+
+/* ---- the agent's connection to gpu-warmd ---- */
+
+/* Which of our fast-path tasks owns socket inode id? */
+static struct gwp_task *socket_owner(int id)
+{
+	char want[48], dir[64], link[400], target[64];
+
+	snprintf(want, sizeof(want), "socket:[%d]", id);
+	for (struct gwp_task *t = P.tasks; t; t = t->next) {
+		struct dirent *e;
+		DIR *d;
+
+		if (!t->fast)
+			continue;
+		snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)t->pid);
+		d = opendir(dir);
+		if (!d)
+			continue;
+		while ((e = readdir(d))) {
+			ssize_t n;
+
+			snprintf(link, sizeof(link), "%s/%s", dir, e->d_name);
+			n = readlink(link, target, sizeof(target) - 1);
+			if (n <= 0)
+				continue;
+			target[n] = '\0';
+			if (strcmp(target, want) == 0) {
+				closedir(d);
+				return t;
+			}
+		}
+		closedir(d);
+	}
+	return NULL;
+}
+
+/*
+ * A shimmed process's agent is connected to gpu-warmd, a peer outside the dump: CRIU would
+ * refuse it. Claim it, and note whose it is, so that the restore can hand the process a fresh
+ * connection attached as its agent.
+ */
+static int hook_dump_unix_sk(int fd, int id)
+{
+	int is_cwd, dir = gwp_criu_image_dir(&P.criu, &is_cwd), out;
+	struct gwp_task *t;
+	char name[64], line[64];
+
+	if (P.mode != GWP_MODE_DUMP || !P.be || !gwp_backend_agent_socket(P.be, fd))
+		return -ENOTSUP;
+	t = socket_owner(id);
+	if (!t) {
+		LOG(WARN, "socket %d is connected to gpu-warmd but belongs to no process whose "
+		    "VRAM gpu-warmd moved: not claimed", id);
+		return -ENOTSUP;
+	}
+	snprintf(name, sizeof(name), "gpuwarm-sk-%d", id);
+	out = openat(dir, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	snprintf(line, sizeof(line), "%d %d\n", (int)t->pid, (int)t->agent_tid);
+	if (out < 0 || write(out, line, strlen(line)) != (ssize_t)strlen(line)) {
+		LOG(ERROR, "cannot write %s: %s", name, strerror(errno));
+		if (out >= 0)
+			close(out);
+		return -1;
+	}
+	close(out);
+	LOG(INFO, "pid %d: its agent's connection to gpu-warmd (socket %d) is ours to restore",
+	    (int)t->pid, id);
+	return 0;
+}
+
+static int hook_restore_unix_sk(int id)
+{
+	int is_cwd, dir = gwp_criu_image_dir(&P.criu, &is_cwd), in, pid, tid, fd;
+	char name[64], line[64] = "", err[ERR_LEN] = "";
+	ssize_t n;
+
+	if (P.mode != GWP_MODE_RESTORE)
+		return -ENOTSUP;
+	snprintf(name, sizeof(name), "gpuwarm-sk-%d", id);
+	in = openat(dir, name, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return -ENOTSUP;
+	n = read(in, line, sizeof(line) - 1);
+	close(in);
+	if (n <= 0 || sscanf(line, "%d %d", &pid, &tid) != 2 || pid <= 0 || tid <= 0) {
+		LOG(ERROR, "%s is unreadable", name);
+		return -1;
+	}
+	if (gwp_backend_ready(P.be) < 0)
+		return -1;
+	fd = gwp_backend_reattach(P.be, pid, tid, err, sizeof(err));
+	if (fd < 0) {
+		LOG(ERROR, "pid %d: cannot give its agent a connection to gpu-warmd: %s", pid, err);
+		return -1;
+	}
+	LOG(INFO, "pid %d: its agent has a new connection to gpu-warmd", pid);
+	return fd;
 }
 
 /* ---- init and exit ---- */
@@ -505,6 +684,15 @@ static void undo(struct gwp_task *t)
 
 	if (t->initial == GWP_STATE_CHECKPOINTED)
 		return;
+	if (t->fast) {
+		r = fast_resume(t->pid, t->restore_tid, t->agent_tid, err, sizeof(err));
+		if (r < 0)
+			LOG(ERROR, "pid %d: cannot resume it through gpu-warmd: %s; its VRAM is held "
+			    "there: `warmctl resume %d` once it runs", (int)t->pid, err, (int)t->pid);
+		else
+			LOG(INFO, "pid %d: running again, VRAM mapped back", (int)t->pid);
+		return;
+	}
 	r = drive(t->pid, t->restore_tid, t->initial, NULL, 0, GWP_LOCK_DEFAULT_TIMEOUT_MS, err,
 		  sizeof(err));
 	if (r < 0)

@@ -142,11 +142,44 @@ def dump_restore(criu, app, images, plugin_dir, tag):
     return td, tr, size, dump_log, restore_log
 
 
+def fast_stage(criu, build, work, plugin_dir, sock, gib):
+    """A process under the shim: the plugin has gpu-warmd move its VRAM out at PAUSE_DEVICES,
+    claims the agent's connection, and has it mapped back at RESUME_DEVICES_LATE."""
+    mib = int(gib * 1024)
+    print(f"== {gib} GiB under the shim: criu + gpuwarm plugin, fast path")
+    env = dict(os.environ, LD_PRELOAD=f"{build}/client/shim/libgpuwarm-shim.so", GPUWARM_SOCKET=sock)
+    app = App(build, work, mib, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            st = json.loads(subprocess.run([f"{build}/client/warmctl", "--socket", sock, "--json", "status"],
+                                           capture_output=True, text=True).stdout)
+            procs = [p for p in st["result"]["processes"] if p["pid"] == app.pid]
+            if procs and procs[0]["vram_bytes"] >= mib << 20:
+                break
+            time.sleep(0.2)
+        check(procs and procs[0]["vram_bytes"] >= mib << 20, "the app's agent registered its VRAM")
+        td, tr, size, dl, rl = dump_restore(criu, app, f"{work}/img-fast-{mib}", plugin_dir, "fast")
+        text = open(dl).read()
+        check("fast path" in text, "criu's dump log: " + next(l.strip() for l in text.splitlines() if "fast path" in l))
+        check(size < 2 * 2**30, f"page images hold no VRAM: {size / 2**20:.0f} MiB for {mib} MiB of VRAM")
+        lines = app.verify()
+        check(lines[0].startswith("verify ok"), f"restored process verified its VRAM: {lines[0]}")
+        lines = app.verify()
+        check(lines[0].startswith("verify ok"), "and keeps running (second verify ok)")
+        return {"gib": gib, "dump_s": td, "restore_s": tr, "page_bytes": size}
+    finally:
+        app.kill()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("build")
     ap.add_argument("criu_root")
     ap.add_argument("--sizes", default="4,16")
+    ap.add_argument("--fast-gib", type=float, default=0,
+                    help="also dump/restore a process of this size under the shim (fast path)")
+    ap.add_argument("--only-fast", action="store_true", help="skip the driver-path stages")
     ap.add_argument("--json")
     a = ap.parse_args()
     become_subreaper()
@@ -160,8 +193,9 @@ def main():
     print(subprocess.run([criu.bin, "--version"], env=criu.env, capture_output=True, text=True).stdout.strip())
     results = {"sizes": {}}
     dlog = open(f"{work}/daemon.log", "w")
-    daemon = subprocess.Popen([f"{build}/daemon/gpu-warmd", "--socket", sock, "--staging-mib", "256"],
-                              stdout=dlog, stderr=dlog)
+    pool = int(a.fast_gib * 1024) + 512 if a.fast_gib else 0
+    daemon = subprocess.Popen([f"{build}/daemon/gpu-warmd", "--socket", sock, "--staging-mib", "64",
+                               "--image-pool-mib", str(pool)], stdout=dlog, stderr=dlog)
     apps = []
     try:
         for _ in range(200):
@@ -169,7 +203,11 @@ def main():
                 break
             time.sleep(0.05)
         time.sleep(0.5)
-        for gib in [float(s) for s in a.sizes.split(",")]:
+        while pool and "image pool" not in open(f"{work}/daemon.log").read():
+            time.sleep(0.2)
+        if a.fast_gib:
+            results["fast"] = fast_stage(criu, build, work, plugin_dir, sock, a.fast_gib)
+        for gib in ([] if a.only_fast else [float(s) for s in a.sizes.split(",")]):
             mib = int(gib * 1024)
             r = {}
             print(f"== {gib} GiB, criu + gpuwarm plugin + gpu-warmd")
@@ -205,6 +243,8 @@ def main():
             print(f"  {gib} GiB: plugin dump {r['plugin']['dump_s']:.2f} s restore {r['plugin']['restore_s']:.2f} s | "
                   f"fresh toggle + criu dump {r['fresh_toggle']['dump_s']:.2f} s restore {r['fresh_toggle']['restore_s']:.2f} s")
 
+        if a.only_fast:
+            raise StopIteration
         print("== parent + child, both CUDA, one criu dump of the tree")
         app = App(build, work, 1024, ["--spawn-child"])
         apps.append(app)
@@ -229,6 +269,8 @@ def main():
         check(lines[0].startswith("verify ok"), f"restored process verified its VRAM: {lines[0]}")
         results["fallback"] = {"dump_s": td, "restore_s": tr}
         app.kill()
+    except StopIteration:
+        pass
     finally:
         for app in apps:
             app.kill()

@@ -9,6 +9,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -91,7 +92,10 @@ GW_TEST(descriptor_and_exports)
 	GW_ASSERT_INT_EQ(d->version, 0x200);
 	GW_ASSERT_INT_EQ(d->max_hooks, GWP_CRIU_HOOKS_40); /* not inside a CRIU 3.x */
 	for (unsigned i = 0; i < GWP_CRIU_HOOKS_40; i++)
-		GW_ASSERT_INT_EQ(d->hooks[i] != NULL, i >= GWP_CRIU_HOOK_RESUME_DEVICES_LATE);
+		GW_ASSERT_INT_EQ(d->hooks[i] != NULL,
+				 i >= GWP_CRIU_HOOK_RESUME_DEVICES_LATE ||
+					 i == GWP_CRIU_HOOK_DUMP_UNIX_SK ||
+					 i == GWP_CRIU_HOOK_RESTORE_UNIX_SK);
 	GW_ASSERT(!dlsym(h, "gw_client_connect"));
 	GW_ASSERT(!dlsym(h, "gw_cuda_load"));
 	GW_ASSERT(!dlsym(h, "gwp_plan_pairs"));
@@ -101,10 +105,22 @@ GW_TEST(descriptor_and_exports)
 	GW_ASSERT_INT_EQ(((int (*)(int))d->hooks[GWP_CRIU_HOOK_PAUSE_DEVICES])(getpid()), -ENOTSUP);
 	GW_ASSERT_INT_EQ(((int (*)(int))d->hooks[GWP_CRIU_HOOK_CHECKPOINT_DEVICES])(getpid()),
 			 -ENOTSUP);
+	{
+		int sv[2];
+
+		GW_ASSERT_INT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+		/* not a connection to gpu-warmd, and not a dump: not ours */
+		GW_ASSERT_INT_EQ(((int (*)(int, int))d->hooks[GWP_CRIU_HOOK_DUMP_UNIX_SK])(sv[0], 7),
+				 -ENOTSUP);
+		close(sv[0]);
+		close(sv[1]);
+	}
 	d->exit(GWP_CRIU_STAGE_PRE_DUMP, 0);
 	GW_ASSERT_INT_EQ(d->init(GWP_CRIU_STAGE_RESTORE), 0);
 	GW_ASSERT_INT_EQ(((int (*)(int))d->hooks[GWP_CRIU_HOOK_RESUME_DEVICES_LATE])(getpid()),
 			 -ENOTSUP); /* no gpuwarm-<pid>.json: not ours */
+	/* no gpuwarm-sk-<id>: a socket it never claimed */
+	GW_ASSERT_INT_EQ(((int (*)(int))d->hooks[GWP_CRIU_HOOK_RESTORE_UNIX_SK])(424242), -ENOTSUP);
 	d->exit(GWP_CRIU_STAGE_RESTORE, 0);
 	dlclose(h);
 }
