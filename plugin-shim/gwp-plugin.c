@@ -712,8 +712,19 @@ static void plugin_exit(int stage, int ret)
 			    ret ? "the dump failed" :
 			    lr > 0 ? "--leave-running" :
 				     "cannot tell whether the tasks keep running (RPC mode)");
-			for (struct gwp_task *t = P.tasks; t; t = t->next)
+			for (struct gwp_task *t = P.tasks; t; t = t->next) {
+				/* A dump that worked, in RPC mode (podman, crun): the tasks are most
+				 * likely killed next, and undoing a fast dump would free the only copy
+				 * of their VRAM that a restore needs. Leave it; if they do run on,
+				 * `warmctl resume PID` brings their VRAM back. */
+				if (t->fast && ret == 0 && lr < 0) {
+					LOG(WARN, "pid %d: its VRAM stays held by gpu-warmd for the "
+					    "restore; if it keeps running, `warmctl resume %d`",
+					    (int)t->pid, (int)t->pid);
+					continue;
+				}
 				undo(t);
+			}
 		}
 	}
 	while (P.tasks) {
