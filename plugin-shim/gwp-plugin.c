@@ -158,29 +158,69 @@ static int drive_steps(pid_t pid, enum gwp_state target, const struct gwp_pair *
 	return -EIO;
 }
 
-/* The same with the CUDA restore thread let run when CRIU holds it stopped. */
-static int drive(pid_t pid, pid_t tid, enum gwp_state target, const struct gwp_pair *pairs,
-		 unsigned npairs, unsigned lock_timeout_ms, char *err, size_t len)
+/*
+ * Run work() with threads tids[] of pid let run, when CRIU holds them stopped (a no-op for a
+ * thread that is not in a stop of ours), and stop them again afterwards.
+ */
+static int with_threads_running(pid_t pid, const pid_t *tids, const char *const *names,
+				unsigned n, int (*work)(const void *arg, char *err, size_t len),
+				const void *arg, char *err, size_t len)
 {
-	struct gwp_hold hold;
+	struct gwp_hold holds[2];
 	char why[256];
-	int r, rr;
+	unsigned held = 0;
+	int r = 0, rr;
 
-	r = gwp_thread_release(pid, tid, &hold, why, sizeof(why));
-	if (r < 0) {
-		snprintf(err, len, "cannot let its CUDA restore thread %d run: %s", (int)tid, why);
-		return r;
+	for (; held < n && held < 2; held++) {
+		r = gwp_thread_release(pid, tids[held], &holds[held], why, sizeof(why));
+		if (r < 0) {
+			snprintf(err, len, "cannot let its %s %d run: %s", names[held],
+				 (int)tids[held], why);
+			break;
+		}
 	}
-	r = drive_steps(pid, target, pairs, npairs, lock_timeout_ms, err, len);
-	rr = gwp_thread_rehold(&hold, why, sizeof(why));
-	if (rr < 0) {
-		LOG(ERROR, "pid %d: %s; the process may be in a strange state", (int)pid, why);
-		if (r == 0) {
-			snprintf(err, len, "%s", why);
-			r = rr;
+	if (r == 0)
+		r = work(arg, err, len);
+	while (held-- > 0) {
+		rr = gwp_thread_rehold(&holds[held], why, sizeof(why));
+		if (rr < 0) {
+			LOG(ERROR, "pid %d: %s; the process may be in a strange state", (int)pid, why);
+			if (r == 0) {
+				snprintf(err, len, "%s", why);
+				r = rr;
+			}
 		}
 	}
 	return r;
+}
+
+struct drive_args {
+	pid_t pid;
+	enum gwp_state target;
+	const struct gwp_pair *pairs;
+	unsigned npairs, lock_timeout_ms;
+};
+
+static int drive_work(const void *arg, char *err, size_t len)
+{
+	const struct drive_args *a = arg;
+
+	return drive_steps(a->pid, a->target, a->pairs, a->npairs, a->lock_timeout_ms, err, len);
+}
+
+/* drive_steps() with the CUDA restore thread let run when CRIU holds it stopped. */
+static int drive(pid_t pid, pid_t tid, enum gwp_state target, const struct gwp_pair *pairs,
+		 unsigned npairs, unsigned lock_timeout_ms, char *err, size_t len)
+{
+	static const char *const names[] = { "CUDA restore thread" };
+	struct drive_args a = { pid, target, pairs, npairs, lock_timeout_ms };
+
+	return with_threads_running(pid, &tid, names, 1, drive_work, &a, err, len);
+}
+
+static int fast_resume_work(const void *arg, char *err, size_t len)
+{
+	return gwp_backend_fast(P.be, *(const pid_t *)arg, 0, 1, 0, err, len);
 }
 
 /*
@@ -189,36 +229,10 @@ static int drive(pid_t pid, pid_t tid, enum gwp_state target, const struct gwp_p
  */
 static int fast_resume(pid_t pid, pid_t restore_tid, pid_t agent_tid, char *err, size_t len)
 {
-	struct gwp_hold rhold, ahold;
-	char why[256];
-	int r, rr;
+	static const char *const names[] = { "CUDA restore thread", "agent thread" };
+	pid_t tids[2] = { restore_tid, agent_tid };
 
-	r = gwp_thread_release(pid, restore_tid, &rhold, why, sizeof(why));
-	if (r < 0) {
-		snprintf(err, len, "cannot let its CUDA restore thread %d run: %s", (int)restore_tid,
-			 why);
-		return r;
-	}
-	r = gwp_thread_release(pid, agent_tid, &ahold, why, sizeof(why));
-	if (r < 0) {
-		snprintf(err, len, "cannot let its agent thread %d run: %s", (int)agent_tid, why);
-		gwp_thread_rehold(&rhold, why, sizeof(why));
-		return r;
-	}
-	r = gwp_backend_fast(P.be, pid, 0, 1, 0, err, len);
-	rr = gwp_thread_rehold(&ahold, why, sizeof(why));
-	if (rr == 0)
-		rr = gwp_thread_rehold(&rhold, why, sizeof(why));
-	else
-		gwp_thread_rehold(&rhold, why, sizeof(why));
-	if (rr < 0) {
-		LOG(ERROR, "pid %d: %s; the process may be in a strange state", (int)pid, why);
-		if (r == 0) {
-			snprintf(err, len, "%s", why);
-			r = rr;
-		}
-	}
-	return r;
+	return with_threads_running(pid, tids, names, 2, fast_resume_work, &pid, err, len);
 }
 
 /* ---- dump ---- */
