@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 #include "auth.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -58,4 +60,56 @@ int gw_auth_may_act_on_pid(const struct ucred *peer, pid_t pid, char *why, size_
 		 "uid %u may not act on pid %d (owned by uid %u): only root or the process's owner may",
 		 (unsigned)peer->uid, (int)pid, (unsigned)uids[0]);
 	return -EPERM;
+}
+
+/* The last number of the "NSpid:" line of /proc/PID/task/TID/status, or -1. */
+static long innermost_tid(pid_t pid, const char *task)
+{
+	char path[320], line[256];
+	long last = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%s/status", (int)pid, task);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		char *p = line, *end;
+
+		if (strncmp(line, "NSpid:", 6) != 0)
+			continue;
+		for (p += 6;; p = end) {
+			long v = strtol(p, &end, 10);
+
+			if (end == p)
+				break;
+			last = v;
+		}
+		break;
+	}
+	fclose(f);
+	return last;
+}
+
+pid_t gw_proc_host_tid(pid_t pid, pid_t ns_tid)
+{
+	char path[64];
+	struct dirent *e;
+	pid_t found = -ESRCH;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	if (!d)
+		return -ESRCH;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		if (innermost_tid(pid, e->d_name) == ns_tid) {
+			found = (pid_t)atoi(e->d_name);
+			break;
+		}
+	}
+	closedir(d);
+	return found;
 }

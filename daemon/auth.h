@@ -19,4 +19,9 @@ int gw_auth_may_act_on_pid(const struct ucred *peer, pid_t pid, char *why, size_
 /* Read a process's real/effective/saved uids from /proc/<pid>/status. -ESRCH if it is gone. */
 int gw_proc_uids(pid_t pid, uid_t ret_uids[3]);
 
+/* The thread of pid whose id in pid's own (innermost) pid namespace is ns_tid, as a tid of
+ * ours: what an agent inside a container reports (gettid()) mapped for ptrace. Returns the tid,
+ * or -ESRCH. Without namespaces the two are the same. */
+pid_t gw_proc_host_tid(pid_t pid, pid_t ns_tid);
+
 #endif

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "clock.h"
 #include "freeze.h"
 #include "hostpool.h"
@@ -976,11 +977,24 @@ void gw_fast_handle_attach(struct gw_daemon *d, struct gw_request *req)
 	 * its connection back) may attach a connection on a process's behalf. */
 	if (gw_json_get_bool(req->msg.body, "on_behalf", &on_behalf) < 0)
 		on_behalf = 0;
-	if ((pid_t)pid != req->peer.pid && !(on_behalf && req->peer.uid == 0)) {
+	if (on_behalf && req->peer.uid != 0) {
 		gw_request_fail(req, GW_ERROR_PERMISSION_DENIED, NULL,
-				"an agent may attach only for its own process (pid %d)",
-				req->peer.pid);
+				"only root may attach an agent on another process's behalf");
 		return;
+	}
+	if (!on_behalf) {
+		/* The agent speaks for the process at the other end of the socket, as the kernel
+		 * names it for us; inside a container its own getpid()/gettid() differ. */
+		pid_t host_tid = gw_proc_host_tid(req->peer.pid, (pid_t)tid);
+
+		pid = (uint64_t)req->peer.pid;
+		if (host_tid < 0) {
+			gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL,
+					"process %d has no thread %llu", req->peer.pid,
+					(unsigned long long)tid);
+			return;
+		}
+		tid = (uint64_t)host_tid;
 	}
 	a = gw_fast_agent(d, (pid_t)pid);
 	if (a && a->conn && a->conn != req->conn) {

@@ -314,4 +314,14 @@ GW_TEST(cuda_loader_explains_a_missing_library)
 	gw_cuda_unload(NULL);
 }
 
+GW_TEST(host_tid_of_our_own_threads)
+{
+	pid_t me = getpid();
+
+	/* no pid namespace in between: a thread's id is the same seen from both sides */
+	GW_ASSERT_INT_EQ(gw_proc_host_tid(me, me), me);
+	GW_ASSERT_INT_EQ(gw_proc_host_tid(me, 4000000), -ESRCH);
+	GW_ASSERT_INT_EQ(gw_proc_host_tid(4000000, 1), -ESRCH);
+}
+
 GW_TEST_MAIN()
