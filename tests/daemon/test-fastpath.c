@@ -12,16 +12,16 @@
 #include "gw-test.h"
 #include "harness.h"
 
-/* Start the app under the shim, pointed at the daemon, and wait until its agent shows up with
- * all its VRAM registered. */
-static void start_shimmed(const struct gwt_daemon *d, struct gwt_app *app, const char *mib,
-			  const char *chunk_mib)
+/* Start the app with args under the shim, pointed at the daemon, and wait until its agent shows
+ * up with all its mib MiB of VRAM registered. */
+static void start_shimmed_args(const struct gwt_daemon *d, struct gwt_app *app, const char *mib,
+			       const char *const *args)
 {
 	double want = atof(mib) * 1048576.0;
 
 	setenv("LD_PRELOAD", getenv("GW_SHIM"), 1);
 	setenv(GW_SOCKET_ENV, d->socket, 1);
-	gwt_app_start(app, GWT_ARGS("--mib", mib, "--chunk-mib", chunk_mib));
+	gwt_app_start(app, args);
 	unsetenv("LD_PRELOAD");
 	for (int i = 0; i < 300; i++) {
 		cJSON *j = gwt_ctl(d, 0, GWT_ARGS("status"));
@@ -37,6 +37,12 @@ static void start_shimmed(const struct gwt_daemon *d, struct gwt_app *app, const
 		gwt_sleep_ms(20);
 	}
 	GW_FAIL("the app's agent never reported %s MiB:\n%s", mib, gwt_daemon_log(d));
+}
+
+static void start_shimmed(const struct gwt_daemon *d, struct gwt_app *app, const char *mib,
+			  const char *chunk_mib)
+{
+	start_shimmed_args(d, app, mib, GWT_ARGS("--mib", mib, "--chunk-mib", chunk_mib));
 }
 
 static void assert_state(const struct gwt_daemon *d, pid_t pid, const char *state)
@@ -358,20 +364,8 @@ GW_TEST(fast_path_two_gpu_process)
 
 	setenv("FAKECUDA_GPUS", "2", 1);
 	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "128"));
-	setenv("LD_PRELOAD", getenv("GW_SHIM"), 1);
-	setenv(GW_SOCKET_ENV, d.socket, 1);
-	gwt_app_start(&app, GWT_ARGS("--mib", "64", "--chunk-mib", "8", "--second-gpu", "1"));
-	unsetenv("LD_PRELOAD");
-	for (int i = 0; i < 300; i++) {
-		j = gwt_ctl(&d, 0, GWT_ARGS("status"));
-		if (cJSON_GetArraySize(gwt_json(j, "result.processes")) == 1 &&
-		    gwt_json_num(j, "result.processes.0.vram_bytes") >= 64 << 20) {
-			cJSON_Delete(j);
-			break;
-		}
-		cJSON_Delete(j);
-		gwt_sleep_ms(20);
-	}
+	start_shimmed_args(&d, &app, "64",
+			   GWT_ARGS("--mib", "64", "--chunk-mib", "8", "--second-gpu", "1"));
 	for (int round = 0; round < 2; round++) {
 		j = gwt_ctl(&d, 0, GWT_ARGS("suspend", gwt_pid(app.pid)));
 		GW_ASSERT_STR_EQ(gwt_json_str(j, "result.path"), "fast");
