@@ -22,6 +22,8 @@ typedef uint64_t CUdeviceptr;
 typedef struct CUctx_st *CUcontext;
 typedef struct CUstream_st *CUstream;
 typedef struct CUevent_st *CUevent;
+typedef struct CUmod_st *CUmodule;
+typedef struct CUfunc_st *CUfunction;
 typedef uint64_t CUmemGenericAllocationHandle;
 
 enum {
@@ -32,8 +34,10 @@ enum {
 	CUDA_ERROR_DEINITIALIZED = 4,
 	CUDA_ERROR_NO_DEVICE = 100,
 	CUDA_ERROR_INVALID_DEVICE = 101,
+	CUDA_ERROR_INVALID_IMAGE = 200,
 	CUDA_ERROR_INVALID_CONTEXT = 201,
 	CUDA_ERROR_ALREADY_MAPPED = 208,
+	CUDA_ERROR_INVALID_PTX = 218,
 	CUDA_ERROR_OPERATING_SYSTEM = 304,
 	CUDA_ERROR_INVALID_HANDLE = 400,
 	CUDA_ERROR_ILLEGAL_STATE = 401,
@@ -201,7 +205,8 @@ typedef struct CUmemAccessDesc_st {
 	X(cuEventRecord, (CUevent event, CUstream stream))                                        \
 	X(cuEventSynchronize, (CUevent event))
 
-/* Checkpoint (driver >= 550 / CUDA 12.8) and VMM entry points: optional, checked before use. */
+/* Checkpoint (driver >= 550 / CUDA 12.8), VMM and kernel-launch entry points: optional, checked
+ * before use. */
 #define GW_CUDA_OPTIONAL_ENTRY_POINTS(X)                                                          \
 	X(cuCheckpointProcessGetRestoreThreadId, (int pid, int *tid))                             \
 	X(cuCheckpointProcessGetState, (int pid, CUprocessState *state))                          \
@@ -226,7 +231,15 @@ typedef struct CUmemAccessDesc_st {
 	X(cuMemImportFromShareableHandle, (CUmemGenericAllocationHandle * handle,                 \
 					   void *os_handle, CUmemAllocationHandleType type))      \
 	X(cuMemGetAllocationGranularity, (size_t * granularity, const CUmemAllocationProp *prop,  \
-					  CUmemAllocationGranularity_flags option))
+					  CUmemAllocationGranularity_flags option))                \
+	X(cuModuleLoadData, (CUmodule * module, const void *image))                               \
+	X(cuModuleUnload, (CUmodule module))                                                      \
+	X(cuModuleGetFunction, (CUfunction * func, CUmodule module, const char *name))            \
+	X(cuLaunchKernel, (CUfunction f, unsigned int grid_x, unsigned int grid_y,                \
+			   unsigned int grid_z, unsigned int block_x, unsigned int block_y,       \
+			   unsigned int block_z, unsigned int shared_bytes, CUstream stream,      \
+			   void **params, void **extra))                                          \
+	X(cuMemsetD8Async, (CUdeviceptr dst, unsigned char value, size_t n, CUstream stream))
 
 typedef CUresult (*gw_cuGetProcAddress_fn)(const char *symbol, void **pfn, int cuda_version,
 					   cuuint64_t flags,

@@ -1,0 +1,579 @@
+/* SPDX-License-Identifier: MIT */
+#include "gw-vimg.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "gw-crc32c.h"
+
+/* Header field offsets. */
+enum {
+	H_MAGIC = 0,
+	H_VERSION = 8,
+	H_HEADER_BYTES = 12,
+	H_FLAGS = 16,
+	H_PID = 20,
+	H_CHUNK_BYTES = 24,
+	H_NRANGES = 32,
+	H_NRUNS = 40,
+	H_NCHUNKS = 48,
+	H_TABLE_BYTES = 56,
+	H_DATA_OFFSET = 64,
+	H_DATA_BYTES = 72,
+	H_VRAM_BYTES = 80,
+	H_ZERO_BYTES = 88,
+	H_FILE_BYTES = 96,
+	H_ID = 104,
+	H_CREATED = 120,
+	H_COPY_OUT = 128,
+	H_COPY_IN = 136,
+	H_WRITE = 144,
+	H_TABLE_CRC = 248,
+	H_HEADER_CRC = 252,
+};
+
+__attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen, const char *fmt,
+						      ...)
+{
+	va_list ap;
+
+	if (err && errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return -EBADMSG;
+}
+
+static void put32(uint8_t *p, uint32_t x)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(x >> (8 * i));
+}
+
+static void put64(uint8_t *p, uint64_t x)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(x >> (8 * i));
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	uint32_t x = 0;
+
+	for (int i = 3; i >= 0; i--)
+		x = x << 8 | p[i];
+	return x;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t x = 0;
+
+	for (int i = 7; i >= 0; i--)
+		x = x << 8 | p[i];
+	return x;
+}
+
+static uint64_t align_up(uint64_t x, uint64_t a)
+{
+	return (x + a - 1) / a * a;
+}
+
+static int chunk_bytes_valid(uint64_t c)
+{
+	return c >= GW_VIMG_MIN_CHUNK_BYTES && c <= GW_VIMG_MAX_CHUNK_BYTES && (c & (c - 1)) == 0;
+}
+
+void gw_vimg_run_span(const struct gw_vimg *v, const struct gw_vimg_range *r,
+		      const struct gw_vimg_run *run, uint64_t *offset, uint64_t *len)
+{
+	uint64_t start = run->first_chunk * v->chunk_bytes;
+	uint64_t end = (run->first_chunk + run->nchunks) * v->chunk_bytes;
+
+	if (end > r->size)
+		end = r->size;
+	*offset = start;
+	*len = end > start ? end - start : 0;
+}
+
+/* ---- building ---- */
+
+int gw_vimg_init(struct gw_vimg *v, uint64_t chunk_bytes, uint32_t flags)
+{
+	memset(v, 0, sizeof(*v));
+	if (!chunk_bytes_valid(chunk_bytes) || (flags & ~GW_VIMG_F_KNOWN))
+		return -EINVAL;
+	v->version = GW_VIMG_VERSION;
+	v->chunk_bytes = chunk_bytes;
+	v->flags = flags;
+	return 0;
+}
+
+static int grow(void **p, uint64_t *cap, uint64_t need, size_t elem)
+{
+	uint64_t n = *cap ? *cap : 16;
+	void *q;
+
+	if (need <= *cap)
+		return 0;
+	while (n < need)
+		n *= 2;
+	q = realloc(*p, (size_t)n * elem);
+	if (!q)
+		return -ENOMEM;
+	*p = q;
+	*cap = n;
+	return 0;
+}
+
+static int push_run(struct gw_vimg *v, uint64_t first, uint32_t zero)
+{
+	struct gw_vimg_run *run;
+
+	if (v->nruns >= GW_VIMG_MAX_RUNS)
+		return -E2BIG;
+	if (grow((void **)&v->runs, &v->cap_runs, v->nruns + 1, sizeof(*v->runs)) < 0)
+		return -ENOMEM;
+	run = &v->runs[v->nruns++];
+	memset(run, 0, sizeof(*run));
+	run->first_chunk = first;
+	run->zero = zero;
+	return 0;
+}
+
+int gw_vimg_add_range(struct gw_vimg *v, const struct gw_vimg_range *in,
+		      const struct gw_chunk_scan *scans)
+{
+	struct gw_vimg_range *r;
+	uint64_t nchunks, cap_ranges = v->cap_ranges;
+	int ret;
+
+	if (in->size == 0 || in->size % 8 || in->size > GW_VIMG_MAX_RANGE_BYTES ||
+	    in->va + in->size < in->va || in->app_device > 1024)
+		return -EINVAL;
+	if (v->nranges >= GW_VIMG_MAX_RANGES)
+		return -E2BIG;
+	nchunks = (in->size + v->chunk_bytes - 1) / v->chunk_bytes;
+	if (v->nchunks + nchunks > GW_VIMG_MAX_CHUNKS)
+		return -E2BIG;
+	if (grow((void **)&v->ranges, &cap_ranges, v->nranges + 1, sizeof(*v->ranges)) < 0 ||
+	    grow((void **)&v->sums, &v->cap_chunks, v->nchunks + nchunks, sizeof(*v->sums)) < 0) {
+		v->cap_ranges = (uint32_t)cap_ranges;
+		return -ENOMEM;
+	}
+	v->cap_ranges = (uint32_t)cap_ranges;
+	r = &v->ranges[v->nranges];
+	memset(r, 0, sizeof(*r));
+	r->va = in->va;
+	r->size = in->size;
+	memcpy(r->uuid, in->uuid, sizeof(r->uuid));
+	r->app_device = in->app_device;
+	r->first_run = v->nruns;
+	r->first_chunk = v->nchunks;
+	for (uint64_t c = 0; c < nchunks; c++) {
+		uint32_t zero = scans && !scans[c].nonzero;
+		struct gw_vimg_run *last = v->nruns > r->first_run ? &v->runs[v->nruns - 1] : NULL;
+
+		if (!last || last->zero != zero || last->nchunks == UINT32_MAX) {
+			ret = push_run(v, c, zero);
+			if (ret < 0) {
+				v->nruns = r->first_run;
+				return ret;
+			}
+			last = &v->runs[v->nruns - 1];
+		}
+		last->nchunks++;
+		v->sums[v->nchunks + c] = scans ? scans[c].sum : 0;
+	}
+	r->nruns = (uint32_t)(v->nruns - r->first_run);
+	v->nchunks += nchunks;
+	v->nranges++;
+	return 0;
+}
+
+uint64_t gw_vimg_table_bytes(const struct gw_vimg *v)
+{
+	return (uint64_t)v->nranges * GW_VIMG_RANGE_BYTES + v->nruns * GW_VIMG_RUN_BYTES +
+	       v->nchunks * 8;
+}
+
+int gw_vimg_finalize(struct gw_vimg *v)
+{
+	uint64_t data = 0, vram = 0;
+
+	for (uint32_t i = 0; i < v->nranges; i++) {
+		struct gw_vimg_range *r = &v->ranges[i];
+
+		r->data_offset = data;
+		r->data_bytes = 0;
+		for (uint32_t k = 0; k < r->nruns; k++) {
+			struct gw_vimg_run *run = &v->runs[r->first_run + k];
+			uint64_t off, len;
+
+			gw_vimg_run_span(v, r, run, &off, &len);
+			run->data_offset = run->zero ? 0 : data;
+			if (!run->zero) {
+				data += len;
+				r->data_bytes += len;
+			}
+		}
+		vram += r->size;
+	}
+	v->vram_bytes = vram;
+	v->data_bytes = data;
+	v->zero_bytes = vram - data;
+	v->data_offset = align_up(GW_VIMG_HEADER_BYTES + gw_vimg_table_bytes(v), GW_VIMG_DATA_ALIGN);
+	v->file_bytes = v->data_offset + data;
+	return 0;
+}
+
+static void encode_header(const struct gw_vimg *v, uint8_t *h, uint32_t table_crc)
+{
+	memset(h, 0, GW_VIMG_HEADER_BYTES);
+	memcpy(h + H_MAGIC, GW_VIMG_MAGIC, 8);
+	put32(h + H_VERSION, GW_VIMG_VERSION);
+	put32(h + H_HEADER_BYTES, GW_VIMG_HEADER_BYTES);
+	put32(h + H_FLAGS, v->flags);
+	put32(h + H_PID, (uint32_t)v->pid);
+	put64(h + H_CHUNK_BYTES, v->chunk_bytes);
+	put32(h + H_NRANGES, v->nranges);
+	put64(h + H_NRUNS, v->nruns);
+	put64(h + H_NCHUNKS, v->nchunks);
+	put64(h + H_TABLE_BYTES, gw_vimg_table_bytes(v));
+	put64(h + H_DATA_OFFSET, v->data_offset);
+	put64(h + H_DATA_BYTES, v->data_bytes);
+	put64(h + H_VRAM_BYTES, v->vram_bytes);
+	put64(h + H_ZERO_BYTES, v->zero_bytes);
+	put64(h + H_FILE_BYTES, v->file_bytes);
+	memcpy(h + H_ID, v->id, 16);
+	put64(h + H_CREATED, v->created_ns);
+	put64(h + H_COPY_OUT, v->copy_out_bps);
+	put64(h + H_COPY_IN, v->copy_in_bps);
+	put64(h + H_WRITE, v->write_bps);
+	put32(h + H_TABLE_CRC, table_crc);
+	put32(h + H_HEADER_CRC, gw_crc32c(0, h, H_HEADER_CRC));
+}
+
+int gw_vimg_encode(const struct gw_vimg *v, uint8_t **ret_buf, size_t *ret_len)
+{
+	uint8_t *buf, *p;
+
+	if (v->data_offset < GW_VIMG_HEADER_BYTES + gw_vimg_table_bytes(v))
+		return -EINVAL; /* not finalized */
+	buf = calloc(1, (size_t)v->data_offset);
+	if (!buf)
+		return -ENOMEM;
+	p = buf + GW_VIMG_HEADER_BYTES;
+	for (uint32_t i = 0; i < v->nranges; i++, p += GW_VIMG_RANGE_BYTES) {
+		const struct gw_vimg_range *r = &v->ranges[i];
+
+		put64(p, r->va);
+		put64(p + 8, r->size);
+		memcpy(p + 16, r->uuid, 16);
+		put32(p + 32, r->app_device);
+		put32(p + 36, r->nruns);
+		put64(p + 40, r->first_run);
+		put64(p + 48, r->data_offset);
+		put64(p + 56, r->first_chunk);
+	}
+	for (uint64_t i = 0; i < v->nruns; i++, p += GW_VIMG_RUN_BYTES) {
+		put64(p, v->runs[i].first_chunk);
+		put32(p + 8, v->runs[i].nchunks);
+		put32(p + 12, v->runs[i].zero);
+		put64(p + 16, v->runs[i].data_offset);
+	}
+	for (uint64_t i = 0; i < v->nchunks; i++, p += 8)
+		put64(p, v->sums[i]);
+	encode_header(v, buf, gw_crc32c(0, buf + GW_VIMG_HEADER_BYTES, gw_vimg_table_bytes(v)));
+	*ret_buf = buf;
+	*ret_len = (size_t)v->data_offset;
+	return 0;
+}
+
+/* ---- reading ---- */
+
+int gw_vimg_decode_header(struct gw_vimg *v, const uint8_t *h, size_t len, char *err,
+			  size_t errlen)
+{
+	uint64_t table_bytes;
+
+	memset(v, 0, sizeof(*v));
+	if (len < GW_VIMG_HEADER_BYTES)
+		return fail(err, errlen, "too short for a gpu-warmd VRAM image (%zu bytes)", len);
+	if (memcmp(h + H_MAGIC, GW_VIMG_MAGIC, 8) != 0)
+		return fail(err, errlen, "not a gpu-warmd VRAM image, or one whose writing never "
+			    "finished (bad magic)");
+	v->version = get32(h + H_VERSION);
+	if (v->version != GW_VIMG_VERSION)
+		return fail(err, errlen, "VRAM image format version %u; this gpu-warmd reads "
+			    "version %d only", v->version, GW_VIMG_VERSION);
+	if (get32(h + H_HEADER_CRC) != gw_crc32c(0, h, H_HEADER_CRC))
+		return fail(err, errlen, "the image header is corrupt (checksum mismatch)");
+	if (get32(h + H_HEADER_BYTES) != GW_VIMG_HEADER_BYTES)
+		return fail(err, errlen, "bad header size %u", get32(h + H_HEADER_BYTES));
+	v->flags = get32(h + H_FLAGS);
+	v->pid = (int32_t)get32(h + H_PID);
+	v->chunk_bytes = get64(h + H_CHUNK_BYTES);
+	v->nranges = get32(h + H_NRANGES);
+	v->nruns = get64(h + H_NRUNS);
+	v->nchunks = get64(h + H_NCHUNKS);
+	v->data_offset = get64(h + H_DATA_OFFSET);
+	v->data_bytes = get64(h + H_DATA_BYTES);
+	v->vram_bytes = get64(h + H_VRAM_BYTES);
+	v->zero_bytes = get64(h + H_ZERO_BYTES);
+	v->file_bytes = get64(h + H_FILE_BYTES);
+	memcpy(v->id, h + H_ID, 16);
+	v->created_ns = get64(h + H_CREATED);
+	v->copy_out_bps = get64(h + H_COPY_OUT);
+	v->copy_in_bps = get64(h + H_COPY_IN);
+	v->write_bps = get64(h + H_WRITE);
+	table_bytes = get64(h + H_TABLE_BYTES);
+	if (v->flags & ~GW_VIMG_F_KNOWN)
+		return fail(err, errlen, "unknown flags 0x%x", v->flags);
+	for (size_t i = H_WRITE + 8; i < H_TABLE_CRC; i++)
+		if (h[i])
+			return fail(err, errlen, "reserved header byte %zu is set", i);
+	if (get32(h + H_NRANGES + 4))
+		return fail(err, errlen, "reserved header bytes are set");
+	if (!chunk_bytes_valid(v->chunk_bytes))
+		return fail(err, errlen, "bad chunk size %llu", (unsigned long long)v->chunk_bytes);
+	if (v->nranges == 0 || v->nranges > GW_VIMG_MAX_RANGES || v->nruns < v->nranges ||
+	    v->nruns > GW_VIMG_MAX_RUNS || v->nchunks < v->nruns ||
+	    v->nchunks > GW_VIMG_MAX_CHUNKS)
+		return fail(err, errlen, "bad counts: %u ranges, %llu runs, %llu chunks", v->nranges,
+			    (unsigned long long)v->nruns, (unsigned long long)v->nchunks);
+	if (table_bytes != gw_vimg_table_bytes(v))
+		return fail(err, errlen, "table size %llu does not match the counts",
+			    (unsigned long long)table_bytes);
+	if (v->data_offset != align_up(GW_VIMG_HEADER_BYTES + table_bytes, GW_VIMG_DATA_ALIGN) ||
+	    v->data_bytes > v->vram_bytes || v->zero_bytes != v->vram_bytes - v->data_bytes ||
+	    v->file_bytes != v->data_offset + v->data_bytes ||
+	    v->vram_bytes > (uint64_t)GW_VIMG_MAX_RANGES * GW_VIMG_MAX_RANGE_BYTES)
+		return fail(err, errlen, "inconsistent sizes in the header");
+	return 0;
+}
+
+static int overlaps(const struct gw_vimg *v)
+{
+	/* Ranges are few (<= 4096): sort a copy of (va, size) pairs by va. */
+	struct span {
+		uint64_t va, end;
+	} *s = malloc(v->nranges * sizeof(*s));
+	int bad = 0;
+
+	if (!s)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < v->nranges; i++) {
+		struct span x = { v->ranges[i].va, v->ranges[i].va + v->ranges[i].size };
+		uint32_t k = i;
+
+		while (k > 0 && s[k - 1].va > x.va) { /* insertion sort: fine for these sizes */
+			s[k] = s[k - 1];
+			k--;
+		}
+		s[k] = x;
+	}
+	for (uint32_t i = 1; i < v->nranges && !bad; i++)
+		bad = s[i].va < s[i - 1].end;
+	free(s);
+	return bad;
+}
+
+static int decode_tables(struct gw_vimg *v, const uint8_t *buf, size_t len, char *err,
+			 size_t errlen)
+{
+	uint64_t table_bytes = gw_vimg_table_bytes(v), run = 0, chunk = 0, data = 0, vram = 0;
+	const uint8_t *p = buf;
+	int r;
+
+	if (len != table_bytes)
+		return fail(err, errlen, "table size %zu, the header says %llu", len,
+			    (unsigned long long)table_bytes);
+	v->ranges = calloc(v->nranges, sizeof(*v->ranges));
+	v->runs = calloc((size_t)v->nruns, sizeof(*v->runs));
+	v->sums = calloc((size_t)v->nchunks, sizeof(*v->sums));
+	if (!v->ranges || !v->runs || !v->sums) {
+		gw_vimg_clear(v);
+		return -ENOMEM;
+	}
+	v->cap_ranges = v->nranges;
+	v->cap_runs = v->nruns;
+	v->cap_chunks = v->nchunks;
+	for (uint32_t i = 0; i < v->nranges; i++, p += GW_VIMG_RANGE_BYTES) {
+		struct gw_vimg_range *rg = &v->ranges[i];
+
+		rg->va = get64(p);
+		rg->size = get64(p + 8);
+		memcpy(rg->uuid, p + 16, 16);
+		rg->app_device = get32(p + 32);
+		rg->nruns = get32(p + 36);
+		rg->first_run = get64(p + 40);
+		rg->data_offset = get64(p + 48);
+		rg->first_chunk = get64(p + 56);
+	}
+	for (uint64_t i = 0; i < v->nruns; i++, p += GW_VIMG_RUN_BYTES) {
+		v->runs[i].first_chunk = get64(p);
+		v->runs[i].nchunks = get32(p + 8);
+		v->runs[i].zero = get32(p + 12);
+		v->runs[i].data_offset = get64(p + 16);
+	}
+	for (uint64_t i = 0; i < v->nchunks; i++, p += 8)
+		v->sums[i] = get64(p);
+
+	/* Every range's runs cover its chunks exactly, in order; data sits back to back. */
+	for (uint32_t i = 0; i < v->nranges; i++) {
+		struct gw_vimg_range *rg = &v->ranges[i];
+		uint64_t nch, next = 0;
+
+		if (rg->size == 0 || rg->size % 8 || rg->size > GW_VIMG_MAX_RANGE_BYTES ||
+		    rg->va + rg->size < rg->va || rg->app_device > 1024)
+			return fail(err, errlen, "the range table is corrupt: range %u's size or "
+				    "address", i);
+		nch = gw_vimg_range_chunks(v, rg);
+		if (rg->first_run != run || rg->nruns == 0 || rg->nruns > v->nruns - run ||
+		    rg->first_chunk != chunk || nch > v->nchunks - chunk || rg->data_offset != data)
+			return fail(err, errlen, "the range table is corrupt: range %u's runs, "
+				    "chunks or data offset", i);
+		rg->data_bytes = 0;
+		for (uint32_t k = 0; k < rg->nruns; k++) {
+			const struct gw_vimg_run *rn = &v->runs[run + k];
+			uint64_t off, n;
+
+			if (rn->first_chunk != next || rn->nchunks == 0 ||
+			    rn->nchunks > nch - next || rn->zero > 1 ||
+			    (!rn->zero && rn->data_offset != data) || (rn->zero && rn->data_offset))
+				return fail(err, errlen, "the run table is corrupt: range %u, run %u",
+					    i, k);
+			if (rn->zero && !(v->flags & GW_VIMG_F_SPARSE))
+				return fail(err, errlen, "zero run in an image that was not scanned");
+			next += rn->nchunks;
+			gw_vimg_run_span(v, rg, rn, &off, &n);
+			if (!rn->zero) {
+				data += n;
+				rg->data_bytes += n;
+			}
+		}
+		if (next != nch)
+			return fail(err, errlen, "the run table is corrupt: range %u's runs cover "
+				    "%llu of its %llu chunks", i, (unsigned long long)next,
+				    (unsigned long long)nch);
+		run += rg->nruns;
+		chunk += nch;
+		vram += rg->size;
+	}
+	if (run != v->nruns || chunk != v->nchunks || data != v->data_bytes || vram != v->vram_bytes)
+		return fail(err, errlen, "the tables do not add up to the header's totals");
+	r = overlaps(v);
+	if (r < 0)
+		return r;
+	if (r)
+		return fail(err, errlen, "two ranges overlap");
+	return 0;
+}
+
+int gw_vimg_decode_tables(struct gw_vimg *v, const uint8_t *buf, size_t len, char *err,
+			  size_t errlen)
+{
+	int r = decode_tables(v, buf, len, err, errlen);
+
+	if (r < 0)
+		gw_vimg_clear(v); /* nothing half-checked stays behind */
+	return r;
+}
+
+int gw_vimg_decode(struct gw_vimg *v, const uint8_t *buf, size_t len, char *err, size_t errlen)
+{
+	uint64_t table_bytes;
+	int r;
+
+	r = gw_vimg_decode_header(v, buf, len, err, errlen);
+	if (r < 0)
+		return r;
+	table_bytes = gw_vimg_table_bytes(v);
+	if (len - GW_VIMG_HEADER_BYTES < table_bytes)
+		return fail(err, errlen, "%zu bytes hold only part of the image's tables", len);
+	if (get32(buf + H_TABLE_CRC) != gw_crc32c(0, buf + GW_VIMG_HEADER_BYTES, table_bytes))
+		return fail(err, errlen, "the image's tables are corrupt (checksum mismatch)");
+	return gw_vimg_decode_tables(v, buf + GW_VIMG_HEADER_BYTES, (size_t)table_bytes, err,
+				     errlen);
+}
+
+static int read_full(int fd, void *buf, size_t len, uint64_t offset)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(offset + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -ENODATA;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+int gw_vimg_read_fd(int fd, struct gw_vimg *v, char *err, size_t errlen)
+{
+	uint8_t header[GW_VIMG_HEADER_BYTES], *buf;
+	uint64_t table_bytes;
+	struct stat st;
+	int r;
+
+	memset(v, 0, sizeof(*v));
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return fail(err, errlen, "not a regular file");
+	if ((uint64_t)st.st_size < GW_VIMG_HEADER_BYTES)
+		return fail(err, errlen, "%lld bytes: too short for a gpu-warmd VRAM image "
+			    "(truncated?)", (long long)st.st_size);
+	r = read_full(fd, header, sizeof(header), 0);
+	if (r < 0)
+		return fail(err, errlen, "cannot read the header: %s", strerror(-r));
+	r = gw_vimg_decode_header(v, header, sizeof(header), err, errlen);
+	if (r < 0)
+		return r;
+	if ((uint64_t)st.st_size != v->file_bytes)
+		return fail(err, errlen, "the file has %lld bytes, its header says %llu: it is "
+			    "truncated or was extended", (long long)st.st_size,
+			    (unsigned long long)v->file_bytes);
+	table_bytes = gw_vimg_table_bytes(v);
+	buf = malloc(GW_VIMG_HEADER_BYTES + (size_t)table_bytes);
+	if (!buf)
+		return -ENOMEM;
+	memcpy(buf, header, GW_VIMG_HEADER_BYTES);
+	r = read_full(fd, buf + GW_VIMG_HEADER_BYTES, (size_t)table_bytes, GW_VIMG_HEADER_BYTES);
+	if (r < 0) {
+		free(buf);
+		return fail(err, errlen, "cannot read the tables: %s", strerror(-r));
+	}
+	r = gw_vimg_decode(v, buf, GW_VIMG_HEADER_BYTES + (size_t)table_bytes, err, errlen);
+	free(buf);
+	return r;
+}
+
+void gw_vimg_clear(struct gw_vimg *v)
+{
+	if (!v)
+		return;
+	free(v->ranges);
+	free(v->runs);
+	free(v->sums);
+	v->ranges = NULL;
+	v->runs = NULL;
+	v->sums = NULL;
+	v->nranges = 0;
+	v->nruns = v->nchunks = 0;
+	v->cap_ranges = 0;
+	v->cap_runs = v->cap_chunks = 0;
+}

@@ -1,0 +1,134 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The VRAM image: what gpu-warmd keeps of a process's device memory while it is suspended, in
+ * memory or in a file (docs/image-format.md). Each range of the process's VRAM is cut into
+ * chunks; runs of all-zero chunks are recorded, never stored, and refilled with a memset; data
+ * chunks are stored back to back. Every chunk has a checksum (common/gw-chunksum.h) that the
+ * daemon verifies on the GPU after a restore.
+ *
+ * File layout, little-endian:
+ *     header   256 bytes, CRC-32C of its first 252 bytes in its last 4
+ *     ranges   64 bytes each      \
+ *     runs     24 bytes each       } "tables", CRC-32C in the header
+ *     sums     8 bytes per chunk  /
+ *     padding  to 4096
+ *     data     the data chunks, range after range, run after run
+ *
+ * This module encodes and decodes, and checks everything it decodes (sizes, counts, the runs'
+ * cover of each range, data offsets, CRCs): a file or buffer is untrusted input. It never logs.
+ */
+#ifndef GW_VIMG_H
+#define GW_VIMG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gw-chunksum.h"
+
+#define GW_VIMG_MAGIC "GWVRAMIM"
+#define GW_VIMG_VERSION 1
+#define GW_VIMG_HEADER_BYTES 256
+#define GW_VIMG_RANGE_BYTES 64
+#define GW_VIMG_RUN_BYTES 24
+#define GW_VIMG_DATA_ALIGN 4096
+#define GW_VIMG_MAX_RANGES 4096
+#define GW_VIMG_MAX_CHUNKS (1u << 24)
+#define GW_VIMG_MAX_RUNS GW_VIMG_MAX_CHUNKS
+#define GW_VIMG_MIN_CHUNK_BYTES (64u << 10)
+#define GW_VIMG_MAX_CHUNK_BYTES (1u << 30)
+#define GW_VIMG_MAX_RANGE_BYTES ((uint64_t)1 << 42)
+#define GW_VIMG_DEFAULT_CHUNK_BYTES (2u << 20)
+
+#define GW_VIMG_F_SPARSE 0x1 /* zero chunks were looked for (else every chunk is data) */
+#define GW_VIMG_F_SUMS 0x2   /* the sums are chunk checksums (else all 0: not verifiable) */
+#define GW_VIMG_F_KNOWN (GW_VIMG_F_SPARSE | GW_VIMG_F_SUMS)
+
+struct gw_vimg_run {
+	uint64_t first_chunk; /* within its range */
+	uint32_t nchunks;
+	uint32_t zero;        /* 1: all-zero chunks, not stored */
+	uint64_t data_offset; /* data runs: where its bytes start in the data section */
+};
+
+struct gw_vimg_range {
+	uint64_t va;         /* where the process maps it */
+	uint64_t size;       /* bytes, a multiple of 8 */
+	uint8_t uuid[16];    /* the GPU it lives on */
+	uint32_t app_device; /* the process's ordinal for that GPU */
+	uint32_t nruns;
+	uint64_t first_run;   /* index into runs[] */
+	uint64_t first_chunk; /* index into sums[] */
+	uint64_t data_offset; /* where its data starts in the data section */
+	uint64_t data_bytes;  /* derived */
+};
+
+struct gw_vimg {
+	uint32_t version;
+	uint32_t flags;
+	int32_t pid; /* at dump time, for people reading it */
+	uint64_t chunk_bytes;
+	uint8_t id[16]; /* random: tells images apart */
+	uint64_t created_ns; /* CLOCK_REALTIME */
+	/* Speeds measured by the daemon that wrote it, bytes/s, 0 = unknown: what a restore's
+	 * time is predicted from. */
+	uint64_t copy_out_bps, copy_in_bps, write_bps;
+
+	struct gw_vimg_range *ranges;
+	uint32_t nranges;
+	struct gw_vimg_run *runs;
+	uint64_t nruns;
+	uint64_t *sums; /* one per chunk, ranges in order */
+	uint64_t nchunks;
+
+	/* Totals and placement (gw_vimg_finalize fills them; decode checks them). */
+	uint64_t vram_bytes, data_bytes, zero_bytes;
+	uint64_t data_offset; /* file offset of the data section */
+	uint64_t file_bytes;
+
+	/* builder state */
+	uint32_t cap_ranges;
+	uint64_t cap_runs, cap_chunks;
+};
+
+static inline uint64_t gw_vimg_range_chunks(const struct gw_vimg *v, const struct gw_vimg_range *r)
+{
+	return (r->size + v->chunk_bytes - 1) / v->chunk_bytes;
+}
+
+/* The device bytes a run covers within its range: [*offset, *offset + *len). */
+void gw_vimg_run_span(const struct gw_vimg *v, const struct gw_vimg_range *r,
+		      const struct gw_vimg_run *run, uint64_t *offset, uint64_t *len);
+
+/* ---- building (the daemon, at dump) ---- */
+
+/* Start an empty image; chunk_bytes must be a power of two within the limits. */
+int gw_vimg_init(struct gw_vimg *v, uint64_t chunk_bytes, uint32_t flags);
+/* Append a range (va, size, uuid, app_device taken from r). scans: one per chunk, or NULL when
+ * nothing was scanned (one data run, sums 0). */
+int gw_vimg_add_range(struct gw_vimg *v, const struct gw_vimg_range *r,
+		      const struct gw_chunk_scan *scans);
+/* Compute offsets and totals; after the last range. */
+int gw_vimg_finalize(struct gw_vimg *v);
+/* Header and tables, padded to data_offset bytes: what goes at the start of the file. */
+int gw_vimg_encode(const struct gw_vimg *v, uint8_t **ret_buf, size_t *ret_len);
+
+/* ---- reading (untrusted) ---- */
+
+/* Decode and check the header alone (GW_VIMG_HEADER_BYTES). Fills the scalar fields. */
+int gw_vimg_decode_header(struct gw_vimg *v, const uint8_t *buf, size_t len, char *err,
+			  size_t errlen);
+/* Decode and check the tables that follow a decoded header (table bytes as the header says). */
+int gw_vimg_decode_tables(struct gw_vimg *v, const uint8_t *buf, size_t len, char *err,
+			  size_t errlen);
+/* Header, table CRC and tables from a buffer holding at least the file's start up to the end of
+ * its tables (the decoder the fuzz target drives). */
+int gw_vimg_decode(struct gw_vimg *v, const uint8_t *buf, size_t len, char *err, size_t errlen);
+/* Size of the tables a decoded header announces. */
+uint64_t gw_vimg_table_bytes(const struct gw_vimg *v);
+/* Read and check a whole image file's header and tables (the data is read by the caller): a
+ * regular file whose size is the header's. */
+int gw_vimg_read_fd(int fd, struct gw_vimg *v, char *err, size_t errlen);
+
+void gw_vimg_clear(struct gw_vimg *v);
+
+#endif
