@@ -494,6 +494,59 @@ FK_API CUresult cuMemGetAllocationGranularity(size_t *granularity, const CUmemAl
 	FK_RUN(cuMemGetAllocationGranularity, fk_granularity(granularity, prop, (int)option));
 }
 
+/* ---- modules and kernels: the daemon's chunk scan only ---- */
+
+FK_API CUresult cuModuleLoadData(CUmodule *module, const void *image)
+{
+	FK_RUN(cuModuleLoadData, fk_module_load(module, image));
+}
+
+FK_API CUresult cuModuleUnload(CUmodule module)
+{
+	FK_RUN(cuModuleUnload, fk_module_unload(module));
+}
+
+FK_API CUresult cuModuleGetFunction(CUfunction *func, CUmodule module, const char *name)
+{
+	FK_RUN(cuModuleGetFunction, fk_module_get_function(func, module, name));
+}
+
+/* Kernels run at once, like the asynchronous copies. */
+static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+		       CUstream s, void **params, void **extra)
+{
+	CUresult r = fk_stream_check(s);
+
+	if (r != CUDA_SUCCESS)
+		return r;
+	if (extra)
+		return CUDA_ERROR_INVALID_VALUE;
+	return fk_launch(f, gx, gy, gz, bx, params);
+}
+
+FK_API CUresult cuLaunchKernel(CUfunction f, unsigned int grid_x, unsigned int grid_y,
+			       unsigned int grid_z, unsigned int block_x, unsigned int block_y,
+			       unsigned int block_z, unsigned int shared_bytes, CUstream stream,
+			       void **params, void **extra)
+{
+	(void)block_y;
+	(void)block_z;
+	(void)shared_bytes;
+	FK_RUN(cuLaunchKernel, launch(f, grid_x, grid_y, grid_z, block_x, stream, params, extra));
+}
+
+static CUresult memset_async(CUdeviceptr dst, unsigned char value, size_t n, CUstream s)
+{
+	CUresult r = fk_stream_check(s);
+
+	return r != CUDA_SUCCESS ? r : fk_memset(dst, value, 1, n);
+}
+
+FK_API CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char value, size_t n, CUstream stream)
+{
+	FK_RUN(cuMemsetD8Async, memset_async(dst, value, n, stream));
+}
+
 /* ---- cuGetProcAddress ---- */
 
 static const struct {

@@ -206,6 +206,11 @@ void fk_mem_free_dev(int dev);
 CUresult fk_copy_htod(CUdeviceptr dst, const void *src, size_t n);
 CUresult fk_copy_dtoh(void *dst, CUdeviceptr src, size_t n);
 CUresult fk_memset(CUdeviceptr dst, uint32_t value, size_t elem, size_t n);
+CUresult fk_module_load(CUmodule *module, const void *image);
+CUresult fk_module_unload(CUmodule module);
+CUresult fk_module_get_function(CUfunction *func, CUmodule module, const char *name);
+CUresult fk_launch(CUfunction f, unsigned grid_x, unsigned grid_y, unsigned grid_z,
+		   unsigned block_x, void **params);
 CUresult fk_host_alloc(void **pp, size_t size, unsigned flags);
 CUresult fk_host_free(void *p);
 CUresult fk_va_reserve(CUdeviceptr *ptr, size_t size, size_t align, CUdeviceptr addr,

@@ -5,6 +5,7 @@
  * shareable cuMemCreate memory). Every function here runs with fk.lock held.
  */
 #include "fk-internal.h"
+#include "gw-chunksum.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -801,4 +802,86 @@ void fk_mem_teardown(void)
 	}
 	while (fk.phys)
 		phys_destroy(fk.phys);
+}
+
+/* ---- kernels: the daemon's chunk scan, run on the host ---- */
+
+struct CUmod_st {
+	int has_scan;
+};
+
+/* The one function a fake module can hold; its address is its handle. */
+static struct CUfunc_st {
+	int unused;
+} fk_scan_function;
+
+CUresult fk_module_load(CUmodule *module, const void *image)
+{
+	struct CUmod_st *m;
+
+	if (!module || !image)
+		return CUDA_ERROR_INVALID_VALUE;
+	if (!strstr(image, ".entry") || !strstr(image, ".version"))
+		return CUDA_ERROR_INVALID_PTX;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	m->has_scan = strstr(image, ".entry gw_scan_chunks(") != NULL;
+	*module = m;
+	return CUDA_SUCCESS;
+}
+
+CUresult fk_module_unload(CUmodule module)
+{
+	if (!module)
+		return CUDA_ERROR_INVALID_HANDLE;
+	free(module);
+	return CUDA_SUCCESS;
+}
+
+CUresult fk_module_get_function(CUfunction *func, CUmodule module, const char *name)
+{
+	if (!func || !module || !name)
+		return CUDA_ERROR_INVALID_VALUE;
+	if (!module->has_scan || strcmp(name, "gw_scan_chunks") != 0)
+		return CUDA_ERROR_NOT_FOUND;
+	*func = &fk_scan_function;
+	return CUDA_SUCCESS;
+}
+
+/* gw_scan_chunks(words, nwords, chunk_words, out): one block per chunk (common/gw-chunksum.h). */
+CUresult fk_launch(CUfunction f, unsigned grid_x, unsigned grid_y, unsigned grid_z,
+		   unsigned block_x, void **params)
+{
+	CUdeviceptr words, out;
+	uint64_t nwords, chunk_words, blocks = (uint64_t)grid_x * grid_y * grid_z;
+	unsigned char *buf;
+	CUresult r = CUDA_SUCCESS;
+
+	if (f != &fk_scan_function || !params || block_x == 0 || block_x > 1024)
+		return CUDA_ERROR_INVALID_VALUE;
+	memcpy(&words, params[0], sizeof(words));
+	memcpy(&nwords, params[1], sizeof(nwords));
+	memcpy(&chunk_words, params[2], sizeof(chunk_words));
+	memcpy(&out, params[3], sizeof(out));
+	if (chunk_words == 0 || chunk_words > ((uint64_t)1 << 27))
+		return CUDA_ERROR_INVALID_VALUE;
+	buf = malloc(chunk_words * 8);
+	if (!buf)
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	for (uint64_t c = 0; c < blocks && r == CUDA_SUCCESS; c++) {
+		uint64_t first = c * chunk_words, n;
+		struct gw_chunk_scan res;
+
+		if (first >= nwords)
+			continue;
+		n = nwords - first < chunk_words ? nwords - first : chunk_words;
+		r = fk_copy_dtoh(buf, words + first * 8, n * 8);
+		if (r != CUDA_SUCCESS)
+			break;
+		gw_chunksum_words((const uint64_t *)buf, n, first, &res);
+		r = fk_copy_htod(out + c * sizeof(res), &res, sizeof(res));
+	}
+	free(buf);
+	return r == CUDA_SUCCESS ? r : CUDA_ERROR_ILLEGAL_ADDRESS;
 }
