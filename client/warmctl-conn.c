@@ -95,6 +95,8 @@ static const char *remote_hint(const struct wc_ctx *ctx, const char *name)
 		return "pass a longer --timeout";
 	if (strcmp(name, GW_ERROR_NO_SUCH_PROCESS) == 0)
 		return "check the PID; the process may have exited";
+	if (strcmp(name, GW_ERROR_IMAGE) == 0)
+		return "`warmctl inspect FILE --verify` checks an image file";
 	return NULL;
 }
 

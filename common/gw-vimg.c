@@ -33,6 +33,8 @@ enum {
 	H_COPY_OUT = 128,
 	H_COPY_IN = 136,
 	H_WRITE = 144,
+	H_READ = 152,
+	H_RESTORE_FIXED = 160,
 	H_TABLE_CRC = 248,
 	H_HEADER_CRC = 252,
 };
@@ -256,6 +258,8 @@ static void encode_header(const struct gw_vimg *v, uint8_t *h, uint32_t table_cr
 	put64(h + H_COPY_OUT, v->copy_out_bps);
 	put64(h + H_COPY_IN, v->copy_in_bps);
 	put64(h + H_WRITE, v->write_bps);
+	put64(h + H_READ, v->read_bps);
+	put64(h + H_RESTORE_FIXED, v->restore_fixed_ns);
 	put32(h + H_TABLE_CRC, table_crc);
 	put32(h + H_HEADER_CRC, gw_crc32c(0, h, H_HEADER_CRC));
 }
@@ -333,10 +337,12 @@ int gw_vimg_decode_header(struct gw_vimg *v, const uint8_t *h, size_t len, char 
 	v->copy_out_bps = get64(h + H_COPY_OUT);
 	v->copy_in_bps = get64(h + H_COPY_IN);
 	v->write_bps = get64(h + H_WRITE);
+	v->read_bps = get64(h + H_READ);
+	v->restore_fixed_ns = get64(h + H_RESTORE_FIXED);
 	table_bytes = get64(h + H_TABLE_BYTES);
 	if (v->flags & ~GW_VIMG_F_KNOWN)
 		return fail(err, errlen, "unknown flags 0x%x", v->flags);
-	for (size_t i = H_WRITE + 8; i < H_TABLE_CRC; i++)
+	for (size_t i = H_RESTORE_FIXED + 8; i < H_TABLE_CRC; i++)
 		if (h[i])
 			return fail(err, errlen, "reserved header byte %zu is set", i);
 	if (get32(h + H_NRANGES + 4))

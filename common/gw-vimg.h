@@ -71,7 +71,8 @@ struct gw_vimg {
 	uint64_t created_ns; /* CLOCK_REALTIME */
 	/* Speeds measured by the daemon that wrote it, bytes/s, 0 = unknown: what a restore's
 	 * time is predicted from. */
-	uint64_t copy_out_bps, copy_in_bps, write_bps;
+	uint64_t copy_out_bps, copy_in_bps, write_bps, read_bps;
+	uint64_t restore_fixed_ns; /* freeze + driver restore + map, last measured */
 
 	struct gw_vimg_range *ranges;
 	uint32_t nranges;

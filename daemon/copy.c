@@ -6,15 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
-/* A range mapped into the daemon's address space. */
-struct mapping {
-	CUmemGenericAllocationHandle handle;
-	CUdeviceptr va;
-	size_t size;
-	int mapped;
-};
+#define SCAN_THREADS 256
 
 static int fail(const struct gw_copy_engine *e, const char *what, CUresult r, char *err,
 		size_t errlen)
@@ -25,7 +20,25 @@ static int fail(const struct gw_copy_engine *e, const char *what, CUresult r, ch
 	return gw_cuda_errno(r);
 }
 
-static int map_here(const struct gw_copy_engine *e, struct mapping *m, char *err, size_t errlen)
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int make_current(const struct gw_copy_engine *e, char *err, size_t errlen)
+{
+	CUresult r = e->cuda->cuCtxSetCurrent(e->context);
+
+	return r == CUDA_SUCCESS ? 0 : fail(e, "cuCtxSetCurrent", r, err, errlen);
+}
+
+/* ---- mappings ---- */
+
+static int map_here(const struct gw_copy_engine *e, struct gw_copy_map *m, char *err,
+		    size_t errlen)
 {
 	const struct gw_cuda *cuda = e->cuda;
 	CUmemAccessDesc access = {
@@ -52,8 +65,10 @@ static int map_here(const struct gw_copy_engine *e, struct mapping *m, char *err
 	return 0;
 }
 
-static void unmap_here(const struct gw_copy_engine *e, struct mapping *m)
+void gw_copy_unmap(const struct gw_copy_engine *e, struct gw_copy_map *m)
 {
+	if (!m)
+		return;
 	if (m->mapped) {
 		e->cuda->cuMemUnmap(m->va, m->size);
 		e->cuda->cuMemAddressFree(m->va, m->size);
@@ -65,137 +80,355 @@ static void unmap_here(const struct gw_copy_engine *e, struct mapping *m)
 	}
 }
 
-/* Queue one async copy per block across the streams; then wait for all of them. */
-static int copy_blocks(const struct gw_copy_engine *e, const struct gw_copy_range *ranges,
-		       const struct mapping *maps, size_t n, int to_host, char *err, size_t errlen)
+int gw_copy_import(const struct gw_copy_engine *e, struct gw_copy_map *m, int fd, size_t size,
+		   char *err, size_t errlen)
 {
-	const struct gw_cuda *cuda = e->cuda;
-	unsigned next = 0;
 	CUresult r;
+	int ret;
 
-	for (size_t i = 0; i < n; i++) {
-		/* One copy per piece of the range that lies in one host block. */
-		for (size_t off = 0; off < ranges[i].size;) {
-			size_t pos = ranges[i].offset + off;
-			char *host = (char *)ranges[i].blocks[pos / e->block_bytes] +
-				     pos % e->block_bytes;
-			size_t len = e->block_bytes - pos % e->block_bytes;
-			CUstream s = e->streams[next++ % e->nstreams];
-
-			if (len > ranges[i].size - off)
-				len = ranges[i].size - off;
-			r = to_host ? cuda->cuMemcpyDtoHAsync(host, maps[i].va + off, len, s) :
-				      cuda->cuMemcpyHtoDAsync(maps[i].va + off, host, len, s);
-			off += len;
-			if (r != CUDA_SUCCESS) {
-				for (unsigned k = 0; k < e->nstreams; k++)
-					cuda->cuStreamSynchronize(e->streams[k]);
-				return fail(e, to_host ? "cuMemcpyDtoHAsync" : "cuMemcpyHtoDAsync",
-					    r, err, errlen);
-			}
-		}
+	memset(m, 0, sizeof(*m));
+	m->size = size;
+	ret = make_current(e, err, errlen);
+	if (ret < 0)
+		return ret;
+	r = e->cuda->cuMemImportFromShareableHandle(&m->handle, (void *)(uintptr_t)fd,
+						    CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
+	if (r != CUDA_SUCCESS) {
+		m->handle = 0;
+		return fail(e, "cuMemImportFromShareableHandle", r, err, errlen);
 	}
-	for (unsigned k = 0; k < e->nstreams; k++) {
-		r = cuda->cuStreamSynchronize(e->streams[k]);
-		if (r != CUDA_SUCCESS)
-			return fail(e, "cuStreamSynchronize", r, err, errlen);
-	}
-	return 0;
-}
-
-int gw_copy_dump(const struct gw_copy_engine *e, struct gw_copy_range *ranges, const int *fds,
-		 size_t n, char *err, size_t errlen)
-{
-	const struct gw_cuda *cuda = e->cuda;
-	struct mapping *maps = calloc(n ? n : 1, sizeof(*maps));
-	int ret = 0;
-	size_t i;
-
-	if (!maps)
-		return -ENOMEM;
-	if (cuda->cuCtxSetCurrent(e->context) != CUDA_SUCCESS) {
-		snprintf(err, errlen, "cannot make the GPU's context current");
-		free(maps);
-		return -EIO;
-	}
-	for (i = 0; i < n && ret == 0; i++) {
-		CUresult r = cuda->cuMemImportFromShareableHandle(
-			&maps[i].handle, (void *)(uintptr_t)fds[i],
-			CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
-
-		maps[i].size = ranges[i].size;
-		if (r != CUDA_SUCCESS) {
-			maps[i].handle = 0;
-			ret = fail(e, "cuMemImportFromShareableHandle", r, err, errlen);
-			break;
-		}
-		ret = map_here(e, &maps[i], err, errlen);
-	}
-	if (ret == 0)
-		ret = copy_blocks(e, ranges, maps, n, 1, err, errlen);
-	/* Never keep the app's memory mapped here: the driver checkpoint that follows would
-	 * "succeed" and the restore then fail for good (DESIGN.md's first trap). */
-	for (i = 0; i < n; i++)
-		unmap_here(e, &maps[i]);
-	free(maps);
+	ret = map_here(e, m, err, errlen);
+	if (ret < 0)
+		gw_copy_unmap(e, m);
 	return ret;
 }
 
-int gw_copy_restore(const struct gw_copy_engine *e, const struct gw_copy_range *ranges, size_t n,
-		    int *ret_fds, char *err, size_t errlen)
+int gw_copy_create(const struct gw_copy_engine *e, struct gw_copy_map *m, size_t size, char *err,
+		   size_t errlen)
 {
-	const struct gw_cuda *cuda = e->cuda;
 	CUmemAllocationProp prop = {
 		.type = CU_MEM_ALLOCATION_TYPE_PINNED,
 		.requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
 		.location = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = e->device },
 	};
-	struct mapping *maps = calloc(n ? n : 1, sizeof(*maps));
-	int ret = 0;
-	size_t i;
+	CUresult r;
+	int ret;
 
-	if (!maps)
-		return -ENOMEM;
-	for (i = 0; i < n; i++)
-		ret_fds[i] = -1;
-	if (cuda->cuCtxSetCurrent(e->context) != CUDA_SUCCESS) {
-		snprintf(err, errlen, "cannot make the GPU's context current");
-		free(maps);
-		return -EIO;
-	}
-	for (i = 0; i < n && ret == 0; i++) {
-		CUresult r = cuda->cuMemCreate(&maps[i].handle, ranges[i].size, &prop, 0);
-
-		maps[i].size = ranges[i].size;
-		if (r != CUDA_SUCCESS) {
-			maps[i].handle = 0;
-			ret = fail(e, "cuMemCreate", r, err, errlen);
-			break;
-		}
-		ret = map_here(e, &maps[i], err, errlen);
-	}
-	if (ret == 0)
-		ret = copy_blocks(e, ranges, maps, n, 0, err, errlen);
-	for (i = 0; i < n && ret == 0; i++) {
-		int fd = -1;
-		CUresult r = cuda->cuMemExportToShareableHandle(
-			&fd, maps[i].handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
-
-		if (r != CUDA_SUCCESS) {
-			ret = fail(e, "cuMemExportToShareableHandle", r, err, errlen);
-			break;
-		}
-		ret_fds[i] = fd;
-	}
-	/* The exported fds keep the memory alive; the daemon holds nothing the app will map. */
-	for (i = 0; i < n; i++)
-		unmap_here(e, &maps[i]);
+	memset(m, 0, sizeof(*m));
+	m->size = size;
+	ret = make_current(e, err, errlen);
 	if (ret < 0)
-		for (i = 0; i < n; i++)
-			if (ret_fds[i] >= 0) {
-				close(ret_fds[i]);
-				ret_fds[i] = -1;
-			}
-	free(maps);
+		return ret;
+	r = e->cuda->cuMemCreate(&m->handle, size, &prop, 0);
+	if (r != CUDA_SUCCESS) {
+		m->handle = 0;
+		return fail(e, "cuMemCreate", r, err, errlen);
+	}
+	ret = map_here(e, m, err, errlen);
+	if (ret < 0)
+		gw_copy_unmap(e, m);
 	return ret;
+}
+
+int gw_copy_export(const struct gw_copy_engine *e, struct gw_copy_map *m, int *ret_fd, char *err,
+		   size_t errlen)
+{
+	int fd = -1;
+	CUresult r = e->cuda->cuMemExportToShareableHandle(
+		&fd, m->handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
+
+	if (r != CUDA_SUCCESS)
+		return fail(e, "cuMemExportToShareableHandle", r, err, errlen);
+	*ret_fd = fd;
+	return 0;
+}
+
+/* ---- the scan ---- */
+
+int gw_copy_scan(const struct gw_copy_engine *e, const struct gw_copy_map *m,
+		 uint64_t chunk_bytes, struct gw_chunk_scan *out, char *err, size_t errlen)
+{
+	const struct gw_cuda *cuda = e->cuda;
+	unsigned long long words = m->size / 8, chunk_words = chunk_bytes / 8;
+	uint64_t nchunks = (m->size + chunk_bytes - 1) / chunk_bytes;
+	CUdeviceptr results = 0, base = m->va;
+	void *params[] = { &base, &words, &chunk_words, &results };
+	CUresult r;
+	int ret;
+
+	if (!e->scan || nchunks == 0 || nchunks > UINT32_MAX) {
+		snprintf(err, errlen, "no chunk scan here");
+		return -ENOTSUP;
+	}
+	ret = make_current(e, err, errlen);
+	if (ret < 0)
+		return ret;
+	r = cuda->cuMemAlloc(&results, nchunks * sizeof(*out));
+	if (r != CUDA_SUCCESS)
+		return fail(e, "cuMemAlloc (scan results)", r, err, errlen);
+	r = cuda->cuLaunchKernel(e->scan, (unsigned)nchunks, 1, 1, SCAN_THREADS, 1, 1, 0,
+				 e->streams[0], params, NULL);
+	if (r != CUDA_SUCCESS) {
+		ret = fail(e, "cuLaunchKernel (chunk scan)", r, err, errlen);
+		goto out;
+	}
+	r = cuda->cuStreamSynchronize(e->streams[0]);
+	if (r != CUDA_SUCCESS) {
+		ret = fail(e, "cuStreamSynchronize (chunk scan)", r, err, errlen);
+		goto out;
+	}
+	r = cuda->cuMemcpyDtoH(out, results, nchunks * sizeof(*out));
+	if (r != CUDA_SUCCESS)
+		ret = fail(e, "cuMemcpyDtoH (scan results)", r, err, errlen);
+out:
+	cuda->cuMemFree(results);
+	return ret;
+}
+
+int gw_copy_verify(const struct gw_copy_engine *e, const struct gw_vimg *v, uint32_t ri,
+		   const struct gw_copy_map *m, char *err, size_t errlen)
+{
+	const struct gw_vimg_range *r = &v->ranges[ri];
+	uint64_t n = gw_vimg_range_chunks(v, r);
+	struct gw_chunk_scan *scans = calloc(n, sizeof(*scans));
+	int ret;
+
+	if (!scans)
+		return -ENOMEM;
+	ret = gw_copy_scan(e, m, v->chunk_bytes, scans, err, errlen);
+	for (uint64_t c = 0; ret == 0 && c < n; c++)
+		if (scans[c].sum != v->sums[r->first_chunk + c]) {
+			snprintf(err, errlen, "range %u (va 0x%llx), chunk %llu at offset %llu does "
+				 "not match its checksum after the copy: the image is corrupt", ri,
+				 (unsigned long long)r->va, (unsigned long long)c,
+				 (unsigned long long)(c * v->chunk_bytes));
+			ret = -EILSEQ;
+		}
+	free(scans);
+	return ret;
+}
+
+/* ---- moving data ---- */
+
+static int sync_all(const struct gw_copy_engine *e, char *err, size_t errlen)
+{
+	int ret = 0;
+
+	for (unsigned k = 0; k < e->nstreams; k++) {
+		CUresult r = e->cuda->cuStreamSynchronize(e->streams[k]);
+
+		if (r != CUDA_SUCCESS && ret == 0)
+			ret = fail(e, "cuStreamSynchronize", r, err, errlen);
+	}
+	return ret;
+}
+
+/* Memory store: one async copy per piece of a data run that lies in one block. */
+static int copy_blocks(const struct gw_copy_engine *e, const struct gw_vimg *v, uint32_t ri,
+		       const struct gw_copy_map *m, const struct gw_copy_store *s, int to_host,
+		       char *err, size_t errlen)
+{
+	const struct gw_vimg_range *r = &v->ranges[ri];
+	const struct gw_cuda *cuda = e->cuda;
+	unsigned next = 0;
+
+	for (uint32_t k = 0; k < r->nruns; k++) {
+		const struct gw_vimg_run *run = &v->runs[r->first_run + k];
+		uint64_t off, len;
+
+		gw_vimg_run_span(v, r, run, &off, &len);
+		if (run->zero) {
+			CUresult cr;
+
+			if (to_host)
+				continue;
+			cr = cuda->cuMemsetD8Async(m->va + off, 0, len, e->streams[next++ % e->nstreams]);
+			if (cr != CUDA_SUCCESS) {
+				sync_all(e, err, errlen);
+				return fail(e, "cuMemsetD8Async", cr, err, errlen);
+			}
+			continue;
+		}
+		for (uint64_t done = 0; done < len;) {
+			uint64_t pos = run->data_offset + done;
+			char *host = (char *)s->blocks[pos / s->block_bytes] + pos % s->block_bytes;
+			uint64_t piece = s->block_bytes - pos % s->block_bytes;
+			CUstream st = e->streams[next++ % e->nstreams];
+			CUresult cr;
+
+			if (piece > len - done)
+				piece = len - done;
+			cr = to_host ? cuda->cuMemcpyDtoHAsync(host, m->va + off + done, piece, st) :
+				       cuda->cuMemcpyHtoDAsync(m->va + off + done, host, piece, st);
+			if (cr != CUDA_SUCCESS) {
+				sync_all(e, err, errlen);
+				return fail(e, to_host ? "cuMemcpyDtoHAsync" : "cuMemcpyHtoDAsync", cr,
+					    err, errlen);
+			}
+			done += piece;
+		}
+	}
+	return sync_all(e, err, errlen);
+}
+
+static int io_full(int fd, void *buf, size_t len, uint64_t offset, int write_it)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = write_it ? pwrite(fd, (char *)buf + done, len - done,
+					      (off_t)(offset + done)) :
+				       pread(fd, (char *)buf + done, len - done, (off_t)(offset + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return write_it ? -EIO : -ENODATA;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* A piece of a data run in flight through staging buffer b. */
+struct piece {
+	uint64_t dev_off, file_off, len;
+	int busy;
+};
+
+/*
+ * File store through the staging buffers, round robin. Out: the GPU copies piece k into buffer b
+ * while this thread writes piece k-1 from the buffer before. In: this thread reads piece k while
+ * the GPU copies the pieces before it. A buffer is reused only after its stream is synchronised.
+ */
+static int copy_file(const struct gw_copy_engine *e, const struct gw_vimg *v, uint32_t ri,
+		     const struct gw_copy_map *m, struct gw_copy_store *s, int out, char *err,
+		     size_t errlen)
+{
+	const struct gw_vimg_range *r = &v->ranges[ri];
+	const struct gw_cuda *cuda = e->cuda;
+	unsigned nbuf = e->nstaging < e->nstreams ? e->nstaging : e->nstreams, b = 0;
+	struct piece p[8];
+	uint64_t t;
+	int ret = 0;
+
+	if (nbuf > 8)
+		nbuf = 8;
+	if (nbuf == 0) {
+		snprintf(err, errlen, "no pinned staging buffers on this GPU (--staging-mib 0)");
+		return -ENOBUFS;
+	}
+	memset(p, 0, sizeof(p));
+	pthread_mutex_lock(e->staging_lock);
+	for (uint32_t k = 0; k < r->nruns && ret == 0; k++) {
+		const struct gw_vimg_run *run = &v->runs[r->first_run + k];
+		uint64_t off, len;
+
+		gw_vimg_run_span(v, r, run, &off, &len);
+		if (run->zero) {
+			CUresult cr;
+
+			if (out)
+				continue;
+			cr = cuda->cuMemsetD8Async(m->va + off, 0, len, e->streams[0]);
+			if (cr != CUDA_SUCCESS)
+				ret = fail(e, "cuMemsetD8Async", cr, err, errlen);
+			continue;
+		}
+		for (uint64_t done = 0; done < len && ret == 0; b = (b + 1) % nbuf) {
+			struct piece *pc = &p[b];
+			CUstream st = e->streams[b % e->nstreams];
+			uint64_t n = len - done < e->staging_bytes ? len - done : e->staging_bytes;
+			CUresult cr;
+
+			/* Buffer b is free once its last copy is done (and, out, written). */
+			if (pc->busy) {
+				cr = cuda->cuStreamSynchronize(st);
+				if (cr != CUDA_SUCCESS) {
+					ret = fail(e, "cuStreamSynchronize", cr, err, errlen);
+					break;
+				}
+				if (out) {
+					t = now_ns();
+					ret = io_full(s->fd, e->staging[b], pc->len, pc->file_off, 1);
+					s->io_ns += now_ns() - t;
+					if (ret < 0) {
+						snprintf(err, errlen, "writing the image: %s",
+							 strerror(-ret));
+						break;
+					}
+				}
+				pc->busy = 0;
+			}
+			pc->dev_off = off + done;
+			pc->file_off = s->data_offset + run->data_offset + done;
+			pc->len = n;
+			if (!out) {
+				t = now_ns();
+				ret = io_full(s->fd, e->staging[b], n, pc->file_off, 0);
+				s->io_ns += now_ns() - t;
+				if (ret < 0) {
+					snprintf(err, errlen, "reading the image: %s%s", strerror(-ret),
+						 ret == -ENODATA ? " (the file is truncated)" : "");
+					break;
+				}
+				cr = cuda->cuMemcpyHtoDAsync(m->va + pc->dev_off, e->staging[b], n, st);
+			} else {
+				cr = cuda->cuMemcpyDtoHAsync(e->staging[b], m->va + pc->dev_off, n, st);
+			}
+			if (cr != CUDA_SUCCESS) {
+				ret = fail(e, out ? "cuMemcpyDtoHAsync" : "cuMemcpyHtoDAsync", cr, err,
+					   errlen);
+				break;
+			}
+			pc->busy = 1;
+			done += n;
+		}
+	}
+	/* Drain: the oldest buffer first. */
+	for (unsigned i = 0; i < nbuf; i++) {
+		struct piece *pc = &p[(b + i) % nbuf];
+		CUresult cr;
+
+		if (!pc->busy)
+			continue;
+		cr = cuda->cuStreamSynchronize(e->streams[((b + i) % nbuf) % e->nstreams]);
+		if (cr != CUDA_SUCCESS && ret == 0)
+			ret = fail(e, "cuStreamSynchronize", cr, err, errlen);
+		if (out && ret == 0) {
+			t = now_ns();
+			ret = io_full(s->fd, e->staging[(b + i) % nbuf], pc->len, pc->file_off, 1);
+			s->io_ns += now_ns() - t;
+			if (ret < 0)
+				snprintf(err, errlen, "writing the image: %s", strerror(-ret));
+		}
+		pc->busy = 0;
+	}
+	pthread_mutex_unlock(e->staging_lock);
+	if (ret == 0)
+		ret = sync_all(e, err, errlen); /* the memsets */
+	return ret;
+}
+
+int gw_copy_out(const struct gw_copy_engine *e, const struct gw_vimg *v, uint32_t r,
+		const struct gw_copy_map *m, struct gw_copy_store *s, char *err, size_t errlen)
+{
+	int ret = make_current(e, err, errlen);
+
+	if (ret < 0)
+		return ret;
+	return s->fd >= 0 ? copy_file(e, v, r, m, s, 1, err, errlen) :
+			    copy_blocks(e, v, r, m, s, 1, err, errlen);
+}
+
+int gw_copy_in(const struct gw_copy_engine *e, const struct gw_vimg *v, uint32_t r,
+	       const struct gw_copy_map *m, struct gw_copy_store *s, char *err, size_t errlen)
+{
+	int ret = make_current(e, err, errlen);
+
+	if (ret < 0)
+		return ret;
+	return s->fd >= 0 ? copy_file(e, v, r, m, s, 0, err, errlen) :
+			    copy_blocks(e, v, r, m, s, 0, err, errlen);
 }

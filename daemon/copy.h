@@ -1,29 +1,29 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The VRAM copy engine: moves an app's exported VMM ranges between the GPU and pinned host blocks
- * at the PCIe link's speed (several streams, one async copy per block, one synchronisation per
- * batch). Blocking; runs on a worker with the GPU's primed context. Written against a "ranges in,
- * host blocks out" contract so that other sources (a driver's custom-storage checkpoint path,
- * image files) can plug in later.
+ * The VRAM copy engine: moves a process's VMM ranges between the GPU and a VRAM image
+ * (common/gw-vimg.h) at the PCIe link's speed. Blocking; runs on a worker with the GPU's primed
+ * context. One range at a time:
+ *
+ *   dump:    gw_copy_import (the app's exported memory, mapped here) -> gw_copy_scan (which
+ *            chunks are zero, their checksums) -> gw_copy_out (data chunks only) -> gw_copy_unmap
+ *   restore: gw_copy_create (new memory) -> gw_copy_in (memset the zero runs, copy the data) ->
+ *            gw_copy_verify (checksums, on the GPU) -> gw_copy_export (an fd for the app) ->
+ *            gw_copy_unmap
+ *
+ * The image's data section is in one of two stores: pinned host blocks (several async copies in
+ * flight over the GPU's streams, one synchronisation per range) or a file (pread/pwrite through the
+ * GPU's pinned staging buffers, copies overlapping the file I/O).
  */
 #ifndef GW_COPY_H
 #define GW_COPY_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gw-chunksum.h"
 #include "gw-cuda.h"
-
-struct gw_copy_range {
-	uint64_t va;        /* where the app has it mapped */
-	size_t size;        /* multiple of the allocation granularity */
-	int app_device;     /* the app's device ordinal (its CUDA_VISIBLE_DEVICES numbering) */
-	CUuuid uuid;
-	/* Host storage: the image's bytes live in a list of equal pinned blocks, ranges packed
-	 * one after another; this range's bytes start at byte `offset` of that stream. */
-	void **blocks;
-	size_t offset;
-};
+#include "gw-vimg.h"
 
 struct gw_copy_engine {
 	const struct gw_cuda *cuda;
@@ -31,16 +31,53 @@ struct gw_copy_engine {
 	CUdevice device;
 	CUstream *streams;
 	unsigned nstreams;
-	size_t block_bytes;
+	CUfunction scan; /* NULL: no scan on this GPU */
+	/* Pinned bounce buffers for file stores; staging_lock serialises their users. */
+	void **staging;
+	unsigned nstaging;
+	size_t staging_bytes;
+	pthread_mutex_t *staging_lock;
 };
 
-/* Import each fds[i] (the app's memory), copy ranges[i] into its blocks. fds stay open. */
-int gw_copy_dump(const struct gw_copy_engine *engine, struct gw_copy_range *ranges,
-		 const int *fds, size_t n, char *err, size_t errlen);
+/* Where an image's data section lives. */
+struct gw_copy_store {
+	void **blocks; /* memory: equal pinned blocks, the data section packed into them */
+	size_t block_bytes;
+	int fd;               /* file: the data section at data_offset; -1 for memory */
+	uint64_t data_offset;
+	uint64_t io_ns;       /* out: time spent in pread/pwrite (file stores) */
+};
 
-/* Create memory for each range on engine->device, fill it from the blocks, export it:
- * ret_fds[i] (caller closes) keeps the memory alive; the daemon keeps no handle. */
-int gw_copy_restore(const struct gw_copy_engine *engine, const struct gw_copy_range *ranges,
-		    size_t n, int *ret_fds, char *err, size_t errlen);
+/* A range mapped into the daemon's address space. */
+struct gw_copy_map {
+	CUmemGenericAllocationHandle handle;
+	CUdeviceptr va;
+	size_t size;
+	int mapped;
+};
+
+int gw_copy_import(const struct gw_copy_engine *e, struct gw_copy_map *m, int fd, size_t size,
+		   char *err, size_t errlen);
+int gw_copy_create(const struct gw_copy_engine *e, struct gw_copy_map *m, size_t size, char *err,
+		   size_t errlen);
+/* An fd that keeps the memory alive once the daemon unmaps it (caller closes). */
+int gw_copy_export(const struct gw_copy_engine *e, struct gw_copy_map *m, int *ret_fd, char *err,
+		   size_t errlen);
+/* Unmap and release; the memory lives on while an fd or another process holds it. */
+void gw_copy_unmap(const struct gw_copy_engine *e, struct gw_copy_map *m);
+
+/* One result per chunk of chunk_bytes into out (e->scan must be set). */
+int gw_copy_scan(const struct gw_copy_engine *e, const struct gw_copy_map *m,
+		 uint64_t chunk_bytes, struct gw_chunk_scan *out, char *err, size_t errlen);
+
+/* Range r of image v: its data chunks from the GPU into the store, or the other way (zero runs
+ * are memset). */
+int gw_copy_out(const struct gw_copy_engine *e, const struct gw_vimg *v, uint32_t r,
+		const struct gw_copy_map *m, struct gw_copy_store *s, char *err, size_t errlen);
+int gw_copy_in(const struct gw_copy_engine *e, const struct gw_vimg *v, uint32_t r,
+	       const struct gw_copy_map *m, struct gw_copy_store *s, char *err, size_t errlen);
+/* Scan range r again and compare with the image's checksums: -EILSEQ names the first bad chunk. */
+int gw_copy_verify(const struct gw_copy_engine *e, const struct gw_vimg *v, uint32_t r,
+		   const struct gw_copy_map *m, char *err, size_t errlen);
 
 #endif

@@ -176,6 +176,10 @@ static void prime_done(void *data)
 		gw_gpu_log(gpu, LOG_INFO, "primed: context retained, %zu MiB pinned in %.0f ms",
 			   gw_staging_pool_bytes(&gpu->handles.staging) >> 20,
 			   gpu->handles.staging.pin_ms);
+		if (!gpu->handles.scan)
+			gw_gpu_log(gpu, LOG_WARNING, "chunk scan unavailable (%s): VRAM images "
+				   "will be dense and their checksums unverified",
+				   gpu->handles.scan_error);
 	}
 	free(job);
 	gw_daemon_gpus_changed(d);

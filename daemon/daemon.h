@@ -22,6 +22,7 @@ struct gw_options {
 	const char *cuda_library;
 	size_t staging_mib;
 	size_t image_pool_mib;
+	size_t chunk_kib; /* VRAM image chunk: the unit of zero elision and checksums */
 	mode_t socket_mode;
 	const char *socket_group;
 	unsigned workers;
@@ -86,6 +87,12 @@ struct gw_daemon {
 	int hostpool_pending;          /* being pinned at start-up */
 	char hostpool_error[256];
 	struct gw_op_stats stats[GW_OP_KIND_COUNT];
+	/* Measured by the last fast resumes: written into images for `warmctl inspect`. */
+	struct {
+		double fill_bps;      /* from pinned memory */
+		double file_fill_bps; /* from an image file */
+		double restore_fixed_ms; /* freeze, driver restore, map */
+	} speeds;
 
 	int ready_sent;
 	int stopping;

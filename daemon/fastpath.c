@@ -2,11 +2,14 @@
 #include "fastpath.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "auth.h"
@@ -41,7 +44,7 @@ struct gw_fast_op {
 	pid_t restore_tid;
 	struct gw_frozen frozen;
 	struct gw_image *image;
-	int *fds; /* one per image range while they are in flight */
+	int *fds; /* one per range while they are in flight */
 	size_t nfds;
 	size_t export_total;  /* ranges the agent announced */
 	size_t mapped;        /* ranges mapped back so far */
@@ -49,15 +52,27 @@ struct gw_fast_op {
 	int caller_froze; /* the caller (CRIU's plugin) holds the threads stopped: no freeze here */
 	int locked;       /* locked by us right now */
 	int failed;       /* an error is being handled; finish() reports it */
+	int need_restore; /* resume: the driver restore runs after the fill */
 	char error_name[64];
 	char error[512];
 	cJSON *error_extra;
+
+	/* suspend: the agent's ranges, their mappings here and scans, before the image exists */
+	struct gw_vimg_range *xranges;
+	size_t nx;
+	struct gw_copy_map *maps;
+	struct gw_chunk_scan **scans;
+	int sparse;
+	uint64_t chunk_bytes;
+	int image_fd; /* suspend into this file (-1: into pinned memory) */
 
 	/* worker results */
 	CUresult cu;
 	const char *cu_call;
 	int jobs_left, job_error;
 	char job_err[256];
+	pthread_mutex_t job_lock;
+	uint64_t io_ns[GW_GPU_MAX]; /* file I/O time per GPU job */
 };
 
 /* ---- small helpers ---- */
@@ -123,13 +138,23 @@ static void image_free(struct gw_daemon *d, struct gw_image *image)
 	if (image->blocks)
 		gw_hostpool_give(&d->hostpool, image->blocks, image->nblocks);
 	free(image->blocks);
-	free(image->ranges);
+	if (image->fd >= 0)
+		close(image->fd);
+	gw_vimg_clear(&image->v);
 	free(image);
 }
 
-static struct gw_gpu *range_gpu(struct gw_daemon *d, const struct gw_copy_range *r)
+static void export_list_free(struct gw_fast_op *op)
 {
-	return gw_gpu_find_uuid(d->gpus, d->ngpus, &r->uuid);
+	for (size_t i = 0; op->scans && i < op->nx; i++)
+		free(op->scans[i]);
+	free(op->scans);
+	free(op->maps);
+	free(op->xranges);
+	op->scans = NULL;
+	op->maps = NULL;
+	op->xranges = NULL;
+	op->nx = 0;
 }
 
 /* ---- running steps ---- */
@@ -257,86 +282,163 @@ static void work_restore_unlock(struct gw_fast_op *op, struct op_job *job)
 
 /* ---- copy steps (one worker job per GPU, in parallel) ---- */
 
+static struct gw_gpu *range_gpu(struct gw_daemon *d, const struct gw_vimg_range *r)
+{
+	CUuuid uuid;
+
+	memcpy(uuid.bytes, r->uuid, sizeof(uuid.bytes));
+	return gw_gpu_find_uuid(d->gpus, d->ngpus, &uuid);
+}
+
 static void engine_for(struct gw_fast_op *op, unsigned gpu, struct gw_copy_engine *e)
 {
 	struct gw_gpu *g = &op->d->gpus[gpu];
 
+	memset(e, 0, sizeof(*e));
 	e->cuda = op->d->cuda;
 	e->context = g->handles.context;
 	e->device = g->device;
 	e->streams = g->handles.streams;
 	e->nstreams = g->handles.nstreams;
-	e->block_bytes = GW_HOSTPOOL_BLOCK_BYTES;
+	e->scan = g->handles.scan;
+	e->staging = g->handles.staging.buffers;
+	e->nstaging = g->handles.staging.count;
+	e->staging_bytes = g->handles.staging.buffer_bytes;
+	e->staging_lock = &g->staging_lock;
 }
 
-/* The image ranges on one GPU are contiguous runs? Not necessarily: copy them one by one through
- * index lists built here. */
-static size_t ranges_on_gpu(struct gw_fast_op *op, unsigned gpu, size_t *idx)
+static void store_for(struct gw_image *image, struct gw_copy_store *s)
 {
-	size_t n = 0;
-
-	for (size_t i = 0; i < op->image->nranges; i++) {
-		struct gw_gpu *g = range_gpu(op->d, &op->image->ranges[i]);
-
-		if (g && g->index == gpu)
-			idx[n++] = i;
-	}
-	return n;
+	memset(s, 0, sizeof(*s));
+	s->blocks = image->blocks;
+	s->block_bytes = GW_HOSTPOOL_BLOCK_BYTES;
+	s->fd = image->fd;
+	s->data_offset = image->v.data_offset;
 }
 
-static void work_copy(struct gw_fast_op *op, struct op_job *job, int dump)
+/* The ranges being moved: the export list while suspending, the image's while resuming. */
+static size_t op_nranges(const struct gw_fast_op *op)
 {
-	struct gw_copy_engine e;
-	size_t *idx = calloc(op->image->nranges, sizeof(*idx));
-	struct gw_copy_range *ranges = calloc(op->image->nranges, sizeof(*ranges));
-	int *fds = calloc(op->image->nranges, sizeof(*fds));
-	char err[256] = "";
-	size_t n;
-	int r;
+	return op->xranges ? op->nx : op->image ? op->image->v.nranges : 0;
+}
 
-	if (!idx || !ranges || !fds) {
-		r = -ENOMEM;
-		snprintf(err, sizeof(err), "out of memory");
-		goto out;
-	}
-	engine_for(op, job->gpu, &e);
-	n = ranges_on_gpu(op, job->gpu, idx);
-	for (size_t i = 0; i < n; i++) {
-		ranges[i] = op->image->ranges[idx[i]];
-		fds[i] = dump ? op->fds[idx[i]] : -1;
-	}
-	r = dump ? gw_copy_dump(&e, ranges, fds, n, err, sizeof(err)) :
-		   gw_copy_restore(&e, ranges, n, fds, err, sizeof(err));
-	/* Distinct jobs write distinct fds[] slots; job_error is read only after all finish. */
-	if (!dump)
-		for (size_t i = 0; i < n; i++)
-			op->fds[idx[i]] = fds[i];
-out:
-	if (r < 0) {
+static const struct gw_vimg_range *op_range(const struct gw_fast_op *op, size_t i)
+{
+	return op->xranges ? &op->xranges[i] : &op->image->v.ranges[i];
+}
+
+static int on_gpu(struct gw_fast_op *op, size_t i, unsigned gpu)
+{
+	struct gw_gpu *g = range_gpu(op->d, op_range(op, i));
+
+	return g && g->index == gpu;
+}
+
+static void job_fail(struct gw_fast_op *op, struct op_job *job, int r, const char *err)
+{
+	/* Jobs of different GPUs may fail at once: keep one message (all are logged). */
+	pthread_mutex_lock(&op->job_lock);
+	if (!op->job_error) {
 		op->job_error = r;
 		snprintf(op->job_err, sizeof(op->job_err), "GPU %u: %s", job->gpu, err);
 	}
-	free(idx);
-	free(ranges);
-	free(fds);
+	pthread_mutex_unlock(&op->job_lock);
 }
 
-static void work_copy_dump(struct gw_fast_op *op, struct op_job *job)
+/* Suspend, first round: map the app's memory here and scan it. The mappings stay for the copy. */
+static void work_dump_scan(struct gw_fast_op *op, struct op_job *job)
 {
-	work_copy(op, job, 1);
+	struct gw_copy_engine e;
+	char err[256] = "";
+	int r = 0;
+
+	engine_for(op, job->gpu, &e);
+	for (size_t i = 0; i < op->nx && r == 0; i++) {
+		const struct gw_vimg_range *x = &op->xranges[i];
+
+		if (!on_gpu(op, i, job->gpu))
+			continue;
+		r = gw_copy_import(&e, &op->maps[i], op->fds[i], x->size, err, sizeof(err));
+		if (r == 0 && op->sparse && e.scan) {
+			op->scans[i] = calloc((x->size + op->chunk_bytes - 1) / op->chunk_bytes,
+					      sizeof(**op->scans));
+			r = op->scans[i] ? gw_copy_scan(&e, &op->maps[i], op->chunk_bytes,
+							op->scans[i], err, sizeof(err)) :
+					   -ENOMEM;
+		}
+	}
+	if (r < 0)
+		job_fail(op, job, r, err);
 }
 
-static void work_copy_restore(struct gw_fast_op *op, struct op_job *job)
+/* Suspend, second round: the data chunks into the image (unless the op is failing), then unmap:
+ * the daemon must never keep the app's memory mapped (DESIGN.md's first trap). */
+static void work_dump_copy(struct gw_fast_op *op, struct op_job *job)
 {
-	work_copy(op, job, 0);
+	struct gw_copy_engine e;
+	struct gw_copy_store s;
+	char err[256] = "";
+	int r = 0;
+
+	engine_for(op, job->gpu, &e);
+	if (!op->job_error) {
+		store_for(op->image, &s);
+		for (size_t i = 0; i < op->nx && r == 0; i++)
+			if (on_gpu(op, i, job->gpu))
+				r = gw_copy_out(&e, &op->image->v, (uint32_t)i, &op->maps[i], &s,
+						err, sizeof(err));
+		op->io_ns[job->gpu] = s.io_ns;
+	}
+	for (size_t i = 0; i < op->nx; i++)
+		if (on_gpu(op, i, job->gpu))
+			gw_copy_unmap(&e, &op->maps[i]);
+	if (r < 0)
+		job_fail(op, job, r, err);
 }
 
-static uint64_t image_gpus(struct gw_fast_op *op)
+/* Resume: new memory per range, filled from the image and checked against its checksums. */
+static void work_fill(struct gw_fast_op *op, struct op_job *job)
+{
+	const struct gw_vimg *v = &op->image->v;
+	int verify = (v->flags & GW_VIMG_F_SUMS) != 0;
+	struct gw_copy_engine e;
+	struct gw_copy_store s;
+	char err[256] = "";
+	int r = 0;
+
+	engine_for(op, job->gpu, &e);
+	store_for(op->image, &s);
+	if (verify && !e.scan) {
+		verify = 0;
+		gw_warn("GPU %u has no chunk scan: the VRAM of pid %d is restored unverified",
+			job->gpu, op->pid);
+	}
+	for (uint32_t i = 0; i < v->nranges && r == 0; i++) {
+		struct gw_copy_map m;
+
+		if (!on_gpu(op, i, job->gpu))
+			continue;
+		r = gw_copy_create(&e, &m, v->ranges[i].size, err, sizeof(err));
+		if (r < 0)
+			break;
+		r = gw_copy_in(&e, v, i, &m, &s, err, sizeof(err));
+		if (r == 0 && verify)
+			r = gw_copy_verify(&e, v, i, &m, err, sizeof(err));
+		if (r == 0)
+			r = gw_copy_export(&e, &m, &op->fds[i], err, sizeof(err));
+		gw_copy_unmap(&e, &m);
+	}
+	op->io_ns[job->gpu] = s.io_ns;
+	if (r < 0)
+		job_fail(op, job, r, err);
+}
+
+static uint64_t op_gpus(struct gw_fast_op *op)
 {
 	uint64_t mask = 0;
 
-	for (size_t i = 0; i < op->image->nranges; i++) {
-		struct gw_gpu *g = range_gpu(op->d, &op->image->ranges[i]);
+	for (size_t i = 0; i < op_nranges(op); i++) {
+		struct gw_gpu *g = range_gpu(op->d, op_range(op, i));
 
 		if (g)
 			mask |= (uint64_t)1 << g->index;
@@ -344,21 +446,31 @@ static uint64_t image_gpus(struct gw_fast_op *op)
 	return mask;
 }
 
-static int submit_copies(struct gw_fast_op *op, int dump, op_step_fn next)
+/* One job per GPU that holds ranges of this op; next runs on the loop when all are done. */
+static int submit_per_gpu(struct gw_fast_op *op, void (*work)(struct gw_fast_op *, struct op_job *),
+			  op_step_fn next)
 {
-	uint64_t mask = image_gpus(op);
+	uint64_t mask = op_gpus(op);
 
-	op->job_error = 0;
 	for (unsigned g = 0; g < op->d->ngpus; g++) {
 		if (!(mask & ((uint64_t)1 << g)))
 			continue;
-		if (submit(op, dump ? work_copy_dump : work_copy_restore, next, g) < 0) {
+		if (submit(op, work, next, g) < 0) {
 			op->job_error = -ENOMEM;
 			snprintf(op->job_err, sizeof(op->job_err), "cannot queue copies");
 			break;
 		}
 	}
 	return op->jobs_left > 0 ? 0 : -EIO;
+}
+
+static uint64_t op_io_ns(const struct gw_fast_op *op)
+{
+	uint64_t ns = 0;
+
+	for (unsigned g = 0; g < GW_GPU_MAX; g++)
+		ns = op->io_ns[g] > ns ? op->io_ns[g] : ns; /* GPUs run in parallel */
+	return ns;
 }
 
 /* ---- agent calls ---- */
@@ -424,6 +536,7 @@ static void call_agent(struct gw_fast_op *op, const char *method, cJSON *params,
 
 static cJSON *op_result(struct gw_fast_op *op, const char *state)
 {
+	const struct gw_vimg *v = op->image ? &op->image->v : NULL;
 	cJSON *result = cJSON_CreateObject(), *steps;
 	double copy_ms = 0;
 
@@ -434,8 +547,17 @@ static cJSON *op_result(struct gw_fast_op *op, const char *state)
 	cJSON_AddStringToObject(result, "state", state);
 	cJSON_AddStringToObject(result, "path", "fast");
 	cJSON_AddNumberToObject(result, "duration_ms", gw_now_ms() - op->start_ms);
-	cJSON_AddNumberToObject(result, "vram_bytes", op->image ? (double)op->image->bytes : 0);
-	cJSON_AddNumberToObject(result, "ranges", op->image ? (double)op->image->nranges : 0);
+	cJSON_AddNumberToObject(result, "vram_bytes", v ? (double)v->vram_bytes : 0);
+	cJSON_AddNumberToObject(result, "ranges", v ? (double)v->nranges : 0);
+	if (v) {
+		cJSON_AddNumberToObject(result, "data_bytes", (double)v->data_bytes);
+		cJSON_AddNumberToObject(result, "zero_bytes", (double)v->zero_bytes);
+		cJSON_AddNumberToObject(result, "chunk_bytes", (double)v->chunk_bytes);
+		cJSON_AddBoolToObject(result, "verified", (v->flags & GW_VIMG_F_SUMS) != 0);
+		cJSON_AddStringToObject(result, "image", op->image->fd >= 0 ? "file" : "memory");
+		if (op->image->fd >= 0)
+			cJSON_AddNumberToObject(result, "image_bytes", (double)v->file_bytes);
+	}
 	steps = cJSON_AddArrayToObject(result, "steps");
 	for (unsigned i = 0; steps && i < op->nsteps; i++) {
 		cJSON *s = cJSON_CreateObject();
@@ -448,10 +570,36 @@ static cJSON *op_result(struct gw_fast_op *op, const char *state)
 		if (strcmp(op->steps[i].name, "copy") == 0 || strcmp(op->steps[i].name, "fill") == 0)
 			copy_ms = op->steps[i].ms;
 	}
-	if (copy_ms > 0 && op->image)
-		cJSON_AddNumberToObject(result, "copy_gb_per_s",
-					(double)op->image->bytes / 1e6 / copy_ms); /* of "copy" or "fill" */
+	/* Of "copy" or "fill": the data bytes that crossed the link (zero chunks did not). */
+	if (copy_ms > 0 && v)
+		cJSON_AddNumberToObject(result, "copy_gb_per_s", (double)v->data_bytes / 1e6 / copy_ms);
+	if (op_io_ns(op) > 0)
+		cJSON_AddNumberToObject(result, "file_io_ms", (double)op_io_ns(op) / 1e6);
 	return result;
+}
+
+/* Link speeds the daemon measured last: written into images, from which inspect predicts. */
+static void remember_speeds(struct gw_fast_op *op)
+{
+	const struct gw_vimg *v = &op->image->v;
+	struct gw_daemon *d = op->d;
+	double fill_ms = 0, fixed_ms = 0;
+
+	if (op->kind != FAST_RESUME || op->failed)
+		return;
+	for (unsigned i = 0; i < op->nsteps; i++) {
+		if (strcmp(op->steps[i].name, "fill") == 0)
+			fill_ms = op->steps[i].ms;
+		else
+			fixed_ms += op->steps[i].ms;
+	}
+	if (fill_ms > 0 && v->data_bytes >= (64u << 20)) {
+		if (op->image->fd >= 0)
+			d->speeds.file_fill_bps = (double)v->data_bytes / (fill_ms / 1e3);
+		else
+			d->speeds.fill_bps = (double)v->data_bytes / (fill_ms / 1e3);
+	}
+	d->speeds.restore_fixed_ms = fixed_ms;
 }
 
 static void finish(struct gw_fast_op *op)
@@ -462,6 +610,7 @@ static void finish(struct gw_fast_op *op)
 
 	gw_thaw(&op->frozen);
 	close_fds(op);
+	export_list_free(op);
 	for (struct gw_fast_op **p = &d->fast_ops; *p; p = &(*p)->next)
 		if (*p == op) {
 			*p = op->next;
@@ -472,31 +621,44 @@ static void finish(struct gw_fast_op *op)
 			d->gpus[i].in_flight--;
 	op->agent->busy = 0;
 	gw_op_stats_record(stats, !op->failed, total,
-			   !op->failed && op->image ? (uint64_t)op->image->bytes : 0);
+			   !op->failed && op->image ? op->image->v.data_bytes : 0);
 	if (op->failed) {
 		gw_warn("fast %s of pid %d failed: %s", op->kind == FAST_SUSPEND ? "suspend" : "resume",
 			op->pid, op->error);
 		gw_request_fail(op->req, op->error_name, op->error_extra, "%s", op->error);
 	} else {
-		gw_info("fast %s of pid %d: %.1f MiB in %.1f ms",
+		remember_speeds(op);
+		gw_info("fast %s of pid %d: %.1f MiB (%.1f MiB of data) in %.1f ms",
 			op->kind == FAST_SUSPEND ? "suspend" : "resume", op->pid,
-			op->image ? (double)op->image->bytes / 1048576.0 : 0.0, total);
+			(double)op->image->v.vram_bytes / 1048576.0,
+			(double)op->image->v.data_bytes / 1048576.0, total);
 		gw_request_reply(op->req, op_result(op, op->kind == FAST_SUSPEND ? "checkpointed" :
 										  "running"));
 		cJSON_Delete(op->error_extra);
 	}
+	/* A suspend that failed leaves no half-written image behind. */
+	if (op->kind == FAST_SUSPEND && op->failed && !op->released && op->image &&
+	    op->image->fd >= 0 && ftruncate(op->image->fd, 0) < 0)
+		gw_debug("truncating the failed image: %s", strerror(errno));
 	/* Where the VRAM's only copy is the image, keep it for the next resume; else drop it. */
-	if (op->released)
+	if (op->released && op->agent->image != op->image) {
+		image_free(d, op->agent->image);
 		op->agent->image = op->image;
-	else
+	} else if (!op->released) {
+		if (op->agent->image == op->image)
+			op->agent->image = NULL;
 		image_free(d, op->image);
+	}
+	if (op->image_fd >= 0)
+		close(op->image_fd);
+	pthread_mutex_destroy(&op->job_lock);
 	free(op);
 	gw_daemon_gpus_changed(d);
 }
 
 /* ---- resume (also the way back from a suspend that failed after the release) ---- */
 
-static cJSON *ranges_json(const struct gw_image *image, size_t first, size_t n)
+static cJSON *ranges_json(const struct gw_vimg *v, size_t first, size_t n)
 {
 	cJSON *params = cJSON_CreateObject();
 	cJSON *ranges = params ? cJSON_AddArrayToObject(params, "ranges") : NULL;
@@ -507,10 +669,10 @@ static cJSON *ranges_json(const struct gw_image *image, size_t first, size_t n)
 
 		if (!r)
 			break;
-		snprintf(va, sizeof(va), "0x%" PRIx64, image->ranges[i].va);
+		snprintf(va, sizeof(va), "0x%" PRIx64, v->ranges[i].va);
 		cJSON_AddStringToObject(r, "va", va);
-		cJSON_AddNumberToObject(r, "size", (double)image->ranges[i].size);
-		cJSON_AddNumberToObject(r, "device", image->ranges[i].app_device);
+		cJSON_AddNumberToObject(r, "size", (double)v->ranges[i].size);
+		cJSON_AddNumberToObject(r, "device", v->ranges[i].app_device);
 		cJSON_AddItemToArray(ranges, r);
 	}
 	return params;
@@ -521,7 +683,7 @@ static void map_next(struct gw_fast_op *op);
 static void resume_mapped(struct gw_fast_op *op, const struct gw_message *msg, int *fds,
 			  unsigned nfds)
 {
-	size_t n = op->image->nranges - op->mapped;
+	size_t total = op->image->v.nranges, n = total - op->mapped;
 
 	for (unsigned i = 0; i < nfds; i++)
 		close(fds[i]);
@@ -530,7 +692,7 @@ static void resume_mapped(struct gw_fast_op *op, const struct gw_message *msg, i
 		return;
 	}
 	op->mapped += n < GW_FRAME_MAX_FDS ? n : GW_FRAME_MAX_FDS;
-	if (op->mapped < op->image->nranges) {
+	if (op->mapped < total) {
 		map_next(op);
 		return;
 	}
@@ -538,8 +700,8 @@ static void resume_mapped(struct gw_fast_op *op, const struct gw_message *msg, i
 	op->released = 0; /* the app has its VRAM back */
 	/* ...as memory this daemon made: a driver checkpoint of it could never be restored. The
 	 * agent will say so too, but not before its next update. */
-	if (op->agent->foreign < op->image->nranges)
-		op->agent->foreign = op->image->nranges;
+	if (op->agent->foreign < total)
+		op->agent->foreign = total;
 	if (!op->failed)
 		step_done(op, "map");
 	finish(op);
@@ -548,44 +710,12 @@ static void resume_mapped(struct gw_fast_op *op, const struct gw_message *msg, i
 /* Hand the refilled memory to the agent, GW_FRAME_MAX_FDS ranges per call. */
 static void map_next(struct gw_fast_op *op)
 {
-	size_t n = op->image->nranges - op->mapped;
+	size_t n = op->image->v.nranges - op->mapped;
 
 	if (n > GW_FRAME_MAX_FDS)
 		n = GW_FRAME_MAX_FDS;
-	call_agent(op, GW_METHOD_AGENT_MAP, ranges_json(op->image, op->mapped, n),
+	call_agent(op, GW_METHOD_AGENT_MAP, ranges_json(&op->image->v, op->mapped, n),
 		   op->fds + op->mapped, (unsigned)n, resume_mapped);
-}
-
-static void resume_filled(struct gw_fast_op *op)
-{
-	if (op->job_error) {
-		set_error(op, GW_ERROR_CUDA, "refilling VRAM failed: %s", op->job_err);
-		finish(op);
-		return;
-	}
-	if (!op->failed)
-		step_done(op, "fill");
-	op->mapped = 0;
-	map_next(op);
-}
-
-/* Create + fill new memory for every range; then the agent maps it. */
-static void resume_fill(struct gw_fast_op *op)
-{
-	close_fds(op);
-	op->fds = calloc(op->image->nranges, sizeof(*op->fds));
-	if (!op->fds) {
-		set_error(op, GW_ERROR_INTERNAL, "out of memory");
-		finish(op);
-		return;
-	}
-	for (size_t i = 0; i < op->image->nranges; i++)
-		op->fds[i] = -1;
-	op->nfds = op->image->nranges;
-	if (submit_copies(op, 0, resume_filled) < 0) {
-		set_error(op, GW_ERROR_CUDA, "refilling VRAM failed: %s", op->job_err);
-		finish(op);
-	}
 }
 
 static void resume_unlocked(struct gw_fast_op *op)
@@ -596,7 +726,8 @@ static void resume_unlocked(struct gw_fast_op *op)
 		return;
 	}
 	step_done(op, "restore");
-	resume_fill(op);
+	op->mapped = 0;
+	map_next(op);
 }
 
 static int freeze_app(struct gw_fast_op *op)
@@ -607,7 +738,7 @@ static int freeze_app(struct gw_fast_op *op)
 	if (op->caller_froze)
 		return 0;
 	r = gw_freeze(op->pid, keep, op->restore_tid > 0 ? 2 : 1, GW_FREEZE_TIMEOUT_MS,
-			  &op->frozen);
+		      &op->frozen);
 
 	if (r < 0)
 		set_error(op, r == -EPERM ? GW_ERROR_PERMISSION_DENIED : GW_ERROR_INTERNAL,
@@ -629,6 +760,53 @@ static void resume_have_tid(struct gw_fast_op *op)
 	}
 	step_done(op, "freeze");
 	run(op, work_restore_unlock, resume_unlocked);
+}
+
+/* The VRAM is refilled and checked before the process is touched: a bad image leaves it
+ * checkpointed (and restorable from a good one). Then the driver restore, then the agent maps. */
+static void resume_filled(struct gw_fast_op *op)
+{
+	if (op->job_error) {
+		set_error(op, op->job_error == -EILSEQ ? GW_ERROR_IMAGE : GW_ERROR_CUDA,
+			  "refilling VRAM failed: %s", op->job_err);
+		finish(op);
+		return;
+	}
+	if (!op->failed)
+		step_done(op, "fill");
+	if (!op->need_restore) {
+		op->mapped = 0;
+		map_next(op);
+	} else if (op->caller_froze) {
+		/* CRIU's plugin stopped every thread and lets the agent and the CUDA restore
+		 * thread run for this call: the restore thread's id is not needed here. */
+		op->cu = CUDA_SUCCESS;
+		resume_have_tid(op);
+	} else {
+		run(op, work_restore_tid, resume_have_tid);
+	}
+}
+
+/* Create + fill new memory for every range; then the agent maps it. */
+static void resume_fill(struct gw_fast_op *op)
+{
+	size_t n = op->image->v.nranges;
+
+	close_fds(op);
+	op->fds = calloc(n, sizeof(*op->fds));
+	if (!op->fds) {
+		set_error(op, GW_ERROR_INTERNAL, "out of memory");
+		finish(op);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		op->fds[i] = -1;
+	op->nfds = n;
+	op->job_error = 0;
+	if (submit_per_gpu(op, work_fill, resume_filled) < 0) {
+		set_error(op, GW_ERROR_CUDA, "refilling VRAM failed: %s", op->job_err);
+		finish(op);
+	}
 }
 
 /* ---- suspend ---- */
@@ -667,11 +845,46 @@ static void suspend_released(struct gw_fast_op *op, const struct gw_message *msg
 	run(op, work_lock_checkpoint, suspend_checkpointed);
 }
 
+/* The image is complete in its store; in a file, its header and tables go last, so that a file
+ * whose writing was cut short never reads as an image. */
+static int image_seal(struct gw_fast_op *op)
+{
+	struct gw_vimg *v = &op->image->v;
+	struct gw_daemon *d = op->d;
+	uint64_t io_ns = op_io_ns(op);
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	int r;
+
+	if (op->image->fd < 0)
+		return 0;
+	v->write_bps = io_ns ? (uint64_t)((double)v->data_bytes / ((double)io_ns / 1e9)) : 0;
+	v->copy_in_bps = (uint64_t)(d->speeds.fill_bps > 0 ? d->speeds.fill_bps : 0);
+	v->read_bps = (uint64_t)(d->speeds.file_fill_bps > 0 ? d->speeds.file_fill_bps : 0);
+	v->restore_fixed_ns = (uint64_t)(d->speeds.restore_fixed_ms * 1e6);
+	r = gw_vimg_encode(v, &buf, &len);
+	if (r == 0) {
+		ssize_t n = pwrite(op->image->fd, buf, len, 0);
+
+		r = n == (ssize_t)len ? 0 : n < 0 ? -errno : -EIO;
+	}
+	free(buf);
+	if (r < 0)
+		set_error(op, GW_ERROR_IMAGE, "writing the image's header: %s", strerror(-r));
+	return r;
+}
+
 static void suspend_copied(struct gw_fast_op *op)
 {
 	close_fds(op); /* the app's exported fds: our imports are gone, these must go too */
+	export_list_free(op);
 	if (op->job_error) {
-		set_error(op, GW_ERROR_CUDA, "copying VRAM out failed: %s", op->job_err);
+		set_error(op, op->job_error == -ENOSPC ? GW_ERROR_IMAGE : GW_ERROR_CUDA,
+			  "copying VRAM out failed: %s", op->job_err);
+		finish(op);
+		return;
+	}
+	if (op->failed || image_seal(op) < 0) {
 		finish(op);
 		return;
 	}
@@ -679,83 +892,87 @@ static void suspend_copied(struct gw_fast_op *op)
 	call_agent(op, GW_METHOD_AGENT_RELEASE, cJSON_CreateObject(), NULL, 0, suspend_released);
 }
 
-/* Append one Export reply's ranges and fds to the image being built. fds are ours from here. */
-static int image_append(struct gw_fast_op *op, const cJSON *result, int *fds, unsigned nfds)
+/* Append one Export reply's ranges and fds to the export list. fds are ours from here. */
+static int export_append(struct gw_fast_op *op, const cJSON *result, int *fds, unsigned nfds)
 {
 	const cJSON *ranges = cJSON_GetObjectItemCaseSensitive(result, "ranges"), *item;
 	struct gw_daemon *d = op->d;
-	struct gw_image *image = op->image;
 	uint64_t total;
 	size_t first;
 
 	if (gw_json_get_u64(result, "total", 0, GW_FAST_MAX_RANGES, &total) < 0 ||
 	    !cJSON_IsArray(ranges) || (size_t)cJSON_GetArraySize(ranges) != nfds ||
 	    (op->export_total && total != op->export_total) ||
-	    (image && image->nranges + nfds > total) || (nfds == 0 && total > 0)) {
+	    (op->xranges && op->nx + nfds > total) || (nfds == 0 && total > 0)) {
 		for (unsigned i = 0; i < nfds; i++)
 			close(fds[i]);
 		set_error(op, GW_ERROR_AGENT, "the agent of pid %d sent a malformed range list",
 			  op->pid);
 		return -EBADMSG;
 	}
-	if (!image) {
+	if (!op->xranges) {
+		size_t n = total ? total : 1;
+
 		op->export_total = total;
-		image = op->image = calloc(1, sizeof(*image));
-		if (image)
-			image->ranges = calloc(total ? total : 1, sizeof(*image->ranges));
-		op->fds = calloc(total ? total : 1, sizeof(int));
-		if (!image || !image->ranges || !op->fds) {
+		op->xranges = calloc(n, sizeof(*op->xranges));
+		op->maps = calloc(n, sizeof(*op->maps));
+		op->scans = calloc(n, sizeof(*op->scans));
+		op->fds = calloc(n, sizeof(int));
+		if (!op->xranges || !op->maps || !op->scans || !op->fds) {
 			for (unsigned i = 0; i < nfds; i++)
 				close(fds[i]);
 			set_error(op, GW_ERROR_INTERNAL, "out of memory");
 			return -ENOMEM;
 		}
 	}
-	first = image->nranges;
+	first = op->nx;
 	for (unsigned i = 0; i < nfds; i++)
 		op->fds[op->nfds++] = fds[i];
 	cJSON_ArrayForEach(item, ranges) {
-		struct gw_copy_range *r = &image->ranges[image->nranges];
+		struct gw_vimg_range *r = &op->xranges[op->nx];
 		const char *uuid = NULL;
 		uint64_t size = 0, dev = 0;
 		struct gw_gpu *gpu;
+		CUuuid u;
 
 		if (gw_json_get_hex_u64(item, "va", &r->va) < 0 ||
-		    gw_json_get_u64(item, "size", 1, (uint64_t)1 << 42, &size) < 0 ||
-		    gw_json_get_u64(item, "device", 0, 1024, &dev) < 0 ||
+		    gw_json_get_u64(item, "size", 1, GW_VIMG_MAX_RANGE_BYTES, &size) < 0 ||
+		    size % 8 || gw_json_get_u64(item, "device", 0, 1024, &dev) < 0 ||
 		    gw_json_get_string(item, "uuid", 64, &uuid) < 0 ||
-		    gw_cuda_uuid_parse(uuid, &r->uuid) < 0) {
+		    gw_cuda_uuid_parse(uuid, &u) < 0) {
 			set_error(op, GW_ERROR_AGENT, "the agent of pid %d sent a malformed range "
 				  "(#%zu)", op->pid, first);
 			return -EBADMSG;
 		}
+		memcpy(r->uuid, u.bytes, sizeof(r->uuid));
+		r->size = size;
+		r->app_device = (uint32_t)dev;
 		gpu = range_gpu(d, r);
 		if (!gpu || gpu->state != GW_GPU_READY) {
 			set_error(op, GW_ERROR_DRAINING, "pid %d has VRAM on GPU %s, which is %s",
 				  op->pid, uuid, gpu ? gw_gpu_state_name(gpu->state) : "unknown here");
 			return -ENODEV;
 		}
-		r->size = size;
-		r->app_device = (int)dev;
-		r->offset = image->bytes;
-		image->bytes += size;
-		image->nranges++;
+		op->nx++;
 	}
 	return 0;
 }
 
-/* Pinned pool blocks for the whole image; ranges are packed into them back to back. */
+/* Pinned pool blocks for the image's data; its data section is packed into them. */
 static int image_alloc_blocks(struct gw_fast_op *op)
 {
 	struct gw_daemon *d = op->d;
 	struct gw_image *image = op->image;
-	size_t needed = (image->bytes + GW_HOSTPOOL_BLOCK_BYTES - 1) / GW_HOSTPOOL_BLOCK_BYTES;
+	size_t needed = (image->v.data_bytes + GW_HOSTPOOL_BLOCK_BYTES - 1) / GW_HOSTPOOL_BLOCK_BYTES;
 
 	if (gw_hostpool_free_bytes(&d->hostpool) < needed * GW_HOSTPOOL_BLOCK_BYTES) {
 		set_error(op, GW_ERROR_LIMIT,
-			  "the image pool has %zu MiB free, pid %d needs %zu MiB: start gpu-warmd "
-			  "with a larger --image-pool-mib",
-			  gw_hostpool_free_bytes(&d->hostpool) >> 20, op->pid, image->bytes >> 20);
+			  "the image pool has %zu MiB free, pid %d needs %llu MiB (of %llu MiB of "
+			  "VRAM): start gpu-warmd with a larger --image-pool-mib, or suspend into "
+			  "an image file (warmctl suspend --image FILE)",
+			  gw_hostpool_free_bytes(&d->hostpool) >> 20, op->pid,
+			  (unsigned long long)(image->v.data_bytes >> 20),
+			  (unsigned long long)(image->v.vram_bytes >> 20));
 		return -ENOSPC;
 	}
 	image->blocks = calloc(needed ? needed : 1, sizeof(*image->blocks));
@@ -766,9 +983,85 @@ static int image_alloc_blocks(struct gw_fast_op *op)
 		return -ENOMEM;
 	}
 	image->nblocks = needed;
-	for (size_t i = 0; i < image->nranges; i++)
-		image->ranges[i].blocks = image->blocks;
 	return 0;
+}
+
+/* Reserve the file's space now, so that a full disk fails the dump before the app's VRAM is
+ * released rather than half-way through it. */
+static int image_file_prepare(struct gw_fast_op *op)
+{
+	struct gw_image *image = op->image;
+	int r;
+
+	image->fd = op->image_fd;
+	op->image_fd = -1;
+	r = posix_fallocate(image->fd, 0, (off_t)image->v.file_bytes);
+	if (r == EOPNOTSUPP || r == EINVAL)
+		r = ftruncate(image->fd, (off_t)image->v.file_bytes) < 0 ? errno : 0;
+	if (r) {
+		set_error(op, GW_ERROR_IMAGE, "cannot make room for a %llu MiB image: %s%s",
+			  (unsigned long long)(image->v.file_bytes >> 20), strerror(r),
+			  r == ENOSPC ? " (the file system is full)" : "");
+		if (ftruncate(image->fd, 0) < 0)
+			gw_debug("truncating the failed image: %s", strerror(errno));
+		return -r;
+	}
+	return 0;
+}
+
+static void random_id(uint8_t id[16])
+{
+	if (getrandom(id, 16, GRND_NONBLOCK) != 16) {
+		double t = gw_now_ms();
+
+		memcpy(id, &t, sizeof(t));
+		memset(id + sizeof(t), 0x5a, 16 - sizeof(t));
+	}
+}
+
+/* The scans are in: lay the image out, give it a store, then copy the data chunks. */
+static void suspend_scanned(struct gw_fast_op *op)
+{
+	uint32_t flags = 0;
+	struct gw_image *image;
+	int r = 0;
+
+	if (op->job_error) {
+		/* Unmap what was mapped (the copy round does only that now), then report. */
+		if (submit_per_gpu(op, work_dump_copy, suspend_copied) < 0)
+			suspend_copied(op);
+		return;
+	}
+	step_done(op, "scan");
+	image = op->image = calloc(1, sizeof(*image));
+	if (!image) {
+		r = -ENOMEM;
+	} else {
+		image->fd = -1;
+		if (op->sparse && op->nx > 0 && op->scans[0])
+			flags = GW_VIMG_F_SPARSE | GW_VIMG_F_SUMS;
+		r = gw_vimg_init(&image->v, op->chunk_bytes, flags);
+		for (size_t i = 0; r == 0 && i < op->nx; i++)
+			r = gw_vimg_add_range(&image->v, &op->xranges[i],
+					      flags ? op->scans[i] : NULL);
+		if (r == 0)
+			r = gw_vimg_finalize(&image->v);
+	}
+	if (r < 0) {
+		set_error(op, GW_ERROR_INTERNAL, "cannot lay out the image: %s", strerror(-r));
+	} else {
+		image->v.pid = op->pid;
+		image->v.created_ns = (uint64_t)time(NULL) * 1000000000u;
+		random_id(image->v.id);
+		if (op->image_fd >= 0)
+			r = image_file_prepare(op);
+		else if (image->v.data_bytes > 0)
+			r = image_alloc_blocks(op);
+	}
+	if (r < 0)
+		op->job_error = r; /* the copy round only unmaps */
+	if (submit_per_gpu(op, work_dump_copy, suspend_copied) < 0)
+		suspend_copied(op);
 }
 
 static void export_next(struct gw_fast_op *op);
@@ -776,26 +1069,23 @@ static void export_next(struct gw_fast_op *op);
 static void suspend_exported(struct gw_fast_op *op, const struct gw_message *msg, int *fds,
 			     unsigned nfds)
 {
-	if (!msg || image_append(op, msg->body, fds, nfds) < 0) {
+	if (!msg || export_append(op, msg->body, fds, nfds) < 0) {
 		finish(op);
 		return;
 	}
-	if (op->image->nranges < op->export_total) {
+	if (op->nx < op->export_total) {
 		export_next(op);
 		return;
 	}
 	step_done(op, "export");
-	if (op->image->nranges == 0) {
+	if (op->nx == 0) {
 		set_error(op, GW_ERROR_AGENT, "the agent of pid %d has no VRAM to move", op->pid);
 		finish(op);
 		return;
 	}
-	if (image_alloc_blocks(op) < 0) {
-		finish(op);
-		return;
-	}
-	if (submit_copies(op, 1, suspend_copied) < 0) {
-		set_error(op, GW_ERROR_CUDA, "copying VRAM out failed: %s", op->job_err);
+	op->job_error = 0;
+	if (submit_per_gpu(op, work_dump_scan, suspend_scanned) < 0) {
+		set_error(op, GW_ERROR_INTERNAL, "cannot queue work: out of memory");
 		finish(op);
 	}
 }
@@ -805,7 +1095,7 @@ static void export_next(struct gw_fast_op *op)
 	cJSON *params = cJSON_CreateObject();
 
 	if (params)
-		cJSON_AddNumberToObject(params, "offset", op->image ? (double)op->image->nranges : 0);
+		cJSON_AddNumberToObject(params, "offset", (double)op->nx);
 	call_agent(op, GW_METHOD_AGENT_EXPORT, params, NULL, 0, suspend_exported);
 }
 
@@ -852,6 +1142,8 @@ static struct gw_fast_op *op_new(struct gw_daemon *d, struct gw_request *req, pi
 	op->req = req;
 	op->pid = pid;
 	op->kind = kind;
+	op->image_fd = -1;
+	pthread_mutex_init(&op->job_lock, NULL);
 	op->agent = gw_fast_agent(d, pid);
 	op->gpu_mask = gpu_mask;
 	op->start_ms = op->step_start_ms = gw_now_ms();
@@ -864,40 +1156,100 @@ static struct gw_fast_op *op_new(struct gw_daemon *d, struct gw_request *req, pi
 	return op;
 }
 
-int gw_fast_suspend(struct gw_daemon *d, struct gw_request *req, pid_t pid, unsigned timeout_ms,
-		    uint64_t gpu_mask)
+int gw_fast_suspend(struct gw_daemon *d, struct gw_request *req, pid_t pid,
+		    const struct gw_fast_params *p)
 {
-	struct gw_fast_op *op = op_new(d, req, pid, FAST_SUSPEND, gpu_mask);
+	struct gw_fast_op *op = op_new(d, req, pid, FAST_SUSPEND, p->gpu_mask);
 
-	if (!op)
+	if (!op) {
+		if (p->image_fd >= 0)
+			close(p->image_fd);
 		return -ENOMEM;
-	op->timeout_ms = timeout_ms;
-	gw_info("fast suspend of pid %d: %.1f MiB in %" PRIu64 " ranges", pid,
-		(double)op->agent->bytes / 1048576.0, op->agent->ranges);
+	}
+	op->timeout_ms = p->timeout_ms;
+	op->sparse = p->sparse;
+	op->chunk_bytes = p->chunk_bytes;
+	op->image_fd = p->image_fd;
+	gw_info("fast suspend of pid %d: %.1f MiB in %" PRIu64 " ranges, into %s", pid,
+		(double)op->agent->bytes / 1048576.0, op->agent->ranges,
+		op->image_fd >= 0 ? "an image file" : "memory");
 	run(op, work_lock, suspend_locked);
 	return 0;
 }
 
-int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid, uint64_t gpu_mask,
-		   int caller_froze)
+/* The image a resume restores: the one held for the process, or the file given (the same
+ * image held here is used instead of reading the file). */
+static int resume_image(struct gw_fast_op *op, int image_fd)
 {
-	struct gw_fast_op *op = op_new(d, req, pid, FAST_RESUME, gpu_mask);
+	struct gw_agent *a = op->agent;
+	struct gw_image *image;
+	char err[256] = "";
+	int r;
 
-	if (!op)
-		return -ENOMEM;
-	op->image = op->agent->image;
-	op->agent->image = NULL;
-	op->released = 1;
-	op->timeout_ms = 10000;
-	op->caller_froze = caller_froze;
-	if (caller_froze) {
-		/* CRIU's plugin stopped every thread and lets the agent and the CUDA restore thread
-		 * run for this call: the restore thread's id is not needed here. */
-		op->cu = CUDA_SUCCESS;
-		resume_have_tid(op);
+	if (image_fd < 0) {
+		op->image = a->image;
 		return 0;
 	}
-	run(op, work_restore_tid, resume_have_tid);
+	image = calloc(1, sizeof(*image));
+	if (!image) {
+		close(image_fd);
+		set_error(op, GW_ERROR_INTERNAL, "out of memory");
+		return -ENOMEM;
+	}
+	image->fd = image_fd;
+	r = gw_vimg_read_fd(image_fd, &image->v, err, sizeof(err));
+	if (r < 0) {
+		set_error(op, GW_ERROR_IMAGE, "the image file cannot be used: %s",
+			  err[0] ? err : strerror(-r));
+		image_free(op->d, image);
+		return r;
+	}
+	if (a->image && memcmp(a->image->v.id, image->v.id, sizeof(image->v.id)) == 0) {
+		image_free(op->d, image); /* the same image, already here */
+		op->image = a->image;
+		return 0;
+	}
+	if (a->image) {
+		set_error(op, GW_ERROR_ILLEGAL_STATE, "gpu-warmd holds another image of pid %d (its "
+			  "last suspend); resume it without --image first", op->pid);
+		image_free(op->d, image);
+		return -EEXIST;
+	}
+	for (uint32_t i = 0; i < image->v.nranges; i++) {
+		struct gw_gpu *g = range_gpu(op->d, &image->v.ranges[i]);
+
+		if (!g || g->state != GW_GPU_READY) {
+			set_error(op, GW_ERROR_DRAINING, "the image has VRAM of GPU #%u of the "
+				  "process, which is %s here", image->v.ranges[i].app_device,
+				  g ? gw_gpu_state_name(g->state) : "not on this host");
+			image_free(op->d, image);
+			return -ENODEV;
+		}
+	}
+	op->image = image;
+	return 0;
+}
+
+int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid,
+		   const struct gw_fast_params *p)
+{
+	struct gw_fast_op *op = op_new(d, req, pid, FAST_RESUME, p->gpu_mask);
+
+	if (!op) {
+		if (p->image_fd >= 0)
+			close(p->image_fd);
+		return -ENOMEM;
+	}
+	op->released = 1;
+	op->need_restore = 1;
+	op->timeout_ms = 10000;
+	op->caller_froze = p->caller_froze;
+	if (resume_image(op, p->image_fd) < 0) {
+		op->released = 0; /* nothing was taken from the process */
+		finish(op);
+		return 0;
+	}
+	resume_fill(op);
 	return 0;
 }
 
@@ -923,6 +1275,13 @@ int gw_fast_wants_resume(struct gw_daemon *d, pid_t pid)
 	struct gw_agent *a = gw_fast_agent(d, pid);
 
 	return a && a->image;
+}
+
+int gw_fast_has_agent(struct gw_daemon *d, pid_t pid)
+{
+	struct gw_agent *a = gw_fast_agent(d, pid);
+
+	return a && a->conn;
 }
 
 int gw_fast_busy(const struct gw_daemon *d, pid_t pid)
@@ -1086,7 +1445,9 @@ cJSON *gw_fast_status(struct gw_daemon *d)
 		cJSON_AddNumberToObject(o, "ranges", (double)a->ranges);
 		cJSON_AddNumberToObject(o, "vram_bytes", (double)a->bytes);
 		cJSON_AddNumberToObject(o, "foreign_ranges", (double)a->foreign);
-		cJSON_AddNumberToObject(o, "held_bytes", a->image ? (double)a->image->bytes : 0);
+		cJSON_AddNumberToObject(o, "held_bytes", a->image ? (double)a->image->v.data_bytes : 0);
+		if (a->image)
+			cJSON_AddStringToObject(o, "held_in", a->image->fd >= 0 ? "file" : "memory");
 		cJSON_AddItemToArray(array, o);
 	}
 	return array;

@@ -20,13 +20,21 @@
 #include "daemon.h"
 #include "server.h"
 
-/* A VRAM image held in pinned pool blocks: ranges packed back to back. */
+/* A VRAM image (common/gw-vimg.h): its data in pinned pool blocks, or in a file. */
 struct gw_image {
-	struct gw_copy_range *ranges;
-	size_t nranges;
-	size_t bytes;
-	void **blocks;
+	struct gw_vimg v;
+	void **blocks; /* memory store */
 	size_t nblocks;
+	int fd; /* file store (the client's file, passed to us); -1 for memory */
+};
+
+struct gw_fast_params {
+	unsigned timeout_ms;   /* suspend: the driver lock's */
+	uint64_t gpu_mask;
+	int sparse;            /* suspend: leave zero chunks out (needs the scan kernel) */
+	uint64_t chunk_bytes;  /* suspend */
+	int image_fd;          /* the image file (consumed), or -1: pinned memory */
+	int caller_froze;      /* resume: see gw_fast_resume */
 };
 
 struct gw_agent {
@@ -53,12 +61,14 @@ int gw_fast_busy(const struct gw_daemon *d, pid_t pid);
  * restore fails with 801 and the process is stuck)? True when its agent reports memory that
  * another process created, i.e. VRAM the daemon mapped back after a fast resume. */
 int gw_fast_driver_checkpoint_unsafe(struct gw_daemon *d, pid_t pid);
-int gw_fast_suspend(struct gw_daemon *d, struct gw_request *req, pid_t pid, unsigned timeout_ms,
-		    uint64_t gpu_mask);
+int gw_fast_has_agent(struct gw_daemon *d, pid_t pid);
+int gw_fast_suspend(struct gw_daemon *d, struct gw_request *req, pid_t pid,
+		    const struct gw_fast_params *p);
 /* caller_froze: the caller holds the process's threads stopped (CRIU) and lets the agent and
- * the CUDA restore thread run: no freeze/thaw here. */
-int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid, uint64_t gpu_mask,
-		   int caller_froze);
+ * the CUDA restore thread run: no freeze/thaw here. With an image file, the file's image is
+ * restored (checked first; the process is not touched if it is bad). */
+int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid,
+		   const struct gw_fast_params *p);
 /* Status: {"pid", "tid", "ranges", "bytes", "suspended_bytes"} per agent. */
 cJSON *gw_fast_status(struct gw_daemon *d);
 void gw_fast_finish(struct gw_daemon *d);

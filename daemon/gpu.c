@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "gpu.h"
+#include "scan-ptx.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -54,6 +55,7 @@ int gw_gpu_discover(const struct gw_cuda *cuda, struct gw_gpu *gpus, unsigned ma
 		int domain = 0, bus = 0, dev = 0;
 
 		memset(gpu, 0, sizeof(*gpu));
+		pthread_mutex_init(&gpu->staging_lock, NULL);
 		gpu->index = (unsigned)i;
 		gpu->state = GW_GPU_PRIMING;
 		r = cuda->cuDeviceGet(&gpu->device, i);
@@ -85,6 +87,35 @@ int gw_gpu_discover(const struct gw_cuda *cuda, struct gw_gpu *gpus, unsigned ma
 		gpu->memory_free = gpu->memory_total;
 	}
 	return count;
+}
+
+/* Not fatal: without the kernel the fast path still works, with dense, unverified images. */
+static void load_scan(const struct gw_cuda *cuda, struct gw_gpu_handles *h)
+{
+	char text[120];
+	CUresult r;
+
+	if (!cuda->cuModuleLoadData || !cuda->cuModuleGetFunction || !cuda->cuLaunchKernel ||
+	    !cuda->cuMemsetD8Async || !cuda->cuModuleUnload) {
+		snprintf(h->scan_error, sizeof(h->scan_error),
+			 "the driver lacks the module or launch entry points");
+		return;
+	}
+	r = cuda->cuModuleLoadData(&h->scan_module, gw_scan_ptx);
+	if (r != CUDA_SUCCESS) {
+		h->scan_module = NULL;
+		snprintf(h->scan_error, sizeof(h->scan_error), "cuModuleLoadData: %s",
+			 gw_cuda_describe(cuda, r, text, sizeof(text)));
+		return;
+	}
+	r = cuda->cuModuleGetFunction(&h->scan, h->scan_module, "gw_scan_chunks");
+	if (r != CUDA_SUCCESS) {
+		snprintf(h->scan_error, sizeof(h->scan_error), "cuModuleGetFunction: %s",
+			 gw_cuda_describe(cuda, r, text, sizeof(text)));
+		cuda->cuModuleUnload(h->scan_module);
+		h->scan_module = NULL;
+		h->scan = NULL;
+	}
 }
 
 int gw_gpu_prime(CUdevice device, const struct gw_cuda *cuda, size_t staging_bytes,
@@ -124,6 +155,7 @@ int gw_gpu_prime(CUdevice device, const struct gw_cuda *cuda, size_t staging_byt
 						 strerror(-err));
 		goto fail_release;
 	}
+	load_scan(cuda, ret);
 	if (cuda->cuMemGetInfo(&free_bytes, &total) == CUDA_SUCCESS)
 		ret->memory_free = free_bytes;
 	return 0;
@@ -142,6 +174,10 @@ void gw_gpu_release(CUdevice device, const struct gw_cuda *cuda, struct gw_gpu_h
 	if (!handles->context)
 		return;
 	cuda->cuCtxSetCurrent(handles->context);
+	if (handles->scan_module)
+		cuda->cuModuleUnload(handles->scan_module);
+	handles->scan_module = NULL;
+	handles->scan = NULL;
 	gw_staging_pool_finish(&handles->staging);
 	while (handles->nstreams > 0)
 		cuda->cuStreamDestroy(handles->streams[--handles->nstreams]);

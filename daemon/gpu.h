@@ -12,6 +12,8 @@
 #include <stdint.h>
 
 #include "gw-cuda.h"
+#include <pthread.h>
+
 #include "staging.h"
 
 #define GW_GPU_MAX 64
@@ -27,6 +29,11 @@ struct gw_gpu_handles {
 	CUstream streams[GW_GPU_STREAMS]; /* the copy engine's */
 	unsigned nstreams;
 	struct gw_staging_pool staging;
+	/* The chunk-scan kernel (daemon/kernels/scan.cu); NULL when it could not be loaded: images
+	 * are then dense and unverified, and scan_error says why. */
+	CUmodule scan_module;
+	CUfunction scan;
+	char scan_error[160];
 	size_t memory_free;
 	char error[256];
 };
@@ -59,6 +66,8 @@ struct gw_gpu {
 
 	/* Set on the loop thread from a finished prime job, moved out for a release job. */
 	struct gw_gpu_handles handles;
+	/* Held by a worker while it copies through the staging buffers (image files). */
+	pthread_mutex_t staging_lock;
 };
 
 const char *gw_gpu_state_name(enum gw_gpu_state state);

@@ -4,15 +4,18 @@
  * and process operations. Every member of params is untrusted and checked here.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "auth.h"
 #include "clock.h"
 #include "daemon.h"
 #include "fastpath.h"
+#include "gw-vimg.h"
 #include "log.h"
 
 #define GW_PID_MAX 4194304
@@ -516,15 +519,113 @@ bad_pairs:
 	return -EINVAL;
 }
 
+/*
+ * "image_fd": the index of an image file among the request's fds. The client opened it, which
+ * shows it may write (suspend) or read (resume) it; the daemon never opens a path for a client.
+ * Checked: a regular file, opened for writing and empty (suspend: nothing is overwritten) or for
+ * reading (resume). Returns the fd, taken from the request, -1 when absent, or < -1 after failing
+ * the request.
+ */
+static int take_image_fd(struct gw_request *req, enum gw_op_kind kind)
+{
+	const cJSON *item = cJSON_GetObjectItemCaseSensitive(req->msg.body, "image_fd");
+	uint64_t index;
+	struct stat st;
+	int fd, mode;
+
+	if (!item)
+		return -1;
+	if (kind != GW_OP_SUSPEND && kind != GW_OP_RESUME) {
+		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL,
+				"\"image_fd\" is for Suspend and Resume only");
+		return -2;
+	}
+	if (gw_json_get_u64(req->msg.body, "image_fd", 0, GW_FRAME_MAX_FDS - 1, &index) < 0 ||
+	    index >= req->nfds || req->fds[index] < 0) {
+		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL,
+				"\"image_fd\" must index a file descriptor sent with the request "
+				"(%u came)", req->nfds);
+		return -2;
+	}
+	fd = req->fds[index];
+	mode = fcntl(fd, F_GETFL);
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || mode < 0) {
+		gw_request_fail(req, GW_ERROR_IMAGE, NULL, "the image must be a regular file");
+		return -2;
+	}
+	if (kind == GW_OP_SUSPEND &&
+	    ((mode & O_ACCMODE) == O_RDONLY || st.st_size != 0 || (mode & O_APPEND))) {
+		gw_request_fail(req, GW_ERROR_IMAGE, NULL,
+				"an image to suspend into must be a new, empty file opened for "
+				"writing (not appending)");
+		return -2;
+	}
+	if (kind == GW_OP_RESUME && (mode & O_ACCMODE) == O_WRONLY) {
+		gw_request_fail(req, GW_ERROR_IMAGE, NULL, "the image file must be open for reading");
+		return -2;
+	}
+	req->fds[index] = -1; /* ours now */
+	return fd;
+}
+
+/* Fast-path parameters of Suspend: "sparse" (default true), "chunk_bytes" (default the daemon's). */
+static int parse_fast_params(struct gw_daemon *d, struct gw_request *req,
+			     struct gw_fast_params *f)
+{
+	uint64_t chunk = d->opts.chunk_kib ? (uint64_t)d->opts.chunk_kib << 10 :
+					     GW_VIMG_DEFAULT_CHUNK_BYTES;
+	int sparse = 1, r;
+
+	r = gw_json_get_bool(req->msg.body, "sparse", &sparse);
+	if (r < 0 && r != -ENOENT) {
+		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL, "\"sparse\" must be a boolean");
+		return -EINVAL;
+	}
+	r = gw_json_get_u64(req->msg.body, "chunk_bytes", GW_VIMG_MIN_CHUNK_BYTES,
+			    GW_VIMG_MAX_CHUNK_BYTES, &chunk);
+	if ((r < 0 && r != -ENOENT) || (chunk & (chunk - 1))) {
+		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL,
+				"\"chunk_bytes\" must be a power of two from %u to %u",
+				GW_VIMG_MIN_CHUNK_BYTES, GW_VIMG_MAX_CHUNK_BYTES);
+		return -EINVAL;
+	}
+	f->sparse = sparse;
+	f->chunk_bytes = chunk;
+	return 0;
+}
+
+static void start_pid_op_with(struct gw_daemon *d, struct gw_request *req,
+			      struct gw_pid_op_params *pp, struct gw_fast_params *f);
+
 static void start_pid_op(struct gw_daemon *d, struct gw_request *req, enum gw_op_kind kind)
 {
 	struct gw_pid_op_params p;
-	int r;
+	struct gw_fast_params f;
+	int image_fd;
 
 	memset(&p, 0, sizeof(p));
+	memset(&f, 0, sizeof(f));
 	p.kind = kind;
 	if (check_pid_call(d, req, &p.pid) < 0)
 		return;
+	if (kind == GW_OP_SUSPEND && parse_fast_params(d, req, &f) < 0)
+		return;
+	image_fd = take_image_fd(req, kind);
+	if (image_fd < -1)
+		return;
+	f.image_fd = image_fd;
+	start_pid_op_with(d, req, &p, &f);
+	if (f.image_fd >= 0)
+		close(f.image_fd); /* not consumed: the request failed before the fast path */
+}
+
+static void start_pid_op_with(struct gw_daemon *d, struct gw_request *req,
+			      struct gw_pid_op_params *pp, struct gw_fast_params *f)
+{
+	struct gw_pid_op_params p = *pp;
+	enum gw_op_kind kind = p.kind;
+	int r;
+
 	if (kind == GW_OP_LOCK || kind == GW_OP_SUSPEND) {
 		if (parse_timeout(req, GW_LOCK_DEFAULT_TIMEOUT_MS, &p.timeout_ms) < 0)
 			return;
@@ -543,6 +644,21 @@ static void start_pid_op(struct gw_daemon *d, struct gw_request *req, enum gw_op
 		}
 		p.caller_froze = froze;
 	}
+	/* Images are the fast path's: the process must run under the shim. */
+	if (f->image_fd >= 0 && !gw_fast_has_agent(d, p.pid) && !gw_fast_wants_resume(d, p.pid)) {
+		gw_request_fail(req, GW_ERROR_ILLEGAL_STATE, NULL,
+				"pid %d has no gpu-warmd agent: VRAM image files are for processes "
+				"started with the shim (LD_PRELOAD=libgpuwarm-shim.so); without it, "
+				"suspend without --image (the driver keeps the VRAM in the process)",
+				p.pid);
+		return;
+	}
+	if (kind == GW_OP_SUSPEND && f->image_fd >= 0 && !gw_fast_wants_suspend(d, p.pid)) {
+		gw_request_fail(req, GW_ERROR_ILLEGAL_STATE, NULL,
+				"pid %d has no VRAM for the fast path to move, or is suspended "
+				"already", p.pid);
+		return;
+	}
 	/* A fast-suspended process's VRAM is in our image: only a fast resume brings it back. */
 	if (gw_fast_wants_resume(d, p.pid) && (kind != GW_OP_RESUME || p.npairs > 0)) {
 		gw_request_fail(req, GW_ERROR_ILLEGAL_STATE, NULL,
@@ -551,8 +667,8 @@ static void start_pid_op(struct gw_daemon *d, struct gw_request *req, enum gw_op
 				p.pid, p.pid);
 		return;
 	}
-	if (kind == GW_OP_RESUME && gw_fast_wants_resume(d, p.pid) &&
-	    !gw_fast_agent(d, p.pid)->conn) {
+	if (kind == GW_OP_RESUME && (gw_fast_wants_resume(d, p.pid) || f->image_fd >= 0) &&
+	    !gw_fast_has_agent(d, p.pid)) {
 		gw_request_fail(req, GW_ERROR_AGENT, NULL,
 				"the agent of pid %d is not connected, so its VRAM cannot be mapped "
 				"back yet; it reconnects by itself within seconds: try again",
@@ -594,12 +710,19 @@ static void start_pid_op(struct gw_daemon *d, struct gw_request *req, enum gw_op
 			return;
 		}
 	}
-	if (kind == GW_OP_SUSPEND && gw_fast_wants_suspend(d, p.pid))
-		r = gw_fast_suspend(d, req, p.pid, p.timeout_ms, p.gpu_mask);
-	else if (kind == GW_OP_RESUME && gw_fast_wants_resume(d, p.pid))
-		r = gw_fast_resume(d, req, p.pid, p.gpu_mask, p.caller_froze);
-	else
+	f->timeout_ms = p.timeout_ms;
+	f->gpu_mask = p.gpu_mask;
+	f->caller_froze = p.caller_froze;
+	if (kind == GW_OP_SUSPEND && gw_fast_wants_suspend(d, p.pid)) {
+		r = gw_fast_suspend(d, req, p.pid, f);
+		f->image_fd = -1; /* consumed */
+	} else if (kind == GW_OP_RESUME &&
+		   (gw_fast_wants_resume(d, p.pid) || f->image_fd >= 0)) {
+		r = gw_fast_resume(d, req, p.pid, f);
+		f->image_fd = -1;
+	} else {
 		r = gw_ops_start(d, req, &p);
+	}
 	if (r < 0)
 		gw_request_fail(req, GW_ERROR_INTERNAL, NULL, "cannot queue the operation: %s",
 				strerror(-r));

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "daemon.h"
+#include "gw-vimg.h"
 #include "log.h"
 
 #define GW_DEFAULT_STAGING_MIB 256
@@ -30,6 +31,9 @@ static void usage(FILE *out)
 		"                            buffers (default %d; 0 pins none)\n"
 		"      --image-pool-mib N    pinned host memory for VRAM images of shimmed\n"
 		"                            processes (fast path), pinned at start (default 0)\n"
+		"      --chunk-kib N         VRAM image chunk in KiB: all-zero chunks are not\n"
+		"                            copied, each chunk is checksummed (a power of two,\n"
+		"                            64 to 1048576; default 2048)\n"
 		"      --workers N           threads for driver calls besides one per GPU\n"
 		"                            (default %d)\n"
 		"      --max-clients N       connections at once (default 128)\n"
@@ -73,6 +77,7 @@ enum {
 	OPT_IDLE_TIMEOUT,
 	OPT_FOREGROUND,
 	OPT_IMAGE_POOL_MIB,
+	OPT_CHUNK_KIB,
 };
 
 static int parse_options(int argc, char **argv, struct gw_options *o)
@@ -85,6 +90,7 @@ static int parse_options(int argc, char **argv, struct gw_options *o)
 		{ "staging-mib", required_argument, NULL, 'm' },
 		{ "workers", required_argument, NULL, OPT_WORKERS },
 		{ "image-pool-mib", required_argument, NULL, OPT_IMAGE_POOL_MIB },
+		{ "chunk-kib", required_argument, NULL, OPT_CHUNK_KIB },
 		{ "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
 		{ "max-clients-per-uid", required_argument, NULL, OPT_MAX_CLIENTS_PER_UID },
 		{ "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
@@ -107,6 +113,7 @@ static int parse_options(int argc, char **argv, struct gw_options *o)
 		.max_clients = 128,
 		.max_clients_per_uid = 32,
 		.idle_timeout_s = 600,
+		.chunk_kib = GW_VIMG_DEFAULT_CHUNK_BYTES >> 10,
 	};
 	while ((c = getopt_long(argc, argv, "s:c:m:vhV", longopts, NULL)) != -1) {
 		switch (c) {
@@ -135,6 +142,16 @@ static int parse_options(int argc, char **argv, struct gw_options *o)
 			if (parse_uint(optarg, "--image-pool-mib", 1u << 24, &v) < 0)
 				return -EINVAL;
 			o->image_pool_mib = v;
+			break;
+		case OPT_CHUNK_KIB:
+			if (parse_uint(optarg, "--chunk-kib", GW_VIMG_MAX_CHUNK_BYTES >> 10, &v) < 0)
+				return -EINVAL;
+			if (v < (GW_VIMG_MIN_CHUNK_BYTES >> 10) || (v & (v - 1))) {
+				fprintf(stderr, "gpu-warmd: --chunk-kib must be a power of two from "
+						"64 to %u, not %lu\n", GW_VIMG_MAX_CHUNK_BYTES >> 10, v);
+				return -EINVAL;
+			}
+			o->chunk_kib = v;
 			break;
 		case OPT_SOCKET_GROUP:
 			o->socket_group = optarg;

@@ -3,7 +3,8 @@
  * Process operations: the driver's cuCheckpointProcess* calls, made on a worker with the
  * daemon's warm driver (no cuInit per call), one operation per pid at a time. Suspend is lock +
  * checkpoint and unlocks again if the checkpoint fails, so a failed suspend leaves the process
- * running. Resume is restore + unlock.
+ * running. Resume is restore + unlock, or the unlock alone for a process found locked (what a
+ * suspend or resume cut short leaves), so `warmctl resume` always brings a process back.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -126,10 +127,21 @@ static void pid_job_work(void *data)
 			job->undo_result = job->d->cuda->cuCheckpointProcessUnlock(job->p.pid, NULL);
 		}
 		break;
-	case GW_OP_RESUME:
+	case GW_OP_RESUME: {
+		CUprocessState state;
+
+		/* Locked already: its restore happened (an earlier resume whose unlock failed, or a
+		 * daemon killed between the two) or it never got as far as a checkpoint (a suspend
+		 * cut short): either way unlocking is what is left to bring it back. */
+		if (job->d->cuda->cuCheckpointProcessGetState(job->p.pid, &state) == CUDA_SUCCESS &&
+		    state == CU_PROCESS_STATE_LOCKED) {
+			run_step(job, GW_OP_UNLOCK);
+			break;
+		}
 		if (run_step(job, GW_OP_RESTORE) == CUDA_SUCCESS)
 			run_step(job, GW_OP_UNLOCK);
 		break;
+	}
 	default:
 		run_step(job, job->p.kind);
 		break;

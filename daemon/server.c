@@ -376,6 +376,9 @@ static int conn_handle_frame(struct gw_conn *conn, char *payload, size_t len)
 	if (!conn->hello_done) {
 		r = handle_hello(conn, &msg);
 		gw_message_finish(&msg);
+		/* From now on the idle timeout applies, not the handshake's. */
+		if (r == 0 && !conn->dead)
+			conn_arm_timer(conn);
 		return r;
 	}
 	req = calloc(1, sizeof(*req));

@@ -105,6 +105,7 @@
 #define GW_ERROR_BUSY "gpuwarm.Error.Busy"                       /* another operation on that pid runs */
 #define GW_ERROR_LIMIT "gpuwarm.Error.LimitReached"              /* clients, leases, ... */
 #define GW_ERROR_AGENT "gpuwarm.Error.Agent"                   /* the app's agent failed a step */
+#define GW_ERROR_IMAGE "gpuwarm.Error.Image"    /* an image file is bad, or cannot be written */
 #define GW_ERROR_INTERNAL "gpuwarm.Error.Internal"
 
 /* ---- framing ---- */
