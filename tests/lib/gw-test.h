@@ -3,7 +3,8 @@
  * A tiny test harness. A test binary defines cases with GW_TEST(name) and ends with
  * GW_TEST_MAIN(). Run as `binary CASE` it runs one case, `binary` runs all, `binary --list`
  * lists them. Every case runs in a forked child with a timeout (GW_TEST_TIMEOUT_S, default 30 s),
- * so a crash or hang fails that case alone. meson registers one test() per case.
+ * so a crash or hang fails that case alone. meson registers one test() per case. A case that
+ * cannot run here (needs root, a tool) calls GW_SKIP(why): meson reports it skipped (exit 77).
  */
 #ifndef GW_TEST_H
 #define GW_TEST_H
@@ -43,6 +44,18 @@ extern int gw_test_case_count;
 		fprintf(stderr, __VA_ARGS__);                                                     \
 		fprintf(stderr, "\n");                                                            \
 		exit(1);                                                                          \
+	} while (0)
+
+/* The exit code meson reads as "skipped". */
+#define GW_TEST_SKIP_CODE 77
+
+/* End the case as skipped, saying why (exit, not _exit: temp dirs are removed at exit). */
+#define GW_SKIP(...)                                                                              \
+	do {                                                                                      \
+		fprintf(stderr, "skipped: ");                                                     \
+		fprintf(stderr, __VA_ARGS__);                                                     \
+		fprintf(stderr, "\n");                                                            \
+		exit(GW_TEST_SKIP_CODE);                                                          \
 	} while (0)
 
 #define GW_ASSERT(cond)                                                                           \
