@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -33,6 +35,7 @@ char *gwp_image_encode(const struct gwp_image *img)
 	    !cJSON_AddNumberToObject(root, "restore_tid", img->restore_tid) ||
 	    !cJSON_AddNumberToObject(root, "restore_vtid", img->restore_vtid) ||
 	    !cJSON_AddStringToObject(root, "state", gwp_state_name(img->state)) ||
+	    (img->dump[0] && !cJSON_AddStringToObject(root, "dump", img->dump)) ||
 	    (img->fast && (!cJSON_AddBoolToObject(root, "fast", 1) ||
 			   !cJSON_AddNumberToObject(root, "agent_tid", img->agent_tid))))
 		goto out;
@@ -70,10 +73,10 @@ int gwp_image_parse(const char *text, size_t len, struct gwp_image *ret_img)
 {
 	struct gwp_image img;
 	const cJSON *gpus, *g;
-	const char *state;
+	const char *state, *dump;
 	cJSON *root;
 	uint64_t format;
-	int r = -EBADMSG;
+	int r = -EBADMSG, rd;
 
 	if (len > GWP_IMAGE_MAX_BYTES)
 		return -EBADMSG;
@@ -93,6 +96,12 @@ int gwp_image_parse(const char *text, size_t len, struct gwp_image *ret_img)
 	if (gw_json_get_bool(root, "fast", &img.fast) == -EINVAL ||
 	    (img.fast && get_int(root, "agent_tid", 1, &img.agent_tid) < 0))
 		goto out;
+	/* optional: records of plugins before issue 7 do not say their dump */
+	rd = gw_json_get_string(root, "dump", GWP_DUMP_ID_LEN, &dump);
+	if (rd == -EINVAL)
+		goto out;
+	if (rd == 0)
+		snprintf(img.dump, sizeof(img.dump), "%s", dump);
 	gpus = cJSON_GetObjectItemCaseSensitive(root, "gpus");
 	if (!cJSON_IsArray(gpus) || cJSON_GetArraySize(gpus) > GWP_IMAGE_MAX_GPUS)
 		goto out;
@@ -114,23 +123,18 @@ out:
 	return r;
 }
 
-int gwp_image_write(int dirfd, const struct gwp_image *img)
+/* text into dirfd/name, through a temporary file renamed. */
+static int write_atomic(int dirfd, const char *name, const char *text)
 {
-	char name[64], tmp[80];
-	char *text = gwp_image_encode(img);
+	char tmp[80];
 	size_t len, off = 0;
 	int fd, r = 0;
 
-	if (!text)
-		return -ENOMEM;
-	gwp_image_name(img->pid, name, sizeof(name));
 	snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
 	len = strlen(text);
 	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		r = -errno;
-		goto out;
-	}
+	if (fd < 0)
+		return -errno;
 	while (off < len) {
 		ssize_t n = write(fd, text + off, len - off);
 
@@ -150,16 +154,29 @@ int gwp_image_write(int dirfd, const struct gwp_image *img)
 		r = -errno;
 	if (r < 0)
 		unlinkat(dirfd, tmp, 0);
-out:
+	return r;
+}
+
+int gwp_image_write(int dirfd, const struct gwp_image *img)
+{
+	char name[64];
+	char *text = gwp_image_encode(img);
+	int r;
+
+	if (!text)
+		return -ENOMEM;
+	gwp_image_name(img->pid, name, sizeof(name));
+	r = write_atomic(dirfd, name, text);
 	free(text);
 	return r;
 }
 
-static int read_name(int dirfd, const char *name, struct gwp_image *ret_img)
+/* The text of dirfd/name (malloc'd, NUL-terminated, at most GWP_IMAGE_MAX_BYTES). */
+static int read_text(int dirfd, const char *name, char **ret_buf, size_t *ret_len)
 {
 	char *buf;
 	size_t got = 0;
-	int fd, r;
+	int fd, r = 0;
 
 	fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -186,11 +203,50 @@ static int read_name(int dirfd, const char *name, struct gwp_image *ret_img)
 			goto out;
 		}
 	}
-	r = gwp_image_parse(buf, got, ret_img);
+	buf[got] = '\0';
+	*ret_buf = buf;
+	*ret_len = got;
+	buf = NULL;
 out:
 	free(buf);
 	close(fd);
 	return r;
+}
+
+static int read_name(int dirfd, const char *name, struct gwp_image *ret_img)
+{
+	char *buf;
+	size_t len;
+	int r = read_text(dirfd, name, &buf, &len);
+
+	if (r < 0)
+		return r;
+	r = gwp_image_parse(buf, len, ret_img);
+	free(buf);
+	return r;
+}
+
+/* "gpuwarm-<pid>.json" */
+static int is_record_name(const char *name)
+{
+	int pid, used = 0;
+
+	return sscanf(name, "gpuwarm-%d.json%n", &pid, &used) == 1 && used > 0 &&
+	       name[used] == '\0';
+}
+
+/* A DIR over dirfd (AT_FDCWD allowed) that leaves dirfd open. */
+static DIR *open_dir(int dirfd)
+{
+	int dfd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d;
+
+	if (dfd < 0)
+		return NULL;
+	d = fdopendir(dfd);
+	if (!d)
+		close(dfd);
+	return d;
 }
 
 int gwp_image_read(int dirfd, int pid, struct gwp_image *ret_img)
@@ -209,35 +265,121 @@ int gwp_image_read(int dirfd, int pid, struct gwp_image *ret_img)
 	return 0;
 }
 
-int gwp_image_find_vpid(int dirfd, int vpid, struct gwp_image *ret_img)
+int gwp_image_find_vpid(int dirfd, const char *dump, int vpid, struct gwp_image *ret_img)
 {
 	struct gwp_image img, found;
 	struct dirent *e;
-	int dfd, matches = 0;
-	DIR *d;
+	int matches = 0;
+	DIR *d = open_dir(dirfd);
 
-	dfd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
+	if (!d)
 		return -errno;
-	d = fdopendir(dfd);
-	if (!d) {
-		close(dfd);
-		return -ENOMEM;
-	}
 	while ((e = readdir(d))) {
-		int pid, used = 0;
-
-		if (sscanf(e->d_name, "gpuwarm-%d.json%n", &pid, &used) != 1 ||
-		    e->d_name[used] != '\0')
+		if (!is_record_name(e->d_name))
 			continue;
-		if (read_name(dirfd, e->d_name, &img) == 0 && img.vpid == vpid) {
+		if (read_name(dirfd, e->d_name, &img) == 0 && img.vpid == vpid &&
+		    (!dump || strcmp(img.dump, dump) == 0)) {
 			found = img;
 			matches++;
 		}
 	}
 	closedir(d);
-	if (matches != 1)
+	if (matches == 0)
 		return -ENOENT;
+	if (matches > 1)
+		return -ENOTUNIQ;
 	*ret_img = found;
 	return 0;
+}
+
+void gwp_dump_id_new(char *buf, size_t len)
+{
+	unsigned char raw[16];
+	size_t got = 0;
+
+	while (got < sizeof(raw)) {
+		ssize_t n = getrandom(raw + got, sizeof(raw) - got, 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	if (got < sizeof(raw)) { /* no getrandom(): unique enough for telling dumps apart */
+		struct timespec ts;
+		unsigned long long v[2];
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		v[0] = (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+		v[1] = ((unsigned long long)getpid() << 32) ^ (unsigned long long)(uintptr_t)buf;
+		memcpy(raw, v, sizeof(raw));
+	}
+	buf[0] = '\0';
+	for (size_t i = 0; i < sizeof(raw) && 2 * i + 2 < len; i++)
+		snprintf(buf + 2 * i, len - 2 * i, "%02x", raw[i]);
+}
+
+int gwp_dump_mark(int dirfd, const char *dump)
+{
+	cJSON *root = cJSON_CreateObject();
+	char *text = NULL;
+	int r = -ENOMEM;
+
+	if (root && cJSON_AddNumberToObject(root, "format", GWP_IMAGE_FORMAT) &&
+	    cJSON_AddStringToObject(root, "dump", dump))
+		text = cJSON_PrintUnformatted(root);
+	cJSON_Delete(root);
+	if (text)
+		r = write_atomic(dirfd, GWP_DUMP_FILE, text);
+	free(text);
+	return r;
+}
+
+int gwp_dump_marked(int dirfd, char *buf, size_t len)
+{
+	const char *dump;
+	uint64_t format;
+	cJSON *root;
+	char *text;
+	size_t n;
+	int r = read_text(dirfd, GWP_DUMP_FILE, &text, &n);
+
+	if (r < 0)
+		return r;
+	root = cJSON_ParseWithLength(text, n);
+	free(text);
+	r = -EBADMSG;
+	if (cJSON_IsObject(root) &&
+	    gw_json_get_u64(root, "format", GWP_IMAGE_FORMAT, GWP_IMAGE_FORMAT, &format) == 0 &&
+	    gw_json_get_string(root, "dump", GWP_DUMP_ID_LEN, &dump) == 0 && dump[0] &&
+	    strlen(dump) < len) {
+		snprintf(buf, len, "%s", dump);
+		r = 0;
+	}
+	cJSON_Delete(root);
+	return r;
+}
+
+int gwp_image_remove_stale(int dirfd, const char *dump)
+{
+	struct gwp_image img;
+	struct dirent *e;
+	int removed = 0, r = 0;
+	DIR *d = open_dir(dirfd);
+
+	if (!d)
+		return -errno;
+	while ((e = readdir(d))) {
+		if (!is_record_name(e->d_name))
+			continue;
+		if (read_name(dirfd, e->d_name, &img) == 0 && strcmp(img.dump, dump) == 0)
+			continue;
+		if (unlinkat(dirfd, e->d_name, 0) == 0)
+			removed++;
+		else if (errno != ENOENT && r == 0)
+			r = -errno;
+	}
+	closedir(d);
+	return r < 0 ? r : removed;
 }

@@ -9,7 +9,13 @@
  *   {"format": 1, "pid": 1234, "vpid": 1, "restore_tid": 1240, "restore_vtid": 7,
  *    "state": "running", "gpus": [{"uuid": "GPU-...", "pci_bus_id": "0000:3b:00.0"}]}
  *
- * "state" is the process's checkpoint state before the dump touched it.
+ * "state" is the process's checkpoint state before the dump touched it. "dump" names the dump
+ * that wrote the record (a random id per dump; absent in records of plugins before issue 7).
+ *
+ * gpuwarm-dump.json, {"format": 1, "dump": "<id>"}, names the last dump that completed into the
+ * directory. A directory can hold records of earlier dumps (podman's checkpoint --keep keeps it
+ * and dumps into it again): a completed dump removes them, and a restore takes only records of
+ * the dump gpuwarm-dump.json names (every record when there is no such file).
  */
 #ifndef GWP_IMAGE_H
 #define GWP_IMAGE_H
@@ -23,6 +29,8 @@
 #define GWP_IMAGE_MAX_GPUS 16
 #define GWP_IMAGE_MAX_BYTES 65536
 #define GWP_PCI_LEN 32
+#define GWP_DUMP_ID_LEN 40 /* room for the 32 hex digits of an id */
+#define GWP_DUMP_FILE "gpuwarm-dump.json"
 
 struct gwp_image {
 	int pid;
@@ -32,6 +40,7 @@ struct gwp_image {
 	enum gwp_state state;
 	int fast;       /* dumped through the fast path: gpu-warmd holds the VRAM */
 	int agent_tid;  /* the shim's agent thread (fast path), 0 without */
+	char dump[GWP_DUMP_ID_LEN]; /* the dump that wrote it, "" when not said */
 	unsigned ngpus;
 	struct {
 		char uuid[GWP_UUID_LEN];
@@ -52,8 +61,19 @@ int gwp_image_parse(const char *text, size_t len, struct gwp_image *ret_img);
 int gwp_image_write(int dirfd, const struct gwp_image *img);
 /* Read gpuwarm-<pid>.json. -ENOENT when there is none. */
 int gwp_image_read(int dirfd, int pid, struct gwp_image *ret_img);
-/* Find the file whose vpid is vpid (the process was restored under another host pid). -ENOENT
- * when none or more than one matches. */
-int gwp_image_find_vpid(int dirfd, int vpid, struct gwp_image *ret_img);
+/* Find the file whose vpid is vpid (the process was restored under another host pid), among
+ * the records of dump (NULL: every record). -ENOENT when none matches, -ENOTUNIQ when more than
+ * one does. */
+int gwp_image_find_vpid(int dirfd, const char *dump, int vpid, struct gwp_image *ret_img);
+
+/* A fresh dump id: 32 hex digits from getrandom(). */
+void gwp_dump_id_new(char *buf, size_t len);
+/* Write gpuwarm-dump.json naming dump, atomically. 0 or a negative errno. */
+int gwp_dump_mark(int dirfd, const char *dump);
+/* The dump gpuwarm-dump.json names: 0, -ENOENT (no such file), -EBADMSG, other errnos. */
+int gwp_dump_marked(int dirfd, char *buf, size_t len);
+/* Remove every gpuwarm-<pid>.json that dump did not write (unreadable ones included): how many
+ * were removed, or a negative errno (the first failure; the others are still tried). */
+int gwp_image_remove_stale(int dirfd, const char *dump);
 
 #endif

@@ -37,7 +37,8 @@
 
 #define PLUGIN_NAME "gpuwarm_plugin"
 #define PROC_ROOT_ENV "GPUWARM_PROC_ROOT" /* where /proc/<pid>/fd and /proc/driver/nvidia are
-					   * read to learn a process's GPUs (tests) */
+					   * read to learn a process's GPUs, and a restored
+					   * process's NSpid (tests) */
 #define MAX_ROUNDS 8                      /* state reads per hook, retries after a lost daemon
 					   * included */
 #define ERR_LEN 512
@@ -60,6 +61,7 @@ static struct {
 	struct gwp_task *tasks;
 	int inventory_added;
 	int warned_cwd;
+	char dump_id[GWP_DUMP_ID_LEN]; /* this dump's, in every record it writes */
 } P;
 
 #define LOG(level, ...) gwp_criu_log(&P.criu, GWP_CRIU_LOG_##level, __VA_ARGS__)
@@ -381,6 +383,7 @@ static int write_image(struct gwp_task *t)
 		P.warned_cwd = 1;
 	}
 	gwp_image_name(t->pid, name, sizeof(name));
+	snprintf(t->img.dump, sizeof(t->img.dump), "%s", P.dump_id);
 	r = gwp_image_write(dir, &t->img);
 	if (r < 0)
 		LOG(ERROR, "CHECKPOINT_DEVICES: cannot write %s: %s", name, strerror(-r));
@@ -473,19 +476,35 @@ static int plan_restore(const struct gwp_image *img, struct gwp_pair *pairs, uns
 	return 0;
 }
 
+/* pid's record, of the images' latest dump (records of earlier dumps into the same directory
+ * may be there: podman's checkpoint --keep). */
 static int find_image(pid_t pid, struct gwp_image *ret_img)
 {
 	int is_cwd, dir = gwp_criu_image_dir(&P.criu, &is_cwd);
+	char dump[GWP_DUMP_ID_LEN];
+	const char *want = NULL;
 	pid_t vpid;
 	int r;
 
+	r = gwp_dump_marked(dir, dump, sizeof(dump));
+	if (r == 0)
+		want = dump;
+	else if (r != -ENOENT) /* no gpuwarm-dump.json: images of an older plugin, every record */
+		return r;
 	r = gwp_image_read(dir, pid, ret_img);
+	if (r == 0 && want && strcmp(ret_img->dump, want) != 0)
+		r = -ENOENT; /* an earlier dump's process had this host pid */
 	if (r != -ENOENT)
 		return r;
 	/* Restored into a new pid namespace: the host pid changed, the pid inside did not. */
-	if (gwp_proc_inner_tid("/proc", pid, pid, &vpid) == 0 && vpid != pid)
-		return gwp_image_find_vpid(dir, vpid, ret_img);
-	return -ENOENT;
+	if (gwp_proc_inner_tid(proc_root(), pid, pid, &vpid) < 0 || vpid == pid)
+		return -ENOENT;
+	r = gwp_image_find_vpid(dir, want, vpid, ret_img);
+	if (r == -ENOTUNIQ)
+		LOG(ERROR, "RESUME_DEVICES_LATE: pid %d: more than one gpuwarm-*.json%s names pid %d "
+		    "of its namespace: cannot tell which is its own", (int)pid,
+		    want ? " of the latest dump" : "", (int)vpid);
+	return r;
 }
 
 static int hook_resume_devices_late(int pid)
@@ -675,6 +694,8 @@ static int plugin_init(int stage)
 									   strlen(PLUGIN_NAME));
 	}
 	P.mode = gwp_stage_mode(&in, &why);
+	if (P.mode == GWP_MODE_DUMP)
+		gwp_dump_id_new(P.dump_id, sizeof(P.dump_id));
 	if (P.mode != GWP_MODE_OFF && gwp_backend_new(&P.criu, &P.be) < 0) {
 		P.mode = GWP_MODE_OFF;
 		why = "out of memory";
@@ -716,8 +737,38 @@ static void undo(struct gwp_task *t)
 		LOG(INFO, "pid %d: %s again", (int)t->pid, gwp_state_name(t->initial));
 }
 
+/*
+ * A dump that worked: remove the records earlier dumps left in these images (CRIU rewrote the
+ * rest of them), then name this dump in gpuwarm-dump.json, so that a restore takes only its
+ * records even when a stale one could not be removed.
+ */
+static void mark_dump(void)
+{
+	int is_cwd, dir = gwp_criu_image_dir(&P.criu, &is_cwd), r;
+
+	r = gwp_image_remove_stale(dir, P.dump_id);
+	if (r > 0)
+		LOG(INFO, "removed %d gpuwarm-*.json of earlier dumps into these images", r);
+	else if (r < 0)
+		LOG(WARN, "cannot remove every gpuwarm-*.json of earlier dumps into these images "
+		    "(%s): a restore ignores them", strerror(-r));
+	if (!P.tasks && r == 0 && faccessat(dir, GWP_DUMP_FILE, F_OK, 0) < 0)
+		return; /* no CUDA process, nothing of ours in the images: leave them so */
+	r = gwp_dump_mark(dir, P.dump_id);
+	if (r < 0) {
+		/* An older gpuwarm-dump.json would make a restore take an older dump's records. */
+		if (unlinkat(dir, GWP_DUMP_FILE, 0) < 0 && errno != ENOENT)
+			LOG(ERROR, "cannot write or remove %s (%s): a restore will not find the CUDA "
+			    "state of this dump", GWP_DUMP_FILE, strerror(-r));
+		else
+			LOG(WARN, "cannot write %s (%s), ignoring", GWP_DUMP_FILE, strerror(-r));
+	}
+}
+
 static void plugin_exit(int stage, int ret)
 {
+	if (P.mode == GWP_MODE_DUMP && ret == 0)
+		mark_dump();
 	if (P.mode == GWP_MODE_DUMP && P.tasks) {
 		int lr = gwp_criu_leave_running();
 

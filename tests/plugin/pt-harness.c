@@ -496,3 +496,23 @@ const char *pt_fake_proc(struct pt *p, pid_t pid, int minor, int ngpus)
 	}
 	return root;
 }
+
+const char *pt_fake_nspid(struct pt *p, pid_t pid, pid_t inner)
+{
+	static char root[192];
+	char path[512];
+	FILE *f;
+
+	snprintf(root, sizeof(root), "%s/proc", p->dir);
+	snprintf(path, sizeof(path), "mkdir -p '%s/%d/task/%d'", root, (int)pid, (int)pid);
+	if (system(path) != 0)
+		GW_FAIL("cannot make %s", root);
+	snprintf(path, sizeof(path), "%s/%d/task/%d/status", root, (int)pid, (int)pid);
+	f = fopen(path, "w");
+	if (!f)
+		GW_FAIL("cannot write %s", path);
+	fprintf(f, "Name:\tgw-vram-app\nTgid:\t%d\nPid:\t%d\nNSpid:\t%d\t%d\n", (int)pid,
+		(int)pid, (int)pid, (int)inner);
+	fclose(f);
+	return root;
+}

@@ -88,6 +88,11 @@ int pt_image(const struct pt *p, pid_t pid, struct gwp_image *ret_img);
  * lists the fake GPUs 0..ngpus-1 (PCI 0000:3b:00.0 + index, minor = index). Returns the path. */
 const char *pt_fake_proc(struct pt *p, pid_t pid, int minor, int ngpus);
 
+/* Add to that fake /proc (GPUWARM_PROC_ROOT) <pid>/task/<pid>/status whose NSpid line says pid
+ * is inner in its own pid namespace, as for a process restored into a new namespace. Returns
+ * the path. */
+const char *pt_fake_nspid(struct pt *p, pid_t pid, pid_t inner);
+
 /* The fake driver's UUID of GPU index i. */
 void pt_gpu_uuid(int i, char *buf, size_t len);
 

@@ -316,18 +316,111 @@ GW_TEST(image_files)
 	GW_ASSERT_INT_EQ(gwp_image_read(fd, 1234, &back), 0);
 	GW_ASSERT_INT_EQ(back.restore_tid, 1240);
 	/* restored under another host pid: found by the pid inside the namespace */
-	GW_ASSERT_INT_EQ(gwp_image_find_vpid(fd, 7, &back), 0);
+	GW_ASSERT_INT_EQ(gwp_image_find_vpid(fd, NULL, 7, &back), 0);
 	GW_ASSERT_INT_EQ(back.pid, 1234);
-	GW_ASSERT_INT_EQ(gwp_image_find_vpid(fd, 8, &back), -ENOENT);
+	GW_ASSERT_INT_EQ(gwp_image_find_vpid(fd, NULL, 8, &back), -ENOENT);
 	/* two candidates: ambiguous */
 	img.pid = 4321;
 	GW_ASSERT_INT_EQ(gwp_image_write(fd, &img), 0);
-	GW_ASSERT_INT_EQ(gwp_image_find_vpid(fd, 7, &back), -ENOENT);
+	GW_ASSERT_INT_EQ(gwp_image_find_vpid(fd, NULL, 7, &back), -ENOTUNIQ);
 	/* a file whose pid does not match its name */
 	snprintf(path, sizeof(path), "%s/gpuwarm-4321.json", dir);
 	snprintf(to, sizeof(to), "%s/gpuwarm-55.json", dir);
 	GW_ASSERT(rename(path, to) == 0);
 	GW_ASSERT_INT_EQ(gwp_image_read(fd, 55, &back), -EBADMSG);
+	close(fd);
+	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+	GW_ASSERT(system(path) == 0);
+}
+
+/* Records of two dumps into one directory (podman's checkpoint --keep). */
+GW_TEST(image_dumps)
+{
+	char dir[] = "/tmp/gwp-image-XXXXXX", path[128], d1[GWP_DUMP_ID_LEN], d2[GWP_DUMP_ID_LEN];
+	char got[GWP_DUMP_ID_LEN];
+	struct gwp_image img = sample(), back;
+	char *text;
+	int fd;
+
+	gwp_dump_id_new(d1, sizeof(d1));
+	gwp_dump_id_new(d2, sizeof(d2));
+	GW_ASSERT_INT_EQ(strlen(d1), 32);
+	GW_ASSERT(strspn(d1, "0123456789abcdef") == 32);
+	GW_ASSERT(strcmp(d1, d2) != 0);
+	GW_ASSERT(mkdtemp(dir));
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	GW_ASSERT(fd >= 0);
+
+	/* the id goes through the record; records without one parse as before */
+	snprintf(img.dump, sizeof(img.dump), "%s", d1);
+	text = gwp_image_encode(&img);
+	GW_ASSERT(text);
+	GW_ASSERT_INT_EQ(gwp_image_parse(text, strlen(text), &back), 0);
+	GW_ASSERT_STR_EQ(back.dump, d1);
+	free(text);
+	{
+		static const char old[] = "{\"format\":1,\"pid\":1,\"vpid\":1,\"restore_tid\":2,"
+					  "\"restore_vtid\":2,\"state\":\"running\",\"gpus\":[]}";
+		static const char bad[] = "{\"format\":1,\"pid\":1,\"vpid\":1,\"restore_tid\":2,"
+					  "\"restore_vtid\":2,\"state\":\"running\",\"gpus\":[],"
+					  "\"dump\":7}";
+
+		GW_ASSERT_INT_EQ(gwp_image_parse(old, strlen(old), &back), 0);
+		GW_ASSERT_STR_EQ(back.dump, "");
+		GW_ASSERT_INT_EQ(gwp_image_parse(bad, strlen(bad), &back), -EBADMSG);
+	}
+
+	/* dump 1: pid 1234, vpid 7; dump 2: the same process (vpid 7) as host pid 2000 */
+	GW_ASSERT_INT_EQ(gwp_dump_marked(fd, got, sizeof(got)), -ENOENT);
+	GW_ASSERT_INT_EQ(gwp_image_write(fd, &img), 0);
+	GW_ASSERT_INT_EQ(gwp_dump_mark(fd, d1), 0);
+	img.pid = 2000;
+	snprintf(img.dump, sizeof(img.dump), "%s", d2);
+	GW_ASSERT_INT_EQ(gwp_image_write(fd, &img), 0);
+	/* an unparseable record, and a legacy one without a dump id, also for vpid 7 */
+	snprintf(path, sizeof(path), "%s/gpuwarm-3000.json", dir);
+	{
+		FILE *f = fopen(path, "w");
+
+		GW_ASSERT(f);
+		fputs("{\"format\":1,\"pid\":3000,\"vpid\":7,\"restore_tid\":2,\"restore_vtid\":2,"
+		      "\"state\":\"running\",\"gpus\":[]}", f);
+		fclose(f);
+	}
+	snprintf(path, sizeof(path), "%s/gpuwarm-3001.json", dir);
+	{
+		FILE *f = fopen(path, "w");
+
+		GW_ASSERT(f);
+		fputs("not json", f);
+		fclose(f);
+	}
+	GW_ASSERT_INT_EQ(gwp_image_find_vpid(fd, NULL, 7, &back), -ENOTUNIQ);
+	GW_ASSERT_INT_EQ(gwp_image_find_vpid(fd, d1, 7, &back), 0);
+	GW_ASSERT_INT_EQ(back.pid, 1234);
+	GW_ASSERT_INT_EQ(gwp_image_find_vpid(fd, d2, 7, &back), 0);
+	GW_ASSERT_INT_EQ(back.pid, 2000);
+
+	/* dump 2 completes: everything but its own record goes, and it is the marked one */
+	GW_ASSERT_INT_EQ(gwp_image_remove_stale(fd, d2), 3);
+	GW_ASSERT_INT_EQ(gwp_dump_mark(fd, d2), 0);
+	GW_ASSERT_INT_EQ(gwp_dump_marked(fd, got, sizeof(got)), 0);
+	GW_ASSERT_STR_EQ(got, d2);
+	GW_ASSERT_INT_EQ(gwp_image_read(fd, 1234, &back), -ENOENT);
+	GW_ASSERT_INT_EQ(gwp_image_read(fd, 2000, &back), 0);
+	GW_ASSERT_INT_EQ(gwp_image_find_vpid(fd, NULL, 7, &back), 0);
+	GW_ASSERT_INT_EQ(gwp_image_remove_stale(fd, d2), 0);
+
+	/* a broken gpuwarm-dump.json is not taken for a dump */
+	snprintf(path, sizeof(path), "%s/" GWP_DUMP_FILE, dir);
+	{
+		FILE *f = fopen(path, "w");
+
+		GW_ASSERT(f);
+		fputs("{\"format\":1,\"dump\":\"\"}", f);
+		fclose(f);
+	}
+	GW_ASSERT_INT_EQ(gwp_dump_marked(fd, got, sizeof(got)), -EBADMSG);
 	close(fd);
 	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
 	GW_ASSERT(system(path) == 0);

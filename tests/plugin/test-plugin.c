@@ -190,6 +190,107 @@ GW_TEST(daemon_absent_uses_driver)
 	pt_finish();
 }
 
+/* A record as a dump inside a container writes it: the process is pid 1 in its namespace; with
+ * host_pid, it was dumped under that host pid (and a restore gave it another). */
+static void as_container_pid1(const struct pt *p, pid_t pid, pid_t host_pid)
+{
+	struct gwp_image img;
+	char path[512];
+	int fd;
+
+	GW_ASSERT_INT_EQ(pt_image(p, pid, &img), 0);
+	img.vpid = 1;
+	if (host_pid) {
+		snprintf(path, sizeof(path), "%s/gpuwarm-%d.json", p->images, (int)pid);
+		GW_ASSERT(unlink(path) == 0);
+		img.pid = host_pid;
+	}
+	fd = open(p->images, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	GW_ASSERT(fd >= 0);
+	GW_ASSERT_INT_EQ(gwp_image_write(fd, &img), 0);
+	close(fd);
+}
+
+static size_t read_file(const char *dir, const char *name, char *buf, size_t len)
+{
+	char path[512];
+	size_t n = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "r");
+	if (f) {
+		n = fread(buf, 1, len, f);
+		fclose(f);
+	}
+	return n;
+}
+
+static void write_file(const char *dir, const char *name, const char *buf, size_t len)
+{
+	char path[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "w");
+	GW_ASSERT(f);
+	GW_ASSERT(fwrite(buf, 1, len, f) == len);
+	fclose(f);
+}
+
+/*
+ * podman's checkpoint --keep (issue 7): dumps into one images directory, each leaving a record
+ * for the container's pid 1. A restore into a new pid namespace (its process under a host pid
+ * no record is named after; a fake /proc gives it NSpid 1) takes the record of the latest dump.
+ * Dump 1 is of app a, dump 2 of app b (the container later on). Should the plugin have removed
+ * dump 1's record, it is put back, as one that a cleanup could not remove.
+ */
+GW_TEST(stale_record_of_earlier_dump)
+{
+	char pid_a[16], pid_b[16], name_a[64], stale[GWP_IMAGE_MAX_BYTES], env[300];
+	struct gwp_image img;
+	struct pt_app a, b;
+	struct pt p;
+	size_t nstale;
+	int removed;
+
+	pt_setup(&p);
+	pt_daemon_start(&p, NULL);
+	pt_app_start(&a, NULL, NULL);
+	pt_app_start(&b, NULL, NULL);
+	num(pid_a, sizeof(pid_a), a.pid);
+	num(pid_b, sizeof(pid_b), b.pid);
+
+	/* dump 1, restored in place (checkpoint --keep, restore --keep) */
+	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid_a), NULL), 0);
+	as_container_pid1(&p, a.pid, 0);
+	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid_a), NULL), 0);
+	assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
+	assert_verified(&a, 1);
+	gwp_image_name(a.pid, name_a, sizeof(name_a));
+	nstale = read_file(p.images, name_a, stale, sizeof(stale));
+	GW_ASSERT(nstale > 0);
+
+	/* dump 2 into the same directory */
+	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid_b), NULL), 0);
+	assert_hook(&p, "CHECKPOINT_DEVICES", b.pid, "0");
+	removed = pt_image(&p, a.pid, &img) == -ENOENT;
+	if (removed)
+		write_file(p.images, name_a, stale, nstale);
+	as_container_pid1(&p, b.pid, 4194000);
+
+	snprintf(env, sizeof(env), "GPUWARM_PROC_ROOT=%s", pt_fake_nspid(&p, b.pid, 1));
+	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid_b), PT_ARGS(env)), 0);
+	assert_hook(&p, "RESUME_DEVICES_LATE", b.pid, "0");
+	GW_ASSERT_STR_CONTAINS(pt_log(&p), "restore by gpu-warmd");
+	GW_ASSERT_INT_EQ(pt_cuda_state(b.pid), RUNNING);
+	assert_verified(&b, 1);
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
+	assert_verified(&a, 1);
+	GW_ASSERT(removed); /* dump 2 removed dump 1's record */
+	pt_finish();
+}
+
 GW_TEST(daemon_killed_between_pause_and_checkpoint)
 {
 	struct pt_app a;
