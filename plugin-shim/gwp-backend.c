@@ -1,14 +1,20 @@
 /* SPDX-License-Identifier: MIT */
 #include "gwp-backend.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <fcntl.h>
+#include <unistd.h>
 
 #include "gw-client.h"
 #include "gw-cuda.h"
@@ -30,8 +36,12 @@ struct gwp_backend {
 	char daemon_why[512];   /* why the daemon is down */
 
 	enum gwp_avail driver;
-	struct gw_cuda *cuda;
+	struct gw_cuda *cuda;   /* only in the driver helper process */
 	char driver_why[512];
+	char driver_path[256];  /* the library the helper loaded */
+	pid_t helper;           /* the driver helper process, 0 when none */
+	int helper_fd;
+	sigset_t helper_mask;   /* the signal mask before it, SIGCHLD blocked while it lives */
 
 	int lost;               /* the daemon was there and went away */
 	int said_none;          /* "standing aside" logged */
@@ -54,14 +64,23 @@ int gwp_backend_new(const struct gwp_criu *criu, struct gwp_backend **ret_be)
 	return 0;
 }
 
+static int helper_start(struct gwp_backend *be);
+static void helper_stop(struct gwp_backend *be);
+
 void gwp_backend_free(struct gwp_backend *be)
 {
 	if (!be)
 		return;
 	gwp_backend_release_leases(be);
 	gw_client_close(be->client);
-	gw_cuda_unload(be->cuda); /* the library itself stays mapped: see load_driver() */
+	helper_stop(be);
 	free(be);
+}
+
+void gwp_backend_idle(struct gwp_backend *be)
+{
+	if (be)
+		helper_stop(be);
 }
 
 static void connect_daemon(struct gwp_backend *be)
@@ -82,35 +101,10 @@ static void connect_daemon(struct gwp_backend *be)
 	    gw_client_server_version(be->client));
 }
 
+/* Whether the driver is usable, asked of a helper process that stays for the calls to come. */
 static void load_driver(struct gwp_backend *be)
 {
-	char err[256], text[160];
-	CUresult r;
-
-	be->driver = GWP_AVAIL_DOWN;
-	if (gw_cuda_load(NULL, &be->cuda, err, sizeof(err)) < 0) {
-		snprintf(be->driver_why, sizeof(be->driver_why), "%s", err);
-		return;
-	}
-	if (!gw_cuda_has_checkpoint(be->cuda)) {
-		snprintf(be->driver_why, sizeof(be->driver_why), "%s has no checkpoint API "
-			 "(cuCheckpointProcess* needs driver 550 or newer)", be->cuda->path);
-		goto unload;
-	}
-	/* An initialized driver has threads of its own: CRIU dlclose()s us at the end, and the
-	 * driver must not be unmapped under them. Pin it for the life of the process. */
-	dlopen(be->cuda->path, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
-	r = be->cuda->cuInit(0);
-	if (r != CUDA_SUCCESS) {
-		snprintf(be->driver_why, sizeof(be->driver_why), "cuInit: %s",
-			 gw_cuda_describe(be->cuda, r, text, sizeof(text)));
-		goto unload;
-	}
-	be->driver = GWP_AVAIL_UP;
-	return;
-unload:
-	gw_cuda_unload(be->cuda);
-	be->cuda = NULL;
+	be->driver = helper_start(be) == 0 ? GWP_AVAIL_UP : GWP_AVAIL_DOWN;
 }
 
 /* Daemon gone: close, say so once, later calls take the driver. */
@@ -137,11 +131,11 @@ int gwp_backend_ready(struct gwp_backend *be)
 			load_driver(be);
 			if (be->driver == GWP_AVAIL_UP && be->lost)
 				LOG(be, GWP_CRIU_LOG_INFO, "using the driver directly (%s)",
-				    be->cuda->path);
+				    be->driver_path);
 			else if (be->driver == GWP_AVAIL_UP)
 				LOG(be, GWP_CRIU_LOG_INFO, "gpu-warmd not reachable at %s (%s): "
 				    "using the driver directly (%s)", be->socket, be->daemon_why,
-				    be->cuda->path);
+				    be->driver_path);
 			break;
 		case GWP_ROUTE_DAEMON:
 		case GWP_ROUTE_DRIVER:
@@ -471,6 +465,349 @@ static int driver_gpus(struct gwp_backend *be, struct gwp_backend_gpu *gpus, uns
 	return 0;
 }
 
+/*
+ * ---- the driver helper process ----
+ *
+ * The driver is never loaded into CRIU's process: an initialized driver has threads, and a
+ * multi-threaded CRIU cannot setns() into a container's mount namespace ("Can't setns 26/mnt:
+ * Invalid argument"). A child forked on the first driver call of a hook loads it, makes the
+ * calls the parent sends it over a socketpair (one request, one reply), and _exit()s when the
+ * parent closes its end at the end of the hook (gwp_backend_idle()) or goes away. SIGCHLD stays
+ * blocked while it lives, so that CRIU's own SIGCHLD handler (restore) never sees it end.
+ */
+
+enum helper_op { HELPER_STATE = 1, HELPER_STEP, HELPER_GPUS };
+
+struct helper_request {
+	int op;
+	pid_t pid;
+	int step;
+	unsigned lock_timeout_ms;
+	unsigned npairs;
+	struct gwp_pair pairs[GWP_MAX_GPUS];
+};
+
+struct helper_reply {
+	int r;          /* what the call returned; for the greeting, 0 or -ENOTSUP */
+	char err[512];  /* its reason; for the greeting, the library's path or why it is unusable */
+	int state;
+	pid_t tid;
+	unsigned ngpus;
+	struct gwp_backend_gpu gpus[GWP_MAX_GPUS];
+};
+
+/* In the helper: load the driver as load_driver() did in-process. */
+static int helper_load(struct gwp_backend *be, char *why, size_t len)
+{
+	char err[256], text[160];
+	CUresult r;
+
+	if (gw_cuda_load(NULL, &be->cuda, err, sizeof(err)) < 0) {
+		snprintf(why, len, "%s", err);
+		return -ENOTSUP;
+	}
+	if (!gw_cuda_has_checkpoint(be->cuda)) {
+		snprintf(why, len, "%s has no checkpoint API (cuCheckpointProcess* needs driver 550 "
+			 "or newer)", be->cuda->path);
+		return -ENOTSUP;
+	}
+	r = be->cuda->cuInit(0);
+	if (r != CUDA_SUCCESS) {
+		snprintf(why, len, "cuInit: %s", gw_cuda_describe(be->cuda, r, text, sizeof(text)));
+		return -ENOTSUP;
+	}
+	snprintf(why, len, "%s", be->cuda->path);
+	return 0;
+}
+
+/* In the helper: every descriptor but fd (moved to 3) and stdin/out/err closed. */
+static int helper_fds(int fd)
+{
+	DIR *d;
+	struct dirent *e;
+
+	if (fd != 3 && (dup2(fd, 3) < 0 || close(fd) < 0))
+		return -1;
+#ifdef SYS_close_range
+	if (syscall(SYS_close_range, 4U, ~0U, 0U) == 0)
+		return 0;
+#endif
+	d = opendir("/proc/self/fd");
+	if (!d)
+		return -1;
+	while ((e = readdir(d))) {
+		int n = atoi(e->d_name);
+
+		if (n > 3 && n != dirfd(d))
+			close(n);
+	}
+	closedir(d);
+	return 0;
+}
+
+static void helper_send(int fd, const struct helper_reply *rep)
+{
+	while (send(fd, rep, sizeof(*rep), MSG_NOSIGNAL) < 0)
+		if (errno != EINTR)
+			_exit(1);
+}
+
+__attribute__((noreturn)) static void helper_main(struct gwp_backend *be, int fd, pid_t parent)
+{
+	struct helper_reply *rep = calloc(1, sizeof(*rep));
+	struct helper_request req;
+	struct sigaction dfl;
+	sigset_t none;
+
+	/* CRIU's handlers are not for this process, nor its blocked signals. */
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	sigemptyset(&dfl.sa_mask);
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			sigaction(sig, &dfl, NULL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (!rep || prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent ||
+	    helper_fds(fd) < 0)
+		_exit(1);
+	fd = 3;
+	be->criu = NULL; /* no logging from here: CRIU's log is the parent's */
+	rep->r = helper_load(be, rep->err, sizeof(rep->err));
+	helper_send(fd, rep);
+	if (rep->r < 0)
+		_exit(0);
+	for (;;) {
+		ssize_t n = recv(fd, &req, sizeof(req), 0);
+		enum gwp_state state = GWP_STATE_UNKNOWN;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0)
+			_exit(0);
+		if (n != (ssize_t)sizeof(req))
+			_exit(1);
+		memset(rep, 0, sizeof(*rep));
+		switch (req.op) {
+		case HELPER_STATE:
+			rep->r = driver_state(be, req.pid, &state, &rep->tid, rep->err,
+					      sizeof(rep->err));
+			rep->state = (int)state;
+			break;
+		case HELPER_STEP:
+			rep->r = driver_step(be, req.pid, (enum gwp_step)req.step, req.lock_timeout_ms,
+					     req.pairs, req.npairs < GWP_MAX_GPUS ? req.npairs :
+										   GWP_MAX_GPUS,
+					     rep->err, sizeof(rep->err));
+			break;
+		case HELPER_GPUS:
+			rep->r = driver_gpus(be, rep->gpus, GWP_MAX_GPUS, &rep->ngpus, rep->err,
+					     sizeof(rep->err));
+			break;
+		default:
+			rep->r = -EINVAL;
+			snprintf(rep->err, sizeof(rep->err), "unknown request %d", req.op);
+		}
+		helper_send(fd, rep);
+	}
+}
+
+/* The reply to what was sent, or -EIO (err says why) when the helper is gone. */
+static int helper_recv(struct gwp_backend *be, struct helper_reply *rep, char *err, size_t len)
+{
+	ssize_t n;
+	int status;
+
+	do
+		n = recv(be->helper_fd, rep, sizeof(*rep), 0);
+	while (n < 0 && errno == EINTR);
+	if (n == (ssize_t)sizeof(*rep))
+		return 0;
+	if (n < 0)
+		snprintf(err, len, "the driver helper process %d: %s", (int)be->helper,
+			 strerror(errno));
+	else if (n == 0 && waitpid(be->helper, &status, 0) == be->helper) {
+		be->helper = -be->helper; /* reaped: helper_stop() only restores the mask */
+		if (WIFSIGNALED(status))
+			snprintf(err, len, "the driver helper process %d died of signal %d", -be->helper,
+				 WTERMSIG(status));
+		else
+			snprintf(err, len, "the driver helper process %d exited with status %d",
+				 -be->helper, WEXITSTATUS(status));
+	} else {
+		snprintf(err, len, "the driver helper process %d answered nonsense", (int)be->helper);
+	}
+	return -EIO;
+}
+
+static void helper_stop(struct gwp_backend *be)
+{
+	int status;
+
+	if (!be->helper)
+		return;
+	close(be->helper_fd);
+	be->helper_fd = -1;
+	if (be->helper > 0)
+		while (waitpid(be->helper, &status, 0) < 0 && errno == EINTR)
+			;
+	be->helper = 0;
+	sigprocmask(SIG_SETMASK, &be->helper_mask, NULL);
+}
+
+/* Fork the helper and read its greeting: 0, or a negative errno with be->driver_why set. */
+static int helper_start(struct gwp_backend *be)
+{
+	struct helper_reply *rep;
+	pid_t parent = getpid(), pid;
+	sigset_t chld;
+	int sv[2], r;
+
+	if (be->helper)
+		return 0;
+	rep = calloc(1, sizeof(*rep));
+	if (!rep || socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		snprintf(be->driver_why, sizeof(be->driver_why), "cannot start a driver helper "
+			 "process: %s", rep ? strerror(errno) : "out of memory");
+		free(rep);
+		return -ENOMEM;
+	}
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, &be->helper_mask);
+	pid = fork();
+	if (pid == 0) {
+		close(sv[0]);
+		helper_main(be, sv[1], parent);
+	}
+	close(sv[1]);
+	if (pid < 0) {
+		r = -errno;
+		close(sv[0]);
+		sigprocmask(SIG_SETMASK, &be->helper_mask, NULL);
+		snprintf(be->driver_why, sizeof(be->driver_why), "cannot start a driver helper "
+			 "process: %s", strerror(-r));
+		free(rep);
+		return r;
+	}
+	be->helper = pid;
+	be->helper_fd = sv[0];
+	LOG(be, GWP_CRIU_LOG_DEBUG, "driver helper process %d started", (int)pid);
+	r = helper_recv(be, rep, be->driver_why, sizeof(be->driver_why));
+	if (r == 0 && rep->r < 0) {
+		snprintf(be->driver_why, sizeof(be->driver_why), "%s", rep->err);
+		r = rep->r;
+	} else if (r == 0) {
+		snprintf(be->driver_path, sizeof(be->driver_path), "%.255s", rep->err);
+	}
+	if (r < 0)
+		helper_stop(be);
+	free(rep);
+	return r;
+}
+
+/* One request to the helper, started when this hook has none yet. */
+static int helper_call(struct gwp_backend *be, const struct helper_request *req,
+		       struct helper_reply *rep, char *err, size_t len)
+{
+	ssize_t n;
+	int r;
+
+	if (!be->helper && helper_start(be) < 0) {
+		/* it was usable in an earlier hook */
+		be->driver = GWP_AVAIL_DOWN;
+		snprintf(err, len, "the CUDA driver is no longer usable: %s", be->driver_why);
+		return -ENOTSUP;
+	}
+	do
+		n = send(be->helper_fd, req, sizeof(*req), MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(*req)) {
+		snprintf(err, len, "the driver helper process %d: %s", (int)be->helper,
+			 n < 0 ? strerror(errno) : "short send");
+		r = -EIO;
+	} else {
+		r = helper_recv(be, rep, err, len);
+	}
+	if (r < 0) {
+		if (be->helper > 0)
+			kill(be->helper, SIGKILL);
+		helper_stop(be); /* the next call starts another */
+		return r;
+	}
+	if (rep->r < 0)
+		snprintf(err, len, "%s", rep->err);
+	return rep->r;
+}
+
+static int helper_state(struct gwp_backend *be, pid_t pid, enum gwp_state *ret_state,
+			pid_t *ret_tid, char *err, size_t len)
+{
+	struct helper_request req = { .op = HELPER_STATE, .pid = pid };
+	struct helper_reply *rep = calloc(1, sizeof(*rep));
+	int r;
+
+	if (!rep)
+		return -ENOMEM;
+	r = helper_call(be, &req, rep, err, len);
+	if (r == 0) {
+		*ret_state = (enum gwp_state)rep->state;
+		*ret_tid = rep->tid;
+	}
+	free(rep);
+	return r;
+}
+
+static int helper_step(struct gwp_backend *be, pid_t pid, enum gwp_step step,
+		       unsigned lock_timeout_ms, const struct gwp_pair *pairs, unsigned npairs,
+		       char *err, size_t len)
+{
+	struct helper_request *req = calloc(1, sizeof(*req));
+	struct helper_reply *rep = calloc(1, sizeof(*rep));
+	int r = -ENOMEM;
+
+	if (npairs > GWP_MAX_GPUS) {
+		r = -EINVAL;
+		goto out;
+	}
+	if (!req || !rep)
+		goto out;
+	req->op = HELPER_STEP;
+	req->pid = pid;
+	req->step = (int)step;
+	req->lock_timeout_ms = lock_timeout_ms;
+	req->npairs = npairs;
+	if (npairs)
+		memcpy(req->pairs, pairs, npairs * sizeof(*pairs));
+	r = helper_call(be, req, rep, err, len);
+out:
+	free(req);
+	free(rep);
+	return r;
+}
+
+static int helper_gpus(struct gwp_backend *be, struct gwp_backend_gpu *gpus, unsigned max,
+		       unsigned *ret_n, char *err, size_t len)
+{
+	struct helper_request req = { .op = HELPER_GPUS };
+	struct helper_reply *rep = calloc(1, sizeof(*rep));
+	unsigned n;
+	int r;
+
+	if (!rep)
+		return -ENOMEM;
+	r = helper_call(be, &req, rep, err, len);
+	if (r == 0) {
+		n = rep->ngpus < max ? rep->ngpus : max;
+		if (n > GWP_MAX_GPUS)
+			n = GWP_MAX_GPUS;
+		memcpy(gpus, rep->gpus, n * sizeof(*gpus));
+		*ret_n = n;
+	}
+	free(rep);
+	return r;
+}
+
 /* ---- routing ---- */
 
 int gwp_backend_state(struct gwp_backend *be, pid_t pid, enum gwp_state *ret_state,
@@ -484,7 +821,7 @@ int gwp_backend_state(struct gwp_backend *be, pid_t pid, enum gwp_state *ret_sta
 	}
 	if (be->daemon == GWP_AVAIL_UP)
 		return daemon_state(be, pid, ret_state, ret_restore_tid, err, len);
-	return driver_state(be, pid, ret_state, ret_restore_tid, err, len);
+	return helper_state(be, pid, ret_state, ret_restore_tid, err, len);
 }
 
 int gwp_backend_step(struct gwp_backend *be, pid_t pid, enum gwp_step step,
@@ -502,7 +839,7 @@ int gwp_backend_step(struct gwp_backend *be, pid_t pid, enum gwp_step step,
 	}
 	if (be->daemon == GWP_AVAIL_UP)
 		return daemon_step(be, pid, step, lock_timeout_ms, pairs, npairs, err, len);
-	return driver_step(be, pid, step, lock_timeout_ms, pairs, npairs, err, len);
+	return helper_step(be, pid, step, lock_timeout_ms, pairs, npairs, err, len);
 }
 
 int gwp_backend_gpus(struct gwp_backend *be, struct gwp_backend_gpu *ret_gpus, unsigned max,
@@ -516,7 +853,7 @@ int gwp_backend_gpus(struct gwp_backend *be, struct gwp_backend_gpu *ret_gpus, u
 	}
 	if (be->daemon == GWP_AVAIL_UP)
 		return daemon_gpus(be, ret_gpus, max, ret_n, err, len);
-	return driver_gpus(be, ret_gpus, max, ret_n, err, len);
+	return helper_gpus(be, ret_gpus, max, ret_n, err, len);
 }
 
 int gwp_backend_lease(struct gwp_backend *be, const char *uuid, char *err, size_t len)

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Where the plugin's driver calls go: to gpu-warmd (connected lazily, on $GPUWARM_SOCKET or the
- * default socket), or, when the daemon is not there or goes away, to the CUDA driver loaded into
- * CRIU's own process (common/gw-cuda: dlopen + cuInit once). With neither, every call answers
- * -ENOTSUP. Switches are logged once each.
+ * default socket), or, when the daemon is not there or goes away, to the CUDA driver, called in
+ * a helper process forked for the hook (common/gw-cuda: dlopen + cuInit there), never loaded
+ * into CRIU's own process: its threads would stop CRIU from entering a container's mount
+ * namespace. With neither, every call answers -ENOTSUP. Switches are logged once each.
  */
 #ifndef GWP_BACKEND_H
 #define GWP_BACKEND_H
@@ -28,6 +29,9 @@ void gwp_backend_free(struct gwp_backend *be);
 
 /* Make sure calls have somewhere to go: 0, or -ENOTSUP (neither daemon nor driver; logged). */
 int gwp_backend_ready(struct gwp_backend *be);
+/* The hook is over: the driver helper process, if one was started, exits (the next driver call
+ * starts another). Call it at the end of every hook; gwp_backend_free() does it too. */
+void gwp_backend_idle(struct gwp_backend *be);
 /* "gpu-warmd", "the driver" or "nothing", for log lines. */
 const char *gwp_backend_route(const struct gwp_backend *be);
 

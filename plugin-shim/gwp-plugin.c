@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * gpuwarm_plugin.so: CRIU's device hooks for CUDA processes, done by gpu-warmd (or by the
- * driver in CRIU's process when the daemon is not there).
+ * driver, in a helper process, when the daemon is not there).
  *
  *   dump:    PAUSE_DEVICES(pid)       lock        (CRIU has not seized pid yet)
  *            CHECKPOINT_DEVICES(pid)  checkpoint  (every thread seized; we let the CUDA restore
@@ -74,6 +74,48 @@ static int hook_resume_devices_late(int pid);
 static int hook_dump_unix_sk(int fd, int id);
 static int hook_restore_unix_sk(int id);
 
+/* What CRIU calls: each hook, then the driver helper process of the fallback, if the hook
+ * started one, is gone before CRIU goes on (gwp-backend.h). */
+static int pause_devices(int pid)
+{
+	int r = hook_pause_devices(pid);
+
+	gwp_backend_idle(P.be);
+	return r;
+}
+
+static int checkpoint_devices(int pid)
+{
+	int r = hook_checkpoint_devices(pid);
+
+	gwp_backend_idle(P.be);
+	return r;
+}
+
+static int resume_devices_late(int pid)
+{
+	int r = hook_resume_devices_late(pid);
+
+	gwp_backend_idle(P.be);
+	return r;
+}
+
+static int dump_unix_sk(int fd, int id)
+{
+	int r = hook_dump_unix_sk(fd, id);
+
+	gwp_backend_idle(P.be);
+	return r;
+}
+
+static int restore_unix_sk(int id)
+{
+	int r = hook_restore_unix_sk(id);
+
+	gwp_backend_idle(P.be);
+	return r;
+}
+
 __attribute__((visibility("default"))) struct gwp_criu_plugin_desc CR_PLUGIN_DESC = {
 	.name = PLUGIN_NAME,
 	.init = plugin_init,
@@ -81,11 +123,11 @@ __attribute__((visibility("default"))) struct gwp_criu_plugin_desc CR_PLUGIN_DES
 	.version = GWP_CRIU_PLUGIN_VERSION,
 	.max_hooks = GWP_CRIU_HOOKS_40,
 	.hooks = {
-		[GWP_CRIU_HOOK_DUMP_UNIX_SK] = (void *)hook_dump_unix_sk,
-		[GWP_CRIU_HOOK_RESTORE_UNIX_SK] = (void *)hook_restore_unix_sk,
-		[GWP_CRIU_HOOK_RESUME_DEVICES_LATE] = (void *)hook_resume_devices_late,
-		[GWP_CRIU_HOOK_PAUSE_DEVICES] = (void *)hook_pause_devices,
-		[GWP_CRIU_HOOK_CHECKPOINT_DEVICES] = (void *)hook_checkpoint_devices,
+		[GWP_CRIU_HOOK_DUMP_UNIX_SK] = (void *)dump_unix_sk,
+		[GWP_CRIU_HOOK_RESTORE_UNIX_SK] = (void *)restore_unix_sk,
+		[GWP_CRIU_HOOK_RESUME_DEVICES_LATE] = (void *)resume_devices_late,
+		[GWP_CRIU_HOOK_PAUSE_DEVICES] = (void *)pause_devices,
+		[GWP_CRIU_HOOK_CHECKPOINT_DEVICES] = (void *)checkpoint_devices,
 	},
 };
 

@@ -23,7 +23,10 @@
  *  - restore: the inventory's plugin list (IMAGES/fake-inventory, written by dump) checked
  *    after every init(); every thread seized (CRIU has them stopped before sigreturn then);
  *    RESUME_DEVICES_LATE(pid) per task, its result only logged; exit(RESTORE, 0); detach.
- * Every hook call is logged as "hook NAME(pid) = ret". Exit code: 0 success, 1 failure.
+ * Every hook call is logged as "hook NAME(pid) = ret". After the device hooks and at the end,
+ * "self after WHEN: N threads, CUDA driver mapped|not mapped" says what the plugins left in this
+ * process (CRIU setns()es into mount namespaces after CHECKPOINT_DEVICES: that needs a single
+ * thread). Exit code: 0 success, 1 failure.
  */
 #include <dirent.h>
 #include <dlfcn.h>
@@ -415,6 +418,32 @@ static int collect(pid_t pid, int device_hooks)
 	return 0;
 }
 
+/* ---- what the plugins left in this process ---- */
+
+static void report_self(const char *when)
+{
+	const char *lib = getenv("GPUWARM_CUDA_LIBRARY"), *base;
+	char line[4096];
+	int threads = -1, mapped = 0;
+	FILE *f;
+
+	base = lib && *lib ? strrchr(lib, '/') : NULL;
+	base = base ? base + 1 : lib && *lib ? lib : "libcuda.so";
+	f = fopen("/proc/self/status", "re");
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "Threads: %d", &threads) == 1)
+			break;
+	if (f)
+		fclose(f);
+	f = fopen("/proc/self/maps", "re");
+	while (f && fgets(line, sizeof(line), f))
+		mapped |= strstr(line, base) != NULL || strstr(line, "/libcuda.so") != NULL;
+	if (f)
+		fclose(f);
+	pr(GWP_CRIU_LOG_INFO, "self after %s: %d threads, CUDA driver %s\n", when, threads,
+	   mapped ? "mapped" : "not mapped");
+}
+
 /* ---- the alarm, as cr-dump.c's ---- */
 
 static void alarm_handler(int sig)
@@ -512,7 +541,9 @@ int main(int argc, char **argv)
 			ret = collect(roots[i], 0);
 		for (unsigned i = 0; ret == 0 && i < C.ntasks; i++)
 			run_hook(GWP_CRIU_HOOK_RESUME_DEVICES_LATE, C.tasks[i].pid);
+		report_self("RESUME_DEVICES_LATE");
 		plugins_fini(ret);
+		report_self("the plugins' exit");
 		release_tasks();
 		pr(GWP_CRIU_LOG_INFO, "restore %s\n", ret ? "FAILED" : "finished");
 		return ret ? 1 : 0;
@@ -537,6 +568,7 @@ int main(int argc, char **argv)
 	if (ret == 0)
 		ret = checkpoint_devices();
 #endif
+	report_self("CHECKPOINT_DEVICES");
 	if (ret == 0 && fail_after) {
 		pr(GWP_CRIU_LOG_ERROR, "failing the dump after CHECKPOINT_DEVICES, as asked\n");
 		ret = -1;
@@ -544,6 +576,7 @@ int main(int argc, char **argv)
 	if (ret == 0)
 		inventory_save();
 	plugins_fini(ret);
+	report_self("the plugins' exit");
 	release_tasks();
 	pr(GWP_CRIU_LOG_INFO, "dump %s\n", ret ? "FAILED" : "finished");
 	return ret ? 1 : 0;

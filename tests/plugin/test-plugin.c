@@ -291,6 +291,57 @@ GW_TEST(stale_record_of_earlier_dump)
 	pt_finish();
 }
 
+/*
+ * Without gpu-warmd the driver runs in a helper process per hook, never in CRIU's: CRIU's
+ * process maps no driver and keeps one thread (a multi-threaded CRIU cannot setns() into a
+ * container's mount namespace; issue 7). The driver's errors still reach CRIU's log.
+ */
+GW_TEST(driver_fallback_outside_criu_process)
+{
+	struct pt_app a;
+	struct pt p;
+	char pid[16], expect[128];
+
+	pt_setup(&p);
+	pt_app_start(&a, NULL, NULL);
+	num(pid, sizeof(pid), a.pid);
+
+	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
+	GW_ASSERT_STR_CONTAINS(pt_log(&p), "using the driver directly");
+	GW_ASSERT_STR_CONTAINS(pt_log(&p), "lock by the driver");
+	GW_ASSERT_STR_CONTAINS(pt_log(&p), "checkpoint by the driver");
+	GW_ASSERT_STR_CONTAINS(pt_log(&p),
+			       "self after CHECKPOINT_DEVICES: 1 threads, CUDA driver not mapped");
+	GW_ASSERT_STR_CONTAINS(pt_log(&p),
+			       "self after the plugins' exit: 1 threads, CUDA driver not mapped");
+	GW_ASSERT_INT_EQ(pt_log_count(&p, "driver helper process"), 2); /* one per hook */
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), CHECKPOINTED);
+
+	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL), 0);
+	assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
+	GW_ASSERT_STR_CONTAINS(pt_log(&p), "restore by the driver");
+	GW_ASSERT_STR_CONTAINS(pt_log(&p), "unlock by the driver");
+	GW_ASSERT_STR_CONTAINS(pt_log(&p),
+			       "self after RESUME_DEVICES_LATE: 1 threads, CUDA driver not mapped");
+	GW_ASSERT_INT_EQ(pt_log_count(&p, "driver helper process"), 1);
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
+	assert_verified(&a, 1);
+
+	/* a driver call that fails: its text comes through, the exit hook undoes the lock */
+	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid),
+				 PT_ARGS("FAKECUDA_FAIL=cuCheckpointProcessCheckpoint=999")), 1);
+	assert_hook(&p, "CHECKPOINT_DEVICES", a.pid, "-1");
+	snprintf(expect, sizeof(expect), "cannot checkpoint pid %d: cuCheckpointProcessCheckpoint"
+		 "(pid %d): ", (int)a.pid, (int)a.pid);
+	GW_ASSERT_STR_CONTAINS(pt_log(&p), expect);
+	GW_ASSERT_STR_CONTAINS(pt_log(&p), "unlock by the driver");
+	GW_ASSERT_STR_CONTAINS(pt_log(&p),
+			       "self after the plugins' exit: 1 threads, CUDA driver not mapped");
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
+	assert_verified(&a, 1);
+	pt_finish();
+}
+
 GW_TEST(daemon_killed_between_pause_and_checkpoint)
 {
 	struct pt_app a;
