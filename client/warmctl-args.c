@@ -213,6 +213,10 @@ enum {
 	OPT_GPU_MAP,
 	OPT_MIN_FREE,
 	OPT_HOLD,
+	OPT_IMAGE,
+	OPT_DENSE,
+	OPT_CHUNK_KIB,
+	OPT_VERIFY,
 };
 
 static const struct option command_options[] = {
@@ -226,6 +230,10 @@ static const struct option command_options[] = {
 	{ "gpu-map", required_argument, NULL, OPT_GPU_MAP },
 	{ "min-free-mib", required_argument, NULL, OPT_MIN_FREE },
 	{ "hold", no_argument, NULL, OPT_HOLD },
+	{ "image", required_argument, NULL, OPT_IMAGE },
+	{ "dense", no_argument, NULL, OPT_DENSE },
+	{ "chunk-kib", required_argument, NULL, OPT_CHUNK_KIB },
+	{ "verify", no_argument, NULL, OPT_VERIFY },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -242,6 +250,13 @@ static unsigned option_flag(int opt)
 		return WC_OPT_MIN_FREE;
 	case OPT_HOLD:
 		return WC_OPT_HOLD;
+	case OPT_IMAGE:
+		return WC_OPT_IMAGE;
+	case OPT_DENSE:
+	case OPT_CHUNK_KIB:
+		return WC_OPT_DENSE;
+	case OPT_VERIFY:
+		return WC_OPT_VERIFY;
 	default:
 		return 0; /* accepted by every command */
 	}
@@ -265,6 +280,13 @@ static int parse_operands(struct wc_ctx *ctx, int n, char **operands, struct wc_
 		if (wc_parse_pid(operands[0], &args->pid) < 0)
 			return wc_usage_error(ctx, "invalid PID '%s': " PID_FORM, operands[0],
 					      WC_PID_MAX);
+		return -1;
+	case WC_POS_PATH:
+		if (n == 0)
+			return wc_usage_error(ctx, "missing FILE or DIR");
+		if (n > 1)
+			return wc_usage_error(ctx, "unexpected argument '%s'", operands[1]);
+		args->path = operands[0];
 		return -1;
 	case WC_POS_GPUS:
 		if (n > WC_MAX_GPUS)
@@ -348,6 +370,23 @@ int wc_parse_command_args(struct wc_ctx *ctx, int argc, char **argv, struct wc_a
 			break;
 		case OPT_HOLD:
 			args.hold = true;
+			break;
+		case OPT_IMAGE:
+			if (!*optarg)
+				return wc_usage_error(ctx, "empty --image");
+			args.image = optarg;
+			break;
+		case OPT_DENSE:
+			args.dense = true;
+			break;
+		case OPT_CHUNK_KIB:
+			if (wc_parse_u64(optarg, 64, 1u << 20, &args.chunk_kib) < 0 ||
+			    (args.chunk_kib & (args.chunk_kib - 1)))
+				return wc_usage_error(ctx, "invalid --chunk-kib '%s': expected a "
+						      "power of two from 64 to 1048576", optarg);
+			break;
+		case OPT_VERIFY:
+			args.verify = true;
 			break;
 		case ':':
 			return wc_usage_error(ctx, "option '%s' needs a value", argv[optind - 1]);

@@ -46,17 +46,39 @@ static const char help_undrain[] =
 
 static const char help_suspend[] =
 	"Lock the CUDA process PID (its running GPU work completes, new work blocks)\n"
-	"and checkpoint its GPU state into host memory, through the daemon. Prints the\n"
-	"total time and the time of each step.\n" HELP_PERM_PID
+	"and checkpoint its GPU state, through the daemon. Prints the total time and\n"
+	"the time of each step.\n"
+	"A process started under the shim (LD_PRELOAD=libgpuwarm-shim.so) takes the\n"
+	"fast path: the daemon copies its VRAM out at PCIe speed, leaving all-zero\n"
+	"chunks out, into its pinned memory or, with --image, into a file. Without the\n"
+	"shim the driver keeps the VRAM in the process's host memory.\n" HELP_PERM_PID
 	"\nOptions:\n"
 	"  --timeout S      how long the lock may wait for the process's GPU work, in\n"
-	"                   seconds (default: the daemon's, 10)\n";
+	"                   seconds (default: the daemon's, 10)\n"
+	"  --image FILE     write the VRAM image to FILE, which must not exist (written\n"
+	"                   as FILE.partial, renamed when complete); fast path only\n"
+	"  --dense          copy every chunk, zero or not (for comparisons)\n"
+	"  --chunk-kib N    image chunk size (a power of two; default: the daemon's)\n";
 
 static const char help_resume[] =
 	"Restore the GPU state of the suspended process PID and unlock it, through the\n"
 	"daemon, so it runs again. Prints the total time and the time of each step.\n"
+	"The daemon checks every chunk of a fast-path image against its checksum on\n"
+	"the GPU before it touches the process.\n"
 	HELP_PERM_PID
-	"\nOptions:\n" HELP_GPU_MAP HELP_REPLY_TIMEOUT("300");
+	"\nOptions:\n" HELP_GPU_MAP
+	"  --image FILE     restore the VRAM from this image file (written by\n"
+	"                   `suspend --image`); fast path only\n"
+	HELP_REPLY_TIMEOUT("300");
+
+static const char help_inspect[] =
+	"Show what a VRAM image file holds, or every image in a directory (a CRIU or\n"
+	"podman checkpoint directory): its ranges and GPUs, how much is data and how\n"
+	"much all-zero chunks, the CRIU image's own size next to it, and the restore\n"
+	"time predicted from the link speeds the daemon measured last. Reads files\n"
+	"only; needs no daemon.\n"
+	"\nOptions:\n"
+	"  --verify         read every data chunk and check it against its checksum\n";
 
 static const char help_state[] =
 	"Print the CUDA checkpoint state of PID (running, locked, checkpointed or\n"
@@ -151,23 +173,32 @@ const struct wc_command wc_commands[] = {
 	},
 	{
 		.name = "suspend",
-		.synopsis = "suspend PID [--timeout S]",
+		.synopsis = "suspend PID [--timeout S] [--image FILE] [--dense] [--chunk-kib N]",
 		.summary = "lock and checkpoint a CUDA process (frees its GPU memory)",
 		.help = help_suspend,
-		.options = WC_OPT_OP_TIMEOUT,
+		.options = WC_OPT_OP_TIMEOUT | WC_OPT_IMAGE | WC_OPT_DENSE,
 		.positional = WC_POS_PID,
 		.default_timeout_ms = WC_SLOW_TIMEOUT_MS,
 		.run = wc_cmd_suspend,
 	},
 	{
 		.name = "resume",
-		.synopsis = "resume PID [--gpu GPU] [--gpu-map OLD=NEW[,OLD=NEW...]]",
+		.synopsis = "resume PID [--gpu GPU] [--gpu-map OLD=NEW[,OLD=NEW...]] [--image FILE]",
 		.summary = "restore and unlock a suspended CUDA process",
 		.help = help_resume,
-		.options = WC_OPT_GPU | WC_OPT_GPU_MAP,
+		.options = WC_OPT_GPU | WC_OPT_GPU_MAP | WC_OPT_IMAGE,
 		.positional = WC_POS_PID,
 		.default_timeout_ms = WC_SLOW_TIMEOUT_MS,
 		.run = wc_cmd_resume,
+	},
+	{
+		.name = "inspect",
+		.synopsis = "inspect FILE|DIR [--verify]",
+		.summary = "show what a VRAM image (or a checkpoint directory) holds",
+		.help = help_inspect,
+		.options = WC_OPT_VERIFY,
+		.positional = WC_POS_PATH,
+		.run = wc_cmd_inspect,
 	},
 	{
 		.name = "state",

@@ -168,6 +168,12 @@ void wc_disconnect(struct wc_ctx *ctx)
 int wc_call(struct wc_ctx *ctx, const char *method, const cJSON *params, const char *what,
 	    cJSON **ret_result)
 {
+	return wc_call_fds(ctx, method, params, NULL, 0, what, ret_result);
+}
+
+int wc_call_fds(struct wc_ctx *ctx, const char *method, const cJSON *params, const int *fds,
+		unsigned nfds, const char *what, cJSON **ret_result)
+{
 	const cJSON *op = cJSON_GetObjectItemCaseSensitive(params, "timeout_ms");
 	struct gw_client_error err;
 	char where[600];
@@ -179,8 +185,8 @@ int wc_call(struct wc_ctx *ctx, const char *method, const cJSON *params, const c
 		return wc_report(ctx, where, r, &err);
 	}
 	ctx->used_timeout_ms = effective_timeout_ms(ctx, cJSON_IsNumber(op) ? op->valueint : 0);
-	r = gw_client_call(ctx->client, method, params, NULL, 0, ctx->used_timeout_ms, ret_result,
-			   NULL, NULL, &err);
+	r = gw_client_call(ctx->client, method, params, fds, nfds, ctx->used_timeout_ms,
+			   ret_result, NULL, NULL, &err);
 	if (r < 0)
 		return wc_report(ctx, what, r, &err);
 	return WC_EXIT_OK;

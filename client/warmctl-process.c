@@ -2,7 +2,13 @@
 /* warmctl suspend, resume, state and the single steps lock, checkpoint, restore, unlock. */
 #include "warmctl.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 
 enum output {
 	OUTPUT_STATE, /* pid, state, restore_tid */
@@ -18,6 +24,13 @@ static cJSON *pid_params(const struct wc_args *args, bool restore_options)
 		goto fail;
 	if (args->op_timeout_ms &&
 	    !cJSON_AddNumberToObject(params, "timeout_ms", args->op_timeout_ms))
+		goto fail;
+	if (args->image && !cJSON_AddNumberToObject(params, "image_fd", 0))
+		goto fail;
+	if (args->dense && !cJSON_AddBoolToObject(params, "sparse", 0))
+		goto fail;
+	if (args->chunk_kib &&
+	    !cJSON_AddNumberToObject(params, "chunk_bytes", (double)(args->chunk_kib << 10)))
 		goto fail;
 	if (!restore_options)
 		return params;
@@ -66,6 +79,21 @@ static void print_human(const cJSON *result, enum output output)
 		       wc_str(result, "path", extra, sizeof(extra)));
 		break;
 	}
+	if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(result, "data_bytes"))) {
+		const cJSON *vram = cJSON_GetObjectItemCaseSensitive(result, "vram_bytes");
+		const cJSON *data = cJSON_GetObjectItemCaseSensitive(result, "data_bytes");
+		const cJSON *file = cJSON_GetObjectItemCaseSensitive(result, "image_bytes");
+
+		printf("  VRAM %.1f MiB: %.1f MiB of data, %.1f MiB of zero chunks not copied; "
+		       "image in %s%s\n", vram->valuedouble / 1048576.0,
+		       data->valuedouble / 1048576.0,
+		       (vram->valuedouble - data->valuedouble) / 1048576.0,
+		       wc_str(result, "image", extra, sizeof(extra)),
+		       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(result, "verified")) ?
+			       ", checksummed" : "");
+		if (cJSON_IsNumber(file))
+			printf("  image file %.1f MiB\n", file->valuedouble / 1048576.0);
+	}
 	t = wc_table_new(2);
 	if (!t)
 		return;
@@ -82,10 +110,85 @@ static void print_human(const cJSON *result, enum output output)
 	wc_table_free(t);
 }
 
+/*
+ * The image file of suspend/resume --image, opened here and passed to the daemon, which never
+ * opens a client's path. Suspend writes FILE.partial (never an existing file) and renames it when
+ * the daemon is done; on failure it is removed.
+ */
+struct image_file {
+	char partial[PATH_MAX];
+	int fd;
+};
+
+__attribute__((format(printf, 2, 3))) static int local_error(const struct wc_ctx *ctx,
+							     const char *fmt, ...)
+{
+	char msg[PATH_MAX + 256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "warmctl: %s\n", msg);
+	if (ctx->json)
+		wc_print_json_error(ctx, "warmctl.Error.Image", msg, 0, NULL);
+	return WC_EXIT_FAILED;
+}
+
+static int image_open(struct wc_ctx *ctx, const struct wc_args *args, bool suspend,
+		      struct image_file *f)
+{
+	f->fd = -1;
+	f->partial[0] = '\0';
+	if (!args->image)
+		return WC_EXIT_OK;
+	if (!suspend) {
+		f->fd = open(args->image, O_RDONLY | O_CLOEXEC);
+		if (f->fd < 0)
+			return local_error(ctx, "cannot open the image %s: %s", args->image,
+					   strerror(errno));
+		return WC_EXIT_OK;
+	}
+	if (access(args->image, F_OK) == 0)
+		return local_error(ctx, "%s exists; remove it or name another image file",
+				   args->image);
+	if ((size_t)snprintf(f->partial, sizeof(f->partial), "%s.partial", args->image) >=
+	    sizeof(f->partial))
+		return wc_usage_error(ctx, "--image path too long");
+	f->fd = open(f->partial, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (f->fd < 0) {
+		int e = errno;
+
+		f->partial[0] = '\0';
+		return local_error(ctx, "cannot create %s.partial: %s%s", args->image, strerror(e),
+				   e == EEXIST ? " (left by an earlier suspend that was cut short? "
+						 "remove it)" : "");
+	}
+	return WC_EXIT_OK;
+}
+
+static int image_close(const struct wc_ctx *ctx, const struct wc_args *args, struct image_file *f,
+		       int code)
+{
+	if (f->fd >= 0)
+		close(f->fd);
+	if (!f->partial[0])
+		return code;
+	if (code != WC_EXIT_OK) {
+		unlink(f->partial);
+		return code;
+	}
+	if (rename(f->partial, args->image) < 0)
+		return local_error(ctx, "the image is complete in %s, but renaming it to %s "
+				   "failed: %s", f->partial, args->image, strerror(errno));
+	return code;
+}
+
 static int process_command(struct wc_ctx *ctx, const struct wc_args *args, const char *method,
 			   bool restore_options, enum output output)
 {
 	cJSON *params = pid_params(args, restore_options), *result = NULL;
+	struct image_file image;
 	char what[64];
 	int r;
 
@@ -93,11 +196,20 @@ static int process_command(struct wc_ctx *ctx, const struct wc_args *args, const
 		fprintf(stderr, "warmctl: out of memory\n");
 		return WC_EXIT_FAILED;
 	}
-	snprintf(what, sizeof(what), "%s pid %ld", ctx->cmd->name, args->pid);
-	r = wc_call(ctx, method, params, what, &result);
-	cJSON_Delete(params);
-	if (r != WC_EXIT_OK)
+	r = image_open(ctx, args, strcmp(method, GW_METHOD_SUSPEND) == 0, &image);
+	if (r != WC_EXIT_OK) {
+		cJSON_Delete(params);
 		return r;
+	}
+	snprintf(what, sizeof(what), "%s pid %ld", ctx->cmd->name, args->pid);
+	r = wc_call_fds(ctx, method, params, image.fd >= 0 ? &image.fd : NULL,
+			image.fd >= 0 ? 1 : 0, what, &result);
+	cJSON_Delete(params);
+	r = image_close(ctx, args, &image, r);
+	if (r != WC_EXIT_OK) {
+		cJSON_Delete(result);
+		return r;
+	}
 	if (ctx->json) {
 		r = wc_print_json_result(ctx, result);
 	} else {

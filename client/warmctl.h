@@ -46,6 +46,9 @@ enum {
 	WC_OPT_GPU_MAP = 1 << 4,
 	WC_OPT_MIN_FREE = 1 << 5,
 	WC_OPT_HOLD = 1 << 6,
+	WC_OPT_IMAGE = 1 << 7,  /* --image FILE */
+	WC_OPT_DENSE = 1 << 8,  /* --dense, --chunk-kib N */
+	WC_OPT_VERIFY = 1 << 9, /* --verify */
 };
 
 /* Positional arguments a command takes. */
@@ -53,6 +56,7 @@ enum wc_positional {
 	WC_POS_NONE,
 	WC_POS_PID,  /* exactly one */
 	WC_POS_GPUS, /* zero or more GPU selectors */
+	WC_POS_PATH, /* exactly one file or directory */
 };
 
 struct wc_ctx;
@@ -86,6 +90,11 @@ struct wc_args {
 	uint64_t min_free_mib;
 	bool has_min_free;
 	bool hold;
+	const char *image; /* --image FILE, NULL when not given */
+	bool dense;
+	uint64_t chunk_kib; /* 0: the daemon's */
+	bool verify;
+	const char *path; /* WC_POS_PATH */
 };
 
 struct wc_ctx {
@@ -125,6 +134,9 @@ int wc_exit_code(int r, const struct gw_client_error *err);
  * WC_EXIT_OK *ret_result is owned by the caller. */
 int wc_call(struct wc_ctx *ctx, const char *method, const cJSON *params, const char *what,
 	    cJSON **ret_result);
+/* The same, sending fds with the request. */
+int wc_call_fds(struct wc_ctx *ctx, const char *method, const cJSON *params, const int *fds,
+		unsigned nfds, const char *what, cJSON **ret_result);
 int wc_connect(struct wc_ctx *ctx, struct gw_client_error *err);
 /* Print a failure to stderr (and, in JSON mode, stdout); returns its exit code. */
 int wc_report(struct wc_ctx *ctx, const char *what, int r, const struct gw_client_error *err);
@@ -162,5 +174,6 @@ int wc_cmd_lock(struct wc_ctx *ctx, const struct wc_args *args);
 int wc_cmd_checkpoint(struct wc_ctx *ctx, const struct wc_args *args);
 int wc_cmd_restore(struct wc_ctx *ctx, const struct wc_args *args);
 int wc_cmd_unlock(struct wc_ctx *ctx, const struct wc_args *args);
+int wc_cmd_inspect(struct wc_ctx *ctx, const struct wc_args *args);
 
 #endif

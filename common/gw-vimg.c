@@ -583,3 +583,12 @@ void gw_vimg_clear(struct gw_vimg *v)
 	v->cap_ranges = 0;
 	v->cap_runs = v->cap_chunks = 0;
 }
+
+double gw_vimg_predict_restore_s(const struct gw_vimg *v)
+{
+	double rate = v->read_bps ? (double)v->read_bps : v->write_bps ? (double)v->write_bps : 5e9;
+	double fixed = v->restore_fixed_ns ? (double)v->restore_fixed_ns / 1e9 : 0.3;
+
+	/* Memset of the zero runs and the checksum scan run in device memory: ~1 TB/s together. */
+	return fixed + (double)v->data_bytes / rate + (double)v->vram_bytes / 1e12;
+}

@@ -858,7 +858,10 @@ static int image_seal(struct gw_fast_op *op)
 
 	if (op->image->fd < 0)
 		return 0;
+	double copy_s = (gw_now_ms() - op->step_start_ms) / 1e3;
+
 	v->write_bps = io_ns ? (uint64_t)((double)v->data_bytes / ((double)io_ns / 1e9)) : 0;
+	v->copy_out_bps = copy_s > 0 ? (uint64_t)((double)v->data_bytes / copy_s) : 0;
 	v->copy_in_bps = (uint64_t)(d->speeds.fill_bps > 0 ? d->speeds.fill_bps : 0);
 	v->read_bps = (uint64_t)(d->speeds.file_fill_bps > 0 ? d->speeds.file_fill_bps : 0);
 	v->restore_fixed_ns = (uint64_t)(d->speeds.restore_fixed_ms * 1e6);
@@ -1205,7 +1208,14 @@ static int resume_image(struct gw_fast_op *op, int image_fd)
 		return r;
 	}
 	if (a->image && memcmp(a->image->v.id, image->v.id, sizeof(image->v.id)) == 0) {
-		image_free(op->d, image); /* the same image, already here */
+		/* The same image, already here: in memory, or in the file we wrote (then read it
+		 * through the fd just given, the caller's proof that it may). */
+		if (a->image->fd >= 0) {
+			close(a->image->fd);
+			a->image->fd = image->fd;
+			image->fd = -1;
+		}
+		image_free(op->d, image);
 		op->image = a->image;
 		return 0;
 	}

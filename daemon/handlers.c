@@ -522,7 +522,7 @@ bad_pairs:
 /*
  * "image_fd": the index of an image file among the request's fds. The client opened it, which
  * shows it may write (suspend) or read (resume) it; the daemon never opens a path for a client.
- * Checked: a regular file, opened for writing and empty (suspend: nothing is overwritten) or for
+ * Checked: a regular file, opened read-write and empty (suspend: nothing is overwritten) or for
  * reading (resume). Returns the fd, taken from the request, -1 when absent, or < -1 after failing
  * the request.
  */
@@ -553,11 +553,12 @@ static int take_image_fd(struct gw_request *req, enum gw_op_kind kind)
 		gw_request_fail(req, GW_ERROR_IMAGE, NULL, "the image must be a regular file");
 		return -2;
 	}
+	/* Read and write: the daemon reads the image back at resume time through this fd. */
 	if (kind == GW_OP_SUSPEND &&
-	    ((mode & O_ACCMODE) == O_RDONLY || st.st_size != 0 || (mode & O_APPEND))) {
+	    ((mode & O_ACCMODE) != O_RDWR || st.st_size != 0 || (mode & O_APPEND))) {
 		gw_request_fail(req, GW_ERROR_IMAGE, NULL,
 				"an image to suspend into must be a new, empty file opened for "
-				"writing (not appending)");
+				"reading and writing (O_RDWR, not appending)");
 		return -2;
 	}
 	if (kind == GW_OP_RESUME && (mode & O_ACCMODE) == O_WRONLY) {

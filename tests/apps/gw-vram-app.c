@@ -4,12 +4,15 @@
  * benchmarks. Loads the driver through gw-cuda ($GPUWARM_CUDA_LIBRARY or libcuda.so.1), so it runs
  * on the fake driver in CI and on a real GPU alike.
  *
- *   gw-vram-app [--mib N] [--chunk-mib C] [--gpu I] [--second-gpu J] [--busy] [--spawn-child]
+ *   gw-vram-app [--mib N] [--zero-mib Z] [--chunk-mib C] [--gpu I] [--second-gpu J] [--busy]
+ *               [--spawn-child]
  *
+ * --zero-mib Z adds Z MiB of allocations that hold zeros (like a KV cache nothing has written
+ * yet); verify checks that they still do.
  * --second-gpu J puts every other chunk on device J (a process using two GPUs); its ready and
  * verify lines then end with "gpu2 <uuid>".
  *
- * Prints "ready pid <pid> mib <N> gpu <uuid>" once set up. SIGUSR1: verify every 1 MiB block and
+ * Prints "ready pid <pid> mib <N> gpu <uuid>[ zero_mib <Z>]" once set up. SIGUSR1: verify every 1 MiB block and
  * print "verify ok pid <pid> gpu <uuid> mib <N>" or "verify CORRUPT pid <pid> at <chunk>/<block>",
  * then rewrite one block. SIGTERM/SIGINT: free everything, exit 0. Any CUDA error: its name on
  * stderr, exit 1. --spawn-child: once ready, start a second copy (same options) and print
@@ -38,6 +41,7 @@ extern char **environ;
 struct app {
 	struct gw_cuda *cu;
 	size_t mib, chunk_mib, nchunks;
+	size_t zero_mib, ndata; /* chunks [ndata, nchunks) hold zeros */
 	int gpu;
 	int busy;
 	CUdevice dev;
@@ -68,15 +72,20 @@ static void check(const struct app *a, CUresult r, const char *what)
 
 #define CK(a, call) check((a), (a)->cu->call, #call)
 
-/* Differs per chunk and per 1 MiB block. */
-static uint32_t pattern(size_t chunk, size_t block)
+/* Differs per chunk and per 1 MiB block; the zero chunks' is 0. */
+static uint32_t chunk_pattern(const struct app *a, size_t chunk, size_t block)
 {
+	if (chunk >= a->ndata)
+		return 0;
 	return 0x9e3779b9u * (uint32_t)(chunk * 65537 + block + 1) ^ 0x5a5a0000u;
 }
 
+#define pattern(c, b) chunk_pattern(a, (c), (b))
+
 static size_t chunk_mib_of(const struct app *a, size_t c)
 {
-	size_t left = a->mib - c * a->chunk_mib;
+	size_t left = c < a->ndata ? a->mib - c * a->chunk_mib :
+				     a->zero_mib - (c - a->ndata) * a->chunk_mib;
 
 	return left < a->chunk_mib ? left : a->chunk_mib;
 }
@@ -200,7 +209,8 @@ static void setup(struct app *a)
 		CK(a, cuDevicePrimaryCtxRetain(&a->ctx2, a->dev2));
 	}
 
-	a->nchunks = (a->mib + a->chunk_mib - 1) / a->chunk_mib;
+	a->ndata = (a->mib + a->chunk_mib - 1) / a->chunk_mib;
+	a->nchunks = a->ndata + (a->zero_mib + a->chunk_mib - 1) / a->chunk_mib;
 	a->chunks = calloc(a->nchunks, sizeof(*a->chunks));
 	if (!a->chunks) {
 		fprintf(stderr, "gw-vram-app: out of memory\n");
@@ -237,6 +247,8 @@ static void setup(struct app *a)
 		printf(" gpu2 %s", uuid);
 		CK(a, cuCtxSetCurrent(a->ctx));
 	}
+	if (a->zero_mib)
+		printf(" zero_mib %zu", a->zero_mib);
 	printf("\n");
 }
 
@@ -297,8 +309,8 @@ static int parse_size(const char *s, size_t max, size_t *ret)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: gw-vram-app [--mib N] [--chunk-mib C] [--gpu I] [--second-gpu J] "
-		   "[--busy] [--spawn-child]\n");
+	fprintf(f, "usage: gw-vram-app [--mib N] [--zero-mib Z] [--chunk-mib C] [--gpu I] "
+		   "[--second-gpu J] [--busy] [--spawn-child]\n");
 }
 
 int main(int argc, char **argv)
@@ -314,6 +326,9 @@ int main(int argc, char **argv)
 
 		if (strcmp(opt, "--mib") == 0 && parse_size(val, (size_t)1 << 22, &a.mib) == 0 &&
 		    a.mib > 0) {
+			i++;
+		} else if (strcmp(opt, "--zero-mib") == 0 &&
+			   parse_size(val, (size_t)1 << 22, &a.zero_mib) == 0) {
 			i++;
 		} else if (strcmp(opt, "--chunk-mib") == 0 &&
 			   parse_size(val, (size_t)1 << 22, &a.chunk_mib) == 0 && a.chunk_mib > 0) {

@@ -447,3 +447,28 @@ cJSON *gwt_ctl(const struct gwt_daemon *d, int code, const char *const *args)
 		GW_FAIL("warmctl %s printed no JSON; stderr: %s", args[0], err);
 	return json;
 }
+
+void gwt_app_start_shimmed(const struct gwt_daemon *d, struct gwt_app *app, double vram_mib,
+			   const char *const *extra_args)
+{
+	double want = vram_mib * 1048576.0;
+
+	setenv("LD_PRELOAD", getenv("GW_SHIM"), 1);
+	setenv(GW_SOCKET_ENV, d->socket, 1);
+	gwt_app_start(app, extra_args);
+	unsetenv("LD_PRELOAD");
+	for (int i = 0; i < 300; i++) {
+		cJSON *j = gwt_ctl(d, 0, GWT_ARGS("status"));
+		const cJSON *p;
+		int seen = 0;
+
+		cJSON_ArrayForEach(p, gwt_json(j, "result.processes"))
+			if (gwt_json_num(p, "pid") == app->pid && gwt_json_num(p, "vram_bytes") >= want)
+				seen = 1;
+		cJSON_Delete(j);
+		if (seen)
+			return;
+		gwt_sleep_ms(20);
+	}
+	GW_FAIL("the app's agent never reported %.0f MiB:\n%s", vram_mib, gwt_daemon_log(d));
+}

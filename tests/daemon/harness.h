@@ -37,6 +37,10 @@ struct gwt_app {
 
 /* Start gw-vram-app with extra arguments; waits for its "ready" line. */
 void gwt_app_start(struct gwt_app *app, const char *const *extra_args);
+/* The same under the in-process shim ($GW_SHIM), pointed at d; waits until its agent reports
+ * at least vram_mib MiB to the daemon. */
+void gwt_app_start_shimmed(const struct gwt_daemon *d, struct gwt_app *app, double vram_mib,
+			   const char *const *extra_args);
 /* SIGUSR1 and read its verify line into line; returns 1 for "verify ok". */
 int gwt_app_verify(struct gwt_app *app, char *line, size_t len);
 void gwt_app_stop(struct gwt_app *app);

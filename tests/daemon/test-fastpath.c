@@ -12,31 +12,10 @@
 #include "gw-test.h"
 #include "harness.h"
 
-/* Start the app with args under the shim, pointed at the daemon, and wait until its agent shows
- * up with all its mib MiB of VRAM registered. */
 static void start_shimmed_args(const struct gwt_daemon *d, struct gwt_app *app, const char *mib,
 			       const char *const *args)
 {
-	double want = atof(mib) * 1048576.0;
-
-	setenv("LD_PRELOAD", getenv("GW_SHIM"), 1);
-	setenv(GW_SOCKET_ENV, d->socket, 1);
-	gwt_app_start(app, args);
-	unsetenv("LD_PRELOAD");
-	for (int i = 0; i < 300; i++) {
-		cJSON *j = gwt_ctl(d, 0, GWT_ARGS("status"));
-		const cJSON *p;
-		int seen = 0;
-
-		cJSON_ArrayForEach(p, gwt_json(j, "result.processes"))
-			if (gwt_json_num(p, "pid") == app->pid && gwt_json_num(p, "vram_bytes") >= want)
-				seen = 1;
-		cJSON_Delete(j);
-		if (seen)
-			return;
-		gwt_sleep_ms(20);
-	}
-	GW_FAIL("the app's agent never reported %s MiB:\n%s", mib, gwt_daemon_log(d));
+	gwt_app_start_shimmed(d, app, atof(mib), args);
 }
 
 static void start_shimmed(const struct gwt_daemon *d, struct gwt_app *app, const char *mib,

@@ -1,0 +1,325 @@
+/* SPDX-License-Identifier: MIT */
+/* warmctl inspect: what a VRAM image file, or a checkpoint directory, holds. Reads files only. */
+#include "warmctl.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "gw-cuda.h"
+#include "gw-vimg.h"
+
+#define MIB(x) ((double)(x) / 1048576.0)
+
+static int read_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -ENODATA;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* Check every data chunk against its checksum. Returns the number of bad chunks, or < 0. */
+static long verify_data(int fd, const struct gw_vimg *v, char *first_bad, size_t len)
+{
+	uint64_t *buf = malloc(v->chunk_bytes);
+	long bad = 0;
+	int r = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < v->nranges && r == 0; i++) {
+		const struct gw_vimg_range *rg = &v->ranges[i];
+
+		for (uint32_t k = 0; k < rg->nruns && r == 0; k++) {
+			const struct gw_vimg_run *run = &v->runs[rg->first_run + k];
+			uint64_t off, n;
+
+			if (run->zero)
+				continue;
+			gw_vimg_run_span(v, rg, run, &off, &n);
+			for (uint64_t c = 0; c < run->nchunks && r == 0; c++) {
+				uint64_t chunk = run->first_chunk + c, start = c * v->chunk_bytes;
+				uint64_t bytes = n - start < v->chunk_bytes ? n - start : v->chunk_bytes;
+				struct gw_chunk_scan s;
+
+				r = read_full(fd, buf, bytes,
+					      v->data_offset + run->data_offset + start);
+				if (r < 0)
+					break;
+				gw_chunksum_words(buf, bytes / 8, chunk * (v->chunk_bytes / 8), &s);
+				if (s.sum != v->sums[rg->first_chunk + chunk] && bad++ == 0)
+					snprintf(first_bad, len, "range %u, chunk %" PRIu64, i, chunk);
+			}
+		}
+	}
+	free(buf);
+	return r < 0 ? r : bad;
+}
+
+static double predicted_restore_s(const struct gw_vimg *v, double *rate, double *fixed)
+{
+	/* The file fill rate the daemon measured last, else its write rate as a stand-in. */
+	*rate = v->read_bps ? (double)v->read_bps : v->write_bps ? (double)v->write_bps : 5e9;
+	*fixed = v->restore_fixed_ns ? (double)v->restore_fixed_ns / 1e9 : 0.3;
+	return gw_vimg_predict_restore_s(v);
+}
+
+static void uuid_text(const uint8_t *u, char *buf, size_t len)
+{
+	CUuuid uuid;
+
+	memcpy(uuid.bytes, u, sizeof(uuid.bytes));
+	gw_cuda_uuid_format(&uuid, buf, len);
+}
+
+/* One image file as JSON ({"path", "error"} when it is not a usable image). */
+static cJSON *inspect_file(const char *path, bool verify, int *bad)
+{
+	cJSON *o = cJSON_CreateObject(), *ranges;
+	struct gw_vimg v;
+	char err[256] = "", id[33], first_bad[96] = "";
+	double rate, fixed;
+	uint64_t zero_runs = 0;
+	int fd, r;
+
+	if (!o)
+		return NULL;
+	cJSON_AddStringToObject(o, "path", path);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		cJSON_AddStringToObject(o, "error", strerror(errno));
+		*bad = 1;
+		return o;
+	}
+	r = gw_vimg_read_fd(fd, &v, err, sizeof(err));
+	if (r < 0) {
+		cJSON_AddStringToObject(o, "error", err[0] ? err : strerror(-r));
+		*bad = 1;
+		close(fd);
+		return o;
+	}
+	for (int i = 0; i < 16; i++)
+		snprintf(id + 2 * i, 3, "%02x", v.id[i]);
+	cJSON_AddNumberToObject(o, "format_version", v.version);
+	cJSON_AddStringToObject(o, "id", id);
+	cJSON_AddNumberToObject(o, "pid", v.pid);
+	cJSON_AddNumberToObject(o, "created_unix_s", (double)(v.created_ns / 1000000000u));
+	cJSON_AddNumberToObject(o, "chunk_bytes", (double)v.chunk_bytes);
+	cJSON_AddBoolToObject(o, "sparse", (v.flags & GW_VIMG_F_SPARSE) != 0);
+	cJSON_AddNumberToObject(o, "vram_bytes", (double)v.vram_bytes);
+	cJSON_AddNumberToObject(o, "data_bytes", (double)v.data_bytes);
+	cJSON_AddNumberToObject(o, "zero_bytes", (double)v.zero_bytes);
+	cJSON_AddNumberToObject(o, "file_bytes", (double)v.file_bytes);
+	cJSON_AddNumberToObject(o, "table_bytes", (double)(v.data_offset));
+	ranges = cJSON_AddArrayToObject(o, "ranges");
+	for (uint32_t i = 0; ranges && i < v.nranges; i++) {
+		const struct gw_vimg_range *rg = &v.ranges[i];
+		cJSON *x = cJSON_CreateObject();
+		char va[32], gpu[64];
+		uint64_t zr = 0;
+
+		if (!x)
+			break;
+		for (uint32_t k = 0; k < rg->nruns; k++)
+			zr += v.runs[rg->first_run + k].zero;
+		zero_runs += zr;
+		snprintf(va, sizeof(va), "0x%" PRIx64, rg->va);
+		uuid_text(rg->uuid, gpu, sizeof(gpu));
+		cJSON_AddStringToObject(x, "va", va);
+		cJSON_AddNumberToObject(x, "size", (double)rg->size);
+		cJSON_AddStringToObject(x, "gpu_uuid", gpu);
+		cJSON_AddNumberToObject(x, "device", rg->app_device);
+		cJSON_AddNumberToObject(x, "data_bytes", (double)rg->data_bytes);
+		cJSON_AddNumberToObject(x, "zero_bytes", (double)(rg->size - rg->data_bytes));
+		cJSON_AddNumberToObject(x, "runs", rg->nruns);
+		cJSON_AddNumberToObject(x, "zero_runs", (double)zr);
+		cJSON_AddItemToArray(ranges, x);
+	}
+	cJSON_AddNumberToObject(o, "zero_runs", (double)zero_runs);
+	if (!(v.flags & GW_VIMG_F_SUMS)) {
+		cJSON_AddStringToObject(o, "checksums", "none");
+	} else if (!verify) {
+		cJSON_AddStringToObject(o, "checksums", "not verified");
+	} else {
+		long n = verify_data(fd, &v, first_bad, sizeof(first_bad));
+
+		if (n < 0) {
+			cJSON_AddStringToObject(o, "checksums", "unreadable");
+			cJSON_AddStringToObject(o, "error", strerror((int)-n));
+			*bad = 1;
+		} else if (n > 0) {
+			cJSON_AddStringToObject(o, "checksums", "MISMATCH");
+			cJSON_AddNumberToObject(o, "bad_chunks", (double)n);
+			cJSON_AddStringToObject(o, "first_bad_chunk", first_bad);
+			*bad = 1;
+		} else {
+			cJSON_AddStringToObject(o, "checksums", "verified");
+		}
+	}
+	cJSON_AddNumberToObject(o, "predicted_restore_s", predicted_restore_s(&v, &rate, &fixed));
+	cJSON_AddNumberToObject(o, "predicted_from_fill_bytes_per_s", rate);
+	cJSON_AddNumberToObject(o, "predicted_fixed_s", fixed);
+	cJSON_AddNumberToObject(o, "dump_copy_bytes_per_s", (double)v.copy_out_bps);
+	cJSON_AddNumberToObject(o, "dump_write_bytes_per_s", (double)v.write_bps);
+	gw_vimg_clear(&v);
+	close(fd);
+	return o;
+}
+
+static bool is_image(const char *path)
+{
+	char magic[8];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	bool yes;
+
+	if (fd < 0)
+		return false;
+	yes = read(fd, magic, sizeof(magic)) == (ssize_t)sizeof(magic) &&
+	      memcmp(magic, GW_VIMG_MAGIC, sizeof(magic)) == 0;
+	close(fd);
+	return yes;
+}
+
+static int by_name(const struct dirent **a, const struct dirent **b)
+{
+	return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+static void print_image(const cJSON *o)
+{
+	const cJSON *err = cJSON_GetObjectItemCaseSensitive(o, "error");
+	const cJSON *ranges = cJSON_GetObjectItemCaseSensitive(o, "ranges"), *x;
+	char buf[64], buf2[64];
+	double vram, data, rate;
+
+	printf("%s\n", cJSON_GetObjectItemCaseSensitive(o, "path")->valuestring);
+	if (cJSON_IsString(err) && !cJSON_GetObjectItemCaseSensitive(o, "id")) {
+		printf("  not usable: %s\n", err->valuestring);
+		return;
+	}
+	vram = cJSON_GetObjectItemCaseSensitive(o, "vram_bytes")->valuedouble;
+	data = cJSON_GetObjectItemCaseSensitive(o, "data_bytes")->valuedouble;
+	printf("  VRAM image v%s, id %s, pid %s, chunks of %.0f KiB\n",
+	       wc_num(o, "format_version", 0, buf, sizeof(buf)), wc_str(o, "id", buf2, sizeof(buf2)),
+	       wc_num(o, "pid", 0, buf, sizeof(buf)),
+	       cJSON_GetObjectItemCaseSensitive(o, "chunk_bytes")->valuedouble / 1024);
+	printf("  VRAM %.1f MiB in %d ranges: data %.1f MiB (%.1f%%), zero %.1f MiB in %s runs "
+	       "(not stored)\n",
+	       MIB(vram), cJSON_GetArraySize(ranges), MIB(data), vram > 0 ? 100 * data / vram : 0,
+	       MIB(vram - data), wc_num(o, "zero_runs", 0, buf, sizeof(buf)));
+	printf("  file %.1f MiB (header and tables %.1f KiB); checksums: %s",
+	       MIB(cJSON_GetObjectItemCaseSensitive(o, "file_bytes")->valuedouble),
+	       cJSON_GetObjectItemCaseSensitive(o, "table_bytes")->valuedouble / 1024,
+	       wc_str(o, "checksums", buf, sizeof(buf)));
+	if (cJSON_GetObjectItemCaseSensitive(o, "first_bad_chunk"))
+		printf(" (%s bad, first: %s)", wc_num(o, "bad_chunks", 0, buf, sizeof(buf)),
+		       wc_str(o, "first_bad_chunk", buf2, sizeof(buf2)));
+	printf("\n");
+	rate = cJSON_GetObjectItemCaseSensitive(o, "predicted_from_fill_bytes_per_s")->valuedouble;
+	printf("  predicted restore: %.2f s (%.2f s fixed + %.1f MiB at %.1f GB/s)\n",
+	       cJSON_GetObjectItemCaseSensitive(o, "predicted_restore_s")->valuedouble,
+	       cJSON_GetObjectItemCaseSensitive(o, "predicted_fixed_s")->valuedouble, MIB(data),
+	       rate / 1e9);
+	cJSON_ArrayForEach(x, ranges) {
+		char va[32], gpu[64];
+
+		printf("    %-16s %10.1f MiB  data %10.1f MiB  %3s zero runs  dev %s %s\n",
+		       wc_str(x, "va", va, sizeof(va)),
+		       MIB(cJSON_GetObjectItemCaseSensitive(x, "size")->valuedouble),
+		       MIB(cJSON_GetObjectItemCaseSensitive(x, "data_bytes")->valuedouble),
+		       wc_num(x, "zero_runs", 0, buf, sizeof(buf)),
+		       wc_num(x, "device", 0, buf2, sizeof(buf2)),
+		       wc_str(x, "gpu_uuid", gpu, sizeof(gpu)));
+	}
+}
+
+int wc_cmd_inspect(struct wc_ctx *ctx, const struct wc_args *args)
+{
+	cJSON *result = cJSON_CreateObject(), *images;
+	uint64_t criu_bytes = 0, criu_files = 0;
+	struct stat st;
+	int bad = 0, code = WC_EXIT_OK;
+
+	images = result ? cJSON_AddArrayToObject(result, "images") : NULL;
+	if (!images) {
+		cJSON_Delete(result);
+		fprintf(stderr, "warmctl: out of memory\n");
+		return WC_EXIT_FAILED;
+	}
+	if (stat(args->path, &st) < 0) {
+		fprintf(stderr, "warmctl: %s: %s\n", args->path, strerror(errno));
+		cJSON_Delete(result);
+		return WC_EXIT_FAILED;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		struct dirent **names;
+		int n = scandir(args->path, &names, NULL, by_name);
+
+		if (n < 0) {
+			fprintf(stderr, "warmctl: %s: %s\n", args->path, strerror(errno));
+			cJSON_Delete(result);
+			return WC_EXIT_FAILED;
+		}
+		for (int i = 0; i < n; i++) {
+			char path[PATH_MAX];
+			struct stat fst;
+
+			if ((size_t)snprintf(path, sizeof(path), "%s/%s", args->path,
+					     names[i]->d_name) < sizeof(path) &&
+			    stat(path, &fst) == 0 && S_ISREG(fst.st_mode)) {
+				if (is_image(path))
+					cJSON_AddItemToArray(images,
+							     inspect_file(path, args->verify, &bad));
+				else {
+					criu_bytes += (uint64_t)fst.st_size;
+					criu_files++;
+				}
+			}
+			free(names[i]);
+		}
+		free(names);
+		cJSON_AddNumberToObject(result, "criu_image_bytes", (double)criu_bytes);
+		cJSON_AddNumberToObject(result, "criu_files", (double)criu_files);
+	} else {
+		cJSON_AddItemToArray(images, inspect_file(args->path, args->verify, &bad));
+	}
+	if (bad)
+		code = WC_EXIT_FAILED;
+	if (ctx->json) {
+		int r = wc_print_json_result(ctx, result);
+
+		if (r != WC_EXIT_OK)
+			code = r;
+	} else {
+		const cJSON *o;
+
+		cJSON_ArrayForEach(o, images)
+			print_image(o);
+		if (S_ISDIR(st.st_mode)) {
+			if (cJSON_GetArraySize(images) == 0)
+				printf("%s: no VRAM image here\n", args->path);
+			printf("CRIU image: %.1f MiB in %" PRIu64 " files\n", MIB(criu_bytes),
+			       criu_files);
+		}
+		if (fflush(stdout) != 0)
+			code = WC_EXIT_FAILED;
+	}
+	cJSON_Delete(result);
+	return code;
+}

@@ -1,0 +1,391 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * VRAM images end to end over the fake driver: sparse images in pinned memory and in files,
+ * `warmctl inspect`, and every kind of bad image refused with the process left restorable.
+ * The fake driver runs the chunk-scan kernel on the host (common/gw-chunksum.c).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "gw-client.h"
+#include "gw-crc32c.h"
+#include "gw-proto.h"
+#include "gw-test.h"
+#include "gw-vimg.h"
+#include "harness.h"
+
+#define MIB (1u << 20)
+
+/* 64 MiB of data and 96 MiB of zeros, in 32 MiB allocations. */
+static void start_sparse_app(const struct gwt_daemon *d, struct gwt_app *app)
+{
+	gwt_app_start_shimmed(d, app, 160,
+			      GWT_ARGS("--mib", "64", "--zero-mib", "96", "--chunk-mib", "32"));
+}
+
+/* A path in the test's directory (eight static buffers in turn). */
+static const char *image_path(const char *name)
+{
+	static char paths[8][512];
+	static unsigned next;
+	char *path = paths[next++ % 8];
+
+	snprintf(path, 512, "%s/%s", gwt_dir(), name);
+	return path;
+}
+
+static void assert_state(const struct gwt_daemon *d, pid_t pid, const char *state)
+{
+	cJSON *j = gwt_ctl(d, 0, GWT_ARGS("state", gwt_pid(pid)));
+
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.state"), state);
+	cJSON_Delete(j);
+}
+
+static void verify(struct gwt_app *app)
+{
+	char line[256];
+
+	if (!gwt_app_verify(app, line, sizeof(line)))
+		GW_FAIL("app verify: %s", line);
+}
+
+/* Overwrite len bytes of a file at off. */
+static void poke(const char *path, uint64_t off, const void *bytes, size_t len)
+{
+	int fd = open(path, O_WRONLY);
+
+	GW_ASSERT(fd >= 0);
+	GW_ASSERT(pwrite(fd, bytes, len, (off_t)off) == (ssize_t)len);
+	close(fd);
+}
+
+static void peek(const char *path, uint64_t off, void *bytes, size_t len)
+{
+	int fd = open(path, O_RDONLY);
+
+	GW_ASSERT(fd >= 0);
+	GW_ASSERT(pread(fd, bytes, len, (off_t)off) == (ssize_t)len);
+	close(fd);
+}
+
+/* Suspend the app into an image file; returns the parsed reply. */
+static cJSON *suspend_to(const struct gwt_daemon *d, const struct gwt_app *app, const char *path)
+{
+	cJSON *j = gwt_ctl(d, 0, GWT_ARGS("suspend", gwt_pid(app->pid), "--image", path));
+
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.path"), "fast");
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.image"), "file");
+	return j;
+}
+
+GW_TEST(file_image_is_sparse_and_round_trips)
+{
+	const char *path = image_path("app.img");
+	struct gwt_daemon d;
+	struct gwt_app app;
+	struct stat st;
+	cJSON *j;
+
+	/* No image pool at all: a file image needs none. */
+	gwt_daemon_start(&d, GWT_ARGS("--chunk-kib", "1024"));
+	start_sparse_app(&d, &app);
+	j = suspend_to(&d, &app, path);
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.vram_bytes"), 160 * MIB);
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.data_bytes"), 64 * MIB);
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.zero_bytes"), 96 * MIB);
+	GW_ASSERT(gwt_json(j, "result.verified") && cJSON_IsTrue(gwt_json(j, "result.verified")));
+	cJSON_Delete(j);
+	GW_ASSERT(stat(path, &st) == 0);
+	GW_ASSERT_INT_EQ(st.st_size, 64 * MIB + GW_VIMG_DATA_ALIGN); /* data + one page of tables */
+	GW_ASSERT(access(image_path("app.img.partial"), F_OK) < 0);
+	assert_state(&d, app.pid, "checkpointed");
+
+	j = gwt_ctl(&d, 0, GWT_ARGS("inspect", path, "--verify"));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.images.0.checksums"), "verified");
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.images.0.data_bytes"), 64 * MIB);
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.images.0.zero_runs"), 3);
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.images.0.pid"), app.pid);
+	GW_ASSERT(gwt_json_num(j, "result.images.0.predicted_restore_s") > 0);
+	cJSON_Delete(j);
+
+	j = gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid), "--image", path));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.state"), "running");
+	GW_ASSERT(cJSON_IsTrue(gwt_json(j, "result.verified")));
+	cJSON_Delete(j);
+	verify(&app);
+	/* Once more, the resume naming no file: the daemon kept the image's fd. */
+	unlink(path);
+	cJSON_Delete(suspend_to(&d, &app, path));
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid))));
+	verify(&app);
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST(memory_image_holds_only_the_data)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	cJSON *j;
+
+	/* 64 MiB of pool for a 160 MiB process: enough, since only data chunks are kept. */
+	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "64", "--chunk-kib", "1024"));
+	start_sparse_app(&d, &app);
+	j = gwt_ctl(&d, 0, GWT_ARGS("suspend", gwt_pid(app.pid)));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.image"), "memory");
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.data_bytes"), 64 * MIB);
+	cJSON_Delete(j);
+	j = gwt_ctl(&d, 0, GWT_ARGS("status"));
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.daemon.image_pool_free_bytes"), 0);
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.processes.0.held_bytes"), 64 * MIB);
+	cJSON_Delete(j);
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid))));
+	verify(&app);
+	j = gwt_ctl(&d, 0, GWT_ARGS("status"));
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.daemon.image_pool_free_bytes"), 64 * MIB);
+	cJSON_Delete(j);
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST(dense_image_keeps_zero_chunks)
+{
+	const char *path = image_path("dense.img");
+	struct gwt_daemon d;
+	struct gwt_app app;
+	cJSON *j;
+
+	gwt_daemon_start(&d, NULL);
+	start_sparse_app(&d, &app);
+	j = gwt_ctl(&d, 0, GWT_ARGS("suspend", gwt_pid(app.pid), "--image", path, "--dense",
+				    "--chunk-kib", "512"));
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.data_bytes"), 160 * MIB);
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.chunk_bytes"), 512 * 1024);
+	cJSON_Delete(j);
+	j = gwt_ctl(&d, 0, GWT_ARGS("inspect", path));
+	GW_ASSERT(cJSON_IsFalse(gwt_json(j, "result.images.0.sparse")));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.images.0.checksums"), "none");
+	cJSON_Delete(j);
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid), "--image", path)));
+	verify(&app);
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+/* A flipped data byte: the GPU-side check refuses the image before the process is touched; with
+ * the byte put back the same resume works. */
+GW_TEST(corrupt_data_is_refused_and_process_stays_restorable)
+{
+	const char *path = image_path("app.img");
+	struct gwt_daemon d;
+	struct gwt_app app;
+	unsigned char b, flipped;
+	cJSON *j;
+
+	gwt_daemon_start(&d, NULL);
+	start_sparse_app(&d, &app);
+	cJSON_Delete(suspend_to(&d, &app, path));
+	peek(path, GW_VIMG_DATA_ALIGN + 12345, &b, 1);
+	flipped = b ^ 0x10;
+	poke(path, GW_VIMG_DATA_ALIGN + 12345, &flipped, 1);
+
+	j = gwt_ctl(&d, 1, GWT_ARGS("inspect", path, "--verify"));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.images.0.checksums"), "MISMATCH");
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.images.0.bad_chunks"), 1);
+	cJSON_Delete(j);
+	j = gwt_ctl(&d, 1, GWT_ARGS("resume", gwt_pid(app.pid), "--image", path));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_IMAGE);
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "error.message"), "checksum");
+	cJSON_Delete(j);
+	assert_state(&d, app.pid, "checkpointed");
+
+	poke(path, GW_VIMG_DATA_ALIGN + 12345, &b, 1);
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid), "--image", path)));
+	verify(&app);
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+/* Broken tables, truncation, another format version: refused with the cause named, the
+ * process untouched, and the image the daemon holds still restores it. */
+GW_TEST(bad_image_files_are_refused_with_the_cause)
+{
+	const char *path = image_path("app.img"), *bad = image_path("bad.img");
+	struct gwt_daemon d;
+	struct gwt_app app;
+	uint8_t header[GW_VIMG_HEADER_BYTES], junk[24] = { 0xff };
+	uint32_t version = 2, crc;
+	char cmd[1200];
+	cJSON *j;
+
+	gwt_daemon_start(&d, NULL);
+	start_sparse_app(&d, &app);
+	cJSON_Delete(suspend_to(&d, &app, path));
+	peek(path, 0, header, sizeof(header));
+
+	/* a run entry overwritten: the table CRC catches it */
+	snprintf(cmd, sizeof(cmd), "cp %s %s", path, bad);
+	GW_ASSERT(system(cmd) == 0);
+	poke(bad, GW_VIMG_HEADER_BYTES + 5 * GW_VIMG_RANGE_BYTES, junk, sizeof(junk));
+	j = gwt_ctl(&d, 1, GWT_ARGS("resume", gwt_pid(app.pid), "--image", bad));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_IMAGE);
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "error.message"), "tables are corrupt");
+	cJSON_Delete(j);
+
+	/* cut short */
+	GW_ASSERT(system(cmd) == 0);
+	GW_ASSERT(truncate(bad, 40 * MIB) == 0);
+	j = gwt_ctl(&d, 1, GWT_ARGS("resume", gwt_pid(app.pid), "--image", bad));
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "error.message"), "truncated");
+	cJSON_Delete(j);
+
+	/* another version, with a valid header CRC */
+	GW_ASSERT(system(cmd) == 0);
+	memcpy(header + 8, &version, 4);
+	crc = gw_crc32c(0, header, 252);
+	memcpy(header + 252, &crc, 4);
+	poke(bad, 0, header, sizeof(header));
+	j = gwt_ctl(&d, 1, GWT_ARGS("resume", gwt_pid(app.pid), "--image", bad));
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "error.message"), "version 2");
+	cJSON_Delete(j);
+	j = gwt_ctl(&d, 1, GWT_ARGS("inspect", bad));
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "result.images.0.error"), "version 2");
+	cJSON_Delete(j);
+
+	/* not an image at all */
+	j = gwt_ctl(&d, 1, GWT_ARGS("resume", gwt_pid(app.pid), "--image", d.log));
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "error.message"), "not a gpu-warmd VRAM image");
+	cJSON_Delete(j);
+
+	assert_state(&d, app.pid, "checkpointed");
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid))));
+	verify(&app);
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST(existing_file_is_never_overwritten)
+{
+	const char *path = image_path("taken.img");
+	struct gwt_daemon d;
+	struct gwt_app app;
+	char data[6] = "";
+	int fd;
+
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	GW_ASSERT(fd >= 0 && write(fd, "keep\n", 5) == 5);
+	close(fd);
+	gwt_daemon_start(&d, NULL);
+	start_sparse_app(&d, &app);
+	cJSON_Delete(gwt_ctl(&d, 1, GWT_ARGS("suspend", gwt_pid(app.pid), "--image", path)));
+	peek(path, 0, data, 5);
+	GW_ASSERT_STR_EQ(data, "keep\n");
+	assert_state(&d, app.pid, "running");
+	verify(&app);
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+/* The file system fills up: the dump fails before the app lets go of its VRAM. */
+GW_TEST(full_disk_fails_the_dump_cleanly)
+{
+	const char *dir = image_path("small-fs"), *path = image_path("small-fs/app.img");
+	struct gwt_daemon d;
+	struct gwt_app app;
+	cJSON *j;
+
+	GW_ASSERT(mkdir(dir, 0700) == 0);
+	if (mount("gw-test", dir, "tmpfs", 0, "size=16m") < 0)
+		GW_SKIP("cannot mount a small tmpfs here (%s): needs root in a mount namespace "
+			"that allows it", strerror(errno));
+	gwt_daemon_start(&d, NULL);
+	start_sparse_app(&d, &app);
+	j = gwt_ctl(&d, 1, GWT_ARGS("suspend", gwt_pid(app.pid), "--image", path));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_IMAGE);
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "error.message"), "full");
+	cJSON_Delete(j);
+	GW_ASSERT(access(path, F_OK) < 0);
+	GW_ASSERT(access(image_path("small-fs/app.img.partial"), F_OK) < 0);
+	assert_state(&d, app.pid, "running");
+	verify(&app);
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+	umount(dir);
+}
+
+GW_TEST(image_needs_the_shim)
+{
+	const char *path = image_path("noshim.img");
+	struct gwt_daemon d;
+	struct gwt_app app;
+	cJSON *j;
+
+	gwt_daemon_start(&d, NULL);
+	gwt_app_start(&app, GWT_ARGS("--mib", "16"));
+	j = gwt_ctl(&d, 1, GWT_ARGS("suspend", gwt_pid(app.pid), "--image", path));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_ILLEGAL_STATE);
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "error.message"), "shim");
+	cJSON_Delete(j);
+	GW_ASSERT(access(path, F_OK) < 0);
+	assert_state(&d, app.pid, "running");
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+/* A raw client handing the daemon an fd it must not write through: refused before use. */
+GW_TEST(image_fd_is_checked_before_use)
+{
+	const char *path = image_path("ro.img");
+	struct gwt_daemon d;
+	struct gwt_app app;
+	struct gw_client *c = NULL;
+	struct gw_client_error e;
+	cJSON *params;
+	int fd, r;
+
+	gwt_daemon_start(&d, NULL);
+	start_sparse_app(&d, &app);
+	GW_ASSERT(gw_client_connect(d.socket, "test", 5000, &c, &e) == 0);
+	params = cJSON_CreateObject();
+	cJSON_AddNumberToObject(params, "pid", app.pid);
+	cJSON_AddNumberToObject(params, "image_fd", 0);
+	/* a read-only fd */
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+	close(fd);
+	fd = open(path, O_RDONLY);
+	r = gw_client_call(c, GW_METHOD_SUSPEND, params, &fd, 1, 5000, NULL, NULL, NULL, &e);
+	GW_ASSERT_INT_EQ(r, -EREMOTEIO);
+	GW_ASSERT_STR_CONTAINS(e.message, "O_RDWR");
+	close(fd);
+	/* a pipe */
+	{
+		int p[2];
+
+		GW_ASSERT(pipe(p) == 0);
+		r = gw_client_call(c, GW_METHOD_SUSPEND, params, &p[1], 1, 5000, NULL, NULL,
+				   NULL, &e);
+		GW_ASSERT_INT_EQ(r, -EREMOTEIO);
+		GW_ASSERT_STR_CONTAINS(e.message, "regular file");
+		close(p[0]);
+		close(p[1]);
+	}
+	/* an index past the fds sent */
+	r = gw_client_call(c, GW_METHOD_SUSPEND, params, NULL, 0, 5000, NULL, NULL, NULL, &e);
+	GW_ASSERT_INT_EQ(r, -EREMOTEIO);
+	GW_ASSERT_STR_EQ(e.name, GW_ERROR_INVALID_REQUEST);
+	cJSON_Delete(params);
+	gw_client_close(c);
+	assert_state(&d, app.pid, "running");
+	verify(&app);
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+GW_TEST_MAIN()
