@@ -270,12 +270,17 @@ static void work_restore_tid(struct gw_fast_op *op, struct op_job *job)
 static void work_restore_unlock(struct gw_fast_op *op, struct op_job *job)
 {
 	const struct gw_cuda *cuda = op->d->cuda;
+	CUprocessState state;
 
 	(void)job;
-	op->cu_call = "cuCheckpointProcessRestore";
-	op->cu = cuda->cuCheckpointProcessRestore(op->pid, NULL);
-	if (op->cu != CUDA_SUCCESS)
-		return;
+	/* Locked already: an earlier resume restored it and then failed to unlock. */
+	if (cuda->cuCheckpointProcessGetState(op->pid, &state) != CUDA_SUCCESS ||
+	    state != CU_PROCESS_STATE_LOCKED) {
+		op->cu_call = "cuCheckpointProcessRestore";
+		op->cu = cuda->cuCheckpointProcessRestore(op->pid, NULL);
+		if (op->cu != CUDA_SUCCESS)
+			return;
+	}
 	op->cu_call = "cuCheckpointProcessUnlock";
 	op->cu = cuda->cuCheckpointProcessUnlock(op->pid, NULL);
 }
