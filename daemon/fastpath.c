@@ -1292,6 +1292,31 @@ int gw_fast_wants_resume(struct gw_daemon *d, pid_t pid)
 	return a && a->image;
 }
 
+int gw_fast_rekey(struct gw_daemon *d, pid_t from, pid_t to, pid_t tid)
+{
+	struct gw_agent *a = gw_fast_agent(d, from), *b = gw_fast_agent(d, to);
+
+	if (!a)
+		return -ENOENT;
+	if (a->busy)
+		return -EBUSY;
+	if (b && b != a) {
+		if (b->conn || b->image || b->busy)
+			return -EEXIST;
+		for (struct gw_agent **p = &d->agents; *p; p = &(*p)->next)
+			if (*p == b) {
+				*p = b->next;
+				break;
+			}
+		free(b);
+	}
+	gw_info("agent of pid %d is pid %d's now (thread %d): restored under another pid", from,
+		to, tid);
+	a->pid = to;
+	a->tid = tid;
+	return 0;
+}
+
 int gw_fast_has_agent(struct gw_daemon *d, pid_t pid)
 {
 	struct gw_agent *a = gw_fast_agent(d, pid);

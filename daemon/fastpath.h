@@ -62,6 +62,9 @@ int gw_fast_busy(const struct gw_daemon *d, pid_t pid);
  * another process created, i.e. VRAM the daemon mapped back after a fast resume. */
 int gw_fast_driver_checkpoint_unsafe(struct gw_daemon *d, pid_t pid);
 int gw_fast_has_agent(struct gw_daemon *d, pid_t pid);
+/* The agent attached under pid from belongs to pid to now (thread tid): -ENOENT, -EBUSY, -EEXIST
+ * (to has a live agent or an image of its own). */
+int gw_fast_rekey(struct gw_daemon *d, pid_t from, pid_t to, pid_t tid);
 int gw_fast_suspend(struct gw_daemon *d, struct gw_request *req, pid_t pid,
 		    const struct gw_fast_params *p);
 /* caller_froze: the caller holds the process's threads stopped (CRIU) and lets the agent and

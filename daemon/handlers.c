@@ -598,6 +598,42 @@ static int parse_fast_params(struct gw_daemon *d, struct gw_request *req,
 static void start_pid_op_with(struct gw_daemon *d, struct gw_request *req,
 			      struct gw_pid_op_params *pp, struct gw_fast_params *f);
 
+/*
+ * Resume "agent_pid"/"agent_tid", from CRIU's plugin (root, threads_frozen): the process came
+ * back under another host pid (a restore into a new pid namespace), and its agent's connection,
+ * given back at RESTORE_UNIX_SK, was attached under the dump's pid. Move the agent, and the
+ * image it may hold, to the process's pid now.
+ */
+static int rekey_agent(struct gw_daemon *d, struct gw_request *req, pid_t pid, int froze)
+{
+	uint64_t from = 0, tid = 0;
+	int r;
+
+	r = gw_json_get_u64(req->msg.body, "agent_pid", 1, 4194304, &from);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0 || gw_json_get_u64(req->msg.body, "agent_tid", 1, 4194304, &tid) < 0) {
+		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL,
+				"\"agent_pid\" and \"agent_tid\" must be pids");
+		return -EINVAL;
+	}
+	if (!froze || !gw_auth_is_root(&req->peer)) {
+		gw_request_fail(req, GW_ERROR_PERMISSION_DENIED, NULL,
+				"\"agent_pid\" is for CRIU's plugin (root, with threads_frozen)");
+		return -EPERM;
+	}
+	r = gw_fast_rekey(d, (pid_t)from, pid, (pid_t)tid);
+	if (r < 0) {
+		gw_request_fail(req, r == -EBUSY ? GW_ERROR_BUSY : GW_ERROR_AGENT, NULL,
+				"cannot move the agent of pid %llu to pid %d: %s",
+				(unsigned long long)from, pid,
+				r == -ENOENT ? "no agent is attached under that pid" :
+				r == -EBUSY ? "an operation runs on it" : "pid has an agent already");
+		return r;
+	}
+	return 0;
+}
+
 static void start_pid_op(struct gw_daemon *d, struct gw_request *req, enum gw_op_kind kind)
 {
 	struct gw_pid_op_params p;
@@ -644,6 +680,8 @@ static void start_pid_op_with(struct gw_daemon *d, struct gw_request *req,
 			return;
 		}
 		p.caller_froze = froze;
+		if (rekey_agent(d, req, p.pid, froze) < 0)
+			return;
 	}
 	/* Images are the fast path's: the process must run under the shim. */
 	if (f->image_fd >= 0 && !gw_fast_has_agent(d, p.pid) && !gw_fast_wants_resume(d, p.pid)) {

@@ -181,15 +181,17 @@ static int remote_errno(const struct gw_client_error *e)
 }
 
 /* One call to the daemon. On a transport failure the daemon is dropped (-EAGAIN). */
-static int daemon_call(struct gwp_backend *be, const char *method, const cJSON *params,
-		       int timeout_ms, cJSON **ret_result, char *err, size_t len)
+static int daemon_call_fds(struct gwp_backend *be, const char *method, const cJSON *params,
+			   const int *fds, unsigned nfds, int timeout_ms, cJSON **ret_result,
+			   char *err, size_t len)
 {
 	struct gw_client_error e;
 	cJSON *result = NULL;
 	int r;
 
 	memset(&e, 0, sizeof(e));
-	r = gw_client_call(be->client, method, params, NULL, 0, timeout_ms, &result, NULL, NULL, &e);
+	r = gw_client_call(be->client, method, params, fds, nfds, timeout_ms, &result, NULL, NULL,
+			   &e);
 	if (r == 0) {
 		if (ret_result)
 			*ret_result = result;
@@ -208,6 +210,12 @@ static int daemon_call(struct gwp_backend *be, const char *method, const cJSON *
 	snprintf(err, len, "%s: %s", method, e.message[0] ? e.message : strerror(-r));
 	daemon_lost(be, err);
 	return -EAGAIN;
+}
+
+static int daemon_call(struct gwp_backend *be, const char *method, const cJSON *params,
+		       int timeout_ms, cJSON **ret_result, char *err, size_t len)
+{
+	return daemon_call_fds(be, method, params, NULL, 0, timeout_ms, ret_result, err, len);
 }
 
 static cJSON *pid_params(pid_t pid)
@@ -930,10 +938,10 @@ int gwp_backend_fast_agent(struct gwp_backend *be, pid_t pid, pid_t *ret_agent_t
 	return found;
 }
 
-int gwp_backend_fast(struct gwp_backend *be, pid_t pid, int suspend, int threads_frozen,
-		     unsigned lock_timeout_ms, char *err, size_t len)
+int gwp_backend_fast(struct gwp_backend *be, const struct gwp_fast_call *c, char *err,
+		     size_t len)
 {
-	cJSON *params = pid_params(pid);
+	cJSON *params = pid_params(c->pid);
 	int r;
 
 	if (be->daemon != GWP_AVAIL_UP) {
@@ -942,14 +950,20 @@ int gwp_backend_fast(struct gwp_backend *be, pid_t pid, int suspend, int threads
 		return -ENOTSUP;
 	}
 	if (!params ||
-	    (suspend && !cJSON_AddNumberToObject(params, "timeout_ms", lock_timeout_ms)) ||
-	    (!suspend && threads_frozen && !cJSON_AddBoolToObject(params, "threads_frozen", 1))) {
+	    (c->suspend && !cJSON_AddNumberToObject(params, "timeout_ms", c->lock_timeout_ms)) ||
+	    (!c->suspend && c->threads_frozen &&
+	     !cJSON_AddBoolToObject(params, "threads_frozen", 1)) ||
+	    (c->image_fd >= 0 && !cJSON_AddNumberToObject(params, "image_fd", 0)) ||
+	    (c->agent_pid > 0 && c->agent_pid != c->pid &&
+	     !cJSON_AddNumberToObject(params, "agent_pid", c->agent_pid)) ||
+	    (c->agent_tid > 0 && !cJSON_AddNumberToObject(params, "agent_tid", c->agent_tid))) {
 		cJSON_Delete(params);
 		snprintf(err, len, "out of memory");
 		return -ENOMEM;
 	}
-	r = daemon_call(be, suspend ? GW_METHOD_SUSPEND : GW_METHOD_RESUME, params, 600000, NULL,
-			err, len);
+	r = daemon_call_fds(be, c->suspend ? GW_METHOD_SUSPEND : GW_METHOD_RESUME, params,
+			    c->image_fd >= 0 ? &c->image_fd : NULL, c->image_fd >= 0 ? 1 : 0,
+			    600000, NULL, err, len);
 	cJSON_Delete(params);
 	return r;
 }

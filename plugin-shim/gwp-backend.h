@@ -63,10 +63,21 @@ void gwp_backend_release_leases(struct gwp_backend *be);
 
 /* 1 when the daemon knows pid's shim agent (attached, with VRAM), its thread in ret_agent_tid. */
 int gwp_backend_fast_agent(struct gwp_backend *be, pid_t pid, pid_t *ret_agent_tid);
-/* gpuwarm.Suspend (the daemon freezes and thaws the threads itself) or gpuwarm.Resume; with
- * threads_frozen, the caller holds them stopped and lets the agent and restore threads run. */
-int gwp_backend_fast(struct gwp_backend *be, pid_t pid, int suspend, int threads_frozen,
-		     unsigned lock_timeout_ms, char *err, size_t len);
+struct gwp_fast_call {
+	pid_t pid;
+	int suspend;           /* gpuwarm.Suspend, else gpuwarm.Resume */
+	int threads_frozen;    /* resume: the caller holds the threads stopped and lets the agent
+				* and restore threads run (else the daemon freezes them itself) */
+	unsigned lock_timeout_ms; /* suspend */
+	int image_fd;          /* the VRAM image file (suspend: new, read-write), or -1 */
+	pid_t agent_pid;       /* resume: the pid the agent was attached under at restore, when
+				* the process came back under another host pid (0: pid) */
+	pid_t agent_tid;       /* resume: the agent thread's host tid now (0: unchanged) */
+};
+
+/* The fast path's gpuwarm.Suspend or gpuwarm.Resume. */
+int gwp_backend_fast(struct gwp_backend *be, const struct gwp_fast_call *call, char *err,
+		     size_t len);
 /* Is fd a connection to gpu-warmd's socket (an agent's)? */
 int gwp_backend_agent_socket(struct gwp_backend *be, int fd);
 /* A new connection to the daemon, attached as pid's agent (for CRIU to put in place of the

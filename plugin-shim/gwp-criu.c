@@ -58,12 +58,11 @@ int gwp_criu_image_dir(const struct gwp_criu *c, int *ret_is_cwd)
 {
 	int fd = c->get_image_dir ? c->get_image_dir() : -1;
 
-	if (fd >= 0 && fcntl(fd, F_GETFD) >= 0) {
-		*ret_is_cwd = 0;
-		return fd;
-	}
-	*ret_is_cwd = 1;
-	return AT_FDCWD;
+	int is_cwd = !(fd >= 0 && fcntl(fd, F_GETFD) >= 0);
+
+	if (ret_is_cwd)
+		*ret_is_cwd = is_cwd;
+	return is_cwd ? AT_FDCWD : fd;
 }
 
 unsigned long gwp_criu_alarm_left_ms(void)

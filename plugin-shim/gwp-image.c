@@ -22,6 +22,11 @@ void gwp_image_name(int pid, char *buf, size_t len)
 	snprintf(buf, len, "gpuwarm-%d.json", pid);
 }
 
+void gwp_vram_image_name(int pid, char *buf, size_t len)
+{
+	snprintf(buf, len, "gpuwarm-vram-%d.img", pid);
+}
+
 char *gwp_image_encode(const struct gwp_image *img)
 {
 	cJSON *root = cJSON_CreateObject(), *gpus;
@@ -37,7 +42,10 @@ char *gwp_image_encode(const struct gwp_image *img)
 	    !cJSON_AddStringToObject(root, "state", gwp_state_name(img->state)) ||
 	    (img->dump[0] && !cJSON_AddStringToObject(root, "dump", img->dump)) ||
 	    (img->fast && (!cJSON_AddBoolToObject(root, "fast", 1) ||
-			   !cJSON_AddNumberToObject(root, "agent_tid", img->agent_tid))))
+			   !cJSON_AddNumberToObject(root, "agent_tid", img->agent_tid))) ||
+	    (img->fast && img->agent_vtid > 0 &&
+	     !cJSON_AddNumberToObject(root, "agent_vtid", img->agent_vtid)) ||
+	    (img->vram_file && !cJSON_AddBoolToObject(root, "vram_file", 1)))
 		goto out;
 	gpus = cJSON_AddArrayToObject(root, "gpus");
 	if (!gpus)
@@ -94,7 +102,11 @@ int gwp_image_parse(const char *text, size_t len, struct gwp_image *ret_img)
 		goto out;
 	/* optional: the fast path's */
 	if (gw_json_get_bool(root, "fast", &img.fast) == -EINVAL ||
-	    (img.fast && get_int(root, "agent_tid", 1, &img.agent_tid) < 0))
+	    (img.fast && get_int(root, "agent_tid", 1, &img.agent_tid) < 0) ||
+	    gw_json_get_bool(root, "vram_file", &img.vram_file) == -EINVAL)
+		goto out;
+	if (cJSON_GetObjectItemCaseSensitive(root, "agent_vtid") &&
+	    get_int(root, "agent_vtid", 1, &img.agent_vtid) < 0)
 		goto out;
 	/* optional: records of plugins before issue 7 do not say their dump */
 	rd = gw_json_get_string(root, "dump", GWP_DUMP_ID_LEN, &dump);
@@ -373,12 +385,22 @@ int gwp_image_remove_stale(int dirfd, const char *dump)
 	while ((e = readdir(d))) {
 		if (!is_record_name(e->d_name))
 			continue;
+		int pid = 0;
+
 		if (read_name(dirfd, e->d_name, &img) == 0 && strcmp(img.dump, dump) == 0)
 			continue;
 		if (unlinkat(dirfd, e->d_name, 0) == 0)
 			removed++;
 		else if (errno != ENOENT && r == 0)
 			r = -errno;
+		/* Its VRAM image: this dump wrote none under that pid, or the record would be its. */
+		if (sscanf(e->d_name, "gpuwarm-%d.json", &pid) == 1 && pid > 0) {
+			char vram[64];
+
+			gwp_vram_image_name(pid, vram, sizeof(vram));
+			if (unlinkat(dirfd, vram, 0) < 0 && errno != ENOENT && r == 0)
+				r = -errno;
+		}
 	}
 	closedir(d);
 	return r < 0 ? r : removed;

@@ -9,6 +9,10 @@
  *   {"format": 1, "pid": 1234, "vpid": 1, "restore_tid": 1240, "restore_vtid": 7,
  *    "state": "running", "gpus": [{"uuid": "GPU-...", "pci_bus_id": "0000:3b:00.0"}]}
  *
+ * With the fast path also "fast": true, "agent_tid", "agent_vtid" (the shim's agent thread) and
+ * "vram_file": true when gpu-warmd wrote the VRAM into gpuwarm-vram-<pid>.img beside the record
+ * (a gw-vimg image, docs/image-format.md).
+ *
  * "state" is the process's checkpoint state before the dump touched it. "dump" names the dump
  * that wrote the record (a random id per dump; absent in records of plugins before issue 7).
  *
@@ -40,6 +44,8 @@ struct gwp_image {
 	enum gwp_state state;
 	int fast;       /* dumped through the fast path: gpu-warmd holds the VRAM */
 	int agent_tid;  /* the shim's agent thread (fast path), 0 without */
+	int agent_vtid; /* the same inside its pid namespace, 0 when not said */
+	int vram_file;  /* the VRAM is in gpuwarm-vram-<pid>.img beside it (fast path) */
 	char dump[GWP_DUMP_ID_LEN]; /* the dump that wrote it, "" when not said */
 	unsigned ngpus;
 	struct {
@@ -50,6 +56,8 @@ struct gwp_image {
 
 /* "gpuwarm-<pid>.json". */
 void gwp_image_name(int pid, char *buf, size_t len);
+/* "gpuwarm-vram-<pid>.img": the VRAM image gpu-warmd wrote for the fast path. */
+void gwp_vram_image_name(int pid, char *buf, size_t len);
 
 /* The JSON text (malloc'd, caller frees), or NULL when out of memory. */
 char *gwp_image_encode(const struct gwp_image *img);
@@ -72,8 +80,9 @@ void gwp_dump_id_new(char *buf, size_t len);
 int gwp_dump_mark(int dirfd, const char *dump);
 /* The dump gpuwarm-dump.json names: 0, -ENOENT (no such file), -EBADMSG, other errnos. */
 int gwp_dump_marked(int dirfd, char *buf, size_t len);
-/* Remove every gpuwarm-<pid>.json that dump did not write (unreadable ones included): how many
- * were removed, or a negative errno (the first failure; the others are still tried). */
+/* Remove every gpuwarm-<pid>.json that dump did not write (unreadable ones included), and the
+ * gpuwarm-vram-<pid>.img beside it: how many records were removed, or a negative errno (the
+ * first failure; the others are still tried). */
 int gwp_image_remove_stale(int dirfd, const char *dump);
 
 #endif

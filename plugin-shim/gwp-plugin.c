@@ -264,19 +264,29 @@ static int drive(pid_t pid, pid_t tid, enum gwp_state target, const struct gwp_p
 
 static int fast_resume_work(const void *arg, char *err, size_t len)
 {
-	return gwp_backend_fast(P.be, *(const pid_t *)arg, 0, 1, 0, err, len);
+	return gwp_backend_fast(P.be, arg, err, len);
 }
 
 /*
  * Fast resume of a process whose threads CRIU holds stopped: let its CUDA restore thread and its
- * shim's agent run while gpu-warmd restores the driver state and maps the VRAM back.
+ * shim's agent run while gpu-warmd refills the VRAM (from image_fd, or the image it holds),
+ * restores the driver state and maps the VRAM back. agent_pid: the pid its agent was attached
+ * under (the dump's, when the restore gave the process another host pid).
  */
-static int fast_resume(pid_t pid, pid_t restore_tid, pid_t agent_tid, char *err, size_t len)
+static int fast_resume(pid_t pid, pid_t restore_tid, pid_t agent_tid, int image_fd,
+		       pid_t agent_pid, char *err, size_t len)
 {
 	static const char *const names[] = { "CUDA restore thread", "agent thread" };
 	pid_t tids[2] = { restore_tid, agent_tid };
+	struct gwp_fast_call call = {
+		.pid = pid,
+		.threads_frozen = 1,
+		.image_fd = image_fd,
+		.agent_pid = agent_pid,
+		.agent_tid = agent_pid && agent_pid != pid ? agent_tid : 0,
+	};
 
-	return with_threads_running(pid, tids, names, 2, fast_resume_work, &pid, err, len);
+	return with_threads_running(pid, tids, names, 2, fast_resume_work, &call, err, len);
 }
 
 /* ---- dump ---- */
@@ -392,17 +402,39 @@ static int hook_pause_devices(int pid)
 		/* CRIU has not seized it yet: gpu-warmd freezes and thaws it itself, and leaves it
 		 * checkpointed with its VRAM held in the daemon, out of CRIU's page images. */
 		double start = now_ms();
+		struct gwp_fast_call call = {
+			.pid = pid,
+			.suspend = 1,
+			.lock_timeout_ms = timeout_ms,
+		};
+		int dir = gwp_criu_image_dir(&P.criu, NULL);
+		char vram[64];
 
-		r = gwp_backend_fast(P.be, pid, 1, 0, timeout_ms, err, sizeof(err));
+		/* The VRAM image goes into CRIU's images, so that the checkpoint is whole (podman
+		 * --export carries it) and a restore needs nothing the daemon holds. */
+		gwp_vram_image_name(pid, vram, sizeof(vram));
+		if (unlinkat(dir, vram, 0) < 0 && errno != ENOENT)
+			LOG(WARN, "cannot remove the old %s: %s", vram, strerror(errno));
+		call.image_fd = openat(dir, vram, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (call.image_fd < 0) {
+			LOG(ERROR, "PAUSE_DEVICES: cannot create %s: %s", vram, strerror(errno));
+			return -1;
+		}
+		r = gwp_backend_fast(P.be, &call, err, sizeof(err));
+		close(call.image_fd);
 		if (r < 0) {
+			unlinkat(dir, vram, 0);
 			LOG(ERROR, "PAUSE_DEVICES: fast suspend of pid %d failed: %s", pid, err);
 			return -1;
 		}
 		t->fast = 1;
 		t->img.fast = 1;
+		t->img.vram_file = 1;
 		t->img.agent_tid = t->agent_tid;
-		LOG(INFO, "pid %d: VRAM moved out by gpu-warmd (fast path), checkpointed in %.1f ms",
-		    pid, now_ms() - start);
+		if (gwp_proc_inner_tid("/proc", pid, t->agent_tid, &t->img.agent_vtid) < 0)
+			t->img.agent_vtid = t->agent_tid;
+		LOG(INFO, "pid %d: VRAM moved out by gpu-warmd (fast path) into %s, checkpointed in "
+		    "%.1f ms", pid, vram, now_ms() - start);
 		return 0;
 	}
 	r = drive(pid, tid, GWP_STATE_LOCKED, NULL, 0, timeout_ms, err, sizeof(err));
@@ -586,14 +618,35 @@ static int hook_resume_devices_late(int pid)
 	}
 	start = now_ms();
 	if (img.fast) {
-		pid_t agent = img.agent_tid;
+		pid_t agent = 0;
+		int image_fd = -1;
 
-		if (!gwp_proc_has_thread("/proc", pid, agent)) {
+		/* Its agent thread, by its tid inside the namespace (the host tid changes). */
+		if (img.agent_vtid > 0 &&
+		    gwp_proc_find_inner_tid("/proc", pid, img.agent_vtid, &agent) < 0)
+			agent = 0;
+		if (agent <= 0 && gwp_proc_has_thread("/proc", pid, img.agent_tid))
+			agent = img.agent_tid;
+		if (agent <= 0) {
 			LOG(ERROR, "RESUME_DEVICES_LATE: pid %d: its agent thread %d is not there", pid,
-			    agent);
+			    img.agent_vtid > 0 ? img.agent_vtid : img.agent_tid);
 			return -1;
 		}
-		r = fast_resume(pid, tid, agent, err, sizeof(err));
+		if (img.vram_file) {
+			int dir = gwp_criu_image_dir(&P.criu, NULL);
+			char vram[64];
+
+			gwp_vram_image_name(img.pid, vram, sizeof(vram));
+			image_fd = openat(dir, vram, O_RDONLY | O_CLOEXEC);
+			if (image_fd < 0) {
+				LOG(ERROR, "RESUME_DEVICES_LATE: pid %d: cannot open %s: %s", pid,
+				    vram, strerror(errno));
+				return -1;
+			}
+		}
+		r = fast_resume(pid, tid, agent, image_fd, img.pid, err, sizeof(err));
+		if (image_fd >= 0)
+			close(image_fd);
 		if (r < 0) {
 			LOG(ERROR, "RESUME_DEVICES_LATE: fast resume of pid %d failed: %s", pid, err);
 			return -1;
@@ -762,7 +815,7 @@ static void undo(struct gwp_task *t)
 	if (t->initial == GWP_STATE_CHECKPOINTED)
 		return;
 	if (t->fast) {
-		r = fast_resume(t->pid, t->restore_tid, t->agent_tid, err, sizeof(err));
+		r = fast_resume(t->pid, t->restore_tid, t->agent_tid, -1, 0, err, sizeof(err));
 		if (r < 0)
 			LOG(ERROR, "pid %d: cannot resume it through gpu-warmd: %s; its VRAM is held "
 			    "there: `warmctl resume %d` once it runs", (int)t->pid, err, (int)t->pid);

@@ -18,6 +18,7 @@
 #include "gpuwarm-check.h"
 #include "gw-client.h"
 #include "gw-test.h"
+#include "gw-vimg.h"
 #include "gwp-image.h"
 #include "pt-harness.h"
 
@@ -791,6 +792,113 @@ GW_TEST(coexistence_first_loaded_wins)
 		GW_ASSERT(pt_log_count(&p, "dummy cuda_plugin: PAUSE_DEVICES") == 1);
 		GW_ASSERT_INT_EQ(pt_log_count(&p, "lock by"), 0);
 	}
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
+	assert_verified(&a, 1);
+	pt_finish();
+}
+
+
+/* Start gw-vram-app under the in-process shim and wait until gpu-warmd sees its VRAM. */
+static void start_shimmed_app(struct pt *p, struct pt_app *a, const char *const *args)
+{
+	char preload[600];
+
+	if (!getenv("GW_SHIM"))
+		GW_SKIP("no in-process shim in this build");
+	snprintf(preload, sizeof(preload), "LD_PRELOAD=%s", getenv("GW_SHIM"));
+	pt_app_start(a, args, PT_ARGS(preload));
+	for (int i = 0; i < 300; i++) {
+		cJSON *st = pt_daemon_status(p), *proc;
+		int seen = 0;
+
+		cJSON_ArrayForEach(proc, cJSON_GetObjectItemCaseSensitive(st, "processes"))
+			if (cJSON_GetObjectItemCaseSensitive(proc, "pid")->valuedouble == a->pid &&
+			    cJSON_GetObjectItemCaseSensitive(proc, "vram_bytes")->valuedouble > 0)
+				seen = 1;
+		cJSON_Delete(st);
+		if (seen)
+			return;
+		pt_sleep_ms(20);
+	}
+	GW_FAIL("the shimmed app's agent never showed up");
+}
+
+/* The fast path through CRIU: the VRAM goes into gpuwarm-vram-<pid>.img among CRIU's images,
+ * sparse (zero chunks left out) and checksummed, and comes back from there. */
+GW_TEST(fast_path_writes_vram_image_into_the_images)
+{
+	struct gwp_image img;
+	struct pt_app a;
+	struct pt p;
+	char pid[16], vram[600], magic[8] = "";
+	struct gw_vimg v;
+	char err[256];
+	int fd;
+
+	pt_setup(&p);
+	pt_daemon_start(&p, NULL);
+	start_shimmed_app(&p, &a, PT_ARGS("--mib", "32", "--zero-mib", "64", "--chunk-mib", "16"));
+	num(pid, sizeof(pid), a.pid);
+
+	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
+	assert_hook(&p, "PAUSE_DEVICES", a.pid, "0");
+	GW_ASSERT_STR_CONTAINS(pt_log(&p), "(fast path) into gpuwarm-vram-");
+	GW_ASSERT_INT_EQ(pt_image(&p, a.pid, &img), 0);
+	GW_ASSERT(img.fast && img.vram_file && img.agent_vtid > 0);
+	snprintf(vram, sizeof(vram), "%s/gpuwarm-vram-%d.img", p.images, (int)a.pid);
+	fd = open(vram, O_RDONLY);
+	GW_ASSERT(fd >= 0);
+	GW_ASSERT(read(fd, magic, 8) == 8 && memcmp(magic, GW_VIMG_MAGIC, 8) == 0);
+	if (gw_vimg_read_fd(fd, &v, err, sizeof(err)) < 0)
+		GW_FAIL("%s: %s", vram, err);
+	GW_ASSERT_INT_EQ(v.vram_bytes, 96u << 20);
+	GW_ASSERT_INT_EQ(v.data_bytes, 32u << 20);
+	GW_ASSERT(v.flags & GW_VIMG_F_SUMS);
+	gw_vimg_clear(&v);
+	close(fd);
+
+	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL), 0);
+	assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
+	GW_ASSERT_STR_CONTAINS(pt_log(&p), "restored by gpu-warmd (fast path)");
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
+	assert_verified(&a, 1);
+	pt_finish();
+}
+
+/* The image in CRIU's directory is all a restore needs: a daemon that never saw the dump (it
+ * was restarted in between) restores from it. */
+GW_TEST(fast_path_restore_needs_only_the_image_file)
+{
+	struct pt_app a;
+	struct pt p;
+	char pid[16];
+	cJSON *st;
+
+	pt_setup(&p);
+	pt_daemon_start(&p, NULL);
+	start_shimmed_app(&p, &a, PT_ARGS("--mib", "32", "--zero-mib", "32", "--chunk-mib", "16"));
+	num(pid, sizeof(pid), a.pid);
+	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
+	GW_ASSERT_STR_CONTAINS(pt_log(&p), "(fast path) into gpuwarm-vram-");
+
+	pt_daemon_kill(&p);
+	pt_daemon_start(&p, NULL);
+	/* the app's agent finds the new daemon by itself */
+	for (int i = 0; i < 300; i++) {
+		cJSON *proc;
+		int seen = 0;
+
+		st = pt_daemon_status(&p);
+		cJSON_ArrayForEach(proc, cJSON_GetObjectItemCaseSensitive(st, "processes"))
+			seen |= cJSON_GetObjectItemCaseSensitive(proc, "pid")->valuedouble == a.pid;
+		cJSON_Delete(st);
+		if (seen)
+			break;
+		pt_sleep_ms(50);
+	}
+	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL), 0);
+	fprintf(stderr, "%s", pt_log(&p));
+	GW_ASSERT_STR_CONTAINS(pt_log(&p), "restored by gpu-warmd (fast path)");
 	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
 	assert_verified(&a, 1);
 	pt_finish();
