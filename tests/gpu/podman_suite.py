@@ -363,6 +363,9 @@ class Stage:
         if self.expect_log and what == "dump.log":
             text = open(path, errors="replace").read()
             check(self.expect_log in text, f"dump.log says {self.expect_log!r}")
+        if self.expect_log and "fast path" in self.expect_log and what == "restore.log":
+            text = open(path, errors="replace").read()
+            check("restored by gpu-warmd (fast path)" in text, "restore.log says the fast path restored it")
 
     def checkpoint(self, tag, *extra):
         wall, p = self.podman.timed("container", "checkpoint", "--keep", "--print-stats", *extra, self.name)
@@ -395,9 +398,10 @@ class Stage:
         self.results[f"{tag}_restore"] = dict(st, wall_s=wall)
 
 
-def list_archive(path, vram_mib):
+def list_archive(path, vram_mib, fast=False):
     print(f"  archive {path}: {os.path.getsize(path) / 2**20:.1f} MiB")
     pages = 0
+    vram_images = {}
     jsons = []
     vpids = {}
     with tarfile.open(path, "r:*") as tar:
@@ -405,6 +409,8 @@ def list_archive(path, vram_mib):
             print(f"    {m.size:>12} {m.name}")
             if os.path.basename(m.name).startswith("pages-"):
                 pages += m.size
+            if os.path.basename(m.name).startswith("gpuwarm-vram-"):
+                vram_images[m.name] = m.size
             if os.path.basename(m.name).startswith("gpuwarm-") and m.name.endswith(".json"):
                 jsons.append(m.name)
                 text = tar.extractfile(m).read().decode(errors="replace").strip()
@@ -423,17 +429,27 @@ def list_archive(path, vram_mib):
                   "record (gwp_image_find_vpid wants exactly one) and leaves the CUDA state checkpointed",
                   flush=True)
     check(bool(jsons), f"the archive holds the plugin's record: {jsons}")
-    check(pages >= vram_mib << 20, f"the archive's page images hold the VRAM: {pages / 2**20:.0f} MiB "
-                                   f">= {vram_mib} MiB")
+    if fast:
+        check(sum(vram_images.values()) >= vram_mib << 20,
+              f"the archive holds the VRAM image (fast path): {vram_images}; page images "
+              f"{pages / 2**20:.0f} MiB")
+    else:
+        check(pages >= vram_mib << 20, f"the archive's page images hold the VRAM: {pages / 2**20:.0f} MiB "
+                                       f">= {vram_mib} MiB")
 
 
-def vram_stage(podman, cargs, work, logs_dir, mib, tag, expect_log, results):
+def vram_stage(podman, cargs, work, logs_dir, mib, tag, expect_log, results, fast=False):
+    """fast: the app runs under the in-process shim (the fast path, VRAM in gpuwarm-vram-*.img)
+    and holds as much zeroed VRAM again, which the image leaves out."""
     name = f"gw-vram-{tag}"
     podman.run("rm", "-f", "-t", "0", name, check_rc=False)
-    print(f"== {tag}: gw-vram-app --mib {mib} in container {name}", flush=True)
+    shim = ["-e", "LD_PRELOAD=/gw/build/client/shim/libgpuwarm-shim.so", "-e", f"GPUWARM_SOCKET={SOCK}"]
+    zero = ["--zero-mib", str(mib)] if fast else []
+    print(f"== {tag}: gw-vram-app --mib {mib} {' '.join(zero)} in container {name}"
+          f"{' under the shim' if fast else ''}", flush=True)
     t = time.monotonic()
-    podman.run("run", "-d", "--name", name, *cargs, IMAGE,
-               "/gw/build/tests/apps/gw-vram-app", "--mib", str(mib), "--chunk-mib", "256")
+    podman.run("run", "-d", "--name", name, *cargs, *(shim if fast else []), IMAGE,
+               "/gw/build/tests/apps/gw-vram-app", "--mib", str(mib), *zero, "--chunk-mib", "256")
     line, _ = podman.wait_log(name, "ready pid", 120)
     st = podman.inspect(name)
     print(f"  started in {time.monotonic() - t:.2f} s: {line.strip()} (host pid {st['State']['Pid']})")
@@ -445,7 +461,7 @@ def vram_stage(podman, cargs, work, logs_dir, mib, tag, expect_log, results):
     s.verify("and keeps running")
     archive = f"{work}/{name}.tar.gz"
     s.checkpoint("export", "--export", archive, "--compress", "gzip")
-    list_archive(archive, mib)
+    list_archive(archive, mib, fast)
     podman.run("rm", "-f", "-t", "0", name)
     s.restore("import", "--import", archive)
     s.verify("restored from the exported archive")
@@ -562,13 +578,15 @@ def main():
         print("container flags: " + " ".join(cargs))
 
         daemon = start_daemon(build, work)
-        for mode, expect in (("daemon", f"using gpu-warmd at {SOCK}"), ("driver", "using the driver directly")):
+        for mode, expect in (("fast", "(fast path) into gpuwarm-vram-"),
+                             ("daemon", f"using gpu-warmd at {SOCK}"), ("driver", "using the driver directly")):
             if mode == "driver":
                 daemon.send_signal(signal.SIGTERM)
                 daemon.wait(30)
                 print(f"gpu-warmd stopped (exit {daemon.returncode}); socket file left: {os.path.exists(SOCK)}")
             try:
-                vram_stage(podman, cargs, work, logs_dir, a.mib, mode, expect, results.setdefault(mode, {}))
+                vram_stage(podman, cargs, work, logs_dir, a.mib, mode, expect, results.setdefault(mode, {}),
+                           fast=mode == "fast")
             except Failure as e:
                 print(f"  {mode.upper()} STAGE FAILED: {e}", flush=True)
                 failed = failed or e
@@ -580,7 +598,7 @@ def main():
                 print(f"  MODEL STAGE FAILED: {e}", flush=True)
                 failed = failed or e
         print("== timings (s): wall of the podman command | runtime (crun + criu) | criu freezing/frozen/memdump/memwrite or forking/restore")
-        for mode in ("daemon", "driver", "model"):
+        for mode in ("fast", "daemon", "driver", "model"):
             for k, v in results.get(mode, {}).items():
                 crit = [f"{v[x]:.3f}" for x in ("criu_freezing_time", "criu_frozen_time", "criu_memdump_time",
                                                  "criu_memwrite_time", "criu_forking_time", "criu_restore_time")
