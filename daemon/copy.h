@@ -11,8 +11,8 @@
  *            gw_copy_unmap
  *
  * The image's data section is in one of two stores: pinned host blocks (several async copies in
- * flight over the GPU's streams, one synchronisation per range) or a file (pread/pwrite through the
- * GPU's pinned staging buffers, copies overlapping the file I/O).
+ * flight over the GPU's streams, one synchronisation per range) or a file (pread/pwrite by up to
+ * eight threads through slices of the GPU's pinned staging buffers, DMA overlapping file I/O).
  */
 #ifndef GW_COPY_H
 #define GW_COPY_H

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -994,25 +995,26 @@ static int image_alloc_blocks(struct gw_fast_op *op)
 	return 0;
 }
 
-/* Reserve the file's space now, so that a full disk fails the dump before the app's VRAM is
- * released rather than half-way through it. */
+/*
+ * Check the file system has room for the image before copying (a write that fails later still
+ * fails the dump cleanly: the app lets go of its VRAM only after the image is complete). The
+ * space is not reserved with fallocate: on tmpfs that zeroes every page on one thread first,
+ * which cost more than the parallel writes themselves.
+ */
 static int image_file_prepare(struct gw_fast_op *op)
 {
 	struct gw_image *image = op->image;
-	int r;
+	struct statvfs fs;
 
 	image->fd = op->image_fd;
 	op->image_fd = -1;
-	r = posix_fallocate(image->fd, 0, (off_t)image->v.file_bytes);
-	if (r == EOPNOTSUPP || r == EINVAL)
-		r = ftruncate(image->fd, (off_t)image->v.file_bytes) < 0 ? errno : 0;
-	if (r) {
-		set_error(op, GW_ERROR_IMAGE, "cannot make room for a %llu MiB image: %s%s",
-			  (unsigned long long)(image->v.file_bytes >> 20), strerror(r),
-			  r == ENOSPC ? " (the file system is full)" : "");
-		if (ftruncate(image->fd, 0) < 0)
-			gw_debug("truncating the failed image: %s", strerror(errno));
-		return -r;
+	/* f_blocks 0: a file system that does not say its size (some FUSE ones): just write. */
+	if (fstatvfs(image->fd, &fs) == 0 && fs.f_blocks != 0 &&
+	    (uint64_t)fs.f_bavail * fs.f_frsize < image->v.file_bytes) {
+		set_error(op, GW_ERROR_IMAGE, "the file system is full: a %llu MiB image does not "
+			  "fit in its %llu MiB free", (unsigned long long)(image->v.file_bytes >> 20),
+			  (unsigned long long)(((uint64_t)fs.f_bavail * fs.f_frsize) >> 20));
+		return -ENOSPC;
 	}
 	return 0;
 }
