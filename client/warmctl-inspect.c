@@ -72,10 +72,12 @@ static long verify_data(int fd, const struct gw_vimg *v, char *first_bad, size_t
 	return r < 0 ? r : bad;
 }
 
-static double predicted_restore_s(const struct gw_vimg *v, double *rate, double *fixed)
+static double predicted_restore_s(const struct gw_vimg *v, double *rate, double *device,
+				  double *fixed)
 {
-	/* The file fill rate the daemon measured last, else its write rate as a stand-in. */
+	/* As gw_vimg_predict_restore_s() reckons it, its defaults included. */
 	*rate = v->read_bps ? (double)v->read_bps : v->write_bps ? (double)v->write_bps : 5e9;
+	*device = v->device_bps ? (double)v->device_bps : 100e9;
 	*fixed = v->restore_fixed_ns ? (double)v->restore_fixed_ns / 1e9 : 0.3;
 	return gw_vimg_predict_restore_s(v);
 }
@@ -94,7 +96,7 @@ static cJSON *inspect_file(const char *path, bool verify, int *bad)
 	cJSON *o = cJSON_CreateObject(), *ranges;
 	struct gw_vimg v;
 	char err[256] = "", id[33], first_bad[96] = "";
-	double rate, fixed;
+	double rate, device, fixed;
 	uint64_t zero_runs = 0;
 	int fd, r;
 
@@ -172,8 +174,10 @@ static cJSON *inspect_file(const char *path, bool verify, int *bad)
 			cJSON_AddStringToObject(o, "checksums", "verified");
 		}
 	}
-	cJSON_AddNumberToObject(o, "predicted_restore_s", predicted_restore_s(&v, &rate, &fixed));
-	cJSON_AddNumberToObject(o, "predicted_from_fill_bytes_per_s", rate);
+	cJSON_AddNumberToObject(o, "predicted_restore_s",
+				predicted_restore_s(&v, &rate, &device, &fixed));
+	cJSON_AddNumberToObject(o, "predicted_from_read_bytes_per_s", rate);
+	cJSON_AddNumberToObject(o, "predicted_from_device_bytes_per_s", device);
 	cJSON_AddNumberToObject(o, "predicted_fixed_s", fixed);
 	cJSON_AddNumberToObject(o, "dump_copy_bytes_per_s", (double)v.copy_out_bps);
 	cJSON_AddNumberToObject(o, "dump_write_bytes_per_s", (double)v.write_bps);
@@ -231,11 +235,14 @@ static void print_image(const cJSON *o)
 		printf(" (%s bad, first: %s)", wc_num(o, "bad_chunks", 0, buf, sizeof(buf)),
 		       wc_str(o, "first_bad_chunk", buf2, sizeof(buf2)));
 	printf("\n");
-	rate = cJSON_GetObjectItemCaseSensitive(o, "predicted_from_fill_bytes_per_s")->valuedouble;
-	printf("  predicted restore: %.2f s (%.2f s fixed + %.1f MiB at %.1f GB/s)\n",
+	rate = cJSON_GetObjectItemCaseSensitive(o, "predicted_from_read_bytes_per_s")->valuedouble;
+	printf("  predicted restore: %.2f s (%.2f s fixed + %.1f MiB read at %.1f GB/s + %.1f MiB "
+	       "of VRAM at %.0f GB/s)\n",
 	       cJSON_GetObjectItemCaseSensitive(o, "predicted_restore_s")->valuedouble,
 	       cJSON_GetObjectItemCaseSensitive(o, "predicted_fixed_s")->valuedouble, MIB(data),
-	       rate / 1e9);
+	       rate / 1e9, MIB(vram),
+	       cJSON_GetObjectItemCaseSensitive(o, "predicted_from_device_bytes_per_s")->valuedouble /
+		       1e9);
 	cJSON_ArrayForEach(x, ranges) {
 		char va[32], gpu[64];
 

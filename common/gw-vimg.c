@@ -35,6 +35,7 @@ enum {
 	H_WRITE = 144,
 	H_READ = 152,
 	H_RESTORE_FIXED = 160,
+	H_DEVICE = 168,
 	H_TABLE_CRC = 248,
 	H_HEADER_CRC = 252,
 };
@@ -260,6 +261,7 @@ static void encode_header(const struct gw_vimg *v, uint8_t *h, uint32_t table_cr
 	put64(h + H_WRITE, v->write_bps);
 	put64(h + H_READ, v->read_bps);
 	put64(h + H_RESTORE_FIXED, v->restore_fixed_ns);
+	put64(h + H_DEVICE, v->device_bps);
 	put32(h + H_TABLE_CRC, table_crc);
 	put32(h + H_HEADER_CRC, gw_crc32c(0, h, H_HEADER_CRC));
 }
@@ -339,10 +341,11 @@ int gw_vimg_decode_header(struct gw_vimg *v, const uint8_t *h, size_t len, char 
 	v->write_bps = get64(h + H_WRITE);
 	v->read_bps = get64(h + H_READ);
 	v->restore_fixed_ns = get64(h + H_RESTORE_FIXED);
+	v->device_bps = get64(h + H_DEVICE);
 	table_bytes = get64(h + H_TABLE_BYTES);
 	if (v->flags & ~GW_VIMG_F_KNOWN)
 		return fail(err, errlen, "unknown flags 0x%x", v->flags);
-	for (size_t i = H_RESTORE_FIXED + 8; i < H_TABLE_CRC; i++)
+	for (size_t i = H_DEVICE + 8; i < H_TABLE_CRC; i++)
 		if (h[i])
 			return fail(err, errlen, "reserved header byte %zu is set", i);
 	if (get32(h + H_NRANGES + 4))
@@ -587,8 +590,8 @@ void gw_vimg_clear(struct gw_vimg *v)
 double gw_vimg_predict_restore_s(const struct gw_vimg *v)
 {
 	double rate = v->read_bps ? (double)v->read_bps : v->write_bps ? (double)v->write_bps : 5e9;
+	double device = v->device_bps ? (double)v->device_bps : 100e9;
 	double fixed = v->restore_fixed_ns ? (double)v->restore_fixed_ns / 1e9 : 0.3;
 
-	/* Memset of the zero runs and the checksum scan run in device memory: ~1 TB/s together. */
-	return fixed + (double)v->data_bytes / rate + (double)v->vram_bytes / 1e12;
+	return fixed + (double)v->data_bytes / rate + (double)v->vram_bytes / device;
 }

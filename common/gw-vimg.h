@@ -72,6 +72,8 @@ struct gw_vimg {
 	/* Speeds measured by the daemon that wrote it, bytes/s, 0 = unknown: what a restore's
 	 * time is predicted from. */
 	uint64_t copy_out_bps, copy_in_bps, write_bps, read_bps;
+	uint64_t device_bps;       /* VRAM bytes per second of a fill's device-side work (create,
+				    * memset, copy, checksum scan) besides reading the file */
 	uint64_t restore_fixed_ns; /* freeze + driver restore + map, last measured */
 
 	struct gw_vimg_range *ranges;
@@ -133,8 +135,8 @@ int gw_vimg_read_fd(int fd, struct gw_vimg *v, char *err, size_t errlen);
 void gw_vimg_clear(struct gw_vimg *v);
 
 /* The time a restore of this image from its file should take, in seconds: the fixed part (freeze,
- * driver restore, map) plus the data at the file fill rate, both as the daemon last measured them
- * (defaults 0.3 s and 5 GB/s when it had not), plus the device-side memset and checksum pass. */
+ * driver restore, map), the data at the file read rate, and every VRAM byte at the device-side
+ * rate, as the daemon last measured them (defaults 0.3 s, 5 GB/s and 100 GB/s). */
 double gw_vimg_predict_restore_s(const struct gw_vimg *v);
 
 #endif

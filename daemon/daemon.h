@@ -89,8 +89,9 @@ struct gw_daemon {
 	struct gw_op_stats stats[GW_OP_KIND_COUNT];
 	/* Measured by the last fast resumes: written into images for `warmctl inspect`. */
 	struct {
-		double fill_bps;      /* from pinned memory */
-		double file_fill_bps; /* from an image file */
+		double fill_bps;      /* data from pinned memory */
+		double file_read_bps; /* data read from an image file */
+		double device_bps;    /* VRAM per second of a fill's work besides reading the file */
 		double restore_fixed_ms; /* freeze, driver restore, map */
 	} speeds;
 

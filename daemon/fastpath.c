@@ -584,27 +584,29 @@ static cJSON *op_result(struct gw_fast_op *op, const char *state)
 	return result;
 }
 
-/* Link speeds the daemon measured last: written into images, from which inspect predicts. */
+/* Speeds the daemon measured last, written into the images it makes; inspect predicts a
+ * restore's time from them. A fill is file reads (data bytes) plus device-side work (creating,
+ * zeroing, copying and checking every VRAM byte). */
 static void remember_speeds(struct gw_fast_op *op)
 {
 	const struct gw_vimg *v = &op->image->v;
 	struct gw_daemon *d = op->d;
-	double fill_ms = 0, fixed_ms = 0;
+	double fill_s = 0, fixed_ms = 0, io_s = (double)op_io_ns(op) / 1e9;
 
 	if (op->kind != FAST_RESUME || op->failed)
 		return;
 	for (unsigned i = 0; i < op->nsteps; i++) {
 		if (strcmp(op->steps[i].name, "fill") == 0)
-			fill_ms = op->steps[i].ms;
+			fill_s = op->steps[i].ms / 1e3;
 		else
 			fixed_ms += op->steps[i].ms;
 	}
-	if (fill_ms > 0 && v->data_bytes >= (64u << 20)) {
-		if (op->image->fd >= 0)
-			d->speeds.file_fill_bps = (double)v->data_bytes / (fill_ms / 1e3);
-		else
-			d->speeds.fill_bps = (double)v->data_bytes / (fill_ms / 1e3);
-	}
+	if (op->image->fd < 0 && fill_s > 0 && v->data_bytes >= (64u << 20))
+		d->speeds.fill_bps = (double)v->data_bytes / fill_s;
+	if (op->image->fd >= 0 && io_s > 0 && v->data_bytes >= (64u << 20))
+		d->speeds.file_read_bps = (double)v->data_bytes / io_s;
+	if (op->image->fd >= 0 && fill_s > io_s && v->vram_bytes >= (1u << 30))
+		d->speeds.device_bps = (double)v->vram_bytes / (fill_s - io_s);
 	d->speeds.restore_fixed_ms = fixed_ms;
 }
 
@@ -868,8 +870,9 @@ static int image_seal(struct gw_fast_op *op)
 
 	v->write_bps = io_ns ? (uint64_t)((double)v->data_bytes / ((double)io_ns / 1e9)) : 0;
 	v->copy_out_bps = copy_s > 0 ? (uint64_t)((double)v->data_bytes / copy_s) : 0;
-	v->copy_in_bps = (uint64_t)(d->speeds.fill_bps > 0 ? d->speeds.fill_bps : 0);
-	v->read_bps = (uint64_t)(d->speeds.file_fill_bps > 0 ? d->speeds.file_fill_bps : 0);
+	v->copy_in_bps = (uint64_t)d->speeds.fill_bps;
+	v->read_bps = (uint64_t)d->speeds.file_read_bps;
+	v->device_bps = (uint64_t)d->speeds.device_bps;
 	v->restore_fixed_ns = (uint64_t)(d->speeds.restore_fixed_ms * 1e6);
 	r = gw_vimg_encode(v, &buf, &len);
 	if (r == 0) {

@@ -756,8 +756,12 @@ static int hook_restore_unix_sk(int id)
 		LOG(ERROR, "%s is unreadable", name);
 		return -1;
 	}
-	if (gwp_backend_ready(P.be) < 0)
-		return -1;
+	/*
+	 * No gwp_backend_ready() here: CRIU runs this hook inside the task it restores, while it
+	 * puts the task's files at their numbers; a connection kept open here would sit on one of
+	 * them ("fd 8 already in use", seen with podman restore --import). The reattach makes its
+	 * own connection, and only the fd handed back stays.
+	 */
 	fd = gwp_backend_reattach(P.be, pid, tid, err, sizeof(err));
 	if (fd < 0) {
 		LOG(ERROR, "pid %d: cannot give its agent a connection to gpu-warmd: %s", pid, err);
