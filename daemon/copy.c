@@ -6,10 +6,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
 #define SCAN_THREADS 256
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
 
 static int fail(const struct gw_copy_engine *e, const char *what, CUresult r, char *err,
 		size_t errlen)
@@ -318,6 +323,23 @@ struct io_lane {
 	int started;
 };
 
+/*
+ * Writers of one file serialise on its inode lock in write(2), so lanes writing through pwrite
+ * do not scale (tmpfs: ~1.6 GB/s however many). Through a shared mapping they do: the pages are
+ * made first with MADV_POPULATE_WRITE, which reports a full file system as an error instead of
+ * the SIGBUS a plain store into the mapping would take, then filled with memcpy.
+ */
+static int write_mapped(uint8_t *map, const void *buf, size_t n, uint64_t off)
+{
+	uintptr_t page = 4096, start = (uintptr_t)(map + off) & ~(page - 1);
+	uintptr_t end = ((uintptr_t)(map + off + n) + page - 1) & ~(page - 1);
+
+	if (madvise((void *)start, end - start, MADV_POPULATE_WRITE) < 0)
+		return errno == ENOMEM || errno == EFAULT ? -ENOSPC : -errno;
+	memcpy(map + off, buf, n);
+	return 0;
+}
+
 static void lane_fail_cuda(struct io_lane *l, const char *what, CUresult r)
 {
 	l->ret = fail(l->e, what, r, l->err, sizeof(l->err));
@@ -360,7 +382,8 @@ static void *lane_main(void *arg)
 				}
 			}
 			t = now_ns();
-			r = io_full(l->s->fd, l->buf, n, file_off, l->out);
+			r = l->out && l->s->map ? write_mapped(l->s->map, l->buf, n, file_off) :
+						  io_full(l->s->fd, l->buf, n, file_off, l->out);
 			l->io_ns += now_ns() - t;
 			if (r < 0) {
 				l->ret = r;

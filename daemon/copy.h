@@ -44,6 +44,7 @@ struct gw_copy_store {
 	void **blocks; /* memory: equal pinned blocks, the data section packed into them */
 	size_t block_bytes;
 	int fd;               /* file: the data section at data_offset; -1 for memory */
+	uint8_t *map;         /* file, writing: the whole file mapped shared (NULL: pwrite) */
 	uint64_t data_offset;
 	uint64_t io_ns;       /* out: time spent in pread/pwrite (file stores) */
 };

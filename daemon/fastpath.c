@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -18,6 +19,10 @@
 #include "freeze.h"
 #include "hostpool.h"
 #include "log.h"
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
 
 #define GW_AGENT_CALL_TIMEOUT_MS 60000
 #define GW_FREEZE_TIMEOUT_MS 5000
@@ -132,10 +137,19 @@ static void close_fds(struct gw_fast_op *op)
 	op->nfds = 0;
 }
 
+static void image_unmap(struct gw_image *image)
+{
+	if (image && image->map) {
+		munmap(image->map, image->map_bytes);
+		image->map = NULL;
+	}
+}
+
 static void image_free(struct gw_daemon *d, struct gw_image *image)
 {
 	if (!image)
 		return;
+	image_unmap(image);
 	if (image->blocks)
 		gw_hostpool_give(&d->hostpool, image->blocks, image->nblocks);
 	free(image->blocks);
@@ -319,6 +333,7 @@ static void store_for(struct gw_image *image, struct gw_copy_store *s)
 	s->blocks = image->blocks;
 	s->block_bytes = GW_HOSTPOOL_BLOCK_BYTES;
 	s->fd = image->fd;
+	s->map = image->map;
 	s->data_offset = image->v.data_offset;
 }
 
@@ -889,6 +904,7 @@ static int image_seal(struct gw_fast_op *op)
 static void suspend_copied(struct gw_fast_op *op)
 {
 	close_fds(op); /* the app's exported fds: our imports are gone, these must go too */
+	image_unmap(op->image);
 	export_list_free(op);
 	if (op->job_error) {
 		set_error(op, op->job_error == -ENOSPC ? GW_ERROR_IMAGE : GW_ERROR_CUDA,
@@ -1018,6 +1034,22 @@ static int image_file_prepare(struct gw_fast_op *op)
 			  "fit in its %llu MiB free", (unsigned long long)(image->v.file_bytes >> 20),
 			  (unsigned long long)(((uint64_t)fs.f_bavail * fs.f_frsize) >> 20));
 		return -ENOSPC;
+	}
+	/* Written through a shared mapping when the kernel can pre-fault it (copy.c says why). */
+	if (ftruncate(image->fd, (off_t)image->v.file_bytes) < 0) {
+		set_error(op, GW_ERROR_IMAGE, "cannot size the image file: %s", strerror(errno));
+		return -errno;
+	}
+	image->map = mmap(NULL, image->v.file_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, image->fd, 0);
+	if (image->map == MAP_FAILED) {
+		image->map = NULL;
+	} else {
+		image->map_bytes = image->v.file_bytes;
+		if (madvise(image->map, 4096, MADV_POPULATE_WRITE) < 0) {
+			gw_debug("no MADV_POPULATE_WRITE (%s): the image is written with pwrite",
+				 strerror(errno));
+			image_unmap(image);
+		}
 	}
 	return 0;
 }

@@ -26,6 +26,8 @@ struct gw_image {
 	void **blocks; /* memory store */
 	size_t nblocks;
 	int fd; /* file store (the client's file, passed to us); -1 for memory */
+	uint8_t *map; /* while a suspend writes it: the file mapped shared, or NULL */
+	size_t map_bytes;
 };
 
 struct gw_fast_params {
