@@ -150,6 +150,32 @@ int gw_copy_export(const struct gw_copy_engine *e, struct gw_copy_map *m, int *r
 
 /* ---- the scan ---- */
 
+int gw_copy_scan_buffer(struct gw_copy_engine *e, uint64_t max_chunks)
+{
+	size_t bytes = max_chunks * sizeof(struct gw_chunk_scan);
+
+	if (!e->scan || max_chunks == 0 || bytes <= e->scan_results_bytes)
+		return 0;
+	gw_copy_scan_buffer_free(e);
+	if (e->cuda->cuCtxSetCurrent(e->context) != CUDA_SUCCESS ||
+	    e->cuda->cuMemAlloc(&e->scan_results, bytes) != CUDA_SUCCESS) {
+		e->scan_results = 0;
+		return -ENOMEM; /* not fatal: the scans allocate their own */
+	}
+	e->scan_results_bytes = bytes;
+	return 0;
+}
+
+void gw_copy_scan_buffer_free(struct gw_copy_engine *e)
+{
+	if (e->scan_results) {
+		e->cuda->cuCtxSetCurrent(e->context);
+		e->cuda->cuMemFree(e->scan_results);
+	}
+	e->scan_results = 0;
+	e->scan_results_bytes = 0;
+}
+
 int gw_copy_scan(const struct gw_copy_engine *e, const struct gw_copy_map *m,
 		 uint64_t chunk_bytes, struct gw_chunk_scan *out, char *err, size_t errlen)
 {
@@ -168,9 +194,13 @@ int gw_copy_scan(const struct gw_copy_engine *e, const struct gw_copy_map *m,
 	ret = make_current(e, err, errlen);
 	if (ret < 0)
 		return ret;
-	r = cuda->cuMemAlloc(&results, nchunks * sizeof(*out));
-	if (r != CUDA_SUCCESS)
-		return fail(e, "cuMemAlloc (scan results)", r, err, errlen);
+	if (e->scan_results && nchunks * sizeof(*out) <= e->scan_results_bytes) {
+		results = e->scan_results;
+	} else {
+		r = cuda->cuMemAlloc(&results, nchunks * sizeof(*out));
+		if (r != CUDA_SUCCESS)
+			return fail(e, "cuMemAlloc (scan results)", r, err, errlen);
+	}
 	r = cuda->cuLaunchKernel(e->scan, (unsigned)nchunks, 1, 1, SCAN_THREADS, 1, 1, 0,
 				 e->streams[0], params, NULL);
 	if (r != CUDA_SUCCESS) {
@@ -186,7 +216,8 @@ int gw_copy_scan(const struct gw_copy_engine *e, const struct gw_copy_map *m,
 	if (r != CUDA_SUCCESS)
 		ret = fail(e, "cuMemcpyDtoH (scan results)", r, err, errlen);
 out:
-	cuda->cuMemFree(results);
+	if (results != e->scan_results)
+		cuda->cuMemFree(results);
 	return ret;
 }
 

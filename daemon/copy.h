@@ -32,6 +32,9 @@ struct gw_copy_engine {
 	CUstream *streams;
 	unsigned nstreams;
 	CUfunction scan; /* NULL: no scan on this GPU */
+	/* Device memory for scan results, reused across ranges (0: each scan allocates its own). */
+	CUdeviceptr scan_results;
+	size_t scan_results_bytes;
 	/* Pinned bounce buffers for file stores; staging_lock serialises their users. */
 	void **staging;
 	unsigned nstaging;
@@ -67,6 +70,10 @@ int gw_copy_export(const struct gw_copy_engine *e, struct gw_copy_map *m, int *r
 /* Unmap and release; the memory lives on while an fd or another process holds it. */
 void gw_copy_unmap(const struct gw_copy_engine *e, struct gw_copy_map *m);
 
+/* Device memory for the results of scans of up to max_chunks chunks, kept in e until
+ * gw_copy_scan_buffer_free(). Optional: without it every scan allocates and frees its own. */
+int gw_copy_scan_buffer(struct gw_copy_engine *e, uint64_t max_chunks);
+void gw_copy_scan_buffer_free(struct gw_copy_engine *e);
 /* One result per chunk of chunk_bytes into out (e->scan must be set). */
 int gw_copy_scan(const struct gw_copy_engine *e, const struct gw_copy_map *m,
 		 uint64_t chunk_bytes, struct gw_chunk_scan *out, char *err, size_t errlen);

@@ -355,6 +355,21 @@ static int on_gpu(struct gw_fast_op *op, size_t i, unsigned gpu)
 	return g && g->index == gpu;
 }
 
+/* One scan-results buffer for all of a job's ranges, sized for its largest. */
+static void engine_scan_buffer(struct gw_fast_op *op, unsigned gpu, struct gw_copy_engine *e,
+			       uint64_t chunk_bytes)
+{
+	uint64_t most = 0;
+
+	for (size_t i = 0; i < op_nranges(op); i++) {
+		uint64_t n = (op_range(op, i)->size + chunk_bytes - 1) / chunk_bytes;
+
+		if (on_gpu(op, i, gpu) && n > most)
+			most = n;
+	}
+	gw_copy_scan_buffer(e, most);
+}
+
 static void job_fail(struct gw_fast_op *op, struct op_job *job, int r, const char *err)
 {
 	/* Jobs of different GPUs may fail at once: keep one message (all are logged). */
@@ -374,6 +389,8 @@ static void work_dump_scan(struct gw_fast_op *op, struct op_job *job)
 	int r = 0;
 
 	engine_for(op, job->gpu, &e);
+	if (op->sparse)
+		engine_scan_buffer(op, job->gpu, &e, op->chunk_bytes);
 	for (size_t i = 0; i < op->nx && r == 0; i++) {
 		const struct gw_vimg_range *x = &op->xranges[i];
 
@@ -388,6 +405,7 @@ static void work_dump_scan(struct gw_fast_op *op, struct op_job *job)
 					   -ENOMEM;
 		}
 	}
+	gw_copy_scan_buffer_free(&e);
 	if (r < 0)
 		job_fail(op, job, r, err);
 }
@@ -429,6 +447,8 @@ static void work_fill(struct gw_fast_op *op, struct op_job *job)
 
 	engine_for(op, job->gpu, &e);
 	store_for(op->image, &s);
+	if (verify)
+		engine_scan_buffer(op, job->gpu, &e, v->chunk_bytes);
 	if (verify && !e.scan) {
 		verify = 0;
 		gw_warn("GPU %u has no chunk scan: the VRAM of pid %d is restored unverified",
@@ -450,6 +470,7 @@ static void work_fill(struct gw_fast_op *op, struct op_job *job)
 		gw_copy_unmap(&e, &m);
 	}
 	op->io_ns[job->gpu] = s.io_ns;
+	gw_copy_scan_buffer_free(&e);
 	if (r < 0)
 		job_fail(op, job, r, err);
 }

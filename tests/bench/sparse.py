@@ -6,8 +6,9 @@ same suspend/resume through an image file with zero elision (the default) and wi
   1. gw-vram-app with DATA GiB of data and ZERO GiB of zeroed allocations (a KV cache nothing has
      written yet): image size, suspend and resume times, sparse vs dense; data verified after each.
   2. `warmctl inspect` on the sparse image: its predicted restore time vs the measured resume.
-  3. The model server with --gpu-memory-utilization UTIL: restore -> first token, sparse vs
-     dense, greedy output identical to before the suspend.
+  3. The model server with --gpu-memory-utilization UTIL: a warm-up sparse cycle (the daemon's
+     speed measurements, as a host that has restored this workload before has them), then
+     restore -> first token, sparse vs dense, greedy output identical to before the suspend.
 Images go to a tmpfs (IMG_DIR, mounted here when it is not one already). Writes OUT/sparse.json
 and, with matplotlib, OUT/sparse.png.
 
@@ -109,6 +110,9 @@ def server(build, sock, img_dir, util):
         st, _ = warmctl(build, sock, "status")
         want = [p for p in st["result"]["processes"] if p["pid"] == s.pid][0]["vram_bytes"]
         first = lambda: client.complete(s.port, PROMPT, 1)  # noqa: E731
+        # A first sparse cycle of this workload: the daemon measures its speeds on it, and
+        # inspect predicts the measured cycle's restore from them.
+        cycle(build, sock, s.pid, f"{img_dir}/server-warmup.img", first_token=first)
         for mode in ("sparse", "dense"):
             r = cycle(build, sock, s.pid, f"{img_dir}/server-{mode}.img", dense=mode == "dense",
                       first_token=first)
