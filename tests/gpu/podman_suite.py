@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Podman suite on the GPU machine (as root): podman container checkpoint/restore of a CUDA
-container, with gpuwarm_plugin.so as CRIU's CUDA plugin (issue 7), on the plugin's driver path.
+container, with gpuwarm_plugin.so as CRIU's CUDA plugin (issue 7): the fast path (the app under
+the in-process shim, its VRAM in the plugin's gpuwarm-vram-<pid>.img), gpu-warmd's driver path,
+and the plugin's own driver fallback with gpu-warmd stopped.
 
 Sets podman up from Debian 13 packages unpacked with dpkg -x (scripts/podman-debs.sh; criu from
 scripts/criu-debs.sh), without touching the machine's package state:
@@ -20,29 +22,26 @@ merged-/usr symlinks; /usr (python3, torch's venv sits in /opt/torch), the drive
 /usr/local/nvidia (a mount of its own) and /etc/ld.so.cache are bind-mounted read-only from the
 host, non-recursively, each mount on its own (CRIU refuses mounts that crun did not declare
 external); the build directory at /gw/build, the carried libraries (libcjson) at /gw/lib, the
-source tree at /gw/src, /run/gpu-warmd (the daemon's socket directory, for the fast path later);
+source tree at /gw/src, /run/gpu-warmd (the daemon's socket directory, for the fast path);
 the GPU device nodes with --device; --network host (a network namespace of its own makes CRIU
 need iproute2's `ip` and iptables, which the GPU machine lacks). docs/podman.md has the recipe.
 
-Then, with gpu-warmd running (the plugin has the daemon make the driver calls) and with it
-stopped (the plugin's fallback: the driver in CRIU's process): gw-vram-app in a container, ready,
-verified (SIGUSR1 through `podman kill`, "verify ok" read from `podman logs`),
-`podman container checkpoint --keep`, `podman container restore --keep`, verified, then
+Then three stages, each a container: "fast" (gw-vram-app under the shim, --zero-mib as much
+again; gpu-warmd running), "daemon" (without the shim: the plugin has the daemon make the driver
+calls) and "driver" (gpu-warmd stopped: the plugin's fallback runs the driver in a helper
+process). Each: ready, verified (SIGUSR1 through `podman kill`, "verify ok" read from `podman
+logs`), `podman container checkpoint --keep`, `podman container restore --keep`, verified, then
 `podman container checkpoint --export F.tar.gz --compress gzip`, the archive listed and checked
-(VRAM in its page images, the plugin's gpuwarm-<pid>.json), the container removed, `podman
-container restore --import F.tar.gz`, verified. Timings: wall time of each podman command and
-podman's own --print-stats (microseconds, printed in seconds). --model also runs
-tests/workloads/model_server.py in a container and checks that a greedy completion is identical
-after checkpoint/restore.
+(the VRAM in gpuwarm-vram-*.img for the fast path, in its page images otherwise, and the plugin's
+gpuwarm-<pid>.json), the container removed, `podman container restore --import F.tar.gz`,
+verified. Timings: wall time of each podman command and podman's own --print-stats
+(microseconds, printed in seconds). --model also runs tests/workloads/model_server.py in a
+container and checks that a greedy completion is identical after checkpoint/restore.
 
-Seen on the H100 machine (kernel 6.18, 2 GiB): the daemon mode's in-place checkpoint/restore
-passes. Known failures, outside this script: (1) the restore from --import after an earlier
---keep cycle finds two gpuwarm-*.json for the container's pid 1 and restores no CUDA state (a
-plugin bug, flagged "KNOWN BUG" by the archive check); (2) the fallback (daemon stopped) cannot
-dump a container: the driver loaded into CRIU's process starts threads, and CRIU's later
-setns() into the container's mount namespace fails with EINVAL (flagged "KNOWN"); (3) --model:
-criu 4.1.1 fails on the server's TCP socket on kernels >= 6.16 ("Can't get 1:16 opt: Operation
-not supported", SO_PASSCRED), which needs a newer CRIU.
+Seen on the H100 machine (kernel 6.18, 2 GiB): every stage passes (docs/podman.md has the
+timings). --model fails: criu 4.1.1 cannot dump the server's TCP socket on kernels >= 6.16
+("Can't get 1:16 opt: Operation not supported", SO_PASSCRED), which needs CRIU 4.2. The
+"KNOWN" messages below flag the failures of earlier plugin versions if they come back.
 
 usage: podman_suite.py BUILD_DIR CRIU_ROOT PODMAN_ROOT [--mib N] [--model] [--out DIR]
   CRIU_ROOT / PODMAN_ROOT: where the criu / podman debs were unpacked (dpkg -x)
