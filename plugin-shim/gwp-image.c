@@ -45,7 +45,7 @@ char *gwp_image_encode(const struct gwp_image *img)
 			   !cJSON_AddNumberToObject(root, "agent_tid", img->agent_tid))) ||
 	    (img->fast && img->agent_vtid > 0 &&
 	     !cJSON_AddNumberToObject(root, "agent_vtid", img->agent_vtid)) ||
-	    (img->vram_file && !cJSON_AddBoolToObject(root, "vram_file", 1)))
+	    (img->fast && img->vram_file && !cJSON_AddBoolToObject(root, "vram_file", 1)))
 		goto out;
 	gpus = cJSON_AddArrayToObject(root, "gpus");
 	if (!gpus)
@@ -102,11 +102,12 @@ int gwp_image_parse(const char *text, size_t len, struct gwp_image *ret_img)
 		goto out;
 	/* optional: the fast path's */
 	if (gw_json_get_bool(root, "fast", &img.fast) == -EINVAL ||
-	    (img.fast && get_int(root, "agent_tid", 1, &img.agent_tid) < 0) ||
-	    gw_json_get_bool(root, "vram_file", &img.vram_file) == -EINVAL)
+	    (img.fast && get_int(root, "agent_tid", 1, &img.agent_tid) < 0))
 		goto out;
-	if (cJSON_GetObjectItemCaseSensitive(root, "agent_vtid") &&
-	    get_int(root, "agent_vtid", 1, &img.agent_vtid) < 0)
+	/* ...and within it (members that mean nothing without "fast" are ignored) */
+	if (img.fast && (gw_json_get_bool(root, "vram_file", &img.vram_file) == -EINVAL ||
+			 (cJSON_GetObjectItemCaseSensitive(root, "agent_vtid") &&
+			  get_int(root, "agent_vtid", 1, &img.agent_vtid) < 0)))
 		goto out;
 	/* optional: records of plugins before issue 7 do not say their dump */
 	rd = gw_json_get_string(root, "dump", GWP_DUMP_ID_LEN, &dump);
