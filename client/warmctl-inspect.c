@@ -18,22 +18,6 @@
 
 #define MIB(x) ((double)(x) / 1048576.0)
 
-static int read_full(int fd, void *buf, size_t len, uint64_t off)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -ENODATA;
-		done += (size_t)n;
-	}
-	return 0;
-}
-
 /* Check every data chunk against its checksum. Returns the number of bad chunks, or < 0. */
 static long verify_data(int fd, const struct gw_vimg *v, char *first_bad, size_t len)
 {
@@ -58,7 +42,7 @@ static long verify_data(int fd, const struct gw_vimg *v, char *first_bad, size_t
 				uint64_t bytes = n - start < v->chunk_bytes ? n - start : v->chunk_bytes;
 				struct gw_chunk_scan s;
 
-				r = read_full(fd, buf, bytes,
+				r = gw_vimg_pread(fd, buf, bytes,
 					      v->data_offset + run->data_offset + start);
 				if (r < 0)
 					break;

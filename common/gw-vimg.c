@@ -513,7 +513,7 @@ int gw_vimg_decode(struct gw_vimg *v, const uint8_t *buf, size_t len, char *err,
 				     errlen);
 }
 
-static int read_full(int fd, void *buf, size_t len, uint64_t offset)
+int gw_vimg_pread(int fd, void *buf, size_t len, uint64_t offset)
 {
 	size_t done = 0;
 
@@ -546,7 +546,7 @@ int gw_vimg_read_fd(int fd, struct gw_vimg *v, char *err, size_t errlen)
 	if ((uint64_t)st.st_size < GW_VIMG_HEADER_BYTES)
 		return fail(err, errlen, "%lld bytes: too short for a gpu-warmd VRAM image "
 			    "(truncated?)", (long long)st.st_size);
-	r = read_full(fd, header, sizeof(header), 0);
+	r = gw_vimg_pread(fd, header, sizeof(header), 0);
 	if (r < 0)
 		return fail(err, errlen, "cannot read the header: %s", strerror(-r));
 	r = gw_vimg_decode_header(v, header, sizeof(header), err, errlen);
@@ -561,7 +561,7 @@ int gw_vimg_read_fd(int fd, struct gw_vimg *v, char *err, size_t errlen)
 	if (!buf)
 		return -ENOMEM;
 	memcpy(buf, header, GW_VIMG_HEADER_BYTES);
-	r = read_full(fd, buf + GW_VIMG_HEADER_BYTES, (size_t)table_bytes, GW_VIMG_HEADER_BYTES);
+	r = gw_vimg_pread(fd, buf + GW_VIMG_HEADER_BYTES, (size_t)table_bytes, GW_VIMG_HEADER_BYTES);
 	if (r < 0) {
 		free(buf);
 		return fail(err, errlen, "cannot read the tables: %s", strerror(-r));

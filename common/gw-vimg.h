@@ -134,6 +134,9 @@ int gw_vimg_read_fd(int fd, struct gw_vimg *v, char *err, size_t errlen);
 
 void gw_vimg_clear(struct gw_vimg *v);
 
+/* pread() all of len bytes at offset: 0, -ENODATA at the end of the file, or -errno. */
+int gw_vimg_pread(int fd, void *buf, size_t len, uint64_t offset);
+
 /* The time a restore of this image from its file should take, in seconds: the fixed part (freeze,
  * driver restore, map), the data at the file read rate, and every VRAM byte at the device-side
  * rate, as the daemon last measured them (defaults 0.3 s, 5 GB/s and 100 GB/s). */

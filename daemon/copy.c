@@ -526,24 +526,26 @@ static int copy_file(const struct gw_copy_engine *e, const struct gw_vimg *v, ui
 	return ret;
 }
 
-int gw_copy_out(const struct gw_copy_engine *e, const struct gw_vimg *v, uint32_t r,
-		const struct gw_copy_map *m, struct gw_copy_store *s, char *err, size_t errlen)
+static int copy_range(const struct gw_copy_engine *e, const struct gw_vimg *v, uint32_t r,
+		      const struct gw_copy_map *m, struct gw_copy_store *s, int out, char *err,
+		      size_t errlen)
 {
 	int ret = make_current(e, err, errlen);
 
 	if (ret < 0)
 		return ret;
-	return s->fd >= 0 ? copy_file(e, v, r, m, s, 1, err, errlen) :
-			    copy_blocks(e, v, r, m, s, 1, err, errlen);
+	return s->fd >= 0 ? copy_file(e, v, r, m, s, out, err, errlen) :
+			    copy_blocks(e, v, r, m, s, out, err, errlen);
+}
+
+int gw_copy_out(const struct gw_copy_engine *e, const struct gw_vimg *v, uint32_t r,
+		const struct gw_copy_map *m, struct gw_copy_store *s, char *err, size_t errlen)
+{
+	return copy_range(e, v, r, m, s, 1, err, errlen);
 }
 
 int gw_copy_in(const struct gw_copy_engine *e, const struct gw_vimg *v, uint32_t r,
 	       const struct gw_copy_map *m, struct gw_copy_store *s, char *err, size_t errlen)
 {
-	int ret = make_current(e, err, errlen);
-
-	if (ret < 0)
-		return ret;
-	return s->fd >= 0 ? copy_file(e, v, r, m, s, 0, err, errlen) :
-			    copy_blocks(e, v, r, m, s, 0, err, errlen);
+	return copy_range(e, v, r, m, s, 0, err, errlen);
 }

@@ -125,26 +125,7 @@ static void start_failing_daemon(struct gwt_daemon *d, const char *fail, const c
 /* Start the app under the shim and wait until its agent reports all of its VRAM. */
 static void start_shimmed(const struct gwt_daemon *d, struct gwt_app *app, const char *mib)
 {
-	double want = atof(mib) * 1048576.0;
-
-	setenv("LD_PRELOAD", getenv("GW_SHIM"), 1);
-	setenv(GW_SOCKET_ENV, d->socket, 1);
-	gwt_app_start(app, GWT_ARGS("--mib", mib, "--chunk-mib", "16"));
-	unsetenv("LD_PRELOAD");
-	for (int i = 0; i < 300; i++) {
-		cJSON *j = gwt_ctl(d, 0, GWT_ARGS("status"));
-		const cJSON *p;
-		int seen = 0;
-
-		cJSON_ArrayForEach(p, gwt_json(j, "result.processes"))
-			if (gwt_json_num(p, "pid") == app->pid && gwt_json_num(p, "vram_bytes") >= want)
-				seen = 1;
-		cJSON_Delete(j);
-		if (seen)
-			return;
-		gwt_sleep_ms(20);
-	}
-	GW_FAIL("the app's agent never reported %s MiB:\n%s", mib, gwt_daemon_log(d));
+	gwt_app_start_shimmed(d, app, atof(mib), GWT_ARGS("--mib", mib, "--chunk-mib", "16"));
 }
 
 /* Wait until the daemon counts an operation in flight on GPU 0 (a pid job was queued). */
