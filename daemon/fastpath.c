@@ -1517,8 +1517,15 @@ void gw_fast_conn_closed(struct gw_daemon *d, struct gw_conn *conn)
 	if (!a)
 		return;
 	a->conn = NULL;
-	/* Keep the record while it holds VRAM: after a CRIU dump the process is gone, and its
-	 * restore comes back for the image under the same pid. */
+	/* An image in a file is the caller's to pass back at resume: once the process is gone, the
+	 * daemon's fd would only keep a deleted file's space alive. */
+	if (!a->busy && a->image && a->image->fd >= 0) {
+		gw_info("agent of pid %d gone: its VRAM image stays in its file only", a->pid);
+		image_free(d, a->image);
+		a->image = NULL;
+	}
+	/* Keep the record while it holds VRAM in memory: after a CRIU dump the process is gone, and
+	 * its restore comes back for the image under the same pid. */
 	if (!a->busy && !a->image) {
 		gw_info("agent of pid %d detached", a->pid);
 		agent_remove(d, a);
