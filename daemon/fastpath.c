@@ -71,6 +71,7 @@ struct gw_fast_op {
 	int sparse;
 	uint64_t chunk_bytes;
 	int image_fd; /* suspend into this file (-1: into pinned memory) */
+	int copy_abort; /* the copy round only unmaps (set before it is queued) */
 
 	/* worker results */
 	CUresult cu;
@@ -370,6 +371,13 @@ static void engine_scan_buffer(struct gw_fast_op *op, unsigned gpu, struct gw_co
 	gw_copy_scan_buffer(e, most);
 }
 
+/* Errors of the image rather than of the driver (which maps most of its own to -EIO): a checksum
+ * mismatch, a file cut short or one that cannot grow. */
+static int image_errno(int r)
+{
+	return r == -EILSEQ || r == -ENODATA || r == -ENOSPC || r == -EFBIG || r == -EDQUOT;
+}
+
 static void job_fail(struct gw_fast_op *op, struct op_job *job, int r, const char *err)
 {
 	/* Jobs of different GPUs may fail at once: keep one message (all are logged). */
@@ -420,7 +428,7 @@ static void work_dump_copy(struct gw_fast_op *op, struct op_job *job)
 	int r = 0;
 
 	engine_for(op, job->gpu, &e);
-	if (!op->job_error) {
+	if (!op->copy_abort) {
 		store_for(op->image, &s);
 		for (size_t i = 0; i < op->nx && r == 0; i++)
 			if (on_gpu(op, i, job->gpu))
@@ -811,7 +819,7 @@ static void resume_have_tid(struct gw_fast_op *op)
 static void resume_filled(struct gw_fast_op *op)
 {
 	if (op->job_error) {
-		set_error(op, op->job_error == -EILSEQ ? GW_ERROR_IMAGE : GW_ERROR_CUDA,
+		set_error(op, image_errno(op->job_error) ? GW_ERROR_IMAGE : GW_ERROR_CUDA,
 			  "refilling VRAM failed: %s", op->job_err);
 		finish(op);
 		return;
@@ -928,7 +936,7 @@ static void suspend_copied(struct gw_fast_op *op)
 	image_unmap(op->image);
 	export_list_free(op);
 	if (op->job_error) {
-		set_error(op, op->job_error == -ENOSPC ? GW_ERROR_IMAGE : GW_ERROR_CUDA,
+		set_error(op, image_errno(op->job_error) ? GW_ERROR_IMAGE : GW_ERROR_CUDA,
 			  "copying VRAM out failed: %s", op->job_err);
 		finish(op);
 		return;
@@ -1094,6 +1102,7 @@ static void suspend_scanned(struct gw_fast_op *op)
 
 	if (op->job_error) {
 		/* Unmap what was mapped (the copy round does only that now), then report. */
+		op->copy_abort = 1;
 		if (submit_per_gpu(op, work_dump_copy, suspend_copied) < 0)
 			suspend_copied(op);
 		return;
@@ -1124,8 +1133,10 @@ static void suspend_scanned(struct gw_fast_op *op)
 		else if (image->v.data_bytes > 0)
 			r = image_alloc_blocks(op);
 	}
-	if (r < 0)
-		op->job_error = r; /* the copy round only unmaps */
+	if (r < 0) {
+		op->job_error = r;
+		op->copy_abort = 1;
+	}
 	if (submit_per_gpu(op, work_dump_copy, suspend_copied) < 0)
 		suspend_copied(op);
 }
