@@ -240,6 +240,17 @@ static void print_image(const cJSON *o)
 	}
 }
 
+static int path_error(const struct wc_ctx *ctx, const char *path, int e)
+{
+	char msg[PATH_MAX + 128];
+
+	snprintf(msg, sizeof(msg), "%s: %s", path, strerror(e));
+	fprintf(stderr, "warmctl: %s\n", msg);
+	if (ctx->json)
+		wc_print_json_error(ctx, "warmctl.Error.Image", msg, 0, NULL);
+	return WC_EXIT_FAILED;
+}
+
 int wc_cmd_inspect(struct wc_ctx *ctx, const struct wc_args *args)
 {
 	cJSON *result = cJSON_CreateObject(), *images;
@@ -254,18 +265,16 @@ int wc_cmd_inspect(struct wc_ctx *ctx, const struct wc_args *args)
 		return WC_EXIT_FAILED;
 	}
 	if (stat(args->path, &st) < 0) {
-		fprintf(stderr, "warmctl: %s: %s\n", args->path, strerror(errno));
 		cJSON_Delete(result);
-		return WC_EXIT_FAILED;
+		return path_error(ctx, args->path, errno);
 	}
 	if (S_ISDIR(st.st_mode)) {
 		struct dirent **names;
 		int n = scandir(args->path, &names, NULL, by_name);
 
 		if (n < 0) {
-			fprintf(stderr, "warmctl: %s: %s\n", args->path, strerror(errno));
 			cJSON_Delete(result);
-			return WC_EXIT_FAILED;
+			return path_error(ctx, args->path, errno);
 		}
 		for (int i = 0; i < n; i++) {
 			char path[PATH_MAX];
