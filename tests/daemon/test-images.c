@@ -388,4 +388,33 @@ GW_TEST(image_fd_is_checked_before_use)
 	gwt_daemon_stop(&d);
 }
 
+/* A process with VRAM on two GPUs: one job per GPU writes its ranges' regions of one file. */
+GW_TEST(file_image_of_a_two_gpu_process)
+{
+	const char *path = image_path("two.img");
+	struct gwt_daemon d;
+	struct gwt_app app;
+	char line[256];
+	cJSON *j;
+
+	setenv("FAKECUDA_GPUS", "2", 1);
+	gwt_daemon_start(&d, NULL);
+	gwt_app_start_shimmed(&d, &app, 96,
+			      GWT_ARGS("--mib", "64", "--zero-mib", "32", "--chunk-mib", "8",
+				       "--second-gpu", "1"));
+	j = suspend_to(&d, &app, path);
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.ranges"), 12);
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.data_bytes"), 64 * MIB);
+	cJSON_Delete(j);
+	j = gwt_ctl(&d, 0, GWT_ARGS("inspect", path, "--verify"));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.images.0.checksums"), "verified");
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.images.0.ranges.1.device"), 1);
+	cJSON_Delete(j);
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid), "--image", path)));
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+	GW_ASSERT_STR_CONTAINS(line, "gpu2 GPU-fa4ec0da-0000-4000-8000-000000000001");
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
 GW_TEST_MAIN()
