@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -1053,6 +1054,7 @@ static int image_file_prepare(struct gw_fast_op *op)
 {
 	struct gw_image *image = op->image;
 	struct statvfs fs;
+	struct stat st;
 
 	image->fd = op->image_fd;
 	op->image_fd = -1;
@@ -1064,11 +1066,18 @@ static int image_file_prepare(struct gw_fast_op *op)
 			  (unsigned long long)(((uint64_t)fs.f_bavail * fs.f_frsize) >> 20));
 		return -ENOSPC;
 	}
-	/* Written through a shared mapping when the kernel can pre-fault it (copy.c says why). */
+	/*
+	 * Written through a shared mapping when the kernel can pre-fault it (copy.c says why) and
+	 * the file is root's: a store into a mapping whose file another process truncates meanwhile
+	 * takes SIGBUS, and a user must not be able to kill the daemon by truncating their own
+	 * image. Other files are written with pwrite, where a truncation is just a failed dump.
+	 */
 	if (ftruncate(image->fd, (off_t)image->v.file_bytes) < 0) {
 		set_error(op, GW_ERROR_IMAGE, "cannot size the image file: %s", strerror(errno));
 		return -errno;
 	}
+	if (fstat(image->fd, &st) < 0 || st.st_uid != 0)
+		return 0;
 	image->map = mmap(NULL, image->v.file_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, image->fd, 0);
 	if (image->map == MAP_FAILED) {
 		image->map = NULL;
