@@ -608,6 +608,9 @@ static cJSON *op_result(struct gw_fast_op *op, const char *state)
 		cJSON_AddStringToObject(result, "image", op->image->fd >= 0 ? "file" : "memory");
 		if (op->image->fd >= 0)
 			cJSON_AddNumberToObject(result, "image_bytes", (double)v->file_bytes);
+		if (op->image->fd >= 0 && op->kind == FAST_SUSPEND)
+			cJSON_AddStringToObject(result, "file_writes",
+						op->image->written_mapped ? "mapped" : "pwrite");
 	}
 	steps = cJSON_AddArrayToObject(result, "steps");
 	for (unsigned i = 0; steps && i < op->nsteps; i++) {
@@ -1083,10 +1086,12 @@ static int image_file_prepare(struct gw_fast_op *op)
 		image->map = NULL;
 	} else {
 		image->map_bytes = image->v.file_bytes;
+		image->written_mapped = 1;
 		if (madvise(image->map, 4096, MADV_POPULATE_WRITE) < 0) {
 			gw_debug("no MADV_POPULATE_WRITE (%s): the image is written with pwrite",
 				 strerror(errno));
 			image_unmap(image);
+			image->written_mapped = 0;
 		}
 	}
 	return 0;

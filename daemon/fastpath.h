@@ -28,6 +28,7 @@ struct gw_image {
 	int fd; /* file store (the client's file, passed to us); -1 for memory */
 	uint8_t *map; /* while a suspend writes it: the file mapped shared, or NULL */
 	size_t map_bytes;
+	int written_mapped; /* the suspend wrote it through the mapping (else with pwrite) */
 };
 
 struct gw_fast_params {

@@ -417,4 +417,43 @@ GW_TEST(file_image_of_a_two_gpu_process)
 	gwt_daemon_stop(&d);
 }
 
+/* A file another user owns is written with pwrite rather than through a mapping (a truncation
+ * under a mapping would be SIGBUS in the daemon); the image is the same. Raw client: the test
+ * creates the file and hands it over, as warmctl would. */
+GW_TEST(image_of_another_users_file_is_written_with_pwrite)
+{
+	const char *path = image_path("user.img");
+	struct gwt_daemon d;
+	struct gwt_app app;
+	struct gw_client *c = NULL;
+	struct gw_client_error e;
+	cJSON *params, *result = NULL;
+	char line[256];
+	int fd;
+
+	if (geteuid() != 0)
+		GW_SKIP("needs root to give the file to another user");
+	gwt_daemon_start(&d, NULL);
+	start_sparse_app(&d, &app);
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+	GW_ASSERT(fd >= 0 && fchown(fd, 65534, 65534) == 0);
+	GW_ASSERT(gw_client_connect(d.socket, "test", 5000, &c, &e) == 0);
+	params = cJSON_CreateObject();
+	cJSON_AddNumberToObject(params, "pid", app.pid);
+	cJSON_AddNumberToObject(params, "image_fd", 0);
+	if (gw_client_call(c, GW_METHOD_SUSPEND, params, &fd, 1, 60000, &result, NULL, NULL, &e) < 0)
+		GW_FAIL("suspend: %s", e.message);
+	GW_ASSERT_INT_EQ(gwt_json_num(result, "data_bytes"), 64 * MIB);
+	GW_ASSERT_STR_EQ(gwt_json_str(result, "file_writes"), "pwrite");
+	cJSON_Delete(result);
+	cJSON_Delete(params);
+	close(fd);
+	gw_client_close(c);
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("inspect", path, "--verify")));
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid), "--image", path)));
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
 GW_TEST_MAIN()
