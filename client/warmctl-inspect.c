@@ -56,16 +56,6 @@ static long verify_data(int fd, const struct gw_vimg *v, char *first_bad, size_t
 	return r < 0 ? r : bad;
 }
 
-static double predicted_restore_s(const struct gw_vimg *v, double *rate, double *device,
-				  double *fixed)
-{
-	/* As gw_vimg_predict_restore_s() reckons it, its defaults included. */
-	*rate = v->read_bps ? (double)v->read_bps : v->write_bps ? (double)v->write_bps : 5e9;
-	*device = v->device_bps ? (double)v->device_bps : 100e9;
-	*fixed = v->restore_fixed_ns ? (double)v->restore_fixed_ns / 1e9 : 0.3;
-	return gw_vimg_predict_restore_s(v);
-}
-
 static void uuid_text(const uint8_t *u, char *buf, size_t len)
 {
 	CUuuid uuid;
@@ -159,7 +149,7 @@ static cJSON *inspect_file(const char *path, bool verify, int *bad)
 		}
 	}
 	cJSON_AddNumberToObject(o, "predicted_restore_s",
-				predicted_restore_s(&v, &rate, &device, &fixed));
+				gw_vimg_predict_restore_s(&v, &rate, &device, &fixed));
 	cJSON_AddNumberToObject(o, "predicted_from_read_bytes_per_s", rate);
 	cJSON_AddNumberToObject(o, "predicted_from_device_bytes_per_s", device);
 	cJSON_AddNumberToObject(o, "predicted_fixed_s", fixed);
@@ -240,17 +230,6 @@ static void print_image(const cJSON *o)
 	}
 }
 
-static int path_error(const struct wc_ctx *ctx, const char *path, int e)
-{
-	char msg[PATH_MAX + 128];
-
-	snprintf(msg, sizeof(msg), "%s: %s", path, strerror(e));
-	fprintf(stderr, "warmctl: %s\n", msg);
-	if (ctx->json)
-		wc_print_json_error(ctx, "warmctl.Error.Image", msg, 0, NULL);
-	return WC_EXIT_FAILED;
-}
-
 int wc_cmd_inspect(struct wc_ctx *ctx, const struct wc_args *args)
 {
 	cJSON *result = cJSON_CreateObject(), *images;
@@ -266,7 +245,7 @@ int wc_cmd_inspect(struct wc_ctx *ctx, const struct wc_args *args)
 	}
 	if (stat(args->path, &st) < 0) {
 		cJSON_Delete(result);
-		return path_error(ctx, args->path, errno);
+		return wc_image_error(ctx, "%s: %s", args->path, strerror(errno));
 	}
 	if (S_ISDIR(st.st_mode)) {
 		struct dirent **names;
@@ -274,7 +253,7 @@ int wc_cmd_inspect(struct wc_ctx *ctx, const struct wc_args *args)
 
 		if (n < 0) {
 			cJSON_Delete(result);
-			return path_error(ctx, args->path, errno);
+			return wc_image_error(ctx, "%s: %s", args->path, strerror(errno));
 		}
 		for (int i = 0; i < n; i++) {
 			char path[PATH_MAX];

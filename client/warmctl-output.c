@@ -3,7 +3,9 @@
 #include "warmctl.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,4 +188,18 @@ void wc_table_free(struct wc_table *t)
 		free(t->cells[i]);
 	free(t->cells);
 	free(t);
+}
+
+int wc_image_error(const struct wc_ctx *ctx, const char *fmt, ...)
+{
+	char msg[PATH_MAX + 256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "warmctl: %s\n", msg);
+	if (ctx->json)
+		wc_print_json_error(ctx, "warmctl.Error.Image", msg, 0, NULL);
+	return WC_EXIT_FAILED;
 }

@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -120,21 +119,6 @@ struct image_file {
 	int fd;
 };
 
-__attribute__((format(printf, 2, 3))) static int local_error(const struct wc_ctx *ctx,
-							     const char *fmt, ...)
-{
-	char msg[PATH_MAX + 256];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "warmctl: %s\n", msg);
-	if (ctx->json)
-		wc_print_json_error(ctx, "warmctl.Error.Image", msg, 0, NULL);
-	return WC_EXIT_FAILED;
-}
-
 static int image_open(struct wc_ctx *ctx, const struct wc_args *args, bool suspend,
 		      struct image_file *f)
 {
@@ -145,12 +129,12 @@ static int image_open(struct wc_ctx *ctx, const struct wc_args *args, bool suspe
 	if (!suspend) {
 		f->fd = open(args->image, O_RDONLY | O_CLOEXEC);
 		if (f->fd < 0)
-			return local_error(ctx, "cannot open the image %s: %s", args->image,
+			return wc_image_error(ctx, "cannot open the image %s: %s", args->image,
 					   strerror(errno));
 		return WC_EXIT_OK;
 	}
 	if (access(args->image, F_OK) == 0)
-		return local_error(ctx, "%s exists; remove it or name another image file",
+		return wc_image_error(ctx, "%s exists; remove it or name another image file",
 				   args->image);
 	if ((size_t)snprintf(f->partial, sizeof(f->partial), "%s.partial", args->image) >=
 	    sizeof(f->partial))
@@ -160,7 +144,7 @@ static int image_open(struct wc_ctx *ctx, const struct wc_args *args, bool suspe
 		int e = errno;
 
 		f->partial[0] = '\0';
-		return local_error(ctx, "cannot create %s.partial: %s%s", args->image, strerror(e),
+		return wc_image_error(ctx, "cannot create %s.partial: %s%s", args->image, strerror(e),
 				   e == EEXIST ? " (left by an earlier suspend that was cut short? "
 						 "remove it)" : "");
 	}
@@ -179,7 +163,7 @@ static int image_close(const struct wc_ctx *ctx, const struct wc_args *args, str
 		return code;
 	}
 	if (rename(f->partial, args->image) < 0)
-		return local_error(ctx, "the image is complete in %s, but renaming it to %s "
+		return wc_image_error(ctx, "the image is complete in %s, but renaming it to %s "
 				   "failed: %s", f->partial, args->image, strerror(errno));
 	return code;
 }

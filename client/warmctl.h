@@ -145,6 +145,10 @@ void wc_disconnect(struct wc_ctx *ctx);
 /* warmctl-output.c */
 /* Print {"version":1,"command":...,"result":result}; does not take result. Returns an exit code. */
 int wc_print_json_result(const struct wc_ctx *ctx, const cJSON *result);
+/* A failure warmctl found itself (a file it cannot use): "warmctl: MESSAGE" on stderr and, in
+ * JSON mode, an error document named "warmctl.Error.Image" on stdout. Returns WC_EXIT_FAILED. */
+int wc_image_error(const struct wc_ctx *ctx, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 void wc_print_json_error(const struct wc_ctx *ctx, const char *name, const char *message,
 			 int cuda_error, const char *hint);
 /* Members of untrusted objects as printable text: "-" when absent or of another type. */

@@ -587,11 +587,18 @@ void gw_vimg_clear(struct gw_vimg *v)
 	v->cap_runs = v->cap_chunks = 0;
 }
 
-double gw_vimg_predict_restore_s(const struct gw_vimg *v)
+double gw_vimg_predict_restore_s(const struct gw_vimg *v, double *ret_read_bps,
+				 double *ret_device_bps, double *ret_fixed_s)
 {
 	double rate = v->read_bps ? (double)v->read_bps : v->write_bps ? (double)v->write_bps : 5e9;
 	double device = v->device_bps ? (double)v->device_bps : 100e9;
 	double fixed = v->restore_fixed_ns ? (double)v->restore_fixed_ns / 1e9 : 0.3;
 
+	if (ret_read_bps)
+		*ret_read_bps = rate;
+	if (ret_device_bps)
+		*ret_device_bps = device;
+	if (ret_fixed_s)
+		*ret_fixed_s = fixed;
 	return fixed + (double)v->data_bytes / rate + (double)v->vram_bytes / device;
 }

@@ -139,7 +139,9 @@ int gw_vimg_pread(int fd, void *buf, size_t len, uint64_t offset);
 
 /* The time a restore of this image from its file should take, in seconds: the fixed part (freeze,
  * driver restore, map), the data at the file read rate, and every VRAM byte at the device-side
- * rate, as the daemon last measured them (defaults 0.3 s, 5 GB/s and 100 GB/s). */
-double gw_vimg_predict_restore_s(const struct gw_vimg *v);
+ * rate, as the daemon last measured them (defaults 0.3 s, 5 GB/s and 100 GB/s). The rates and the
+ * fixed part used come back through the pointers that are not NULL. */
+double gw_vimg_predict_restore_s(const struct gw_vimg *v, double *ret_read_bps,
+				 double *ret_device_bps, double *ret_fixed_s);
 
 #endif
