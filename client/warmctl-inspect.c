@@ -183,7 +183,7 @@ static void print_image(const cJSON *o)
 {
 	const cJSON *err = cJSON_GetObjectItemCaseSensitive(o, "error");
 	const cJSON *ranges = cJSON_GetObjectItemCaseSensitive(o, "ranges"), *x;
-	char buf[64], buf2[64];
+	char buf[64], buf2[64], buf3[64];
 	double vram, data, rate;
 
 	printf("%s\n", cJSON_GetObjectItemCaseSensitive(o, "path")->valuestring);
@@ -195,7 +195,7 @@ static void print_image(const cJSON *o)
 	data = cJSON_GetObjectItemCaseSensitive(o, "data_bytes")->valuedouble;
 	printf("  VRAM image v%s, id %s, pid %s, chunks of %.0f KiB\n",
 	       wc_num(o, "format_version", 0, buf, sizeof(buf)), wc_str(o, "id", buf2, sizeof(buf2)),
-	       wc_num(o, "pid", 0, buf, sizeof(buf)),
+	       wc_num(o, "pid", 0, buf3, sizeof(buf3)),
 	       cJSON_GetObjectItemCaseSensitive(o, "chunk_bytes")->valuedouble / 1024);
 	printf("  VRAM %.1f MiB in %d ranges: data %.1f MiB (%.1f%%), zero %.1f MiB in %s runs "
 	       "(not stored)\n",

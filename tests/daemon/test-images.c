@@ -114,6 +114,19 @@ GW_TEST(file_image_is_sparse_and_round_trips)
 	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.images.0.pid"), app.pid);
 	GW_ASSERT(gwt_json_num(j, "result.images.0.predicted_restore_s") > 0);
 	cJSON_Delete(j);
+	{
+		char out[8192], err[1024], want[64];
+
+		GW_ASSERT_INT_EQ(gwt_run_as(-1, out, sizeof(out), err, sizeof(err),
+					    GWT_ARGS(getenv("GW_WARMCTL"), "--human", "inspect",
+						     path)),
+				 0);
+		snprintf(want, sizeof(want), "VRAM image v1, id ");
+		GW_ASSERT_STR_CONTAINS(out, want);
+		snprintf(want, sizeof(want), ", pid %d, chunks of 1024 KiB", (int)app.pid);
+		GW_ASSERT_STR_CONTAINS(out, want);
+		GW_ASSERT_STR_CONTAINS(out, "data 64.0 MiB (40.0%), zero 96.0 MiB in 3 runs");
+	}
 
 	j = gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid), "--image", path));
 	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.state"), "running");
