@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "auth.h"
+#include "pin.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -12,54 +13,32 @@ int gw_auth_is_root(const struct ucred *peer)
 	return peer->uid == 0;
 }
 
-int gw_proc_uids(pid_t pid, uid_t ret_uids[3])
+int gw_auth_may_act(const struct ucred *peer, const struct gw_pin *pin, char *why, size_t len)
 {
-	char path[64], line[256];
-	unsigned long r, e, s;
-	int found = 0;
-	FILE *f;
+	const uid_t *u = pin->uids;
+	const gid_t *g = pin->gids;
 
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "re");
-	if (!f)
-		return errno == ENOENT ? -ESRCH : -errno;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "Uid: %lu %lu %lu", &r, &e, &s) == 3) {
-			found = 1;
-			break;
-		}
-	}
-	fclose(f);
-	if (!found)
-		return -ESRCH; /* a zombie has no Uid line worth trusting */
-	ret_uids[0] = (uid_t)r;
-	ret_uids[1] = (uid_t)e;
-	ret_uids[2] = (uid_t)s;
-	return 0;
-}
-
-int gw_auth_may_act_on_pid(const struct ucred *peer, pid_t pid, char *why, size_t len)
-{
-	uid_t uids[3];
-	int r;
-
-	if (pid <= 0) {
-		snprintf(why, len, "pid %d is not a process id", (int)pid);
-		return -ESRCH;
-	}
-	r = gw_proc_uids(pid, uids);
-	if (r < 0) {
-		snprintf(why, len, "no process with pid %d", (int)pid);
-		return r == -ESRCH ? -ESRCH : -EPERM;
-	}
 	if (gw_auth_is_root(peer))
 		return 0;
-	if (uids[0] == peer->uid && uids[1] == peer->uid && uids[2] == peer->uid)
-		return 0;
-	snprintf(why, len,
-		 "uid %u may not act on pid %d (owned by uid %u): only root or the process's owner may",
-		 (unsigned)peer->uid, (int)pid, (unsigned)uids[0]);
-	return -EPERM;
+	if (u[0] != peer->uid || u[1] != peer->uid || u[2] != peer->uid) {
+		snprintf(why, len, "uid %u may not act on pid %d (owned by uid %u): only root or "
+			 "the process's owner may", (unsigned)peer->uid, (int)pin->pid,
+			 (unsigned)u[0]);
+		return -EPERM;
+	}
+	if (g[0] != peer->gid || g[1] != peer->gid || g[2] != peer->gid) {
+		snprintf(why, len, "uid %u gid %u may not act on pid %d: its group ids (%u/%u/%u) "
+			 "differ from the caller's, as ptrace would refuse", (unsigned)peer->uid,
+			 (unsigned)peer->gid, (int)pin->pid, (unsigned)g[0], (unsigned)g[1],
+			 (unsigned)g[2]);
+		return -EPERM;
+	}
+	if (!pin->dumpable) {
+		snprintf(why, len, "pid %d is not dumpable (a setuid program, or it called "
+			 "prctl(PR_SET_DUMPABLE, 0)): only root may act on it", (int)pin->pid);
+		return -EPERM;
+	}
+	return 0;
 }
 
 /* The last number of the "NSpid:" line of /proc/PID/task/TID/status, or -1. */

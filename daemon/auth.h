@@ -9,15 +9,16 @@
 
 int gw_auth_is_root(const struct ucred *peer);
 
+struct gw_pin;
+
 /*
- * May peer act on pid? Root may; anyone else only on a process whose real, effective and saved
- * uids all equal the peer's uid (the rule ptrace uses). Returns 0, -ESRCH (no such process) or
+ * May peer act on the pinned process? The kernel's ptrace rule (ptrace_may_access), as far as
+ * the peer's credentials tell: root may; anyone else only on a process whose real, effective and
+ * saved uids all equal the peer's uid, whose real, effective and saved gids all equal the peer's
+ * gid, and which is dumpable. (A non-root peer's CAP_SYS_PTRACE is not honoured.) Returns 0 or
  * -EPERM, with a sentence for the client in why.
  */
-int gw_auth_may_act_on_pid(const struct ucred *peer, pid_t pid, char *why, size_t len);
-
-/* Read a process's real/effective/saved uids from /proc/<pid>/status. -ESRCH if it is gone. */
-int gw_proc_uids(pid_t pid, uid_t ret_uids[3]);
+int gw_auth_may_act(const struct ucred *peer, const struct gw_pin *pin, char *why, size_t len);
 
 /* The thread of pid whose id in pid's own (innermost) pid namespace is ns_tid, as a tid of
  * ours: what an agent inside a container reports (gettid()) mapped for ptrace. Returns the tid,

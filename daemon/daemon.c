@@ -567,8 +567,9 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_options *opts)
 	struct gw_server_limits limits = {
 		.max_clients = opts->max_clients,
 		.max_clients_per_uid = opts->max_clients_per_uid,
-		.handshake_timeout_ms = 10000,
-		.frame_timeout_ms = 30000,
+		.root_reserve = opts->root_reserve,
+		.handshake_timeout_ms = opts->handshake_timeout_s * 1000,
+		.frame_timeout_ms = opts->frame_timeout_s * 1000,
 		.idle_timeout_ms = opts->idle_timeout_s * 1000,
 		.max_output_bytes = 4u << 20,
 	};
@@ -585,6 +586,7 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_options *opts)
 	d->opts = *opts;
 	d->start_ms = gw_now_ms();
 	gw_lease_table_init(&d->leases);
+	gw_quota_init(&d->quota, opts->max_ops_per_uid);
 	d->base = event_base_new();
 	if (!d->base)
 		return -ENOMEM;
@@ -652,6 +654,7 @@ void gw_daemon_finish(struct gw_daemon *d)
 	d->server = NULL;
 	gw_fast_finish(d);
 	gw_lease_table_finish(&d->leases);
+	gw_quota_finish(&d->quota);
 	for (unsigned i = 0; i < d->ngpus; i++)
 		if (d->gpus[i].handles.context) {
 			d->cuda->cuCtxSetCurrent(d->gpus[i].handles.context);

@@ -14,6 +14,8 @@
 #include "gw-cuda.h"
 #include "hostpool.h"
 #include "lease.h"
+#include "pin.h"
+#include "quota.h"
 #include "server.h"
 #include "worker.h"
 
@@ -29,6 +31,10 @@ struct gw_options {
 	unsigned max_clients;
 	unsigned max_clients_per_uid;
 	unsigned idle_timeout_s;
+	unsigned root_reserve;
+	unsigned max_ops_per_uid;
+	unsigned handshake_timeout_s;
+	unsigned frame_timeout_s;
 	int verbose;
 };
 
@@ -77,6 +83,7 @@ struct gw_daemon {
 	struct gw_worker_pool *workers;
 	struct gw_server *server;
 	struct gw_lease_table leases;
+	struct gw_quota quota;         /* operations per non-root uid */
 	struct gw_waiter *waiters;     /* drain/undrain requests waiting for GPU states */
 	struct gw_pid_job *pid_jobs;   /* operations in flight, one per pid at most */
 	struct gw_pid_record *pid_records; /* GPUs seen per locked process */
@@ -130,13 +137,16 @@ cJSON *gw_handlers_gpu_states(struct gw_daemon *d, uint64_t mask);
 struct gw_pid_op_params {
 	enum gw_op_kind kind;
 	pid_t pid;
+	struct gw_pin pin; /* pinned at dispatch; gw_ops_start() takes it */
+	uid_t owner;       /* who asked: quota (taken by the caller) and work class */
 	unsigned timeout_ms;
 	CUcheckpointGpuPair pairs[GW_GPU_MAX];
 	unsigned npairs;
 	uint64_t gpu_mask; /* GPUs this operation counts against for draining */
 	int caller_froze;  /* Resume: the caller holds the threads stopped (CRIU) */
 };
-int gw_ops_start(struct gw_daemon *d, struct gw_request *req, const struct gw_pid_op_params *p);
+/* Takes p->pin; on success gives back the caller's quota slot for p->owner when it ends. */
+int gw_ops_start(struct gw_daemon *d, struct gw_request *req, struct gw_pid_op_params *p);
 int gw_ops_pid_busy(const struct gw_daemon *d, pid_t pid);
 /* The GPUs recorded for pid when it was locked through us: count or 0. */
 unsigned gw_ops_pid_source_gpus(const struct gw_daemon *d, pid_t pid, unsigned *ret_indexes,

@@ -39,6 +39,8 @@ struct gw_fast_op {
 	struct gw_agent *agent;
 	enum fast_kind kind;
 	pid_t pid;
+	struct gw_pin pin;  /* the process, pinned when the request came */
+	uid_t owner;        /* who asked */
 	unsigned timeout_ms;
 	uint64_t gpu_mask;
 	double start_ms, step_start_ms;
@@ -216,7 +218,8 @@ static int submit(struct gw_fast_op *op, void (*work)(struct gw_fast_op *, struc
 	job->next = next;
 	job->gpu = gpu;
 	op->jobs_left++;
-	r = gw_worker_submit(op->d->workers, op_job_work, op_job_done, job);
+	r = gw_worker_submit_class(op->d->workers, op->owner == 0 ? GW_WORK_PRIVILEGED : GW_WORK_USER,
+				   op_job_work, op_job_done, job);
 	if (r < 0) {
 		op->jobs_left--;
 		free(job);
@@ -225,6 +228,7 @@ static int submit(struct gw_fast_op *op, void (*work)(struct gw_fast_op *, struc
 }
 
 static void finish(struct gw_fast_op *op);
+static void agent_remove(struct gw_daemon *d, struct gw_agent *a);
 
 /* Run work on a worker, then next on the loop; on a queueing failure go straight to finish. */
 static void run(struct gw_fast_op *op, void (*work)(struct gw_fast_op *, struct op_job *),
@@ -238,6 +242,17 @@ static void run(struct gw_fast_op *op, void (*work)(struct gw_fast_op *, struct 
 
 /* ---- driver steps (workers) ---- */
 
+/* Each driver step acts on the process pinned at dispatch, or on nothing: a pid whose process
+ * exited may name another process by now. */
+static int still_there(struct gw_fast_op *op)
+{
+	if (gw_pin_alive(&op->pin))
+		return 1;
+	op->cu = CUDA_ERROR_NOT_FOUND;
+	op->cu_call = "(the process exited)";
+	return 0;
+}
+
 static void work_lock(struct gw_fast_op *op, struct op_job *job)
 {
 	const struct gw_cuda *cuda = op->d->cuda;
@@ -245,6 +260,8 @@ static void work_lock(struct gw_fast_op *op, struct op_job *job)
 	int tid = 0;
 
 	(void)job;
+	if (!still_there(op))
+		return;
 	op->cu_call = "cuCheckpointProcessLock";
 	op->cu = cuda->cuCheckpointProcessLock(op->pid, &args);
 	if (op->cu == CUDA_SUCCESS &&
@@ -255,6 +272,8 @@ static void work_lock(struct gw_fast_op *op, struct op_job *job)
 static void work_unlock(struct gw_fast_op *op, struct op_job *job)
 {
 	(void)job;
+	if (!still_there(op))
+		return;
 	op->cu_call = "cuCheckpointProcessUnlock";
 	op->cu = op->d->cuda->cuCheckpointProcessUnlock(op->pid, NULL);
 }
@@ -265,6 +284,8 @@ static void work_lock_checkpoint(struct gw_fast_op *op, struct op_job *job)
 	CUcheckpointLockArgs args = { .timeoutMs = op->timeout_ms };
 
 	(void)job;
+	if (!still_there(op))
+		return;
 	op->cu_call = "cuCheckpointProcessLock";
 	op->cu = cuda->cuCheckpointProcessLock(op->pid, &args);
 	if (op->cu != CUDA_SUCCESS)
@@ -279,6 +300,8 @@ static void work_restore_tid(struct gw_fast_op *op, struct op_job *job)
 	int tid = 0;
 
 	(void)job;
+	if (!still_there(op))
+		return;
 	op->cu_call = "cuCheckpointProcessGetRestoreThreadId";
 	op->cu = op->d->cuda->cuCheckpointProcessGetRestoreThreadId(op->pid, &tid);
 	op->restore_tid = tid;
@@ -290,6 +313,8 @@ static void work_restore_unlock(struct gw_fast_op *op, struct op_job *job)
 	CUprocessState state;
 
 	(void)job;
+	if (!still_there(op))
+		return;
 	/* Locked already: an earlier resume restored it and then failed to unlock. */
 	if (cuda->cuCheckpointProcessGetState(op->pid, &state) != CUDA_SUCCESS ||
 	    state != CU_PROCESS_STATE_LOCKED) {
@@ -676,6 +701,8 @@ static void finish(struct gw_fast_op *op)
 		if (op->gpu_mask & ((uint64_t)1 << i))
 			d->gpus[i].in_flight--;
 	op->agent->busy = 0;
+	gw_quota_give(&d->quota, op->owner);
+	gw_pin_close(&op->pin);
 	gw_op_stats_record(stats, !op->failed, total,
 			   !op->failed && op->image ? op->image->v.data_bytes : 0);
 	if (op->failed) {
@@ -707,6 +734,9 @@ static void finish(struct gw_fast_op *op)
 	}
 	if (op->image_fd >= 0)
 		close(op->image_fd);
+	/* Its process exited meanwhile: nothing held for it may outlive it. */
+	if (op->agent->gone)
+		agent_remove(d, op->agent);
 	pthread_mutex_destroy(&op->job_lock);
 	free(op);
 	gw_daemon_gpus_changed(d);
@@ -793,6 +823,10 @@ static int freeze_app(struct gw_fast_op *op)
 
 	if (op->caller_froze)
 		return 0;
+	if (!gw_pin_alive(&op->pin)) {
+		set_error(op, GW_ERROR_NO_SUCH_PROCESS, "pid %d exited", op->pid);
+		return -ESRCH;
+	}
 	r = gw_freeze(op->pid, keep, op->restore_tid > 0 ? 2 : 1, GW_FREEZE_TIMEOUT_MS,
 		      &op->frozen);
 
@@ -1222,16 +1256,22 @@ static void suspend_locked(struct gw_fast_op *op)
 
 /* ---- entry points ---- */
 
+/* The operation takes the pin out of p; the caller took a quota slot for p->owner, which
+ * finish() gives back. */
 static struct gw_fast_op *op_new(struct gw_daemon *d, struct gw_request *req, pid_t pid,
-				 enum fast_kind kind, uint64_t gpu_mask)
+				 enum fast_kind kind, struct gw_fast_params *p)
 {
 	struct gw_fast_op *op = calloc(1, sizeof(*op));
+	uint64_t gpu_mask = p->gpu_mask;
 
 	if (!op)
 		return NULL;
 	op->d = d;
 	op->req = req;
 	op->pid = pid;
+	op->pin.pidfd = -1;
+	gw_pin_move(&op->pin, &p->pin);
+	op->owner = p->owner;
 	op->kind = kind;
 	op->image_fd = -1;
 	pthread_mutex_init(&op->job_lock, NULL);
@@ -1248,9 +1288,9 @@ static struct gw_fast_op *op_new(struct gw_daemon *d, struct gw_request *req, pi
 }
 
 int gw_fast_suspend(struct gw_daemon *d, struct gw_request *req, pid_t pid,
-		    const struct gw_fast_params *p)
+		    struct gw_fast_params *p)
 {
-	struct gw_fast_op *op = op_new(d, req, pid, FAST_SUSPEND, p->gpu_mask);
+	struct gw_fast_op *op = op_new(d, req, pid, FAST_SUSPEND, p);
 
 	if (!op) {
 		if (p->image_fd >= 0)
@@ -1329,9 +1369,9 @@ static int resume_image(struct gw_fast_op *op, int image_fd)
 }
 
 int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid,
-		   const struct gw_fast_params *p)
+		   struct gw_fast_params *p)
 {
-	struct gw_fast_op *op = op_new(d, req, pid, FAST_RESUME, p->gpu_mask);
+	struct gw_fast_op *op = op_new(d, req, pid, FAST_RESUME, p);
 
 	if (!op) {
 		if (p->image_fd >= 0)
@@ -1353,10 +1393,63 @@ int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid,
 
 /* ---- agents ---- */
 
+static void agent_remove(struct gw_daemon *d, struct gw_agent *a)
+{
+	for (struct gw_agent **p = &d->agents; *p; p = &(*p)->next)
+		if (*p == a) {
+			*p = a->next;
+			break;
+		}
+	if (a->conn)
+		gw_conn_set_data(a->conn, NULL);
+	if (a->exit_ev)
+		event_free(a->exit_ev);
+	gw_pin_close(&a->pin);
+	image_free(d, a->image);
+	free(a);
+}
+
+/* Its process exited: what was held for it goes (an image in a file stays in the file). */
+static void on_agent_exit(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_agent *a = arg;
+
+	(void)fd;
+	(void)what;
+	if (a->busy) {
+		a->gone = 1; /* the operation fails on its next step; finish() removes us */
+		return;
+	}
+	gw_info("pid %d exited: its agent record%s dropped", a->pid,
+		a->image ? " and the VRAM image held for it are" : " is");
+	agent_remove(a->d, a);
+	gw_daemon_gpus_changed(a->d);
+}
+
+/* Pin a (bound to the process in pin, which is moved in) and watch for its exit. */
+static int agent_bind(struct gw_agent *a, struct gw_pin *pin)
+{
+	struct event *ev = event_new(a->d->base, pin->pidfd, EV_READ, on_agent_exit, a);
+
+	if (!ev || event_add(ev, NULL) < 0) {
+		if (ev)
+			event_free(ev);
+		return -ENOMEM;
+	}
+	if (a->exit_ev)
+		event_free(a->exit_ev);
+	a->exit_ev = ev;
+	gw_pin_move(&a->pin, pin);
+	a->pid = a->pin.pid;
+	a->uid = a->pin.uids[0];
+	return 0;
+}
+
 struct gw_agent *gw_fast_agent(struct gw_daemon *d, pid_t pid)
 {
+	/* A live pinned process owns its pid: no other process can have it meanwhile. */
 	for (struct gw_agent *a = d->agents; a; a = a->next)
-		if (a->pid == pid)
+		if (a->pin.pidfd >= 0 && a->pin.pid == pid && !a->gone && gw_pin_alive(&a->pin))
 			return a;
 	return NULL;
 }
@@ -1375,28 +1468,36 @@ int gw_fast_wants_resume(struct gw_daemon *d, pid_t pid)
 	return a && a->image;
 }
 
-int gw_fast_rekey(struct gw_daemon *d, pid_t from, pid_t to, pid_t tid)
+int gw_fast_bind(struct gw_daemon *d, pid_t from, const struct gw_pin *to, pid_t tid)
 {
-	struct gw_agent *a = gw_fast_agent(d, from), *b = gw_fast_agent(d, to);
+	struct gw_agent *a = NULL;
+	struct gw_pin pin;
+	int r;
 
+	for (struct gw_agent *x = d->agents; x; x = x->next)
+		if (x->pin.pidfd < 0 && x->pid == from && x->conn)
+			a = x;
 	if (!a)
 		return -ENOENT;
 	if (a->busy)
 		return -EBUSY;
-	if (b && b != a) {
-		if (b->conn || b->image || b->busy)
-			return -EEXIST;
-		for (struct gw_agent **p = &d->agents; *p; p = &(*p)->next)
-			if (*p == b) {
-				*p = b->next;
-				break;
-			}
-		free(b);
+	if (gw_fast_agent(d, to->pid))
+		return -EEXIST;
+	r = gw_pin_open(to->pid, &pin); /* the agent's own pidfd, for as long as it lives */
+	if (r < 0)
+		return r;
+	if (pin.start_time != to->start_time) {
+		gw_pin_close(&pin);
+		return -ESRCH;
 	}
-	gw_info("agent of pid %d is pid %d's now (thread %d): restored under another pid", from,
-		to, tid);
-	a->pid = to;
-	a->tid = tid;
+	r = agent_bind(a, &pin);
+	if (r < 0) {
+		gw_pin_close(&pin);
+		return r;
+	}
+	if (tid > 0)
+		a->tid = tid;
+	gw_info("agent attached under pid %d is pid %d's now (thread %d)", from, a->pid, a->tid);
 	return 0;
 }
 
@@ -1422,6 +1523,11 @@ int gw_fast_driver_checkpoint_unsafe(struct gw_daemon *d, pid_t pid)
 	return a && a->foreign > 0;
 }
 
+int gw_fast_agent_pins_conn(const struct gw_agent *a)
+{
+	return a && (a->bytes > 0 || a->ranges > 0 || a->image || a->busy);
+}
+
 /* "foreign" is optional: older agents do not send it. */
 static void read_foreign(struct gw_request *req, struct gw_agent *a)
 {
@@ -1442,21 +1548,52 @@ static int read_counts(struct gw_request *req, uint64_t *ranges, uint64_t *bytes
 	return 0;
 }
 
+/* An agent speaks for the process at the other end of its socket, as the kernel names it: pin
+ * that process; its tid as reported inside a container is mapped to ours. */
+static int attach_own(struct gw_request *req, uint64_t tid, struct gw_pin *ret_pin,
+		      pid_t *ret_tid)
+{
+	pid_t host_tid;
+	int r = gw_pin_open(req->peer.pid, ret_pin);
+
+	if (r < 0) {
+		gw_request_fail(req, GW_ERROR_NO_SUCH_PROCESS, NULL,
+				"the attaching process %d is gone", req->peer.pid);
+		return r;
+	}
+	host_tid = gw_proc_host_tid(req->peer.pid, (pid_t)tid);
+	if (host_tid < 0) {
+		gw_pin_close(ret_pin);
+		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL, "process %d has no thread %llu",
+				req->peer.pid, (unsigned long long)tid);
+		return -ESRCH;
+	}
+	*ret_tid = host_tid;
+	return 0;
+}
+
 void gw_fast_handle_attach(struct gw_daemon *d, struct gw_request *req)
 {
+	struct gw_pin pin = GW_PIN_INIT;
 	uint64_t pid, tid, ranges, bytes;
 	struct gw_agent *a;
 	int on_behalf = 0;
+	pid_t host_tid = 0;
 
-	if (gw_json_get_u64(req->msg.body, "pid", 1, 4194304, &pid) < 0 ||
-	    gw_json_get_u64(req->msg.body, "tid", 1, 4194304, &tid) < 0) {
+	if (gw_conn_get_data(req->conn)) {
+		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL, "this connection is attached");
+		return;
+	}
+	if (gw_json_get_u64(req->msg.body, "pid", 1, GW_PID_MAX, &pid) < 0 ||
+	    gw_json_get_u64(req->msg.body, "tid", 1, GW_PID_MAX, &tid) < 0) {
 		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL, "\"pid\" and \"tid\" required");
 		return;
 	}
 	if (read_counts(req, &ranges, &bytes) < 0)
 		return;
 	/* An agent speaks for its own process only; root (CRIU's plugin giving a restored process
-	 * its connection back) may attach a connection on a process's behalf. */
+	 * its connection back) may attach a connection on a process's behalf: unbound until a
+	 * Resume from root binds it. */
 	if (gw_json_get_bool(req->msg.body, "on_behalf", &on_behalf) < 0)
 		on_behalf = 0;
 	if (on_behalf && req->peer.uid != 0) {
@@ -1465,36 +1602,42 @@ void gw_fast_handle_attach(struct gw_daemon *d, struct gw_request *req)
 		return;
 	}
 	if (!on_behalf) {
-		/* The agent speaks for the process at the other end of the socket, as the kernel
-		 * names it for us; inside a container its own getpid()/gettid() differ. */
-		pid_t host_tid = gw_proc_host_tid(req->peer.pid, (pid_t)tid);
-
-		pid = (uint64_t)req->peer.pid;
-		if (host_tid < 0) {
-			gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL,
-					"process %d has no thread %llu", req->peer.pid,
-					(unsigned long long)tid);
+		if (attach_own(req, tid, &pin, &host_tid) < 0)
+			return;
+		a = gw_fast_agent(d, pin.pid);
+		if (a && a->conn) {
+			gw_pin_close(&pin);
+			gw_request_fail(req, GW_ERROR_BUSY, NULL,
+					"pid %d already has an agent attached", req->peer.pid);
 			return;
 		}
-		tid = (uint64_t)host_tid;
+		if (a) {
+			/* The same process reconnecting (what is held for it is still its). */
+			gw_pin_close(&pin);
+			a->tid = host_tid;
+			goto attach;
+		}
 	}
-	a = gw_fast_agent(d, (pid_t)pid);
-	if (a && a->conn && a->conn != req->conn) {
-		gw_request_fail(req, GW_ERROR_BUSY, NULL, "pid %d already has an agent attached",
-				(int)pid);
+	a = calloc(1, sizeof(*a));
+	if (!a) {
+		gw_pin_close(&pin);
+		gw_request_fail(req, GW_ERROR_INTERNAL, NULL, "out of memory");
 		return;
 	}
-	if (!a) {
-		a = calloc(1, sizeof(*a));
-		if (!a) {
-			gw_request_fail(req, GW_ERROR_INTERNAL, NULL, "out of memory");
-			return;
-		}
-		a->pid = (pid_t)pid;
-		a->next = d->agents;
-		d->agents = a;
+	a->d = d;
+	a->pin.pidfd = -1;
+	a->pid = (pid_t)pid;
+	a->tid = on_behalf ? (pid_t)tid : host_tid;
+	a->uid = req->peer.uid;
+	if (!on_behalf && agent_bind(a, &pin) < 0) {
+		gw_pin_close(&pin);
+		free(a);
+		gw_request_fail(req, GW_ERROR_INTERNAL, NULL, "out of memory");
+		return;
 	}
-	a->tid = (pid_t)tid;
+	a->next = d->agents;
+	d->agents = a;
+attach:
 	a->conn = req->conn;
 	a->ranges = ranges;
 	a->bytes = bytes;
@@ -1524,17 +1667,6 @@ void gw_fast_handle_update(struct gw_daemon *d, struct gw_request *req)
 	gw_request_reply(req, NULL);
 }
 
-static void agent_remove(struct gw_daemon *d, struct gw_agent *a)
-{
-	for (struct gw_agent **p = &d->agents; *p; p = &(*p)->next)
-		if (*p == a) {
-			*p = a->next;
-			break;
-		}
-	image_free(d, a->image);
-	free(a);
-}
-
 void gw_fast_conn_closed(struct gw_daemon *d, struct gw_conn *conn)
 {
 	struct gw_agent *a = gw_conn_get_data(conn);
@@ -1549,9 +1681,9 @@ void gw_fast_conn_closed(struct gw_daemon *d, struct gw_conn *conn)
 		image_free(d, a->image);
 		a->image = NULL;
 	}
-	/* Keep the record while it holds VRAM in memory: after a CRIU dump the process is gone, and
-	 * its restore comes back for the image under the same pid. */
-	if (!a->busy && !a->image) {
+	/* Keep the record while it holds VRAM in memory for a process that still runs (it
+	 * reconnects); the process's exit drops it. */
+	if (!a->busy && (!a->image || a->pin.pidfd < 0)) {
 		gw_info("agent of pid %d detached", a->pid);
 		agent_remove(d, a);
 	} else {
@@ -1560,26 +1692,60 @@ void gw_fast_conn_closed(struct gw_daemon *d, struct gw_conn *conn)
 	}
 }
 
-cJSON *gw_fast_status(struct gw_daemon *d)
+static const char *agent_state(const struct gw_agent *a)
+{
+	if (a->busy)
+		return "busy";
+	if (a->image)
+		return "suspended";
+	if (!a->conn)
+		return "detached";
+	return "running";
+}
+
+static cJSON *agent_json(const struct gw_agent *a)
+{
+	cJSON *o = cJSON_CreateObject(), *img;
+
+	if (!o)
+		return NULL;
+	cJSON_AddNumberToObject(o, "pid", a->pid);
+	cJSON_AddNumberToObject(o, "uid", a->uid);
+	cJSON_AddNumberToObject(o, "agent_tid", a->tid);
+	cJSON_AddBoolToObject(o, "attached", a->conn != NULL);
+	cJSON_AddBoolToObject(o, "bound", a->pin.pidfd >= 0);
+	cJSON_AddStringToObject(o, "state", agent_state(a));
+	cJSON_AddNumberToObject(o, "ranges", (double)a->ranges);
+	cJSON_AddNumberToObject(o, "vram_bytes", (double)a->bytes);
+	cJSON_AddNumberToObject(o, "foreign_ranges", (double)a->foreign);
+	cJSON_AddNumberToObject(o, "held_bytes", a->image ? (double)a->image->v.data_bytes : 0);
+	if (a->image) {
+		cJSON_AddStringToObject(o, "held_in", a->image->fd >= 0 ? "file" : "memory");
+		img = cJSON_AddObjectToObject(o, "image");
+		if (img) {
+			cJSON_AddStringToObject(img, "store", a->image->fd >= 0 ? "file" : "memory");
+			cJSON_AddNumberToObject(img, "data_bytes", (double)a->image->v.data_bytes);
+			cJSON_AddNumberToObject(img, "vram_bytes", (double)a->image->v.vram_bytes);
+		}
+	} else {
+		cJSON_AddNullToObject(o, "image");
+	}
+	return o;
+}
+
+cJSON *gw_fast_status(struct gw_daemon *d, const struct ucred *peer, unsigned *ret_others)
 {
 	cJSON *array = cJSON_CreateArray();
+	unsigned others = 0;
 
 	for (struct gw_agent *a = d->agents; array && a; a = a->next) {
-		cJSON *o = cJSON_CreateObject();
-
-		if (!o)
-			break;
-		cJSON_AddNumberToObject(o, "pid", a->pid);
-		cJSON_AddNumberToObject(o, "agent_tid", a->tid);
-		cJSON_AddBoolToObject(o, "attached", a->conn != NULL);
-		cJSON_AddNumberToObject(o, "ranges", (double)a->ranges);
-		cJSON_AddNumberToObject(o, "vram_bytes", (double)a->bytes);
-		cJSON_AddNumberToObject(o, "foreign_ranges", (double)a->foreign);
-		cJSON_AddNumberToObject(o, "held_bytes", a->image ? (double)a->image->v.data_bytes : 0);
-		if (a->image)
-			cJSON_AddStringToObject(o, "held_in", a->image->fd >= 0 ? "file" : "memory");
-		cJSON_AddItemToArray(array, o);
+		if (peer->uid != 0 && a->uid != peer->uid) {
+			others++;
+			continue;
+		}
+		cJSON_AddItemToArray(array, agent_json(a));
 	}
+	*ret_others = others;
 	return array;
 }
 

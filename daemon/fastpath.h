@@ -17,6 +17,7 @@
 #include <sys/types.h>
 
 #include "copy.h"
+#include "pin.h"
 #include "daemon.h"
 #include "server.h"
 
@@ -32,6 +33,8 @@ struct gw_image {
 };
 
 struct gw_fast_params {
+	struct gw_pin pin;     /* the process, pinned at dispatch (moved into the operation) */
+	uid_t owner;           /* who asked: quota and work class */
 	unsigned timeout_ms;   /* suspend: the driver lock's */
 	uint64_t gpu_mask;
 	int sparse;            /* suspend: leave zero chunks out (needs the scan kernel) */
@@ -40,14 +43,26 @@ struct gw_fast_params {
 	int caller_froze;      /* resume: see gw_fast_resume */
 };
 
+/*
+ * A shimmed process's agent. Bound agents belong to one process instance, pinned by a pidfd: the
+ * record and the VRAM image it holds go when that process exits (watched on the loop), and a
+ * later process with the same pid never sees them. An agent attached by root on a process's
+ * behalf (CRIU's plugin, restoring) is unbound until a Resume from root binds it to the restored
+ * process.
+ */
 struct gw_agent {
 	struct gw_agent *next;
-	pid_t pid, tid;
+	struct gw_daemon *d;
+	pid_t pid, tid;          /* pid: the bound process's, or the pid it was attached under */
+	struct gw_pin pin;       /* pidfd -1: unbound */
+	uid_t uid;               /* the process's owner (unbound: the attaching peer's) */
+	struct event *exit_ev;   /* the pidfd turned readable: the process exited */
 	struct gw_conn *conn;    /* NULL once the app hung up */
 	uint64_t ranges, bytes;  /* as it last reported */
 	uint64_t foreign;        /* of them, memory made by another process (mapped back by us) */
 	struct gw_image *image;  /* VRAM held for it while fast-suspended */
 	int busy;
+	int gone;                /* its process exited while an operation ran */
 };
 
 /* Requests from an agent. */
@@ -65,18 +80,23 @@ int gw_fast_busy(const struct gw_daemon *d, pid_t pid);
  * another process created, i.e. VRAM the daemon mapped back after a fast resume. */
 int gw_fast_driver_checkpoint_unsafe(struct gw_daemon *d, pid_t pid);
 int gw_fast_has_agent(struct gw_daemon *d, pid_t pid);
-/* The agent attached under pid from belongs to pid to now (thread tid): -ENOENT, -EBUSY, -EEXIST
- * (to has a live agent or an image of its own). */
-int gw_fast_rekey(struct gw_daemon *d, pid_t from, pid_t to, pid_t tid);
+/* Root's resume of a restored process: the unbound agent attached under pid from (its dump's
+ * pid) belongs to the pinned process now (its agent thread tid, 0: as attached). -ENOENT (no
+ * such agent), -EBUSY, -EEXIST (the process has a bound agent already), -ESRCH. */
+int gw_fast_bind(struct gw_daemon *d, pid_t from, const struct gw_pin *to, pid_t tid);
+/* Both take p->pin (and the image fd); the caller took a quota slot for p->owner. */
 int gw_fast_suspend(struct gw_daemon *d, struct gw_request *req, pid_t pid,
-		    const struct gw_fast_params *p);
+		    struct gw_fast_params *p);
 /* caller_froze: the caller holds the process's threads stopped (CRIU) and lets the agent and
  * the CUDA restore thread run: no freeze/thaw here. With an image file, the file's image is
  * restored (checked first; the process is not touched if it is bad). */
 int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid,
-		   const struct gw_fast_params *p);
-/* Status: {"pid", "tid", "ranges", "bytes", "suspended_bytes"} per agent. */
-cJSON *gw_fast_status(struct gw_daemon *d);
+		   struct gw_fast_params *p);
+/* Status "processes": one object per agent; a non-root peer sees only its own, and
+ * *ret_others counts the rest. */
+cJSON *gw_fast_status(struct gw_daemon *d, const struct ucred *peer, unsigned *ret_others);
+/* Agents worth keeping a connection open for (VRAM to move, or an image held). */
+int gw_fast_agent_pins_conn(const struct gw_agent *a);
 void gw_fast_finish(struct gw_daemon *d);
 
 #endif

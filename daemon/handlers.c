@@ -16,10 +16,11 @@
 #include "daemon.h"
 #include "fastpath.h"
 #include "gw-vimg.h"
+#include "imagefd.h"
 #include "log.h"
+#include "pin.h"
 
-#define GW_PID_MAX 4194304
-#define GW_TIMEOUT_MAX_MS (24u * 3600 * 1000)
+#define GW_TIMEOUT_MAX_MS (24u * 3600 * 1000) /* drain and undrain (root only) */
 #define GW_DRAIN_DEFAULT_TIMEOUT_MS 30000
 #define GW_LOCK_DEFAULT_TIMEOUT_MS 10000
 
@@ -121,10 +122,11 @@ static int parse_gpu_list(struct gw_daemon *d, struct gw_request *req, uint64_t 
 	return 0;
 }
 
-static int parse_timeout(struct gw_request *req, unsigned def_ms, unsigned *ret_ms)
+static int parse_timeout(struct gw_request *req, unsigned def_ms, unsigned max_ms,
+			 unsigned *ret_ms)
 {
 	uint64_t v;
-	int r = gw_json_get_u64(req->msg.body, "timeout_ms", 0, GW_TIMEOUT_MAX_MS, &v);
+	int r = gw_json_get_u64(req->msg.body, "timeout_ms", 0, max_ms, &v);
 
 	if (r == -ENOENT) {
 		*ret_ms = def_ms;
@@ -132,7 +134,7 @@ static int parse_timeout(struct gw_request *req, unsigned def_ms, unsigned *ret_
 	}
 	if (r < 0) {
 		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL,
-				"\"timeout_ms\" must be an integer from 0 to %u", GW_TIMEOUT_MAX_MS);
+				"\"timeout_ms\" must be an integer from 0 to %u", max_ms);
 		return r;
 	}
 	*ret_ms = (unsigned)v;
@@ -146,6 +148,7 @@ static const double bucket_bounds[] = GW_OP_BUCKET_BOUNDS;
 static void handle_status(struct gw_daemon *d, struct gw_request *req)
 {
 	cJSON *result = cJSON_CreateObject(), *o, *gpus, *leases, *ops, *buckets;
+	unsigned other_leases = 0, other_procs = 0;
 	double now = gw_now_ms();
 
 	if (!result)
@@ -192,8 +195,14 @@ static void handle_status(struct gw_daemon *d, struct gw_request *req)
 
 	leases = cJSON_AddArrayToObject(result, "leases");
 	for (struct gw_lease *l = d->leases.head; leases && l; l = l->next) {
-		cJSON *lo = cJSON_CreateObject();
+		cJSON *lo;
 
+		/* A user sees the details of their own leases only. */
+		if (req->peer.uid != 0 && l->owner.uid != req->peer.uid) {
+			other_leases++;
+			continue;
+		}
+		lo = cJSON_CreateObject();
 		if (!lo)
 			break;
 		cJSON_AddNumberToObject(lo, "id", (double)l->id);
@@ -205,7 +214,20 @@ static void handle_status(struct gw_daemon *d, struct gw_request *req)
 		cJSON_AddItemToArray(leases, lo);
 	}
 
-	cJSON_AddItemToObject(result, "processes", gw_fast_status(d));
+	cJSON_AddItemToObject(result, "processes", gw_fast_status(d, &req->peer, &other_procs));
+	if (req->peer.uid != 0) {
+		o = cJSON_AddObjectToObject(result, "others");
+		if (o) {
+			cJSON_AddNumberToObject(o, "processes", other_procs);
+			cJSON_AddNumberToObject(o, "leases", other_leases);
+		}
+	}
+	o = cJSON_AddObjectToObject(result, "image_pool");
+	if (o) {
+		cJSON_AddNumberToObject(o, "bytes", (double)gw_hostpool_total_bytes(&d->hostpool));
+		cJSON_AddNumberToObject(o, "free_bytes", (double)gw_hostpool_free_bytes(&d->hostpool));
+		cJSON_AddNumberToObject(o, "pin_ms", d->hostpool.pin_ms);
+	}
 
 	ops = cJSON_AddObjectToObject(result, "operations");
 	o = cJSON_AddArrayToObject(result, "duration_buckets_s"); /* upper bounds; then +Inf */
@@ -238,8 +260,8 @@ static void handle_drain(struct gw_daemon *d, struct gw_request *req)
 	unsigned timeout_ms;
 	int wait = 1, r;
 
-	if (parse_gpu_list(d, req, &mask) < 0 || parse_timeout(req, GW_DRAIN_DEFAULT_TIMEOUT_MS,
-							       &timeout_ms) < 0)
+	if (parse_gpu_list(d, req, &mask) < 0 ||
+	    parse_timeout(req, GW_DRAIN_DEFAULT_TIMEOUT_MS, GW_TIMEOUT_MAX_MS, &timeout_ms) < 0)
 		return;
 	r = gw_json_get_bool(req->msg.body, "wait", &wait);
 	if (r < 0 && r != -ENOENT) {
@@ -381,9 +403,12 @@ static void handle_lease_release(struct gw_daemon *d, struct gw_request *req)
 	gw_daemon_update_status(d);
 }
 
-/* Common checks for every call naming a pid; on failure the request is answered. */
-static int check_pid_call(struct gw_daemon *d, struct gw_request *req, pid_t *ret_pid)
+/* Common checks for every call naming a pid: pin the process (a pidfd: what the request acts
+ * on from here, whatever its pid names later), may the caller act on it (the ptrace rule), is
+ * there a driver. On failure the request is answered and nothing is pinned. */
+static int check_pid_call(struct gw_daemon *d, struct gw_request *req, struct gw_pin *ret_pin)
 {
+	struct gw_pin pin;
 	char why[256];
 	uint64_t pid;
 	int r;
@@ -393,17 +418,21 @@ static int check_pid_call(struct gw_daemon *d, struct gw_request *req, pid_t *re
 				"\"pid\" must be an integer from 1 to %d", GW_PID_MAX);
 		return -EINVAL;
 	}
-	r = gw_auth_may_act_on_pid(&req->peer, (pid_t)pid, why, sizeof(why));
-	if (r == -ESRCH) {
-		gw_request_fail(req, GW_ERROR_NO_SUCH_PROCESS, NULL, "%s", why);
+	r = gw_pin_open((pid_t)pid, &pin);
+	if (r < 0) {
+		gw_request_fail(req, GW_ERROR_NO_SUCH_PROCESS, NULL, "no process with pid %llu%s",
+				(unsigned long long)pid, r == -ESRCH ? "" : " that gpu-warmd can see");
 		return r;
 	}
+	r = gw_auth_may_act(&req->peer, &pin, why, sizeof(why));
 	if (r < 0) {
+		gw_pin_close(&pin);
 		gw_warn("refused: %s", why);
 		gw_request_fail(req, GW_ERROR_PERMISSION_DENIED, NULL, "%s", why);
 		return r;
 	}
 	if (!d->cuda || !d->driver_ready || !gw_cuda_has_checkpoint(d->cuda)) {
+		gw_pin_close(&pin);
 		gw_request_fail(req, GW_ERROR_DRIVER_UNAVAILABLE, NULL, "%s",
 				!d->cuda || !d->driver_ready ?
 					d->driver_error :
@@ -411,13 +440,14 @@ static int check_pid_call(struct gw_daemon *d, struct gw_request *req, pid_t *re
 					" needs driver 550 or newer)");
 		return -ENODEV;
 	}
-	*ret_pid = (pid_t)pid;
+	*ret_pin = pin;
 	return 0;
 }
 
 static void handle_process_state(struct gw_daemon *d, struct gw_request *req)
 {
 	static const char *const names[] = { "running", "locked", "checkpointed", "failed" };
+	struct gw_pin pin;
 	CUprocessState state;
 	cJSON *result;
 	char text[160];
@@ -425,19 +455,28 @@ static void handle_process_state(struct gw_daemon *d, struct gw_request *req)
 	int tid = 0;
 	CUresult r;
 
-	if (check_pid_call(d, req, &pid) < 0)
+	if (check_pid_call(d, req, &pin) < 0)
 		return;
+	pid = pin.pid;
 	r = d->cuda->cuCheckpointProcessGetState(pid, &state);
+	if (r == CUDA_SUCCESS)
+		(void)d->cuda->cuCheckpointProcessGetRestoreThreadId(pid, &tid);
+	if (!gw_pin_alive(&pin)) {
+		gw_pin_close(&pin);
+		gw_request_fail(req, GW_ERROR_NO_SUCH_PROCESS, NULL, "pid %d exited", pid);
+		return;
+	}
+	gw_pin_close(&pin);
 	if (r != CUDA_SUCCESS) {
 		if (r == CUDA_ERROR_NOT_FOUND)
-			gw_request_fail(req, GW_ERROR_NO_SUCH_PROCESS, NULL,
-					"pid %d is not a CUDA process", pid);
+			gw_request_fail(req, GW_ERROR_NOT_CUDA, NULL,
+					"pid %d is not a CUDA process: the driver does not know it",
+					pid);
 		else
 			gw_request_fail(req, GW_ERROR_CUDA, NULL, "cuCheckpointProcessGetState(pid %d): %s",
 					pid, gw_cuda_describe(d->cuda, r, text, sizeof(text)));
 		return;
 	}
-	(void)d->cuda->cuCheckpointProcessGetRestoreThreadId(pid, &tid);
 	result = cJSON_CreateObject();
 	if (result) {
 		cJSON_AddNumberToObject(result, "pid", pid);
@@ -522,16 +561,15 @@ bad_pairs:
 /*
  * "image_fd": the index of an image file among the request's fds. The client opened it, which
  * shows it may write (suspend) or read (resume) it; the daemon never opens a path for a client.
- * Checked: a regular file, opened read-write and empty (suspend: nothing is overwritten) or for
- * reading (resume). Returns the fd, taken from the request, -1 when absent, or < -1 after failing
+ * Checked as imagefd.h says. Returns the fd, taken from the request, -1 when absent, or < -1 after failing
  * the request.
  */
 static int take_image_fd(struct gw_request *req, enum gw_op_kind kind)
 {
 	const cJSON *item = cJSON_GetObjectItemCaseSensitive(req->msg.body, "image_fd");
 	uint64_t index;
-	struct stat st;
-	int fd, mode;
+	char why[256];
+	int fd;
 
 	if (!item)
 		return -1;
@@ -548,21 +586,10 @@ static int take_image_fd(struct gw_request *req, enum gw_op_kind kind)
 		return -2;
 	}
 	fd = req->fds[index];
-	mode = fcntl(fd, F_GETFL);
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || mode < 0) {
-		gw_request_fail(req, GW_ERROR_IMAGE, NULL, "the image must be a regular file");
-		return -2;
-	}
-	/* Read and write: the daemon reads the image back at resume time through this fd. */
-	if (kind == GW_OP_SUSPEND &&
-	    ((mode & O_ACCMODE) != O_RDWR || st.st_size != 0 || (mode & O_APPEND))) {
-		gw_request_fail(req, GW_ERROR_IMAGE, NULL,
-				"an image to suspend into must be a new, empty file opened for "
-				"reading and writing (O_RDWR, not appending)");
-		return -2;
-	}
-	if (kind == GW_OP_RESUME && (mode & O_ACCMODE) == O_WRONLY) {
-		gw_request_fail(req, GW_ERROR_IMAGE, NULL, "the image file must be open for reading");
+	if (gw_imagefd_check(fd, &req->peer, kind == GW_OP_SUSPEND ? GW_IMAGEFD_WRITE :
+			     GW_IMAGEFD_READ, why, sizeof(why)) < 0) {
+		gw_warn("uid %u pid %d: image refused: %s", req->peer.uid, req->peer.pid, why);
+		gw_request_fail(req, GW_ERROR_IMAGE, NULL, "%s", why);
 		return -2;
 	}
 	req->fds[index] = -1; /* ours now */
@@ -595,80 +622,141 @@ static int parse_fast_params(struct gw_daemon *d, struct gw_request *req,
 	return 0;
 }
 
-static void start_pid_op_with(struct gw_daemon *d, struct gw_request *req,
-			      struct gw_pid_op_params *pp, struct gw_fast_params *f);
-
 /*
- * Resume "agent_pid"/"agent_tid", from CRIU's plugin (root, threads_frozen): the process came
- * back under another host pid (a restore into a new pid namespace), and its agent's connection,
- * given back at RESTORE_UNIX_SK, was attached under the dump's pid. Move the agent, and the
- * image it may hold, to the process's pid now.
+ * Resume from CRIU's plugin (root, threads_frozen): the restored process's agent connection,
+ * given back at RESTORE_UNIX_SK, was attached on its behalf under the dump's pid ("agent_pid",
+ * which may differ from the restored process's host pid in a new pid namespace): bind it to the
+ * pinned process now.
  */
-static int rekey_agent(struct gw_daemon *d, struct gw_request *req, pid_t pid, int froze)
+static int bind_agent(struct gw_daemon *d, struct gw_request *req, const struct gw_pin *pin,
+		      int froze)
 {
-	uint64_t from = 0, tid = 0;
+	uint64_t from = (uint64_t)pin->pid, tid = 0;
 	int r;
 
-	r = gw_json_get_u64(req->msg.body, "agent_pid", 1, 4194304, &from);
-	if (r == -ENOENT)
-		return 0;
-	if (r < 0 || gw_json_get_u64(req->msg.body, "agent_tid", 1, 4194304, &tid) < 0) {
+	r = gw_json_get_u64(req->msg.body, "agent_pid", 1, GW_PID_MAX, &from);
+	if (r != -ENOENT && (r < 0 || gw_json_get_u64(req->msg.body, "agent_tid", 1, GW_PID_MAX,
+						      &tid) < 0)) {
 		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL,
 				"\"agent_pid\" and \"agent_tid\" must be pids");
 		return -EINVAL;
 	}
-	if (!froze || !gw_auth_is_root(&req->peer)) {
+	if (r == 0 && (!froze || !gw_auth_is_root(&req->peer))) {
 		gw_request_fail(req, GW_ERROR_PERMISSION_DENIED, NULL,
 				"\"agent_pid\" is for CRIU's plugin (root, with threads_frozen)");
 		return -EPERM;
 	}
-	r = gw_fast_rekey(d, (pid_t)from, pid, (pid_t)tid);
+	if (!froze)
+		return 0;
+	r = gw_fast_bind(d, (pid_t)from, pin, (pid_t)tid);
+	if (r == -ENOENT && !cJSON_GetObjectItemCaseSensitive(req->msg.body, "agent_pid"))
+		return 0; /* no agent given back on its behalf: the driver path, or bound already */
 	if (r < 0) {
 		gw_request_fail(req, r == -EBUSY ? GW_ERROR_BUSY : GW_ERROR_AGENT, NULL,
-				"cannot move the agent of pid %llu to pid %d: %s",
-				(unsigned long long)from, pid,
+				"cannot give the agent attached under pid %llu to pid %d: %s",
+				(unsigned long long)from, pin->pid,
 				r == -ENOENT ? "no agent is attached under that pid" :
-				r == -EBUSY ? "an operation runs on it" : "pid has an agent already");
+				r == -EBUSY ? "an operation runs on it" :
+				r == -EEXIST ? "pid has an agent already" : strerror(-r));
 		return r;
 	}
 	return 0;
 }
 
-static void start_pid_op(struct gw_daemon *d, struct gw_request *req, enum gw_op_kind kind)
+/* Why the request may not start now (answered), or 0. */
+static int refuse_pid_op(struct gw_daemon *d, struct gw_request *req,
+			 const struct gw_pid_op_params *p, const struct gw_fast_params *f)
 {
-	struct gw_pid_op_params p;
-	struct gw_fast_params f;
-	int image_fd;
+	enum gw_op_kind kind = p->kind;
+	pid_t pid = p->pid;
 
-	memset(&p, 0, sizeof(p));
-	memset(&f, 0, sizeof(f));
-	p.kind = kind;
-	if (check_pid_call(d, req, &p.pid) < 0)
-		return;
-	if (kind == GW_OP_SUSPEND && parse_fast_params(d, req, &f) < 0)
-		return;
-	image_fd = take_image_fd(req, kind);
-	if (image_fd < -1)
-		return;
-	f.image_fd = image_fd;
-	start_pid_op_with(d, req, &p, &f);
-	if (f.image_fd >= 0)
-		close(f.image_fd); /* not consumed: the request failed before the fast path */
+	/* Images are the fast path's: the process must run under the shim. */
+	if (f->image_fd >= 0 && !gw_fast_has_agent(d, pid) && !gw_fast_wants_resume(d, pid)) {
+		gw_request_fail(req, GW_ERROR_ILLEGAL_STATE, NULL,
+				"pid %d has no gpu-warmd agent: VRAM image files are for processes "
+				"started with the shim (LD_PRELOAD=libgpuwarm-shim.so); without it, "
+				"suspend without --image (the driver keeps the VRAM in the process)",
+				pid);
+		return -EINVAL;
+	}
+	if (kind == GW_OP_SUSPEND && f->image_fd >= 0 && !gw_fast_wants_suspend(d, pid)) {
+		gw_request_fail(req, GW_ERROR_ILLEGAL_STATE, NULL,
+				"pid %d has no VRAM for the fast path to move, or is suspended "
+				"already", pid);
+		return -EINVAL;
+	}
+	/* A fast-suspended process's VRAM is in our image: only a fast resume brings it back. */
+	if (gw_fast_wants_resume(d, pid) && (kind != GW_OP_RESUME || p->npairs > 0)) {
+		gw_request_fail(req, GW_ERROR_ILLEGAL_STATE, NULL,
+				"pid %d was suspended through the fast path and gpu-warmd holds its "
+				"VRAM: only `warmctl resume %d` (onto the same GPU) can bring it back",
+				pid, pid);
+		return -EINVAL;
+	}
+	if (kind == GW_OP_RESUME && (gw_fast_wants_resume(d, pid) || f->image_fd >= 0) &&
+	    !gw_fast_has_agent(d, pid)) {
+		gw_request_fail(req, GW_ERROR_AGENT, NULL,
+				"the agent of pid %d is not connected, so its VRAM cannot be mapped "
+				"back yet; it reconnects by itself within seconds: try again",
+				pid);
+		return -EAGAIN;
+	}
+	if ((kind == GW_OP_CHECKPOINT ||
+	     (kind == GW_OP_SUSPEND && !gw_fast_wants_suspend(d, pid))) &&
+	    gw_fast_driver_checkpoint_unsafe(d, pid)) {
+		gw_request_fail(req, GW_ERROR_ILLEGAL_STATE, NULL,
+				"pid %d maps VRAM that gpu-warmd gave back after a fast resume; the "
+				"driver's own checkpoint of such memory cannot be restored (the process "
+				"would be stuck), so only the fast path (`warmctl suspend %d` with its "
+				"agent attached) may checkpoint it",
+				pid, pid);
+		return -EINVAL;
+	}
+	if (gw_ops_pid_busy(d, pid)) {
+		gw_request_fail(req, GW_ERROR_BUSY, NULL,
+				"another operation on pid %d is in progress", pid);
+		return -EBUSY;
+	}
+	return 0;
 }
 
-static void start_pid_op_with(struct gw_daemon *d, struct gw_request *req,
-			      struct gw_pid_op_params *pp, struct gw_fast_params *f)
+/* The GPUs the operation counts against for draining: those it names, else every ready one. */
+static int pick_gpus(struct gw_daemon *d, struct gw_request *req, struct gw_pid_op_params *p)
 {
-	struct gw_pid_op_params p = *pp;
-	enum gw_op_kind kind = p.kind;
+	if (p->gpu_mask) {
+		for (unsigned i = 0; i < d->ngpus; i++)
+			if ((p->gpu_mask & ((uint64_t)1 << i)) && !gpu_accepts_work(&d->gpus[i])) {
+				gw_request_fail(req, GW_ERROR_DRAINING, NULL,
+						"GPU %u is %s: it takes no new operations", i,
+						gw_gpu_state_name(d->gpus[i].state));
+				return -ENODEV;
+			}
+		return 0;
+	}
+	for (unsigned i = 0; i < d->ngpus; i++)
+		if (gpu_accepts_work(&d->gpus[i]))
+			p->gpu_mask |= (uint64_t)1 << i;
+	if (!p->gpu_mask && d->ngpus > 0) {
+		gw_request_fail(req, GW_ERROR_DRAINING, NULL,
+				"every GPU is drained or draining: no new operations");
+		return -ENODEV;
+	}
+	return 0;
+}
+
+/* p->pin and f->image_fd are consumed when the operation starts, left to the caller otherwise. */
+static void start_pid_op_with(struct gw_daemon *d, struct gw_request *req,
+			      struct gw_pid_op_params *p, struct gw_fast_params *f)
+{
+	enum gw_op_kind kind = p->kind;
 	int r;
 
-	if (kind == GW_OP_LOCK || kind == GW_OP_SUSPEND) {
-		if (parse_timeout(req, GW_LOCK_DEFAULT_TIMEOUT_MS, &p.timeout_ms) < 0)
-			return;
-	}
+	if ((kind == GW_OP_LOCK || kind == GW_OP_SUSPEND) &&
+	    parse_timeout(req, GW_LOCK_DEFAULT_TIMEOUT_MS, GW_LOCK_TIMEOUT_MAX_MS,
+			  &p->timeout_ms) < 0)
+		return;
 	if ((kind == GW_OP_RESTORE || kind == GW_OP_RESUME) &&
-	    parse_restore_target(d, req, p.pid, &p) < 0)
+	    parse_restore_target(d, req, p->pid, p) < 0)
 		return;
 	if (kind == GW_OP_RESUME) {
 		int froze = 0;
@@ -679,92 +767,73 @@ static void start_pid_op_with(struct gw_daemon *d, struct gw_request *req,
 					"\"threads_frozen\" is for CRIU's plugin, running as root");
 			return;
 		}
-		p.caller_froze = froze;
-		if (rekey_agent(d, req, p.pid, froze) < 0)
+		p->caller_froze = froze;
+		if (bind_agent(d, req, &p->pin, froze) < 0)
 			return;
 	}
-	/* Images are the fast path's: the process must run under the shim. */
-	if (f->image_fd >= 0 && !gw_fast_has_agent(d, p.pid) && !gw_fast_wants_resume(d, p.pid)) {
-		gw_request_fail(req, GW_ERROR_ILLEGAL_STATE, NULL,
-				"pid %d has no gpu-warmd agent: VRAM image files are for processes "
-				"started with the shim (LD_PRELOAD=libgpuwarm-shim.so); without it, "
-				"suspend without --image (the driver keeps the VRAM in the process)",
-				p.pid);
+	if (refuse_pid_op(d, req, p, f) < 0 || pick_gpus(d, req, p) < 0)
+		return;
+	r = gw_quota_take(&d->quota, p->owner);
+	if (r < 0) {
+		cJSON *extra = cJSON_CreateObject();
+
+		if (extra)
+			cJSON_AddStringToObject(extra, "limit", GW_LIMIT_MAX_OPS_PER_UID);
+		gw_request_fail(req, GW_ERROR_LIMIT, extra,
+				"uid %u has %u operations queued or running, its limit "
+				"(--max-ops-per-uid %u): wait for one to finish",
+				(unsigned)p->owner, gw_quota_used(&d->quota, p->owner),
+				d->quota.max_per_uid);
 		return;
 	}
-	if (kind == GW_OP_SUSPEND && f->image_fd >= 0 && !gw_fast_wants_suspend(d, p.pid)) {
-		gw_request_fail(req, GW_ERROR_ILLEGAL_STATE, NULL,
-				"pid %d has no VRAM for the fast path to move, or is suspended "
-				"already", p.pid);
-		return;
-	}
-	/* A fast-suspended process's VRAM is in our image: only a fast resume brings it back. */
-	if (gw_fast_wants_resume(d, p.pid) && (kind != GW_OP_RESUME || p.npairs > 0)) {
-		gw_request_fail(req, GW_ERROR_ILLEGAL_STATE, NULL,
-				"pid %d was suspended through the fast path and gpu-warmd holds its "
-				"VRAM: only `warmctl resume %d` (onto the same GPU) can bring it back",
-				p.pid, p.pid);
-		return;
-	}
-	if (kind == GW_OP_RESUME && (gw_fast_wants_resume(d, p.pid) || f->image_fd >= 0) &&
-	    !gw_fast_has_agent(d, p.pid)) {
-		gw_request_fail(req, GW_ERROR_AGENT, NULL,
-				"the agent of pid %d is not connected, so its VRAM cannot be mapped "
-				"back yet; it reconnects by itself within seconds: try again",
-				p.pid);
-		return;
-	}
-	if ((kind == GW_OP_CHECKPOINT ||
-	     (kind == GW_OP_SUSPEND && !gw_fast_wants_suspend(d, p.pid))) &&
-	    gw_fast_driver_checkpoint_unsafe(d, p.pid)) {
-		gw_request_fail(req, GW_ERROR_ILLEGAL_STATE, NULL,
-				"pid %d maps VRAM that gpu-warmd gave back after a fast resume; the "
-				"driver's own checkpoint of such memory cannot be restored (the process "
-				"would be stuck), so only the fast path (`warmctl suspend %d` with its "
-				"agent attached) may checkpoint it",
-				p.pid, p.pid);
-		return;
-	}
-	if (gw_ops_pid_busy(d, p.pid)) {
-		gw_request_fail(req, GW_ERROR_BUSY, NULL,
-				"another operation on pid %d is in progress", p.pid);
-		return;
-	}
-	if (p.gpu_mask) {
-		for (unsigned i = 0; i < d->ngpus; i++)
-			if ((p.gpu_mask & ((uint64_t)1 << i)) && !gpu_accepts_work(&d->gpus[i])) {
-				gw_request_fail(req, GW_ERROR_DRAINING, NULL,
-						"GPU %u is %s: it takes no new operations", i,
-						gw_gpu_state_name(d->gpus[i].state));
-				return;
-			}
-	} else {
-		/* Bound to no GPU in particular: counts against every ready GPU. */
-		for (unsigned i = 0; i < d->ngpus; i++)
-			if (gpu_accepts_work(&d->gpus[i]))
-				p.gpu_mask |= (uint64_t)1 << i;
-		if (!p.gpu_mask && d->ngpus > 0) {
-			gw_request_fail(req, GW_ERROR_DRAINING, NULL,
-					"every GPU is drained or draining: no new operations");
-			return;
-		}
-	}
-	f->timeout_ms = p.timeout_ms;
-	f->gpu_mask = p.gpu_mask;
-	f->caller_froze = p.caller_froze;
-	if (kind == GW_OP_SUSPEND && gw_fast_wants_suspend(d, p.pid)) {
-		r = gw_fast_suspend(d, req, p.pid, f);
+	f->timeout_ms = p->timeout_ms;
+	f->gpu_mask = p->gpu_mask;
+	f->caller_froze = p->caller_froze;
+	f->owner = p->owner;
+	if (kind == GW_OP_SUSPEND && gw_fast_wants_suspend(d, p->pid)) {
+		gw_pin_move(&f->pin, &p->pin);
+		r = gw_fast_suspend(d, req, p->pid, f);
 		f->image_fd = -1; /* consumed */
 	} else if (kind == GW_OP_RESUME &&
-		   (gw_fast_wants_resume(d, p.pid) || f->image_fd >= 0)) {
-		r = gw_fast_resume(d, req, p.pid, f);
+		   (gw_fast_wants_resume(d, p->pid) || f->image_fd >= 0)) {
+		gw_pin_move(&f->pin, &p->pin);
+		r = gw_fast_resume(d, req, p->pid, f);
 		f->image_fd = -1;
 	} else {
-		r = gw_ops_start(d, req, &p);
+		r = gw_ops_start(d, req, p);
 	}
-	if (r < 0)
+	if (r < 0) {
+		gw_quota_give(&d->quota, p->owner);
 		gw_request_fail(req, GW_ERROR_INTERNAL, NULL, "cannot queue the operation: %s",
 				strerror(-r));
+	}
+}
+
+static void start_pid_op(struct gw_daemon *d, struct gw_request *req, enum gw_op_kind kind)
+{
+	struct gw_pid_op_params p;
+	struct gw_fast_params f;
+	int image_fd;
+
+	memset(&p, 0, sizeof(p));
+	memset(&f, 0, sizeof(f));
+	p.pin.pidfd = f.pin.pidfd = -1;
+	p.kind = kind;
+	p.owner = req->peer.uid;
+	if (kind == GW_OP_SUSPEND && parse_fast_params(d, req, &f) < 0)
+		return;
+	image_fd = take_image_fd(req, kind);
+	if (image_fd < -1)
+		return;
+	f.image_fd = image_fd;
+	if (check_pid_call(d, req, &p.pin) == 0) {
+		p.pid = p.pin.pid;
+		start_pid_op_with(d, req, &p, &f);
+	}
+	gw_pin_close(&p.pin); /* each is a no-op when the operation took it */
+	gw_pin_close(&f.pin);
+	if (f.image_fd >= 0)
+		close(f.image_fd); /* not consumed: the request failed before the fast path */
 }
 
 static void handle_lock(struct gw_daemon *d, struct gw_request *req)
@@ -864,6 +933,8 @@ int gw_handlers_conn_pinned(void *data, struct gw_conn *conn)
 {
 	struct gw_daemon *d = data;
 
-	/* Lease holders and app agents stay connected however quiet they are. */
-	return gw_lease_count_conn(&d->leases, conn) > 0 || gw_conn_get_data(conn) != NULL;
+	/* Lease holders and agents with VRAM to move stay connected however quiet they are; an
+	 * agent with nothing (no CUDA at all) is an idle client like any other. */
+	return gw_lease_count_conn(&d->leases, conn) > 0 ||
+	       gw_fast_agent_pins_conn(gw_conn_get_data(conn));
 }

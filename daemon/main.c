@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "daemon.h"
 #include "gw-vimg.h"
@@ -37,9 +38,17 @@ static void usage(FILE *out)
 		"      --workers N           threads for driver calls besides one per GPU\n"
 		"                            (default %d)\n"
 		"      --max-clients N       connections at once (default 128)\n"
-		"      --max-clients-per-uid N  connections of one user (default 32)\n"
+		"      --max-clients-per-uid N  connections of one non-root user (default 32)\n"
+		"      --root-reserve N      of --max-clients, kept for root (CRIU's plugin)\n"
+		"                            (default 8)\n"
+		"      --max-ops-per-uid N   operations one non-root user may have queued or\n"
+		"                            running (default 2)\n"
 		"      --idle-timeout S      close connections idle this long, except lease\n"
-		"                            holders (default 600)\n"
+		"                            holders and agents holding VRAM (default 600)\n"
+		"      --handshake-timeout S  Hello must complete this long after connecting\n"
+		"                            (default 10)\n"
+		"      --frame-timeout S     a frame must complete this long after its first\n"
+		"                            byte (default 10)\n"
 		"      --foreground          accepted for compatibility: always in the foreground\n"
 		"  -v, --verbose             log debug messages too\n"
 		"  -h, --help                show this help\n"
@@ -78,6 +87,10 @@ enum {
 	OPT_FOREGROUND,
 	OPT_IMAGE_POOL_MIB,
 	OPT_CHUNK_KIB,
+	OPT_ROOT_RESERVE,
+	OPT_MAX_OPS_PER_UID,
+	OPT_HANDSHAKE_TIMEOUT,
+	OPT_FRAME_TIMEOUT,
 };
 
 static int parse_options(int argc, char **argv, struct gw_options *o)
@@ -94,6 +107,10 @@ static int parse_options(int argc, char **argv, struct gw_options *o)
 		{ "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
 		{ "max-clients-per-uid", required_argument, NULL, OPT_MAX_CLIENTS_PER_UID },
 		{ "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
+		{ "root-reserve", required_argument, NULL, OPT_ROOT_RESERVE },
+		{ "max-ops-per-uid", required_argument, NULL, OPT_MAX_OPS_PER_UID },
+		{ "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
+		{ "frame-timeout", required_argument, NULL, OPT_FRAME_TIMEOUT },
 		{ "foreground", no_argument, NULL, OPT_FOREGROUND },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -113,6 +130,10 @@ static int parse_options(int argc, char **argv, struct gw_options *o)
 		.max_clients = 128,
 		.max_clients_per_uid = 32,
 		.idle_timeout_s = 600,
+		.root_reserve = 8,
+		.max_ops_per_uid = 2,
+		.handshake_timeout_s = 10,
+		.frame_timeout_s = 10,
 		.chunk_kib = GW_VIMG_DEFAULT_CHUNK_BYTES >> 10,
 	};
 	while ((c = getopt_long(argc, argv, "s:c:m:vhV", longopts, NULL)) != -1) {
@@ -178,6 +199,30 @@ static int parse_options(int argc, char **argv, struct gw_options *o)
 			}
 			o->idle_timeout_s = (unsigned)v;
 			break;
+		case OPT_ROOT_RESERVE:
+			if (parse_uint(optarg, "--root-reserve", 65536, &v) < 0)
+				return -EINVAL;
+			o->root_reserve = (unsigned)v;
+			break;
+		case OPT_MAX_OPS_PER_UID:
+			if (parse_uint(optarg, "--max-ops-per-uid", 1024, &v) < 0 || v == 0) {
+				fprintf(stderr, "gpu-warmd: --max-ops-per-uid must be 1 to 1024\n");
+				return -EINVAL;
+			}
+			o->max_ops_per_uid = (unsigned)v;
+			break;
+		case OPT_HANDSHAKE_TIMEOUT:
+		case OPT_FRAME_TIMEOUT:
+			if (parse_uint(optarg, c == OPT_FRAME_TIMEOUT ? "--frame-timeout" :
+				       "--handshake-timeout", 3600, &v) < 0 || v == 0) {
+				fprintf(stderr, "gpu-warmd: timeouts must be 1 to 3600 s\n");
+				return -EINVAL;
+			}
+			if (c == OPT_FRAME_TIMEOUT)
+				o->frame_timeout_s = (unsigned)v;
+			else
+				o->handshake_timeout_s = (unsigned)v;
+			break;
 		case OPT_FOREGROUND:
 			break;
 		case 'v':
@@ -202,6 +247,20 @@ static int parse_options(int argc, char **argv, struct gw_options *o)
 	return 0;
 }
 
+/* Every client may pass descriptors: take all the kernel allows us (the unit sets the hard
+ * limit), so that a flood of them meets our own limits first. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			gw_warn("cannot raise the descriptor limit to %llu: %m, ignoring",
+				(unsigned long long)rl.rlim_max);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	struct gw_options opts;
@@ -213,6 +272,7 @@ int main(int argc, char **argv)
 	gw_log_init(opts.verbose ? LOG_DEBUG : LOG_INFO);
 	gw_log_hook_libevent();
 	setvbuf(stderr, NULL, _IOLBF, 0);
+	raise_fd_limit();
 
 	r = gw_daemon_init(&d, &opts);
 	if (r >= 0)

@@ -34,6 +34,7 @@ struct gw_pid_job {
 	CUresult failed_result;   /* CUDA_SUCCESS when every step worked */
 	const char *failed_call;  /* the entry point that failed */
 	int undone;               /* suspend: unlocked again after a failed checkpoint */
+	int gone;                 /* the process exited before a step */
 	CUresult undo_result;
 	CUprocessState state;
 	int have_state;
@@ -73,6 +74,14 @@ static CUresult run_step(struct gw_pid_job *job, enum gw_op_kind step)
 	CUresult r = CUDA_ERROR_INVALID_VALUE;
 	const char *call = "?";
 
+	/* The step acts on the process pinned at dispatch or on nothing: once it has exited its
+	 * pid may name another process. */
+	if (!gw_pin_alive(&job->p.pin)) {
+		job->gone = 1;
+		step = GW_OP_KIND_COUNT;
+		r = CUDA_ERROR_NOT_FOUND;
+		call = "(the process exited)";
+	}
 	switch (step) {
 	case GW_OP_LOCK: {
 		CUcheckpointLockArgs args = { .timeoutMs = job->p.timeout_ms };
@@ -102,7 +111,7 @@ static CUresult run_step(struct gw_pid_job *job, enum gw_op_kind step)
 	default:
 		break;
 	}
-	if (job->nsteps < GW_OP_MAX_STEPS) {
+	if (job->nsteps < GW_OP_MAX_STEPS && step < GW_OP_KIND_COUNT) {
 		job->steps[job->nsteps].name = gw_op_kind_name(step);
 		job->steps[job->nsteps].ms = gw_now_ms() - start;
 		job->nsteps++;
@@ -122,7 +131,7 @@ static void pid_job_work(void *data)
 	switch (job->p.kind) {
 	case GW_OP_SUSPEND:
 		if (run_step(job, GW_OP_LOCK) == CUDA_SUCCESS &&
-		    run_step(job, GW_OP_CHECKPOINT) != CUDA_SUCCESS) {
+		    run_step(job, GW_OP_CHECKPOINT) != CUDA_SUCCESS && !job->gone) {
 			job->undone = 1;
 			job->undo_result = job->d->cuda->cuCheckpointProcessUnlock(job->p.pid, NULL);
 		}
@@ -133,7 +142,8 @@ static void pid_job_work(void *data)
 		/* Locked already: its restore happened (an earlier resume whose unlock failed, or a
 		 * daemon killed between the two) or it never got as far as a checkpoint (a suspend
 		 * cut short): either way unlocking is what is left to bring it back. */
-		if (job->d->cuda->cuCheckpointProcessGetState(job->p.pid, &state) == CUDA_SUCCESS &&
+		if (gw_pin_alive(&job->p.pin) &&
+		    job->d->cuda->cuCheckpointProcessGetState(job->p.pid, &state) == CUDA_SUCCESS &&
 		    state == CU_PROCESS_STATE_LOCKED) {
 			run_step(job, GW_OP_UNLOCK);
 			break;
@@ -147,7 +157,7 @@ static void pid_job_work(void *data)
 		break;
 	}
 	job->total_ms = gw_now_ms() - start;
-	job->have_state =
+	job->have_state = gw_pin_alive(&job->p.pin) &&
 		job->d->cuda->cuCheckpointProcessGetState(job->p.pid, &job->state) == CUDA_SUCCESS;
 }
 
@@ -270,8 +280,12 @@ static void fail_job(struct gw_pid_job *job)
 			 job->undo_result == CUDA_SUCCESS ?
 				 "it runs on" :
 				 gw_cuda_describe(cuda, job->undo_result, text, sizeof(text)));
-	if (r == CUDA_ERROR_NOT_FOUND)
-		gw_request_fail(job->req, name, extra, "pid %d is not a CUDA process (%s)%s",
+	if (job->gone)
+		gw_request_fail(job->req, GW_ERROR_NO_SUCH_PROCESS, extra,
+				"pid %d exited before the operation was done%s", job->p.pid, tail);
+	else if (r == CUDA_ERROR_NOT_FOUND)
+		gw_request_fail(job->req, GW_ERROR_NOT_CUDA, extra,
+				"pid %d is not a CUDA process (%s): the driver does not know it%s",
 				job->p.pid, job->failed_call, tail);
 	else if (r == CUDA_ERROR_ILLEGAL_STATE)
 		gw_request_fail(job->req, name, extra, "%s(pid %d): the process is %s, which this "
@@ -295,6 +309,7 @@ static void pid_job_done(void *data)
 			break;
 		}
 	count_in_flight(d, job->p.gpu_mask, -1);
+	gw_quota_give(&d->quota, job->p.owner);
 	gw_op_stats_record(stats, job->failed_result == CUDA_SUCCESS, job->total_ms, 0);
 	if (job->failed_result == CUDA_SUCCESS) {
 		gw_info("%s pid %d: %s in %.1f ms", gw_op_kind_name(job->p.kind), job->p.pid,
@@ -307,11 +322,12 @@ static void pid_job_done(void *data)
 			job->p.pid, job->failed_call, job->failed_result);
 		fail_job(job);
 	}
+	gw_pin_close(&job->p.pin);
 	free(job);
 	gw_daemon_gpus_changed(d);
 }
 
-int gw_ops_start(struct gw_daemon *d, struct gw_request *req, const struct gw_pid_op_params *p)
+int gw_ops_start(struct gw_daemon *d, struct gw_request *req, struct gw_pid_op_params *p)
 {
 	struct gw_pid_job *job = calloc(1, sizeof(*job));
 	int r;
@@ -321,11 +337,15 @@ int gw_ops_start(struct gw_daemon *d, struct gw_request *req, const struct gw_pi
 	job->d = d;
 	job->req = req;
 	job->p = *p;
+	job->p.pin.pidfd = -1;
+	gw_pin_move(&job->p.pin, &p->pin);
 	/* Before the driver releases the process's device handles, note which GPUs it uses. */
 	if (p->kind == GW_OP_LOCK || p->kind == GW_OP_SUSPEND)
 		record_source_gpus(d, p->pid);
-	r = gw_worker_submit(d->workers, pid_job_work, pid_job_done, job);
+	r = gw_worker_submit_class(d->workers, p->owner == 0 ? GW_WORK_PRIVILEGED : GW_WORK_USER,
+				   pid_job_work, pid_job_done, job);
 	if (r < 0) {
+		gw_pin_move(&p->pin, &job->p.pin);
 		free(job);
 		return r;
 	}

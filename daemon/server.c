@@ -12,10 +12,11 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 #define GW_READ_CHUNK 65536
-#define GW_CONN_MAX_QUEUED_FDS (2 * GW_FRAME_MAX_FDS)
+#define GW_ACCEPT_PAUSE_MS 1000 /* after EMFILE and friends: stop accepting this long */
 
 struct gw_outframe {
 	struct gw_outframe *next;
@@ -34,8 +35,14 @@ struct gw_conn {
 	struct gw_frame_decoder decoder;
 	char in[GW_READ_CHUNK];
 	size_t in_len, in_pos;
-	int fdq[GW_CONN_MAX_QUEUED_FDS];
+	/* The descriptors of the one frame they arrived with (the kernel hands a batch over with
+	 * the read that holds its frame's first byte), until that frame completes and claims them. */
+	int fdq[GW_FRAME_MAX_FDS];
 	unsigned fdq_len;
+	/* Deadlines are absolute: bytes trickling in do not extend them. */
+	double accepted_ms;    /* Hello must complete within handshake_timeout_ms of this */
+	double frame_start_ms; /* the first byte of the frame being received; 0: none */
+	double last_active_ms; /* the last request answered: the idle timeout counts from here */
 	struct gw_outframe *out_head, *out_tail;
 	size_t out_bytes;
 	int hello_done;
@@ -43,6 +50,7 @@ struct gw_conn {
 	int closing;                /* close once the output is flushed */
 	int dead;                   /* closed; freed when pending completes */
 	int processing;             /* inside conn_process_input */
+	int reaped;                 /* on the graveyard list */
 	struct gw_conn *next_dead;
 	void *data;                 /* the daemon's */
 	/* our outgoing call, if any */
@@ -62,14 +70,31 @@ struct gw_server {
 	char *path; /* ours to unlink, NULL when activated */
 	struct event *accept_ev;
 	struct gw_conn *conns;
-	unsigned nconns;
-	struct gw_conn *graveyard; /* closed, to be freed from the loop */
+	unsigned nconns, nconns_root;
+	/* Closed connections are freed only from here, a loop callback of its own, never while a
+	 * caller up the stack may still hold the pointer. */
+	struct gw_conn *graveyard;
 	struct event *reap_ev;
+	struct event *accept_resume_ev; /* accepting paused after running out of descriptors */
+	unsigned accept_failures;       /* during the current pause episode */
 };
 
 static void conn_close(struct gw_conn *conn, const char *why);
 static void conn_process_input(struct gw_conn *conn);
 static void conn_arm_timer(struct gw_conn *conn);
+
+/* Hand a closed connection to the loop to be freed once every caller has let go of it. */
+static void conn_bury(struct gw_conn *conn)
+{
+	struct gw_server *server = conn->server;
+
+	if (conn->reaped)
+		return;
+	conn->reaped = 1;
+	conn->next_dead = server->graveyard;
+	server->graveyard = conn;
+	event_active(server->reap_ev, EV_TIMEOUT, 0);
+}
 
 /* ---- output ---- */
 
@@ -191,9 +216,11 @@ static void request_done(struct gw_request *req)
 	conn->pending = NULL;
 	request_free(req);
 	if (conn->dead) {
-		conn_free(conn);
+		/* Not freed here: conn_process_input may be up the stack with this conn. */
+		conn_bury(conn);
 		return;
 	}
+	conn->last_active_ms = gw_now_ms();
 	conn_arm_timer(conn);
 	/* A handler that answered at once is inside conn_process_input's loop: it goes on. */
 	if (!conn->processing)
@@ -240,6 +267,8 @@ static void call_finish(struct gw_conn *conn, const struct gw_message *msg, int 
 	conn->call_data = NULL;
 	evtimer_del(conn->call_timer);
 	done(data, msg, fds, nfds);
+	if (!conn->dead)
+		conn_arm_timer(conn);
 }
 
 static void deliver_call_reply(struct gw_conn *conn, const struct gw_message *msg)
@@ -248,8 +277,7 @@ static void deliver_call_reply(struct gw_conn *conn, const struct gw_message *ms
 	unsigned nfds = msg->nfds;
 
 	memcpy(fds, conn->fdq, nfds * sizeof(int));
-	conn->fdq_len -= nfds;
-	memmove(conn->fdq, conn->fdq + nfds, conn->fdq_len * sizeof(int));
+	conn->fdq_len = 0;
 	call_finish(conn, msg, fds, nfds);
 }
 
@@ -292,6 +320,7 @@ int gw_conn_call(struct gw_conn *conn, const char *method, const cJSON *params, 
 	conn->call_done = done;
 	conn->call_data = data;
 	evtimer_add(conn->call_timer, &tv);
+	conn_arm_timer(conn);
 	/* conn_queue closes the conn on failure, which ends the call through conn_close. */
 	if (conn_queue(conn, payload, dup_fds, nfds) < 0)
 		return 0;
@@ -343,42 +372,66 @@ static int handle_hello(struct gw_conn *conn, struct gw_message *msg)
 	return 0;
 }
 
+/*
+ * A frame's descriptors: the batch that arrived with its first byte, exactly as many as its
+ * "fds" member announces. A frame announcing none leaves a batch for a later frame of the same
+ * read; conn_process_input() refuses a batch that no frame claims.
+ */
+static int claim_fds(struct gw_conn *conn, const struct gw_message *msg)
+{
+	if (msg->nfds == 0)
+		return 0;
+	return msg->nfds == conn->fdq_len ? 0 : -EBADMSG;
+}
+
+static void protocol_error(struct gw_conn *conn, uint64_t id, const char *message)
+{
+	send_error(conn, id, GW_ERROR_INVALID_REQUEST, message);
+}
+
 /* One complete frame: parse, check, hand over. Returns < 0 when the connection must close. */
 static int conn_handle_frame(struct gw_conn *conn, char *payload, size_t len)
 {
 	struct gw_request *req;
 	struct gw_message msg;
+	char text[160];
 	int r;
 
 	r = gw_message_parse(payload, len, &msg);
 	free(payload);
 	if (r < 0) {
-		send_error(conn, 0, GW_ERROR_INVALID_REQUEST,
-			   r == -ENOMEM ? "out of memory" : "malformed message");
+		protocol_error(conn, 0, r == -ENOMEM ? "out of memory" : "malformed message");
+		return -EBADMSG;
+	}
+	if (claim_fds(conn, &msg) < 0) {
+		snprintf(text, sizeof(text), "the message announces %u file descriptors but %u "
+			 "came with it", msg.nfds, conn->fdq_len);
+		protocol_error(conn, msg.id, text);
+		gw_message_finish(&msg);
 		return -EBADMSG;
 	}
 	if (msg.kind != GW_MESSAGE_REQUEST) {
-		if (conn->call_done && msg.id == conn->call_id && msg.nfds <= conn->fdq_len) {
+		if (conn->call_done && msg.id == conn->call_id) {
 			deliver_call_reply(conn, &msg);
 			gw_message_finish(&msg);
 			return 0;
 		}
-		send_error(conn, msg.id, GW_ERROR_INVALID_REQUEST, "expected a request");
-		gw_message_finish(&msg);
-		return -EBADMSG;
-	}
-	if (msg.nfds > conn->fdq_len) {
-		send_error(conn, msg.id, GW_ERROR_INVALID_REQUEST,
-			   "the request announces more file descriptors than arrived");
+		protocol_error(conn, msg.id, "expected a request");
 		gw_message_finish(&msg);
 		return -EBADMSG;
 	}
 	if (!conn->hello_done) {
+		if (msg.nfds > 0) {
+			protocol_error(conn, msg.id, GW_METHOD_HELLO " carries no file descriptors");
+			gw_message_finish(&msg);
+			return -EBADMSG;
+		}
 		r = handle_hello(conn, &msg);
 		gw_message_finish(&msg);
-		/* From now on the idle timeout applies, not the handshake's. */
-		if (r == 0 && !conn->dead)
-			conn_arm_timer(conn);
+		if (r == 0 && !conn->dead) {
+			conn->last_active_ms = gw_now_ms();
+			conn_arm_timer(conn); /* from now on the idle timeout applies */
+		}
 		return r;
 	}
 	req = calloc(1, sizeof(*req));
@@ -392,11 +445,18 @@ static int conn_handle_frame(struct gw_conn *conn, char *payload, size_t len)
 	req->peer = conn->peer;
 	req->nfds = msg.nfds;
 	memcpy(req->fds, conn->fdq, msg.nfds * sizeof(int));
-	conn->fdq_len -= msg.nfds;
-	memmove(conn->fdq, conn->fdq + msg.nfds, conn->fdq_len * sizeof(int));
+	if (msg.nfds)
+		conn->fdq_len = 0;
 	conn->pending = req;
 	conn->server->cb.dispatch(conn->server->cb_data, req);
 	return 0;
+}
+
+static void conn_fail_input(struct gw_conn *conn, const char *why)
+{
+	conn->closing = 1;
+	if (conn_flush(conn) < 0 || !conn->out_head)
+		conn_close(conn, why);
 }
 
 static void conn_process_input(struct gw_conn *conn)
@@ -409,30 +469,40 @@ static void conn_process_input(struct gw_conn *conn)
 						  conn->in_len - conn->in_pos, &payload, &len);
 
 		if (n < 0) {
-			send_error(conn, 0, GW_ERROR_INVALID_REQUEST,
-				   n == -EMSGSIZE ? "frame too large" : "bad frame header");
-			conn->closing = 1;
-			if (conn_flush(conn) < 0 || !conn->out_head)
-				conn_close(conn, n == -EMSGSIZE ? "oversized frame" : "bad frame");
+			protocol_error(conn, 0, n == -EMSGSIZE ? "frame too large" : "bad frame header");
+			conn_fail_input(conn, n == -EMSGSIZE ? "oversized frame" : "bad frame");
 			break;
 		}
 		conn->in_pos += (size_t)n;
+		if (payload)
+			conn->frame_start_ms = 0;
+		else if (!gw_frame_decoder_idle(&conn->decoder) && conn->frame_start_ms == 0)
+			conn->frame_start_ms = gw_now_ms();
 		if (payload && conn_handle_frame(conn, payload, len) < 0) {
-			if (conn->dead)
-				return;
-			conn->closing = 1;
-			if (conn_flush(conn) < 0 || !conn->out_head)
-				conn_close(conn, "protocol error");
+			if (!conn->dead)
+				conn_fail_input(conn, "protocol error");
 			break;
 		}
+		/* The first byte of the next frame may already be in: its clock starts now. */
+		if (!conn->dead && conn->in_pos < conn->in_len && conn->frame_start_ms == 0)
+			conn->frame_start_ms = gw_now_ms();
 	}
 	conn->processing = 0;
 	if (conn->dead || conn->closing)
 		return;
+	/* Everything read is consumed and no frame is half-received, yet descriptors are left:
+	 * they came with a frame that did not announce them. */
+	if (!conn->pending && conn->in_pos >= conn->in_len && conn->fdq_len > 0 &&
+	    gw_frame_decoder_idle(&conn->decoder)) {
+		protocol_error(conn, 0, "file descriptors came with a message that announced none");
+		conn_fail_input(conn, "unannounced file descriptors");
+		return;
+	}
 	if (!conn->pending && conn->in_pos >= conn->in_len)
 		event_add(conn->read_ev, NULL);
 	else
 		event_del(conn->read_ev);
+	conn_arm_timer(conn);
 }
 
 static void on_conn_read(evutil_socket_t fd, short what, void *arg)
@@ -446,21 +516,30 @@ static void on_conn_read(evutil_socket_t fd, short what, void *arg)
 	n = gw_recv_with_fds(fd, conn->in, sizeof(conn->in), fds, &nfds);
 	if (n == -EAGAIN)
 		return;
+	if (n == -EMSGSIZE) {
+		/* More than one message may carry: gw_recv_with_fds closed them all. */
+		protocol_error(conn, 0, "too many file descriptors in one message");
+		conn_fail_input(conn, "too many file descriptors");
+		return;
+	}
 	if (n <= 0) {
+		for (unsigned i = 0; n < 0 && i < nfds; i++)
+			close(fds[i]);
 		conn_close(conn, n == 0 ? NULL : "read failed");
 		return;
 	}
-	if (conn->fdq_len + nfds > GW_CONN_MAX_QUEUED_FDS) {
+	if (nfds > 0 && conn->fdq_len > 0) {
+		/* A second batch while the first is unclaimed: one of them was never announced. */
 		for (unsigned i = 0; i < nfds; i++)
 			close(fds[i]);
-		conn_close(conn, "too many file descriptors");
+		protocol_error(conn, 0, "file descriptors came with a message that announced none");
+		conn_fail_input(conn, "unannounced file descriptors");
 		return;
 	}
-	memcpy(conn->fdq + conn->fdq_len, fds, nfds * sizeof(int));
-	conn->fdq_len += nfds;
+	memcpy(conn->fdq, fds, nfds * sizeof(int));
+	conn->fdq_len = nfds;
 	conn->in_len = (size_t)n;
 	conn->in_pos = 0;
-	conn_arm_timer(conn);
 	conn_process_input(conn);
 }
 
@@ -474,39 +553,57 @@ static void on_conn_write(evutil_socket_t fd, short what, void *arg)
 		conn_close(conn, conn->closing ? NULL : "write failed");
 }
 
+/* When the connection must be closed unless something completes first; 0: no limit now. */
+static double conn_deadline(struct gw_conn *conn, const char **ret_why)
+{
+	const struct gw_server_limits *l = &conn->server->limits;
+
+	if (!conn->hello_done) {
+		*ret_why = "no hello in time";
+		return conn->accepted_ms + l->handshake_timeout_ms;
+	}
+	if (conn->pending || conn->call_done)
+		return 0; /* an operation or a call of ours is in flight: each has its own limit */
+	if (conn->frame_start_ms > 0) {
+		*ret_why = "frame not completed in time";
+		return conn->frame_start_ms + l->frame_timeout_ms;
+	}
+	if (conn->server->cb.conn_pinned && conn->server->cb.conn_pinned(conn->server->cb_data, conn))
+		return 0;
+	*ret_why = "idle";
+	return conn->last_active_ms + l->idle_timeout_ms;
+}
+
 static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct gw_conn *conn = arg;
+	const char *why = NULL;
+	double deadline = conn_deadline(conn, &why);
 
 	(void)fd;
 	(void)what;
-	if (conn->pending || conn->call_done) {
-		conn_arm_timer(conn);
+	if (deadline > 0 && gw_now_ms() >= deadline) {
+		conn_close(conn, why);
 		return;
 	}
-	conn_close(conn, !conn->hello_done ? "no hello in time" :
-			 !gw_frame_decoder_idle(&conn->decoder) ? "frame not completed in time" :
-								  "idle");
+	conn_arm_timer(conn);
 }
 
 static void conn_arm_timer(struct gw_conn *conn)
 {
-	const struct gw_server_limits *l = &conn->server->limits;
-	unsigned ms;
+	const char *why = NULL;
+	double deadline = conn_deadline(conn, &why), left;
 	struct timeval tv;
 
-	if (!conn->hello_done)
-		ms = l->handshake_timeout_ms;
-	else if (!gw_frame_decoder_idle(&conn->decoder))
-		ms = l->frame_timeout_ms;
-	else if (conn->server->cb.conn_pinned &&
-		 conn->server->cb.conn_pinned(conn->server->cb_data, conn)) {
+	if (deadline <= 0) {
 		event_del(conn->timer_ev);
 		return;
-	} else
-		ms = l->idle_timeout_ms;
-	tv.tv_sec = ms / 1000;
-	tv.tv_usec = (ms % 1000) * 1000;
+	}
+	left = deadline - gw_now_ms();
+	if (left < 1)
+		left = 1;
+	tv.tv_sec = (time_t)(left / 1000);
+	tv.tv_usec = (suseconds_t)((left - (double)tv.tv_sec * 1000) * 1000);
 	event_add(conn->timer_ev, &tv);
 }
 
@@ -555,14 +652,13 @@ static void conn_close(struct gw_conn *conn, const char *why)
 	if (conn->next)
 		conn->next->prev = conn->prev;
 	server->nconns--;
+	server->nconns_root -= conn->peer.uid == 0;
 	if (server->cb.conn_closed)
 		server->cb.conn_closed(server->cb_data, conn);
-	/* Callers up the stack may still look at conn: free it from the loop, not here. */
-	if (!conn->pending) {
-		conn->next_dead = server->graveyard;
-		server->graveyard = conn;
-		event_active(server->reap_ev, EV_TIMEOUT, 0);
-	}
+	/* Callers up the stack may still look at conn: free it from the loop, not here. A
+	 * pending request keeps it until the request is answered (request_done buries it). */
+	if (!conn->pending)
+		conn_bury(conn);
 }
 
 /* ---- accepting ---- */
@@ -576,14 +672,110 @@ static unsigned clients_of_uid(const struct gw_server *server, uid_t uid)
 	return n;
 }
 
-static void refuse(int fd, const char *message)
+/* Tell a refused client why, in an error frame it can read before we close. */
+static void refuse(int fd, const char *limit, const char *message)
 {
-	char *payload = gw_error_encode(0, GW_ERROR_LIMIT, message, NULL);
+	cJSON *extra = cJSON_CreateObject();
+	char *payload;
 
-	if (payload)
-		(void)gw_send_frame(fd, payload, strlen(payload), NULL, 0);
+	if (extra)
+		cJSON_AddStringToObject(extra, "limit", limit);
+	payload = gw_error_encode(0, GW_ERROR_LIMIT, message, extra);
+	if (payload) {
+		/* Non-blocking: a frame this small fits an empty socket buffer. */
+		size_t len = strlen(payload);
+		uint8_t header[GW_FRAME_HEADER_SIZE];
+		char *buf = malloc(GW_FRAME_HEADER_SIZE + len);
+
+		if (buf && gw_frame_header_encode(len, header) == 0) {
+			memcpy(buf, header, sizeof(header));
+			memcpy(buf + sizeof(header), payload, len);
+			(void)gw_sendmsg_fds(fd, buf, sizeof(header) + len, NULL, 0);
+		}
+		free(buf);
+	}
 	free(payload);
+	cJSON_Delete(extra);
 	close(fd);
+}
+
+/* May a client of uid connect now? NULL, or the limit it hits (message in text). */
+static const char *admission(const struct gw_server *server, uid_t uid, char *text, size_t len)
+{
+	const struct gw_server_limits *l = &server->limits;
+	unsigned users = server->nconns - server->nconns_root;
+	unsigned user_cap = l->max_clients > l->root_reserve ? l->max_clients - l->root_reserve : 0;
+
+	if (server->nconns >= l->max_clients) {
+		snprintf(text, len, "gpu-warmd serves %u clients, its limit (--max-clients %u)",
+			 server->nconns, l->max_clients);
+		return GW_LIMIT_MAX_CLIENTS;
+	}
+	if (uid == 0)
+		return NULL; /* root (CRIU's plugin) is exempt from the rest */
+	if (users >= user_cap) {
+		snprintf(text, len, "gpu-warmd serves %u non-root clients, its limit (--max-clients "
+			 "%u less --root-reserve %u kept for root)", users, l->max_clients,
+			 l->root_reserve);
+		return GW_LIMIT_MAX_CLIENTS;
+	}
+	if (clients_of_uid(server, uid) >= l->max_clients_per_uid) {
+		snprintf(text, len, "uid %u has %u connections to gpu-warmd, its limit "
+			 "(--max-clients-per-uid %u)", (unsigned)uid, l->max_clients_per_uid,
+			 l->max_clients_per_uid);
+		return GW_LIMIT_MAX_CLIENTS_PER_UID;
+	}
+	return NULL;
+}
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_server *server = arg;
+
+	(void)fd;
+	(void)what;
+	if (!server->accept_ev)
+		return;
+	if (server->accept_failures > 1)
+		gw_notice("accepting connections again (%u more failed while paused)",
+			  server->accept_failures - 1);
+	server->accept_failures = 0;
+	event_add(server->accept_ev, NULL);
+}
+
+/* Out of descriptors or memory: the pending connection stays in the backlog and the listening
+ * socket stays readable, so stop watching it for a while instead of spinning; log once. */
+static void pause_accepting(struct gw_server *server, int err)
+{
+	struct timeval tv = { GW_ACCEPT_PAUSE_MS / 1000, (GW_ACCEPT_PAUSE_MS % 1000) * 1000 };
+
+	if (server->accept_failures++ == 0)
+		gw_warn("cannot accept connections: %s; pausing for %d ms", strerror(err),
+			GW_ACCEPT_PAUSE_MS);
+	event_del(server->accept_ev);
+	evtimer_add(server->accept_resume_ev, &tv);
+}
+
+static int conn_setup(struct gw_server *server, struct gw_conn *conn)
+{
+	gw_frame_decoder_init(&conn->decoder, GW_FRAME_MAX_PAYLOAD);
+	conn->read_ev = event_new(server->base, conn->fd, EV_READ | EV_PERSIST, on_conn_read, conn);
+	conn->write_ev = event_new(server->base, conn->fd, EV_WRITE | EV_PERSIST, on_conn_write,
+				   conn);
+	conn->timer_ev = evtimer_new(server->base, on_conn_timer, conn);
+	conn->call_timer = evtimer_new(server->base, on_call_timeout, conn);
+	if (conn->read_ev && conn->write_ev && conn->timer_ev && conn->call_timer)
+		return 0;
+	if (conn->call_timer)
+		event_free(conn->call_timer);
+	if (conn->read_ev)
+		event_free(conn->read_ev);
+	if (conn->write_ev)
+		event_free(conn->write_ev);
+	if (conn->timer_ev)
+		event_free(conn->timer_ev);
+	gw_frame_decoder_finish(&conn->decoder);
+	return -ENOMEM;
 }
 
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
@@ -593,18 +785,23 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
 	(void)what;
 	for (;;) {
 		struct gw_conn *conn;
+		const char *limit;
+		char text[256];
 		socklen_t len;
 		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				pause_accepting(server, errno);
+			else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
 				gw_warn("accept failed: %m, ignoring");
 			return;
 		}
 		conn = calloc(1, sizeof(*conn));
 		if (!conn) {
 			close(fd);
-			continue;
+			pause_accepting(server, ENOMEM);
+			return;
 		}
 		conn->fd = fd;
 		conn->server = server;
@@ -615,45 +812,27 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
 			close(fd);
 			continue;
 		}
-		if (server->nconns >= server->limits.max_clients) {
-			gw_warn("client pid %d refused: %u clients already", conn->peer.pid,
-				server->nconns);
-			refuse(fd, "too many clients");
+		limit = admission(server, conn->peer.uid, text, sizeof(text));
+		if (limit) {
+			gw_warn("client pid %d uid %u refused: %s", conn->peer.pid, conn->peer.uid,
+				text);
+			refuse(fd, limit, text);
 			free(conn);
 			continue;
 		}
-		if (clients_of_uid(server, conn->peer.uid) >= server->limits.max_clients_per_uid) {
-			gw_warn("client pid %d refused: uid %u has %u clients already",
-				conn->peer.pid, conn->peer.uid, server->limits.max_clients_per_uid);
-			refuse(fd, "too many clients for this user");
-			free(conn);
-			continue;
-		}
-		gw_frame_decoder_init(&conn->decoder, GW_FRAME_MAX_PAYLOAD);
-		conn->read_ev = event_new(server->base, fd, EV_READ | EV_PERSIST, on_conn_read, conn);
-		conn->write_ev = event_new(server->base, fd, EV_WRITE | EV_PERSIST, on_conn_write,
-					   conn);
-		conn->timer_ev = evtimer_new(server->base, on_conn_timer, conn);
-		conn->call_timer = evtimer_new(server->base, on_call_timeout, conn);
-		if (!conn->read_ev || !conn->write_ev || !conn->timer_ev || !conn->call_timer) {
-			if (conn->call_timer)
-				event_free(conn->call_timer);
-			if (conn->read_ev)
-				event_free(conn->read_ev);
-			if (conn->write_ev)
-				event_free(conn->write_ev);
-			if (conn->timer_ev)
-				event_free(conn->timer_ev);
-			gw_frame_decoder_finish(&conn->decoder);
+		if (conn_setup(server, conn) < 0) {
 			free(conn);
 			close(fd);
-			continue;
+			pause_accepting(server, ENOMEM);
+			return;
 		}
+		conn->accepted_ms = conn->last_active_ms = gw_now_ms();
 		conn->next = server->conns;
 		if (server->conns)
 			server->conns->prev = conn;
 		server->conns = conn;
 		server->nconns++;
+		server->nconns_root += conn->peer.uid == 0;
 		gw_debug("client pid %d uid %u connected", conn->peer.pid, conn->peer.uid);
 		event_add(conn->read_ev, NULL);
 		conn_arm_timer(conn);
@@ -674,7 +853,12 @@ int gw_server_create(struct event_base *base, const struct gw_server_limits *lim
 	server->cb_data = data;
 	server->listen_fd = -1;
 	server->reap_ev = event_new(base, -1, 0, on_reap, server);
-	if (!server->reap_ev) {
+	server->accept_resume_ev = evtimer_new(base, on_accept_resume, server);
+	if (!server->reap_ev || !server->accept_resume_ev) {
+		if (server->reap_ev)
+			event_free(server->reap_ev);
+		if (server->accept_resume_ev)
+			event_free(server->accept_resume_ev);
 		free(server);
 		return -ENOMEM;
 	}
@@ -691,6 +875,7 @@ void gw_server_destroy(struct gw_server *server)
 		conn_close(server->conns, NULL);
 	reap_closed(server);
 	event_free(server->reap_ev);
+	event_free(server->accept_resume_ev);
 	free(server);
 }
 
@@ -804,6 +989,7 @@ int gw_server_listen(struct gw_server *server, const char *path, mode_t mode, gi
 
 void gw_server_stop_listening(struct gw_server *server)
 {
+	evtimer_del(server->accept_resume_ev);
 	if (server->accept_ev) {
 		event_free(server->accept_ev);
 		server->accept_ev = NULL;

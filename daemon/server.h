@@ -20,12 +20,20 @@
 struct gw_server;
 struct gw_conn;
 
+/*
+ * Every deadline is absolute: the handshake's counts from the accept, a frame's from its first
+ * byte, the idle time from the last answered request; bytes trickling in extend none of them.
+ * Root is exempt from max_clients_per_uid, and root_reserve of max_clients are root's alone, so
+ * CRIU's plugin always gets in. A refused client gets a gpuwarm.Error.LimitReached frame whose
+ * "limit" member names the limit, then the close.
+ */
 struct gw_server_limits {
 	unsigned max_clients;
 	unsigned max_clients_per_uid;
+	unsigned root_reserve;
 	unsigned handshake_timeout_ms; /* Hello must arrive within this */
 	unsigned frame_timeout_ms;     /* a started frame must complete within this */
-	unsigned idle_timeout_ms;      /* no request for this long: closed (unless it holds a lease) */
+	unsigned idle_timeout_ms;      /* no request for this long: closed (unless pinned) */
 	size_t max_output_bytes;       /* unread replies queued beyond this: closed */
 };
 

@@ -14,6 +14,7 @@ struct gw_job {
 	gw_work_fn work;
 	gw_done_fn done;
 	void *data;
+	enum gw_work_class cls;
 	struct gw_job *next;
 };
 
@@ -24,7 +25,8 @@ struct gw_job_queue {
 struct gw_worker_pool {
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
-	struct gw_job_queue todo;     /* protected by lock */
+	struct gw_job_queue todo[2];  /* by class; protected by lock */
+	unsigned running_user;        /* user jobs on threads now; protected by lock */
 	struct gw_job_queue finished; /* protected by lock */
 	int stopping;                 /* protected by lock */
 	unsigned pending;             /* loop thread only */
@@ -56,6 +58,22 @@ static struct gw_job *queue_pop(struct gw_job_queue *q)
 	return job;
 }
 
+/* The next job a free thread may take: privileged ones first; a user job only while another
+ * thread stays free for privileged work. Called with the lock held. */
+static struct gw_job *next_job(struct gw_worker_pool *pool)
+{
+	struct gw_job *job = queue_pop(&pool->todo[GW_WORK_PRIVILEGED]);
+
+	if (job)
+		return job;
+	if (pool->running_user + 1 >= pool->nthreads && pool->nthreads > 1)
+		return NULL;
+	job = queue_pop(&pool->todo[GW_WORK_USER]);
+	if (job)
+		pool->running_user++;
+	return job;
+}
+
 static void *worker_main(void *arg)
 {
 	struct gw_worker_pool *pool = arg;
@@ -63,10 +81,10 @@ static void *worker_main(void *arg)
 
 	pthread_mutex_lock(&pool->lock);
 	for (;;) {
-		struct gw_job *job = queue_pop(&pool->todo);
+		struct gw_job *job = next_job(pool);
 
 		if (!job) {
-			if (pool->stopping)
+			if (pool->stopping && !pool->todo[0].head && !pool->todo[1].head)
 				break;
 			pthread_cond_wait(&pool->wake, &pool->lock);
 			continue;
@@ -74,6 +92,10 @@ static void *worker_main(void *arg)
 		pthread_mutex_unlock(&pool->lock);
 		job->work(job->data);
 		pthread_mutex_lock(&pool->lock);
+		if (job->cls == GW_WORK_USER) {
+			pool->running_user--;
+			pthread_cond_broadcast(&pool->wake); /* a queued user job may go now */
+		}
 		queue_push(&pool->finished, job);
 		if (write(pool->event_fd, &one, sizeof(one)) < 0)
 			gw_warn("worker: cannot signal the event loop: %m, ignoring");
@@ -171,7 +193,8 @@ void gw_worker_pool_destroy(struct gw_worker_pool *pool)
 	free(pool);
 }
 
-int gw_worker_submit(struct gw_worker_pool *pool, gw_work_fn work, gw_done_fn done, void *data)
+int gw_worker_submit_class(struct gw_worker_pool *pool, enum gw_work_class cls, gw_work_fn work,
+			   gw_done_fn done, void *data)
 {
 	struct gw_job *job = calloc(1, sizeof(*job));
 
@@ -180,17 +203,23 @@ int gw_worker_submit(struct gw_worker_pool *pool, gw_work_fn work, gw_done_fn do
 	job->work = work;
 	job->done = done;
 	job->data = data;
+	job->cls = cls == GW_WORK_USER ? GW_WORK_USER : GW_WORK_PRIVILEGED;
 	pthread_mutex_lock(&pool->lock);
 	if (pool->stopping) {
 		pthread_mutex_unlock(&pool->lock);
 		free(job);
 		return -ESHUTDOWN;
 	}
-	queue_push(&pool->todo, job);
-	pthread_cond_signal(&pool->wake);
+	queue_push(&pool->todo[job->cls], job);
+	pthread_cond_broadcast(&pool->wake);
 	pthread_mutex_unlock(&pool->lock);
 	pool->pending++;
 	return 0;
+}
+
+int gw_worker_submit(struct gw_worker_pool *pool, gw_work_fn work, gw_done_fn done, void *data)
+{
+	return gw_worker_submit_class(pool, GW_WORK_PRIVILEGED, work, done, data);
 }
 
 unsigned gw_worker_pending(const struct gw_worker_pool *pool)

@@ -45,6 +45,19 @@
 #define GW_STRING_MAX 4096                /* bytes of any string member a peer may send */
 #define GW_JSON_MAX_DEPTH 16
 
+/* Limits of request members. */
+#define GW_PID_MAX 4194304                /* the kernel's PID_MAX_LIMIT */
+#define GW_LOCK_TIMEOUT_MAX_MS 60000      /* ProcessLock/Suspend "timeout_ms": a lock holds a
+					   * worker thread while it waits */
+
+/* The "limit" member of a gpuwarm.Error.LimitReached error: which limit was hit. */
+#define GW_LIMIT_MAX_CLIENTS "max_clients"               /* --max-clients (less --root-reserve) */
+#define GW_LIMIT_MAX_CLIENTS_PER_UID "max_clients_per_uid" /* --max-clients-per-uid */
+#define GW_LIMIT_MAX_OPS_PER_UID "max_ops_per_uid"       /* --max-ops-per-uid */
+#define GW_LIMIT_LEASES "leases"
+#define GW_LIMIT_IMAGE_POOL "image_pool"                 /* --image-pool-mib */
+#define GW_LIMIT_IMAGE_TABLES "image_tables"             /* an image's tables, non-root */
+
 #define GW_DEFAULT_SOCKET "/run/gpu-warmd/gpu-warmd.sock"
 #define GW_SOCKET_ENV "GPUWARM_SOCKET"
 
@@ -106,6 +119,7 @@
 #define GW_ERROR_LIMIT "gpuwarm.Error.LimitReached"              /* clients, leases, ... */
 #define GW_ERROR_AGENT "gpuwarm.Error.Agent"                   /* the app's agent failed a step */
 #define GW_ERROR_IMAGE "gpuwarm.Error.Image"    /* an image file is bad, or cannot be written */
+#define GW_ERROR_NOT_CUDA "gpuwarm.Error.NotCudaProcess" /* a live process the driver does not know */
 #define GW_ERROR_INTERNAL "gpuwarm.Error.Internal"
 
 /* ---- framing ---- */

@@ -18,7 +18,10 @@
 #include "gw-pidgpu.h"
 #include "gw-test.h"
 #include "hostpool.h"
+#include "imagefd.h"
 #include "lease.h"
+#include "pin.h"
+#include "quota.h"
 #include "worker.h"
 
 static void fake_table(struct gw_gpu *gpus, unsigned n)
@@ -87,17 +90,106 @@ GW_TEST(auth_owner_root_and_strangers)
 {
 	struct ucred me = { .pid = getpid(), .uid = getuid(), .gid = getgid() };
 	struct ucred stranger = { .pid = 1, .uid = 4242, .gid = 4242 };
+	struct ucred other_group = { .pid = 1, .uid = getuid(), .gid = getgid() + 1 };
 	struct ucred root = { .pid = 1, .uid = 0, .gid = 0 };
+	struct gw_pin pin;
 	char why[256];
 
-	GW_ASSERT_INT_EQ(gw_auth_may_act_on_pid(&me, getpid(), why, sizeof(why)), 0);
-	GW_ASSERT_INT_EQ(gw_auth_may_act_on_pid(&root, getpid(), why, sizeof(why)), 0);
-	GW_ASSERT_INT_EQ(gw_auth_may_act_on_pid(&stranger, getpid(), why, sizeof(why)), -EPERM);
+	GW_ASSERT_INT_EQ(gw_pin_open(getpid(), &pin), 0);
+	GW_ASSERT(gw_pin_alive(&pin));
+	GW_ASSERT_INT_EQ(gw_auth_may_act(&me, &pin, why, sizeof(why)), 0);
+	GW_ASSERT_INT_EQ(gw_auth_may_act(&root, &pin, why, sizeof(why)), 0);
+	GW_ASSERT_INT_EQ(gw_auth_may_act(&stranger, &pin, why, sizeof(why)), -EPERM);
 	GW_ASSERT_STR_CONTAINS(why, "only root or the process's owner");
-	GW_ASSERT_INT_EQ(gw_auth_may_act_on_pid(&me, 4000000, why, sizeof(why)), -ESRCH);
-	GW_ASSERT_INT_EQ(gw_auth_may_act_on_pid(&me, 0, why, sizeof(why)), -ESRCH);
+	if (getuid() != 0) {
+		GW_ASSERT_INT_EQ(gw_auth_may_act(&other_group, &pin, why, sizeof(why)), -EPERM);
+		GW_ASSERT_STR_CONTAINS(why, "group ids");
+	}
+	/* Not dumpable: the kernel's ptrace rule refuses the owner too. */
+	pin.dumpable = 0;
+	if (getuid() != 0) {
+		GW_ASSERT_INT_EQ(gw_auth_may_act(&me, &pin, why, sizeof(why)), -EPERM);
+		GW_ASSERT_STR_CONTAINS(why, "not dumpable");
+	}
+	GW_ASSERT_INT_EQ(gw_auth_may_act(&root, &pin, why, sizeof(why)), 0);
+	gw_pin_close(&pin);
+	gw_pin_close(&pin); /* twice is fine */
+	GW_ASSERT(!gw_pin_alive(&pin));
+	GW_ASSERT_INT_EQ(gw_pin_open(4000000, &pin), -ESRCH);
+	GW_ASSERT_INT_EQ(gw_pin_open(0, &pin), -ESRCH);
 	GW_ASSERT(gw_auth_is_root(&root));
 	GW_ASSERT(!gw_auth_is_root(&stranger));
+}
+
+GW_TEST(pin_sees_its_process_exit_and_not_a_successor)
+{
+	struct gw_pin pin;
+	uint64_t start = 0;
+	pid_t child = fork();
+
+	GW_ASSERT(child >= 0);
+	if (child == 0) {
+		pause();
+		_exit(0);
+	}
+	GW_ASSERT_INT_EQ(gw_pin_open(child, &pin), 0);
+	GW_ASSERT_INT_EQ(gw_proc_start_time(child, &start), 0);
+	GW_ASSERT(start == pin.start_time);
+	GW_ASSERT(pin.dumpable);
+	GW_ASSERT(gw_pin_alive(&pin));
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	GW_ASSERT(!gw_pin_alive(&pin));
+	gw_pin_close(&pin);
+}
+
+GW_TEST(quota_counts_per_uid_and_exempts_root)
+{
+	struct gw_quota q;
+
+	gw_quota_init(&q, 2);
+	GW_ASSERT_INT_EQ(gw_quota_take(&q, 1000), 0);
+	GW_ASSERT_INT_EQ(gw_quota_take(&q, 1000), 0);
+	GW_ASSERT_INT_EQ(gw_quota_take(&q, 1000), -EDQUOT);
+	GW_ASSERT_INT_EQ(gw_quota_take(&q, 1001), 0);
+	for (int i = 0; i < 10; i++)
+		GW_ASSERT_INT_EQ(gw_quota_take(&q, 0), 0);
+	GW_ASSERT_INT_EQ(gw_quota_used(&q, 0), 0);
+	gw_quota_give(&q, 1000);
+	GW_ASSERT_INT_EQ(gw_quota_used(&q, 1000), 1);
+	GW_ASSERT_INT_EQ(gw_quota_take(&q, 1000), 0);
+	gw_quota_give(&q, 4242); /* never taken: ignored */
+	gw_quota_finish(&q);
+}
+
+GW_TEST(imagefd_refuses_kernel_interfaces_links_and_strangers)
+{
+	struct ucred me = { .pid = getpid(), .uid = getuid(), .gid = getgid() };
+	struct ucred stranger = { .pid = 1, .uid = 4242, .gid = 4242 };
+	char path[] = "/tmp/gw-imagefd-XXXXXX", link_path[64], why[256];
+	int fd = mkstemp(path), proc;
+
+	GW_ASSERT(fd >= 0);
+	GW_ASSERT_INT_EQ(gw_imagefd_check(fd, &me, GW_IMAGEFD_WRITE, why, sizeof(why)), 0);
+	GW_ASSERT_INT_EQ(gw_imagefd_check(fd, &me, GW_IMAGEFD_READ, why, sizeof(why)), 0);
+	if (getuid() != 0) {
+		GW_ASSERT_INT_EQ(gw_imagefd_check(fd, &stranger, GW_IMAGEFD_WRITE, why, sizeof(why)),
+				 -EPERM);
+	}
+	snprintf(link_path, sizeof(link_path), "%s.link", path);
+	GW_ASSERT_INT_EQ(link(path, link_path), 0);
+	GW_ASSERT_INT_EQ(gw_imagefd_check(fd, &me, GW_IMAGEFD_WRITE, why, sizeof(why)), -EPERM);
+	GW_ASSERT_STR_CONTAINS(why, "hard links");
+	unlink(link_path);
+	GW_ASSERT_INT_EQ(write(fd, "x", 1), 1);
+	GW_ASSERT_INT_EQ(gw_imagefd_check(fd, &me, GW_IMAGEFD_WRITE, why, sizeof(why)), -EINVAL);
+	close(fd);
+	unlink(path);
+	proc = open("/proc/self/oom_score_adj", O_RDWR | O_CLOEXEC);
+	GW_ASSERT(proc >= 0);
+	GW_ASSERT_INT_EQ(gw_imagefd_check(proc, &me, GW_IMAGEFD_READ, why, sizeof(why)), -EPERM);
+	GW_ASSERT_STR_CONTAINS(why, "proc");
+	close(proc);
 }
 
 static void write_file(const char *path, const char *text)

@@ -2,6 +2,7 @@
 /* Integration: the real gpu-warmd on a private socket, driven by warmctl and raw clients, over
  * the fake CUDA driver and the VRAM test app. */
 #include <errno.h>
+#include <grp.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
@@ -541,20 +542,40 @@ GW_TEST(bad_params_are_refused_by_name)
 	gwt_daemon_stop(&d);
 }
 
+/* The per-uid limit binds users, not root (CRIU's plugin must always get in). */
 GW_TEST(clients_per_uid_are_limited)
 {
 	struct gwt_daemon d;
+	pid_t child;
 	int fds[3];
 	cJSON *j;
 
 	gwt_daemon_start(&d, GWT_ARGS("--max-clients-per-uid", "2"));
 	gwt_sleep_ms(50);
-	fds[0] = gwt_connect(&d);
-	fds[1] = gwt_connect(&d);
-	gwt_sleep_ms(100);
-	fds[2] = gwt_connect(&d);
+	fflush(NULL);
+	child = fork();
+	GW_ASSERT(child >= 0);
+	if (child == 0) {
+		if (setgroups(0, NULL) < 0 || setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(126);
+		fds[0] = gwt_connect(&d);
+		fds[1] = gwt_connect(&d);
+		gwt_sleep_ms(100);
+		fds[2] = gwt_connect(&d);
+		j = raw_call(fds[2], "{\"id\":1,\"method\":\"gpuwarm.Hello\",\"params\":{\"version\":1}}");
+		if (!j || strcmp(gwt_json_str(j, "error.name"), GW_ERROR_LIMIT) != 0 ||
+		    strcmp(gwt_json_str(j, "error.limit"), GW_LIMIT_MAX_CLIENTS_PER_UID) != 0 ||
+		    !strstr(gwt_json_str(j, "error.message"), "--max-clients-per-uid"))
+			_exit(1);
+		cJSON_Delete(j);
+		_exit(0);
+	}
+	GW_ASSERT_INT_EQ(wait_code(child), 0);
+	/* Root is exempt: three at once are fine. */
+	for (int i = 0; i < 3; i++)
+		fds[i] = gwt_connect(&d);
 	j = raw_call(fds[2], "{\"id\":1,\"method\":\"gpuwarm.Hello\",\"params\":{\"version\":1}}");
-	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_LIMIT);
+	GW_ASSERT(gwt_json(j, "result.version"));
 	cJSON_Delete(j);
 	for (int i = 0; i < 3; i++)
 		close(fds[i]);
@@ -575,7 +596,7 @@ GW_TEST(not_a_cuda_process)
 	}
 	gwt_daemon_start(&d, NULL);
 	j = gwt_ctl(&d, 1, GWT_ARGS("suspend", gwt_pid(sleeper)));
-	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_NO_SUCH_PROCESS);
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "error.name"), GW_ERROR_NOT_CUDA);
 	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "error.message"), "not a CUDA process");
 	cJSON_Delete(j);
 	kill(sleeper, SIGKILL);

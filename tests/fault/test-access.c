@@ -266,7 +266,7 @@ static int own_process_as_nobody(void *data)
 	kill(own, SIGKILL);
 	waitpid(own, NULL, 0);
 	/* not a CUDA process: the daemon got past the permission check */
-	if (r == 0 || strcmp(err.name, GW_ERROR_NO_SUCH_PROCESS) != 0) {
+	if (r == 0 || strcmp(err.name, GW_ERROR_NOT_CUDA) != 0) {
 		fprintf(stderr, "suspend of nobody's own pid: \"%s\" %s\n", err.name, err.message);
 		return 1;
 	}

@@ -927,10 +927,11 @@ GW_TEST(total_clients_are_limited)
 	GW_ASSERT(n > GW_FRAME_HEADER_SIZE);
 	buf[n] = '\0';
 	GW_ASSERT_STR_CONTAINS(buf + GW_FRAME_HEADER_SIZE, GW_ERROR_LIMIT);
-	GW_ASSERT_STR_CONTAINS(buf + GW_FRAME_HEADER_SIZE, "too many clients");
+	GW_ASSERT_STR_CONTAINS(buf + GW_FRAME_HEADER_SIZE, "--max-clients 2");
+	GW_ASSERT_STR_CONTAINS(buf + GW_FRAME_HEADER_SIZE, "\"limit\":\"max_clients\"");
 	GW_ASSERT(closed_within(fds[2], 1000));
 	close(fds[2]);
-	GW_ASSERT_STR_CONTAINS(gwt_daemon_log(&d), "2 clients already");
+	GW_ASSERT_STR_CONTAINS(gwt_daemon_log(&d), "serves 2 clients, its limit");
 	close(fds[0]);
 	gwt_sleep_ms(100);
 	GW_ASSERT_INT_EQ(gwt_status_ok(&d, NULL), 0);
