@@ -533,6 +533,12 @@ int gw_vimg_pread(int fd, void *buf, size_t len, uint64_t offset)
 
 int gw_vimg_read_fd(int fd, struct gw_vimg *v, char *err, size_t errlen)
 {
+	return gw_vimg_read_fd_max(fd, UINT64_MAX, v, err, errlen);
+}
+
+int gw_vimg_read_fd_max(int fd, uint64_t max_table_bytes, struct gw_vimg *v, char *err,
+			size_t errlen)
+{
 	uint8_t header[GW_VIMG_HEADER_BYTES], *buf;
 	uint64_t table_bytes;
 	struct stat st;
@@ -557,6 +563,10 @@ int gw_vimg_read_fd(int fd, struct gw_vimg *v, char *err, size_t errlen)
 			    "truncated or was extended", (long long)st.st_size,
 			    (unsigned long long)v->file_bytes);
 	table_bytes = gw_vimg_table_bytes(v);
+	if (table_bytes > max_table_bytes) {
+		fail(err, errlen, "its tables are %llu MiB", (unsigned long long)(table_bytes >> 20));
+		return -E2BIG;
+	}
 	buf = malloc(GW_VIMG_HEADER_BYTES + (size_t)table_bytes);
 	if (!buf)
 		return -ENOMEM;

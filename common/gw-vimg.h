@@ -131,6 +131,9 @@ uint64_t gw_vimg_table_bytes(const struct gw_vimg *v);
 /* Read and check a whole image file's header and tables (the data is read by the caller): a
  * regular file whose size is the header's. */
 int gw_vimg_read_fd(int fd, struct gw_vimg *v, char *err, size_t errlen);
+/* The same, refusing (-E2BIG, before allocating) an image whose tables exceed max_table_bytes. */
+int gw_vimg_read_fd_max(int fd, uint64_t max_table_bytes, struct gw_vimg *v, char *err,
+			size_t errlen);
 
 void gw_vimg_clear(struct gw_vimg *v);
 

@@ -29,6 +29,9 @@
 #define GW_FREEZE_TIMEOUT_MS 5000
 #define GW_FAST_MAX_RANGES 4096
 #define GW_FAST_MAX_STEPS 16
+/* A non-root caller's image may have tables of at most this much: a 141 GB GPU in the smallest
+ * chunks needs ~40 MiB. */
+#define GW_FAST_USER_TABLE_MAX (64u << 20)
 
 enum fast_kind { FAST_SUSPEND, FAST_RESUME };
 
@@ -62,6 +65,10 @@ struct gw_fast_op {
 	int locked;       /* locked by us right now */
 	int failed;       /* an error is being handled; finish() reports it */
 	int need_restore; /* resume: the driver restore runs after the fill */
+	int touched;      /* resume: the process's driver state was acted on */
+	struct gw_image *parsed; /* resume from a file: read on a worker, taken on the loop */
+	int parse_error;
+	char parse_err[256];
 	char error_name[64];
 	char error[512];
 	cJSON *error_extra;
@@ -723,6 +730,14 @@ static void finish(struct gw_fast_op *op)
 	if (op->kind == FAST_SUSPEND && op->failed && !op->released && op->image &&
 	    op->image->fd >= 0 && ftruncate(op->image->fd, 0) < 0)
 		gw_debug("truncating the failed image: %s", strerror(errno));
+	/* A resume that failed before acting on the process leaves it as it was: an image read
+	 * from a file for it is not attached (the file is still there); one held already stays. */
+	if (op->kind == FAST_RESUME && op->failed && !op->touched && op->image != op->agent->image) {
+		image_free(d, op->image);
+		op->image = NULL;
+		op->released = 0;
+	}
+	image_free(d, op->parsed);
 	/* Where the VRAM's only copy is the image, keep it for the next resume; else drop it. */
 	if (op->released && op->agent->image != op->image) {
 		image_free(d, op->agent->image);
@@ -849,6 +864,7 @@ static void resume_have_tid(struct gw_fast_op *op)
 		return;
 	}
 	step_done(op, "freeze");
+	op->touched = 1;
 	run(op, work_restore_unlock, resume_unlocked);
 }
 
@@ -1308,31 +1324,57 @@ int gw_fast_suspend(struct gw_daemon *d, struct gw_request *req, pid_t pid,
 	return 0;
 }
 
-/* The image a resume restores: the one held for the process, or the file given (the same
- * image held here is used instead of reading the file). */
-static int resume_image(struct gw_fast_op *op, int image_fd)
+/* A resume from a file: its header and tables are read and checked on a worker, never on the
+ * loop (a valid image's tables can be hundreds of MiB); a non-root caller's are bounded. */
+static void work_read_image(struct gw_fast_op *op, struct op_job *job)
+{
+	struct gw_image *image = calloc(1, sizeof(*image));
+	uint64_t max_tables = op->owner == 0 ? UINT64_MAX : GW_FAST_USER_TABLE_MAX;
+
+	(void)job;
+	op->parse_error = 0;
+	if (!image) {
+		op->parse_error = -ENOMEM;
+		return;
+	}
+	image->fd = -1;
+	op->parse_error = gw_vimg_read_fd_max(op->image_fd, max_tables, &image->v, op->parse_err,
+					      sizeof(op->parse_err));
+	if (op->parse_error < 0) {
+		gw_vimg_clear(&image->v);
+		free(image);
+		return;
+	}
+	image->fd = op->image_fd;
+	op->image_fd = -1;
+	op->parsed = image;
+}
+
+/* The image read from the file is the one to restore, or the same image already held here (then
+ * the held one is used: in memory, or our own fd of the file). The process is not touched when
+ * it is refused. */
+static int resume_image_take(struct gw_fast_op *op)
 {
 	struct gw_agent *a = op->agent;
-	struct gw_image *image;
-	char err[256] = "";
-	int r;
+	struct gw_image *image = op->parsed;
 
-	if (image_fd < 0) {
-		op->image = a->image;
-		return 0;
-	}
-	image = calloc(1, sizeof(*image));
+	op->parsed = NULL;
 	if (!image) {
-		close(image_fd);
-		set_error(op, GW_ERROR_INTERNAL, "out of memory");
-		return -ENOMEM;
-	}
-	image->fd = image_fd;
-	r = gw_vimg_read_fd(image_fd, &image->v, err, sizeof(err));
-	if (r < 0) {
-		set_error(op, GW_ERROR_IMAGE, "the image file cannot be used: %s",
-			  err[0] ? err : strerror(-r));
-		image_free(op->d, image);
+		int r = op->parse_error ? op->parse_error : -EIO;
+
+		if (r == -E2BIG) {
+			cJSON *extra = cJSON_CreateObject();
+
+			if (extra)
+				cJSON_AddStringToObject(extra, "limit", GW_LIMIT_IMAGE_TABLES);
+			op->error_extra = extra;
+			set_error(op, GW_ERROR_LIMIT, "the image's tables exceed the %u MiB a non-root "
+				  "caller may have read: %s", GW_FAST_USER_TABLE_MAX >> 20,
+				  op->parse_err);
+		} else {
+			set_error(op, GW_ERROR_IMAGE, "the image file cannot be used: %s",
+				  op->parse_err[0] ? op->parse_err : strerror(-r));
+		}
 		return r;
 	}
 	if (a->image && memcmp(a->image->v.id, image->v.id, sizeof(image->v.id)) == 0) {
@@ -1368,6 +1410,17 @@ static int resume_image(struct gw_fast_op *op, int image_fd)
 	return 0;
 }
 
+static void resume_image_read(struct gw_fast_op *op)
+{
+	if (resume_image_take(op) < 0) {
+		op->released = 0; /* nothing was taken from the process */
+		finish(op);
+		return;
+	}
+	step_done(op, "read image");
+	resume_fill(op);
+}
+
 int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid,
 		   struct gw_fast_params *p)
 {
@@ -1382,12 +1435,13 @@ int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid,
 	op->need_restore = 1;
 	op->timeout_ms = 10000;
 	op->caller_froze = p->caller_froze;
-	if (resume_image(op, p->image_fd) < 0) {
-		op->released = 0; /* nothing was taken from the process */
-		finish(op);
+	if (p->image_fd < 0) {
+		op->image = op->agent->image;
+		resume_fill(op);
 		return 0;
 	}
-	resume_fill(op);
+	op->image_fd = p->image_fd;
+	run(op, work_read_image, resume_image_read);
 	return 0;
 }
 
