@@ -67,6 +67,7 @@ struct gw_pid_job;
 struct gw_pid_record;
 struct gw_fast_op;
 struct gw_agent;
+struct gw_prefill;
 
 struct gw_daemon {
 	struct event_base *base;
@@ -89,6 +90,7 @@ struct gw_daemon {
 	struct gw_pid_record *pid_records; /* GPUs seen per locked process */
 	struct gw_agent *agents;       /* shimmed processes (fastpath.c) */
 	struct gw_fast_op *fast_ops;   /* fast-path operations in flight */
+	struct gw_prefill *prefills;   /* VRAM filled ahead of a resume (fastpath.c) */
 	struct gw_hostpool hostpool;   /* pinned memory for VRAM images */
 	int hostpool_started;
 	int hostpool_pending;          /* being pinned at start-up */

@@ -33,7 +33,31 @@
  * chunks needs ~40 MiB. */
 #define GW_FAST_USER_TABLE_MAX (64u << 20)
 
-enum fast_kind { FAST_SUSPEND, FAST_RESUME };
+enum fast_kind { FAST_SUSPEND, FAST_RESUME, FAST_PREFILL };
+
+/*
+ * A prefill: an image file's VRAM created, filled and checked ahead of its resume (CRIU's plugin
+ * asks at POST_FORKING, while CRIU restores the process's memory), held as exported allocations
+ * until a Resume of the same file (same inode, same image id) takes them, or it expires.
+ */
+struct gw_prefill {
+	struct gw_prefill *next;
+	struct gw_daemon *d;
+	dev_t dev;
+	ino_t ino;
+	uint8_t id[16];
+	int have_id;
+	int ready;                 /* filled: fds hold the VRAM */
+	int *fds;
+	size_t nfds;
+	uint64_t vram_bytes, data_bytes;
+	double fill_ms;
+	struct gw_fast_op *filling; /* the prefill operation, while it runs */
+	struct gw_fast_op *waiter;  /* a resume of the same image waiting for it */
+	struct event *expiry;
+};
+
+#define GW_PREFILL_TTL_S 120
 
 struct gw_fast_op {
 	struct gw_fast_op *next;
@@ -67,6 +91,8 @@ struct gw_fast_op {
 	int need_restore; /* resume: the driver restore runs after the fill */
 	int touched;      /* resume: the process's driver state was acted on */
 	struct gw_image *parsed; /* resume from a file: read on a worker, taken on the loop */
+	struct gw_prefill *prefill; /* FAST_PREFILL: the record it fills */
+	double prefill_ms;          /* resume: the fill was done ahead, in this long */
 	int parse_error;
 	char parse_err[256];
 	char error_name[64];
@@ -656,6 +682,10 @@ static cJSON *op_result(struct gw_fast_op *op, const char *state)
 		if (strcmp(op->steps[i].name, "copy") == 0 || strcmp(op->steps[i].name, "fill") == 0)
 			copy_ms = op->steps[i].ms;
 	}
+	if (op->prefill_ms > 0) {
+		cJSON_AddBoolToObject(result, "prefilled", 1);
+		cJSON_AddNumberToObject(result, "prefill_ms", op->prefill_ms);
+	}
 	/* Of "copy" or "fill": the data bytes that crossed the link (zero chunks did not). */
 	if (copy_ms > 0 && v)
 		cJSON_AddNumberToObject(result, "copy_gb_per_s", (double)v->data_bytes / 1e6 / copy_ms);
@@ -690,9 +720,16 @@ static void remember_speeds(struct gw_fast_op *op)
 	d->speeds.restore_fixed_ms = fixed_ms;
 }
 
+static void prefill_done(struct gw_fast_op *op);
+
 static void finish(struct gw_fast_op *op)
 {
 	struct gw_daemon *d = op->d;
+
+	if (op->kind == FAST_PREFILL) {
+		prefill_done(op);
+		return;
+	}
 	struct gw_op_stats *stats = &d->stats[op->kind == FAST_SUSPEND ? GW_OP_SUSPEND : GW_OP_RESUME];
 	double total = gw_now_ms() - op->start_ms;
 
@@ -880,6 +917,10 @@ static void resume_filled(struct gw_fast_op *op)
 	}
 	if (!op->failed)
 		step_done(op, "fill");
+	if (op->kind == FAST_PREFILL) {
+		finish(op);
+		return;
+	}
 	if (!op->need_restore) {
 		op->mapped = 0;
 		map_next(op);
@@ -1324,6 +1365,272 @@ int gw_fast_suspend(struct gw_daemon *d, struct gw_request *req, pid_t pid,
 	return 0;
 }
 
+/* ---- prefill ---- */
+
+static void prefill_free(struct gw_prefill *pf)
+{
+	struct gw_daemon *d = pf->d;
+
+	for (struct gw_prefill **p = &d->prefills; *p; p = &(*p)->next)
+		if (*p == pf) {
+			*p = pf->next;
+			break;
+		}
+	for (size_t i = 0; i < pf->nfds; i++)
+		if (pf->fds[i] >= 0)
+			close(pf->fds[i]);
+	free(pf->fds);
+	if (pf->expiry)
+		event_free(pf->expiry);
+	free(pf);
+}
+
+static void on_prefill_expiry(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_prefill *pf = arg;
+
+	(void)fd;
+	(void)what;
+	gw_info("prefilled VRAM (%.1f MiB) not claimed by a resume within %d s: released",
+		(double)pf->vram_bytes / 1048576.0, GW_PREFILL_TTL_S);
+	prefill_free(pf);
+}
+
+static struct gw_prefill *prefill_find(struct gw_daemon *d, dev_t dev, ino_t ino)
+{
+	for (struct gw_prefill *pf = d->prefills; pf; pf = pf->next)
+		if (pf->dev == dev && pf->ino == ino)
+			return pf;
+	return NULL;
+}
+
+static void resume_filled(struct gw_fast_op *op);
+static void resume_fill(struct gw_fast_op *op);
+
+/* The prefilled VRAM becomes the resume's, as if its own fill had made it. */
+static void prefill_hand_over(struct gw_prefill *pf, struct gw_fast_op *op)
+{
+	close_fds(op);
+	op->fds = pf->fds;
+	op->nfds = pf->nfds;
+	pf->fds = NULL;
+	pf->nfds = 0;
+	op->prefill_ms = pf->fill_ms > 0 ? pf->fill_ms : 0.001;
+	op->job_error = 0;
+	gw_info("resume of pid %d takes VRAM prefilled in %.1f ms", op->pid, pf->fill_ms);
+	prefill_free(pf);
+	resume_filled(op);
+}
+
+/* A resume from a file that was prefilled (the same inode holding the same image): 1 when its
+ * VRAM comes from the prefill (now, or once the fill running for it ends), 0 otherwise. */
+static int prefill_claim(struct gw_fast_op *op)
+{
+	struct gw_prefill *pf;
+	struct stat st;
+
+	if (!op->image || op->image->fd < 0 || fstat(op->image->fd, &st) < 0)
+		return 0;
+	pf = prefill_find(op->d, st.st_dev, st.st_ino);
+	if (!pf || (pf->have_id && memcmp(pf->id, op->image->v.id, sizeof(pf->id)) != 0))
+		return 0;
+	if (!pf->ready) {
+		if (pf->waiter)
+			return 0;
+		pf->waiter = op;
+		gw_info("resume of pid %d waits for the prefill of its image", op->pid);
+		return 1;
+	}
+	if (pf->nfds != op->image->v.nranges)
+		return 0;
+	prefill_hand_over(pf, op);
+	return 1;
+}
+
+static void prefill_image_read(struct gw_fast_op *op)
+{
+	struct gw_image *image = op->parsed;
+
+	op->parsed = NULL;
+	if (!image) {
+		set_error(op, GW_ERROR_IMAGE, "the image file cannot be used: %s",
+			  op->parse_err[0] ? op->parse_err : strerror(-op->parse_error));
+		finish(op);
+		return;
+	}
+	op->image = image;
+	for (uint32_t i = 0; i < image->v.nranges; i++) {
+		struct gw_gpu *g = range_gpu(op->d, &image->v.ranges[i]);
+
+		if (!g || g->state != GW_GPU_READY) {
+			set_error(op, GW_ERROR_DRAINING, "the image has VRAM of GPU #%u of the "
+				  "process, which is %s here", image->v.ranges[i].app_device,
+				  g ? gw_gpu_state_name(g->state) : "not on this host");
+			finish(op);
+			return;
+		}
+	}
+	memcpy(op->prefill->id, image->v.id, sizeof(op->prefill->id));
+	op->prefill->have_id = 1;
+	op->gpu_mask = op_gpus(op);
+	for (unsigned i = 0; i < op->d->ngpus; i++)
+		if (op->gpu_mask & ((uint64_t)1 << i))
+			op->d->gpus[i].in_flight++;
+	step_done(op, "read image");
+	resume_fill(op);
+}
+
+static void work_read_image(struct gw_fast_op *op, struct op_job *job);
+
+int gw_fast_prefill(struct gw_daemon *d, struct gw_request *req, int image_fd)
+{
+	struct gw_prefill *pf;
+	struct gw_fast_op *op;
+	struct stat st;
+
+	if (fstat(image_fd, &st) < 0) {
+		close(image_fd);
+		return -errno;
+	}
+	if (prefill_find(d, st.st_dev, st.st_ino)) {
+		cJSON *result = cJSON_CreateObject();
+
+		close(image_fd);
+		if (result)
+			cJSON_AddBoolToObject(result, "already", 1);
+		gw_request_reply(req, result);
+		return 0;
+	}
+	pf = calloc(1, sizeof(*pf));
+	op = calloc(1, sizeof(*op));
+	if (!pf || !op) {
+		free(pf);
+		free(op);
+		close(image_fd);
+		return -ENOMEM;
+	}
+	pf->d = d;
+	pf->dev = st.st_dev;
+	pf->ino = st.st_ino;
+	pf->filling = op;
+	pf->next = d->prefills;
+	d->prefills = pf;
+	op->d = d;
+	op->req = req;
+	op->kind = FAST_PREFILL;
+	op->pin.pidfd = -1;
+	op->image_fd = image_fd;
+	op->prefill = pf;
+	pthread_mutex_init(&op->job_lock, NULL);
+	op->start_ms = op->step_start_ms = gw_now_ms();
+	op->next = d->fast_ops;
+	d->fast_ops = op;
+	gw_info("prefill of a VRAM image (inode %llu) for a restore to come",
+		(unsigned long long)st.st_ino);
+	run(op, work_read_image, prefill_image_read);
+	return 0;
+}
+
+static cJSON *prefill_result(const struct gw_fast_op *op, const struct gw_prefill *pf)
+{
+	cJSON *result = cJSON_CreateObject(), *steps;
+
+	if (!result)
+		return NULL;
+	cJSON_AddStringToObject(result, "operation", "prefill");
+	cJSON_AddNumberToObject(result, "duration_ms", pf->fill_ms);
+	cJSON_AddNumberToObject(result, "ranges", (double)pf->nfds);
+	cJSON_AddNumberToObject(result, "vram_bytes", (double)pf->vram_bytes);
+	cJSON_AddNumberToObject(result, "data_bytes", (double)pf->data_bytes);
+	cJSON_AddNumberToObject(result, "expires_s", GW_PREFILL_TTL_S);
+	steps = cJSON_AddArrayToObject(result, "steps");
+	for (unsigned i = 0; steps && i < op->nsteps; i++) {
+		cJSON *st = cJSON_CreateObject();
+
+		if (!st)
+			break;
+		cJSON_AddStringToObject(st, "step", op->steps[i].name);
+		cJSON_AddNumberToObject(st, "duration_ms", op->steps[i].ms);
+		cJSON_AddItemToArray(steps, st);
+	}
+	return result;
+}
+
+static void prefill_done(struct gw_fast_op *op)
+{
+	struct gw_daemon *d = op->d;
+	struct gw_prefill *pf = op->prefill;
+	struct gw_fast_op *waiter = pf->waiter;
+	struct timeval ttl = { GW_PREFILL_TTL_S, 0 };
+
+	for (struct gw_fast_op **p = &d->fast_ops; *p; p = &(*p)->next)
+		if (*p == op) {
+			*p = op->next;
+			break;
+		}
+	for (unsigned i = 0; i < d->ngpus; i++)
+		if (op->gpu_mask & ((uint64_t)1 << i))
+			d->gpus[i].in_flight--;
+	pf->filling = NULL;
+	pf->waiter = NULL;
+	if (!op->failed && op->job_error) {
+		set_error(op, image_errno(op->job_error) ? GW_ERROR_IMAGE : GW_ERROR_CUDA,
+			  "prefilling VRAM failed: %s", op->job_err);
+	}
+	if (op->failed) {
+		gw_warn("prefill failed: %s", op->error);
+		gw_request_fail(op->req, op->error_name, op->error_extra, "%s", op->error);
+		prefill_free(pf);
+		if (waiter)
+			resume_fill(waiter); /* it fills on its own */
+	} else {
+		pf->fds = op->fds;
+		pf->nfds = op->nfds;
+		op->fds = NULL;
+		op->nfds = 0;
+		pf->ready = 1;
+		pf->fill_ms = gw_now_ms() - op->start_ms;
+		pf->vram_bytes = op->image->v.vram_bytes;
+		pf->data_bytes = op->image->v.data_bytes;
+		pf->expiry = evtimer_new(d->base, on_prefill_expiry, pf);
+		if (pf->expiry)
+			evtimer_add(pf->expiry, &ttl);
+		gw_info("prefilled %.1f MiB of VRAM (%.1f MiB of data) in %.1f ms",
+			(double)pf->vram_bytes / 1048576.0, (double)pf->data_bytes / 1048576.0,
+			pf->fill_ms);
+		gw_request_reply(op->req, prefill_result(op, pf));
+		if (waiter)
+			prefill_hand_over(pf, waiter);
+	}
+	close_fds(op);
+	export_list_free(op);
+	image_free(d, op->image);
+	image_free(d, op->parsed);
+	if (op->image_fd >= 0)
+		close(op->image_fd);
+	pthread_mutex_destroy(&op->job_lock);
+	free(op);
+	gw_daemon_gpus_changed(d);
+}
+
+cJSON *gw_fast_prefills_status(struct gw_daemon *d)
+{
+	cJSON *array = cJSON_CreateArray();
+
+	for (struct gw_prefill *pf = d->prefills; array && pf; pf = pf->next) {
+		cJSON *o = cJSON_CreateObject();
+
+		if (!o)
+			break;
+		cJSON_AddBoolToObject(o, "ready", pf->ready);
+		cJSON_AddNumberToObject(o, "vram_bytes", (double)pf->vram_bytes);
+		cJSON_AddNumberToObject(o, "ranges", (double)pf->nfds);
+		cJSON_AddBoolToObject(o, "waited_for", pf->waiter != NULL);
+		cJSON_AddItemToArray(array, o);
+	}
+	return array;
+}
+
 /* A resume from a file: its header and tables are read and checked on a worker, never on the
  * loop (a valid image's tables can be hundreds of MiB); a non-root caller's are bounded. */
 static void work_read_image(struct gw_fast_op *op, struct op_job *job)
@@ -1418,6 +1725,8 @@ static void resume_image_read(struct gw_fast_op *op)
 		return;
 	}
 	step_done(op, "read image");
+	if (prefill_claim(op))
+		return; /* the VRAM was filled ahead, or is being filled: it comes from there */
 	resume_fill(op);
 }
 
@@ -1805,6 +2114,8 @@ cJSON *gw_fast_status(struct gw_daemon *d, const struct ucred *peer, unsigned *r
 
 void gw_fast_finish(struct gw_daemon *d)
 {
+	while (d->prefills)
+		prefill_free(d->prefills);
 	while (d->agents)
 		agent_remove(d, d->agents);
 }

@@ -92,6 +92,10 @@ int gw_fast_suspend(struct gw_daemon *d, struct gw_request *req, pid_t pid,
  * restored (checked first; the process is not touched if it is bad). */
 int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid,
 		   struct gw_fast_params *p);
+/* gpuwarm.Prefill (root): read, create and fill the image file's VRAM ahead of the Resume of
+ * the same file, which then only restores and maps. Takes image_fd. */
+int gw_fast_prefill(struct gw_daemon *d, struct gw_request *req, int image_fd);
+cJSON *gw_fast_prefills_status(struct gw_daemon *d);
 /* Status "processes": one object per agent; a non-root peer sees only its own, and
  * *ret_others counts the rest. */
 cJSON *gw_fast_status(struct gw_daemon *d, const struct ucred *peer, unsigned *ret_others);

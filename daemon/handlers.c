@@ -222,6 +222,8 @@ static void handle_status(struct gw_daemon *d, struct gw_request *req)
 			cJSON_AddNumberToObject(o, "leases", other_leases);
 		}
 	}
+	if (req->peer.uid == 0)
+		cJSON_AddItemToObject(result, "prefills", gw_fast_prefills_status(d));
 	o = cJSON_AddObjectToObject(result, "image_pool");
 	if (o) {
 		cJSON_AddNumberToObject(o, "bytes", (double)gw_hostpool_total_bytes(&d->hostpool));
@@ -575,7 +577,7 @@ static int take_image_fd(struct gw_request *req, enum gw_op_kind kind)
 		return -1;
 	if (kind != GW_OP_SUSPEND && kind != GW_OP_RESUME) {
 		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL,
-				"\"image_fd\" is for Suspend and Resume only");
+				"\"image_fd\" is for Suspend, Resume and Prefill only");
 		return -2;
 	}
 	if (gw_json_get_u64(req->msg.body, "image_fd", 0, GW_FRAME_MAX_FDS - 1, &index) < 0 ||
@@ -866,6 +868,30 @@ static void handle_resume(struct gw_daemon *d, struct gw_request *req)
 	start_pid_op(d, req, GW_OP_RESUME);
 }
 
+/* CRIU's plugin, at POST_FORKING of a restore: fill the VRAM of the image file now, while CRIU
+ * restores the process's memory; the Resume of the same file at RESUME_DEVICES_LATE takes it. */
+static void handle_prefill(struct gw_daemon *d, struct gw_request *req)
+{
+	int image_fd, r;
+
+	if (!d->cuda || !d->driver_ready) {
+		gw_request_fail(req, GW_ERROR_DRIVER_UNAVAILABLE, NULL, "%s", d->driver_error);
+		return;
+	}
+	image_fd = take_image_fd(req, GW_OP_RESUME);
+	if (image_fd == -1) {
+		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL,
+				GW_METHOD_PREFILL " needs \"image_fd\"");
+		return;
+	}
+	if (image_fd < -1)
+		return;
+	r = gw_fast_prefill(d, req, image_fd);
+	if (r < 0)
+		gw_request_fail(req, GW_ERROR_INTERNAL, NULL, "cannot start the prefill: %s",
+				strerror(-r));
+}
+
 static const struct handler handlers[] = {
 	{ GW_METHOD_STATUS, handle_status, 0 },
 	{ GW_METHOD_DRAIN, handle_drain, NEEDS_ROOT },
@@ -879,6 +905,7 @@ static const struct handler handlers[] = {
 	{ GW_METHOD_PROCESS_UNLOCK, handle_unlock, 0 },
 	{ GW_METHOD_SUSPEND, handle_suspend, 0 },
 	{ GW_METHOD_RESUME, handle_resume, 0 },
+	{ GW_METHOD_PREFILL, handle_prefill, NEEDS_ROOT },
 	{ GW_METHOD_AGENT_ATTACH, gw_fast_handle_attach, 0 },
 	{ GW_METHOD_AGENT_UPDATE, gw_fast_handle_update, 0 },
 };

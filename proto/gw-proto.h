@@ -75,6 +75,8 @@
 #define GW_METHOD_PROCESS_UNLOCK "gpuwarm.ProcessUnlock"  /* {pid} -> same */
 #define GW_METHOD_SUSPEND "gpuwarm.Suspend"               /* {pid, timeout_ms?} -> {pid, state, steps} */
 #define GW_METHOD_RESUME "gpuwarm.Resume"                 /* {pid, gpu?, gpu_pairs?} -> {pid, state, steps} */
+#define GW_METHOD_PREFILL "gpuwarm.Prefill"  /* root: {image_fd} -> {vram_bytes, data_bytes, steps}:
+					     * fill an image file's VRAM ahead of its Resume */
 
 /*
  * The in-process shim's agent channel (fast VRAM path). An agent thread in a shimmed app connects,

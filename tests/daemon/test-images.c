@@ -469,4 +469,77 @@ GW_TEST(image_of_another_users_file_is_written_with_pwrite)
 	gwt_daemon_stop(&d);
 }
 
+/* gpuwarm.Prefill (CRIU's plugin at POST_FORKING): the image's VRAM is filled ahead, and the
+ * resume of the same file only restores and maps. */
+static cJSON *prefill(const struct gwt_daemon *d, const char *path, struct gw_client_error *err)
+{
+	struct gw_client *c;
+	cJSON *params = cJSON_CreateObject(), *result = NULL;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), r;
+
+	GW_ASSERT(fd >= 0 && params);
+	cJSON_AddNumberToObject(params, "image_fd", 0);
+	GW_ASSERT_INT_EQ(gw_client_connect(d->socket, "gwt-prefill", 5000, &c, err), 0);
+	r = gw_client_call(c, GW_METHOD_PREFILL, params, &fd, 1, 20000, &result, NULL, NULL, err);
+	gw_client_close(c);
+	cJSON_Delete(params);
+	close(fd);
+	return r == 0 ? result : NULL;
+}
+
+GW_TEST(prefill_fills_ahead_of_the_resume)
+{
+	const char *path = image_path("prefill.img");
+	struct gw_client_error err;
+	struct gwt_daemon d;
+	struct gwt_app app;
+	cJSON *j;
+
+	gwt_daemon_start(&d, GWT_ARGS("--chunk-kib", "1024"));
+	start_sparse_app(&d, &app);
+	cJSON_Delete(suspend_to(&d, &app, path));
+	j = prefill(&d, path, &err);
+	if (!j)
+		GW_FAIL("prefill: %s %s", err.name, err.message);
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "data_bytes"), 64 * MIB);
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "vram_bytes"), 160 * MIB);
+	cJSON_Delete(j);
+	/* A second prefill of the same file is a no-op. */
+	j = prefill(&d, path, &err);
+	GW_ASSERT(j && cJSON_IsTrue(gwt_json(j, "already")));
+	cJSON_Delete(j);
+	GW_ASSERT_INT_EQ(gwt_status_ok(&d, &j), 0);
+	GW_ASSERT(cJSON_IsTrue(gwt_json(j, "prefills.0.ready")));
+	cJSON_Delete(j);
+
+	j = gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid), "--image", path));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.state"), "running");
+	GW_ASSERT(cJSON_IsTrue(gwt_json(j, "result.prefilled")));
+	cJSON_Delete(j);
+	verify(&app);
+	GW_ASSERT_INT_EQ(gwt_status_ok(&d, &j), 0);
+	GW_ASSERT(gwt_json(j, "prefills") && cJSON_GetArraySize(gwt_json(j, "prefills")) == 0);
+	cJSON_Delete(j);
+
+	/* A bad image is refused by the prefill, and the resume still works from the file. */
+	cJSON_Delete(suspend_to(&d, &app, image_path("prefill2.img")));
+	{
+		char junk[4096];
+		int fd = open(image_path("junk.img"), O_RDWR | O_CREAT | O_EXCL, 0600);
+
+		memset(junk, 0x5a, sizeof(junk));
+		GW_ASSERT(fd >= 0 && write(fd, junk, sizeof(junk)) == (ssize_t)sizeof(junk));
+		close(fd);
+	}
+	GW_ASSERT(prefill(&d, image_path("junk.img"), &err) == NULL);
+	GW_ASSERT_STR_EQ(err.name, GW_ERROR_IMAGE);
+	j = gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid), "--image", image_path("prefill2.img")));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.state"), "running");
+	GW_ASSERT(!gwt_json(j, "result.prefilled"));
+	cJSON_Delete(j);
+	verify(&app);
+	gwt_app_stop(&app);
+	GW_ASSERT_INT_EQ(gwt_daemon_stop(&d), 0);
+}
+
 GW_TEST_MAIN()
