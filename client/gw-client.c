@@ -495,6 +495,30 @@ int gw_client_fd(const struct gw_client *client)
 	return client ? client->fd : -EBADF;
 }
 
+int gw_client_send(struct gw_client *client, const char *method, const cJSON *params,
+		   const int *fds, unsigned nfds, int timeout_ms, struct gw_client_error *err)
+{
+	struct gw_client_error dummy;
+	char *payload;
+	int r;
+
+	if (!err)
+		err = &dummy;
+	memset(err, 0, sizeof(*err));
+	if (!client || client->broken)
+		return fail(err, -ENOTCONN, "the connection is unusable");
+	if (!method || strlen(method) >= GW_METHOD_MAX || nfds > GW_FRAME_MAX_FDS ||
+	    (nfds && !fds) || (params && !cJSON_IsObject(params)))
+		return fail(err, -EINVAL, "invalid request");
+	payload = gw_request_encode(client->next_id++, method, params, nfds);
+	if (!payload)
+		return fail(err, -ENOMEM, "out of memory");
+	r = client_send(client, payload, fds, nfds, deadline_after(timeout_ms), err);
+	free(payload);
+	/* Its reply stays unread: no call may follow on this connection. */
+	return mark_broken(client, r < 0 ? r : 0);
+}
+
 int gw_client_call(struct gw_client *client, const char *method, const cJSON *params,
 		   const int *fds, unsigned nfds, int timeout_ms, cJSON **ret_result, int *ret_fds,
 		   unsigned *ret_nfds, struct gw_client_error *err)

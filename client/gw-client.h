@@ -50,4 +50,12 @@ int gw_client_call(struct gw_client *client, const char *method, const cJSON *pa
 		   const int *fds, unsigned nfds, int timeout_ms, cJSON **ret_result, int *ret_fds,
 		   unsigned *ret_nfds, struct gw_client_error *err);
 
+/*
+ * Send one request and do not wait for its reply (the daemon carries the work out whether or
+ * not the reply is read): for work that must start now and whose end is met elsewhere (the
+ * CRIU plugin's prefill). The connection takes no further calls; close it when done.
+ */
+int gw_client_send(struct gw_client *client, const char *method, const cJSON *params,
+		   const int *fds, unsigned nfds, int timeout_ms, struct gw_client_error *err);
+
 #endif

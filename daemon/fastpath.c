@@ -267,8 +267,11 @@ static void agent_remove(struct gw_daemon *d, struct gw_agent *a);
 static void run(struct gw_fast_op *op, void (*work)(struct gw_fast_op *, struct op_job *),
 		op_step_fn next)
 {
-	if (submit(op, work, next, 0) < 0) {
-		set_error(op, GW_ERROR_INTERNAL, "cannot queue work: out of memory");
+	int r = submit(op, work, next, 0);
+
+	if (r < 0) {
+		set_error(op, GW_ERROR_INTERNAL, "cannot queue work: %s",
+			  r == -ESHUTDOWN ? "gpu-warmd is stopping" : strerror(-r));
 		finish(op);
 	}
 }
@@ -915,8 +918,9 @@ static void resume_filled(struct gw_fast_op *op)
 		finish(op);
 		return;
 	}
+	/* A prefilled resume's "fill" is its wait for the prefill (0 when it was done already). */
 	if (!op->failed)
-		step_done(op, "fill");
+		step_done(op, op->prefill_ms > 0 ? "prefill wait" : "fill");
 	if (op->kind == FAST_PREFILL) {
 		finish(op);
 		return;

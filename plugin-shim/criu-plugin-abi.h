@@ -37,18 +37,21 @@ enum gwp_criu_hook {
 	GWP_CRIU_HOOK_RESUME_DEVICES_LATE = 9,
 	GWP_CRIU_HOOK_PAUSE_DEVICES = 10,
 	GWP_CRIU_HOOK_CHECKPOINT_DEVICES = 11,
-	/* 12 POST_FORKING (4.2), 13 RESTORE_INIT, 14 DUMP_DEVICES_LATE (master): unused here */
+	GWP_CRIU_HOOK_POST_FORKING = 12, /* 4.2: restore, right after the tasks are forked */
+	/* 13 RESTORE_INIT, 14 DUMP_DEVICES_LATE (master): unused here */
 };
 
 /* CR_PLUGIN_HOOK__MAX of the CRIU versions we meet. */
 #define GWP_CRIU_HOOKS_3X 10 /* CRIU 3.x: up to RESUME_DEVICES_LATE */
 #define GWP_CRIU_HOOKS_40 12 /* CRIU 4.0 and 4.1.x: up to CHECKPOINT_DEVICES */
+#define GWP_CRIU_HOOKS_42 13 /* CRIU 4.2: up to POST_FORKING */
 
 /* Hook signatures (CRIU's DECLARE_PLUGIN_HOOK_ARGS). Return 0, -ENOTSUP ("not mine": CRIU asks
  * the next plugin in the chain), or another negative value (failure). */
 typedef int(gwp_criu_resume_devices_late_fn)(int pid);
 typedef int(gwp_criu_pause_devices_fn)(int pid);
 typedef int(gwp_criu_checkpoint_devices_fn)(int pid);
+typedef int(gwp_criu_post_forking_fn)(void);
 
 /* Stages passed to init() and exit() (CRIU's CR_PLUGIN_STAGE__*). */
 enum gwp_criu_stage {
@@ -58,7 +61,7 @@ enum gwp_criu_stage {
 };
 
 /*
- * CRIU's cr_plugin_desc_t. Our array stops at GWP_CRIU_HOOKS_40: CRIU only reads
+ * CRIU's cr_plugin_desc_t. Our array stops at GWP_CRIU_HOOKS_42: CRIU only reads
  * hooks[0 .. max_hooks), so a shorter array is compatible with every CRIU >= 4.0.
  */
 struct gwp_criu_plugin_desc {
@@ -67,7 +70,7 @@ struct gwp_criu_plugin_desc {
 	void (*exit)(int stage, int ret);
 	unsigned int version;
 	unsigned int max_hooks;
-	void *hooks[GWP_CRIU_HOOKS_40];
+	void *hooks[GWP_CRIU_HOOKS_42];
 };
 
 /* The one symbol CRIU looks up. */

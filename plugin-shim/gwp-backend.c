@@ -26,6 +26,7 @@
 #define UNLOCK_CALL_MS 60000
 #define MAX_LEASES 64
 #define PID_MAX 4194304
+#define MAX_PREFILLS 64
 
 struct gwp_backend {
 	const struct gwp_criu *criu;
@@ -44,6 +45,8 @@ struct gwp_backend {
 	sigset_t helper_mask;   /* the signal mask before it, SIGCHLD blocked while it lives */
 
 	int lost;               /* the daemon was there and went away */
+	struct gw_client *prefills[MAX_PREFILLS]; /* send-only connections, closed at free */
+	unsigned nprefills;
 	int said_none;          /* "standing aside" logged */
 	uint64_t leases[MAX_LEASES];
 	unsigned nleases;
@@ -73,6 +76,8 @@ void gwp_backend_free(struct gwp_backend *be)
 		return;
 	gwp_backend_release_leases(be);
 	gw_client_close(be->client);
+	for (unsigned i = 0; i < be->nprefills; i++)
+		gw_client_close(be->prefills[i]);
 	helper_stop(be);
 	free(be);
 }
@@ -938,10 +943,38 @@ int gwp_backend_fast_agent(struct gwp_backend *be, pid_t pid, pid_t *ret_agent_t
 	return found;
 }
 
+/* The daemon's steps into CRIU's log: where a dump's or restore's time went. */
+static void log_steps(struct gwp_backend *be, const struct gwp_fast_call *c, const cJSON *result)
+{
+	const cJSON *steps = cJSON_GetObjectItemCaseSensitive(result, "steps"), *st;
+	const cJSON *total = cJSON_GetObjectItemCaseSensitive(result, "duration_ms");
+	const cJSON *pre = cJSON_GetObjectItemCaseSensitive(result, "prefill_ms");
+	char line[768];
+	size_t used = 0;
+
+	line[0] = '\0';
+	cJSON_ArrayForEach(st, steps) {
+		const cJSON *name = cJSON_GetObjectItemCaseSensitive(st, "step");
+		const cJSON *ms = cJSON_GetObjectItemCaseSensitive(st, "duration_ms");
+		int n;
+
+		if (!cJSON_IsString(name) || !cJSON_IsNumber(ms) || used >= sizeof(line))
+			continue;
+		n = snprintf(line + used, sizeof(line) - used, "%s%s %.1f ms", used ? ", " : "",
+			     name->valuestring, ms->valuedouble);
+		if (n > 0)
+			used += (size_t)n;
+	}
+	LOG(be, GWP_CRIU_LOG_INFO, "gpu-warmd %s of pid %d: %.1f ms (%s)%s",
+	    c->suspend ? "suspend" : "resume", (int)c->pid,
+	    cJSON_IsNumber(total) ? total->valuedouble : 0, line,
+	    cJSON_IsNumber(pre) ? "; its VRAM was prefilled while CRIU restored memory" : "");
+}
+
 int gwp_backend_fast(struct gwp_backend *be, const struct gwp_fast_call *c, char *err,
 		     size_t len)
 {
-	cJSON *params = pid_params(c->pid);
+	cJSON *params = pid_params(c->pid), *result = NULL;
 	int r;
 
 	if (be->daemon != GWP_AVAIL_UP) {
@@ -963,8 +996,11 @@ int gwp_backend_fast(struct gwp_backend *be, const struct gwp_fast_call *c, char
 	}
 	r = daemon_call_fds(be, c->suspend ? GW_METHOD_SUSPEND : GW_METHOD_RESUME, params,
 			    c->image_fd >= 0 ? &c->image_fd : NULL, c->image_fd >= 0 ? 1 : 0,
-			    600000, NULL, err, len);
+			    600000, &result, err, len);
 	cJSON_Delete(params);
+	if (r == 0)
+		log_steps(be, c, result);
+	cJSON_Delete(result);
 	return r;
 }
 
@@ -1014,4 +1050,47 @@ out:
 	gw_client_close(c);
 	cJSON_Delete(params);
 	return r;
+}
+
+int gwp_backend_has_daemon(struct gwp_backend *be)
+{
+	if (be->daemon == GWP_AVAIL_UNTRIED)
+		connect_daemon(be);
+	return be->daemon == GWP_AVAIL_UP;
+}
+
+int gwp_backend_prefill(struct gwp_backend *be, int image_fd, char *err, size_t len)
+{
+	struct gw_client_error e;
+	struct gw_client *c = NULL;
+	cJSON *params;
+	int r;
+
+	if (be->daemon != GWP_AVAIL_UP) {
+		snprintf(err, len, "gpu-warmd is not in use");
+		return -ENOTSUP;
+	}
+	if (be->nprefills >= MAX_PREFILLS) {
+		snprintf(err, len, "%d prefills already", MAX_PREFILLS);
+		return -ENOSPC;
+	}
+	params = cJSON_CreateObject();
+	if (!params || !cJSON_AddNumberToObject(params, "image_fd", 0)) {
+		cJSON_Delete(params);
+		snprintf(err, len, "out of memory");
+		return -ENOMEM;
+	}
+	/* A connection of its own: the reply comes when the fill is done, and nobody waits. */
+	r = gw_client_connect(be->socket, "gpuwarm_plugin " GW_VERSION " prefill", CONNECT_TIMEOUT_MS,
+			      &c, &e);
+	if (r == 0)
+		r = gw_client_send(c, GW_METHOD_PREFILL, params, &image_fd, 1, QUICK_CALL_MS, &e);
+	cJSON_Delete(params);
+	if (r < 0) {
+		snprintf(err, len, "%s", e.message[0] ? e.message : strerror(-r));
+		gw_client_close(c);
+		return r;
+	}
+	be->prefills[be->nprefills++] = c;
+	return 0;
 }

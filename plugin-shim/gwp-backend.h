@@ -85,4 +85,10 @@ int gwp_backend_agent_socket(struct gwp_backend *be, int fd);
 int gwp_backend_reattach(struct gwp_backend *be, pid_t pid, pid_t agent_tid, char *err,
 			 size_t len);
 
+/* Connect to gpu-warmd if that was not tried yet (never loads the driver): 1 when it is there. */
+int gwp_backend_has_daemon(struct gwp_backend *be);
+/* Have gpu-warmd fill the VRAM of the image file image_fd now, ahead of the fast resume of
+ * the same file (gpuwarm.Prefill); returns as soon as the request is sent. Daemon only. */
+int gwp_backend_prefill(struct gwp_backend *be, int image_fd, char *err, size_t len);
+
 #endif

@@ -34,6 +34,10 @@ void gwp_criu_resolve(struct gwp_criu *c)
 	/* 4.0 has dont_use_freeze_cgroup, 4.1+ set_compel_interrupt_only_mode and
 	 * checkpoint_devices; 3.x none of them. */
 	c->device_hooks = c->interrupt_only != NULL || dlsym(RTLD_DEFAULT, "checkpoint_devices");
+	/* 4.2 brought POST_FORKING together with MADV_GUARD_INSTALL support, whose functions
+	 * 4.1 lacks. */
+	c->post_forking = c->device_hooks && (dlsym(RTLD_DEFAULT, "collect_madv_guards") ||
+					      dlsym(RTLD_DEFAULT, "kerndat_warn_about_madv_guards"));
 }
 
 void gwp_criu_log(const struct gwp_criu *c, int level, const char *fmt, ...)

@@ -18,6 +18,7 @@ struct gwp_criu {
 					  * dont_use_freeze_cgroup (4.0) */
 	int in_criu;       /* print_on_level resolves: we were loaded by CRIU */
 	int device_hooks;  /* that CRIU has PAUSE_DEVICES/CHECKPOINT_DEVICES (4.0+) */
+	int post_forking;  /* and POST_FORKING (4.2+) */
 };
 
 /* Look everything up in the process's global scope. */

@@ -305,6 +305,27 @@ int gwp_image_find_vpid(int dirfd, const char *dump, int vpid, struct gwp_image 
 	return 0;
 }
 
+int gwp_image_each(int dirfd, const char *dump, int (*fn)(const struct gwp_image *img, void *arg),
+		   void *arg)
+{
+	struct gwp_image img;
+	struct dirent *e;
+	int n = 0;
+	DIR *d = open_dir(dirfd);
+
+	if (!d)
+		return -errno;
+	while ((e = readdir(d))) {
+		if (!is_record_name(e->d_name) || read_name(dirfd, e->d_name, &img) < 0 ||
+		    (dump && strcmp(img.dump, dump) != 0))
+			continue;
+		fn(&img, arg);
+		n++;
+	}
+	closedir(d);
+	return n;
+}
+
 void gwp_dump_id_new(char *buf, size_t len)
 {
 	unsigned char raw[16];

@@ -85,4 +85,9 @@ int gwp_dump_marked(int dirfd, char *buf, size_t len);
  * first failure; the others are still tried). */
 int gwp_image_remove_stale(int dirfd, const char *dump);
 
+/* Call fn for every record in dirfd (of the dump named, or every one when dump is NULL).
+ * Returns how many, or a negative errno. */
+int gwp_image_each(int dirfd, const char *dump, int (*fn)(const struct gwp_image *img, void *arg),
+		   void *arg);
+
 #endif

@@ -89,9 +89,13 @@ enum gwp_mode gwp_stage_mode(const struct gwp_stage_input *in, const char **ret_
 	return mode;
 }
 
-unsigned gwp_max_hooks(int in_criu, int criu_has_device_hooks)
+unsigned gwp_max_hooks(int in_criu, int criu_has_device_hooks, int criu_has_post_forking)
 {
-	return in_criu && !criu_has_device_hooks ? GWP_CRIU_HOOKS_3X : GWP_CRIU_HOOKS_40;
+	if (in_criu && !criu_has_device_hooks)
+		return GWP_CRIU_HOOKS_3X;
+	if (in_criu && !criu_has_post_forking)
+		return GWP_CRIU_HOOKS_40;
+	return GWP_CRIU_HOOKS_42;
 }
 
 enum gwp_route gwp_route(enum gwp_avail daemon, enum gwp_avail driver)

@@ -54,9 +54,10 @@ struct gwp_stage_input {
 /* The mode, and a reason when it is off (static text). */
 enum gwp_mode gwp_stage_mode(const struct gwp_stage_input *in, const char **ret_why);
 
-/* CR_PLUGIN_DESC.max_hooks: 10 inside a CRIU without device hooks (which would otherwise reject
- * the plugin and fail the whole run), 12 (up to CHECKPOINT_DEVICES) everywhere else. */
-unsigned gwp_max_hooks(int in_criu, int criu_has_device_hooks);
+/* CR_PLUGIN_DESC.max_hooks: what the CRIU that loaded us knows (a CRIU rejects a plugin with
+ * more hooks than it has, and fails the whole run): 10 without device hooks (3.x), 12 up to
+ * CHECKPOINT_DEVICES (4.0, 4.1), 13 with POST_FORKING (4.2+) and when not inside CRIU. */
+unsigned gwp_max_hooks(int in_criu, int criu_has_device_hooks, int criu_has_post_forking);
 
 /* Which way driver calls go, from what is known of the daemon and the driver. */
 enum gwp_avail {

@@ -73,6 +73,7 @@ static int hook_checkpoint_devices(int pid);
 static int hook_resume_devices_late(int pid);
 static int hook_dump_unix_sk(int fd, int id);
 static int hook_restore_unix_sk(int id);
+static int hook_post_forking(void);
 
 /* What CRIU calls: each hook, then the driver helper process of the fallback, if the hook
  * started one, is gone before CRIU goes on (gwp-backend.h). */
@@ -116,6 +117,14 @@ static int restore_unix_sk(int id)
 	return r;
 }
 
+static int post_forking(void)
+{
+	int r = hook_post_forking();
+
+	gwp_backend_idle(P.be);
+	return r;
+}
+
 __attribute__((visibility("default"))) struct gwp_criu_plugin_desc CR_PLUGIN_DESC = {
 	.name = PLUGIN_NAME,
 	.init = plugin_init,
@@ -128,6 +137,7 @@ __attribute__((visibility("default"))) struct gwp_criu_plugin_desc CR_PLUGIN_DES
 		[GWP_CRIU_HOOK_RESUME_DEVICES_LATE] = (void *)resume_devices_late,
 		[GWP_CRIU_HOOK_PAUSE_DEVICES] = (void *)pause_devices,
 		[GWP_CRIU_HOOK_CHECKPOINT_DEVICES] = (void *)checkpoint_devices,
+		[GWP_CRIU_HOOK_POST_FORKING] = (void *)post_forking,
 	},
 };
 
@@ -138,7 +148,7 @@ __attribute__((constructor)) static void plugin_loaded(void)
 	struct gwp_criu c;
 
 	gwp_criu_resolve(&c);
-	CR_PLUGIN_DESC.max_hooks = gwp_max_hooks(c.in_criu, c.device_hooks);
+	CR_PLUGIN_DESC.max_hooks = gwp_max_hooks(c.in_criu, c.device_hooks, c.post_forking);
 }
 
 static double now_ms(void)
@@ -666,6 +676,56 @@ static int hook_resume_devices_late(int pid)
 	LOG(INFO, "pid %d: CUDA state restored%s in %.1f ms", pid,
 	    npairs ? " onto other GPUs" : "", now_ms() - start);
 	return 0;
+}
+
+/*
+ * POST_FORKING (CRIU 4.2+): the tasks exist and CRIU's restorers are filling their memory, a
+ * second or more for a model server. Have gpu-warmd create and fill the VRAM of every fast-path
+ * image now, in parallel with that; RESUME_DEVICES_LATE's resume of the same file then finds it
+ * filled and only restores the driver state and maps it. Nothing here can fail the restore: a
+ * prefill that does not happen leaves the resume to fill as before.
+ */
+static int prefill_one(const struct gwp_image *img, void *arg)
+{
+	int dir = *(const int *)arg, fd, r;
+	char vram[64], err[ERR_LEN] = "";
+	double start = now_ms();
+
+	if (!img->fast || !img->vram_file)
+		return 0;
+	gwp_vram_image_name(img->pid, vram, sizeof(vram));
+	fd = openat(dir, vram, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		LOG(WARN, "POST_FORKING: cannot open %s (%s): no prefill", vram, strerror(errno));
+		return 0;
+	}
+	r = gwp_backend_prefill(P.be, fd, err, sizeof(err));
+	close(fd);
+	if (r < 0)
+		LOG(WARN, "POST_FORKING: no prefill of %s: %s", vram, err);
+	else
+		LOG(INFO, "POST_FORKING: gpu-warmd fills the VRAM of %s while CRIU restores memory "
+		    "(asked in %.1f ms)", vram, now_ms() - start);
+	return 0;
+}
+
+static int hook_post_forking(void)
+{
+	int is_cwd, dir;
+	char dump[GWP_DUMP_ID_LEN];
+	const char *want = NULL;
+
+	/* -ENOTSUP in every case: CRIU stops at the first plugin that answers otherwise, and
+	 * other device plugins (amdgpu's parallel restore) need this hook too. */
+	if (P.mode != GWP_MODE_RESTORE)
+		return -ENOTSUP;
+	dir = gwp_criu_image_dir(&P.criu, &is_cwd);
+	if (gwp_dump_marked(dir, dump, sizeof(dump)) == 0)
+		want = dump;
+	if (!gwp_backend_has_daemon(P.be))
+		return -ENOTSUP; /* the fast path needs the daemon: nothing to start early */
+	gwp_image_each(dir, want, prefill_one, &dir);
+	return -ENOTSUP;
 }
 
 /* ---- the agent's connection to gpu-warmd ---- */

@@ -48,7 +48,7 @@
 #ifdef FAKE_CRIU_3X
 #define HOOK_MAX GWP_CRIU_HOOKS_3X
 #else
-#define HOOK_MAX GWP_CRIU_HOOKS_40
+#define HOOK_MAX GWP_CRIU_HOOKS_42
 #endif
 #define MAX_PLUGINS 16
 #define MAX_TASKS 64
@@ -163,6 +163,11 @@ __attribute__((visibility("default"))) void set_compel_interrupt_only_mode(void)
 
 static int run_hook(int hook, int pid);
 
+/* A CRIU 4.2 function: its presence tells the plugin POST_FORKING is there. */
+__attribute__((visibility("default"))) void kerndat_warn_about_madv_guards(void)
+{
+}
+
 __attribute__((visibility("default"))) int checkpoint_devices(void)
 {
 	for (unsigned i = 0; i < C.ntasks; i++) {
@@ -193,6 +198,26 @@ static int run_hook(int hook, int pid)
 	pr(GWP_CRIU_LOG_INFO, "hook %s(%d) = %d\n", hook_name(hook), pid, r);
 	return r;
 }
+
+#ifndef FAKE_CRIU_3X
+/* POST_FORKING takes no argument; CRIU stops at the first plugin answering other than -ENOTSUP. */
+static int run_post_forking(void)
+{
+	int r = -ENOTSUP;
+
+	for (unsigned i = 0; i < C.nplugins; i++) {
+		struct gwp_criu_plugin_desc *d = C.plugins[i].d;
+
+		if (d->max_hooks <= GWP_CRIU_HOOK_POST_FORKING || !d->hooks[GWP_CRIU_HOOK_POST_FORKING])
+			continue;
+		r = ((int (*)(void))d->hooks[GWP_CRIU_HOOK_POST_FORKING])();
+		if (r != -ENOTSUP)
+			break;
+	}
+	pr(GWP_CRIU_LOG_INFO, "hook POST_FORKING() = %d\n", r);
+	return r;
+}
+#endif
 
 static int load_plugins(const char *dir)
 {
@@ -539,6 +564,14 @@ int main(int argc, char **argv)
 		ret = 0;
 		for (unsigned i = 0; i < nroots && ret == 0; i++)
 			ret = collect(roots[i], 0);
+#ifndef FAKE_CRIU_3X
+		if (ret == 0) {
+			int r = run_post_forking();
+
+			if (r < 0 && r != -ENOTSUP)
+				ret = -1;
+		}
+#endif
 		for (unsigned i = 0; ret == 0 && i < C.ntasks; i++)
 			run_hook(GWP_CRIU_HOOK_RESUME_DEVICES_LATE, C.tasks[i].pid);
 		report_self("RESUME_DEVICES_LATE");

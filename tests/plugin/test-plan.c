@@ -21,6 +21,8 @@ GW_TEST(abi_matches_criu)
 	GW_ASSERT_INT_EQ(GWP_CRIU_HOOK_CHECKPOINT_DEVICES, 11);
 	GW_ASSERT_INT_EQ(GWP_CRIU_HOOKS_3X, 10);
 	GW_ASSERT_INT_EQ(GWP_CRIU_HOOKS_40, 12);
+	GW_ASSERT_INT_EQ(GWP_CRIU_HOOKS_42, 13);
+	GW_ASSERT_INT_EQ(GWP_CRIU_HOOK_POST_FORKING, 12);
 	GW_ASSERT_INT_EQ(GWP_CRIU_STAGE_DUMP, 0);
 	GW_ASSERT_INT_EQ(GWP_CRIU_STAGE_PRE_DUMP, 1);
 	GW_ASSERT_INT_EQ(GWP_CRIU_STAGE_RESTORE, 2);
@@ -102,9 +104,10 @@ GW_TEST(stage_mode)
 
 GW_TEST(max_hooks)
 {
-	GW_ASSERT_INT_EQ(gwp_max_hooks(1, 1), 12);
-	GW_ASSERT_INT_EQ(gwp_max_hooks(1, 0), 10); /* CRIU 3.x would reject 12 and fail the run */
-	GW_ASSERT_INT_EQ(gwp_max_hooks(0, 0), 12); /* not CRIU: nothing to fit */
+	GW_ASSERT_INT_EQ(gwp_max_hooks(1, 1, 1), 13); /* CRIU 4.2: POST_FORKING */
+	GW_ASSERT_INT_EQ(gwp_max_hooks(1, 1, 0), 12); /* 4.0, 4.1 would reject 13 */
+	GW_ASSERT_INT_EQ(gwp_max_hooks(1, 0, 0), 10); /* CRIU 3.x would reject 12 and fail the run */
+	GW_ASSERT_INT_EQ(gwp_max_hooks(0, 0, 0), 13); /* not CRIU: nothing to fit */
 }
 
 GW_TEST(route)
