@@ -50,6 +50,25 @@ static void cc_trace(const char *what, int pid, double load_ms, double init_ms, 
 	fclose(f);
 }
 
+/* The process a thread id belongs to (cuda_plugin asks --get-state of the restore thread's tid;
+ * the driver's calls take the process's pid). Unchanged when /proc does not say. */
+static int tgid_of(int tid)
+{
+	char path[64], line[128];
+	int tgid = tid;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", tid);
+	f = fopen(path, "r");
+	if (!f)
+		return tid;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Tgid: %d", &tgid) == 1)
+			break;
+	fclose(f);
+	return tgid > 0 ? tgid : tid;
+}
+
 /* cuda-checkpoint's command line (the part cuda_plugin uses). */
 static int cc_main(int argc, char **argv)
 {
@@ -87,6 +106,7 @@ static int cc_main(int argc, char **argv)
 		return 2;
 	}
 	what = get_state ? "get-state" : get_tid ? "get-restore-tid" : action;
+	pid = tgid_of(pid);
 	t0 = now_ms();
 	if (gw_cuda_load(NULL, &cuda, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s\n", err);
