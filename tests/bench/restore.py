@@ -889,34 +889,72 @@ def plot(res, path):
     if not rs:
         print("(nothing to plot)")
         return
-    labels, ours, base = [], [], []
-    for part, what, stack, kind, dump_s, rest_s, tok, b in rs:
-        if stack != "gpuwarm":
-            continue
-        labels.append(f"{part}: {what}\n{'restore -> first token' if part == 'a' else 'restore'}"
-                      f"{'' if kind in (None, '-') else ', ' + kind + ' tmpfs'}")
-        ours.append(tok if part == "a" else rest_s)
-        base.append(b or 0)
-    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(labels)), 4.5))
-    xs = range(len(labels))
-    ax.bar([x - 0.2 for x in xs], ours, 0.4, label="gpu-warmd (plugin + shim)")
-    ax.bar([x + 0.2 for x in xs], base, 0.4, label="CRIU cuda_plugin + cuda-checkpoint (same run)")
-    for x, o, b in zip(xs, ours, base):
-        ax.text(x - 0.2, o, f"{o:.2f}", ha="center", va="bottom", fontsize=8)
-        if b:
-            ax.text(x + 0.2, b, f"{b:.2f}", ha="center", va="bottom", fontsize=8)
-    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-    ax.set_xticks(list(xs))
-    ax.set_xticklabels(labels, fontsize=8)
-    ax.set_ylabel("seconds")
-    ax.set_title(f"Restore through CRIU, {res.get('gpu', '')}", fontsize=10)
-    ax.legend(fontsize=8)
+    short = {"a": "a: model server\nrestore->1st token", "b": "b: {g} dense\ncriu", "c": "c: {g} dense\nwarmctl --image",
+             "d": "d: {g} dense\nimage pool"}
+    by = {}
+    for part, what, stack, kind, dump_s, rest_s, tok, _ in rs:
+        key = (part, kind)
+        lab = short[part].format(g=what.split(" dense")[0].split(" warmctl")[0].split(" image")[0]) + \
+            ("" if kind in (None, "-") else f"\n{kind} tmpfs")
+        e = by.setdefault(key, {"label": lab})
+        e[stack] = (dump_s, tok if part == "a" else rest_s)
+    # c and d have no baseline of their own: b's baseline on the same tmpfs kind, hatched
+    for (part, kind), e in by.items():
+        if part in ("c", "d") and "baseline" not in e:
+            b = by.get(("b", kind if part == "c" else "plain"), {}).get("baseline")
+            if b:
+                e["baseline_b"] = b
+    keys = list(by)
+    fig, axes = plt.subplots(1, 2, figsize=(max(9, 2.0 * len(keys) + 3), 4.8))
+    for ax, idx, title in ((axes[0], 1, "restore (a: restore -> first token)"),
+                           (axes[1], 0, "dump / suspend")):
+        xs = range(len(keys))
+        ours = [by[k].get("gpuwarm", (None, None))[idx] or 0 for k in keys]
+        base = [(by[k].get("baseline") or by[k].get("baseline_b") or (None, None))[idx] or 0 for k in keys]
+        hatch = ["//" if "baseline_b" in by[k] else "" for k in keys]
+        ax.bar([x - 0.2 for x in xs], ours, 0.4, label="gpu-warmd: gpuwarm_plugin + shim")
+        bars = ax.bar([x + 0.2 for x in xs], base, 0.4,
+                      label="CRIU cuda_plugin + cuda-checkpoint, no shim\n(hatched: part b's, same tmpfs)")
+        for bar, h in zip(bars, hatch):
+            bar.set_hatch(h)
+        for x, o, b in zip(xs, ours, base):
+            if o:
+                ax.text(x - 0.2, o, f"{o:.2f}", ha="center", va="bottom", fontsize=7)
+            if b:
+                ax.text(x + 0.2, b, f"{b:.2f}", ha="center", va="bottom", fontsize=7)
+        if idx == 1:
+            ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        ax.set_yscale("log")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels([by[k]["label"] for k in keys], fontsize=7)
+        ax.set_ylabel("seconds (log)")
+        ax.set_title(title, fontsize=9)
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"Restore through CRIU 4.2.1, same run: {res.get('gpu', '')}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"plot: {path}")
 
 
 # ------------------------------------------------------------------------------------------------
+
+
+def estimates(a, parts):
+    """Rough seconds per part, from H100 numbers (README, criu-suite.log): model server cold start
+    ~25 s; driver checkpoint ~0.75 s/GiB, restore ~0.25 s/GiB; CRIU page images ~0.5 s/GiB
+    written, ~0.4 s/GiB read; fast path file write ~0.35 s/GiB, refill ~0.1 s/GiB."""
+    kv, d, base = a.kv_gib, a.dense_gib, not a.skip_baseline
+    srv = kv + 3 + 3  # VRAM (KV + weights + torch's own) + host memory
+    out = {"daemon": 5 + (d * 0.6 if "d" in parts else 0)}
+    if "a" in parts:
+        out["a"] = 35 + 3 * 0.4 + 5 + (35 + srv * (0.75 + 0.5 + 0.4 + 0.25) if base else 0)
+    if "b" in parts:
+        out["b"] = 2 * (5 + d * 0.5) + 2 * (3 + d * 0.45) + (2 * (3 + d * 1.9) if base else 0)
+    if "c" in parts:
+        out["c"] = 5 + d * 0.5 + 2 * (2 + d * 0.6)
+    if "d" in parts:
+        out["d"] = 2 + d * 0.3 + (0 if "c" in parts else 5 + d * 0.5)
+    return out
 
 
 def plugin_dir(run, stack, given, so):
@@ -949,7 +987,9 @@ def main():
     ap.add_argument("--skip-baseline", action="store_true", help="no cuda_plugin runs")
     ap.add_argument("--kv-gib", type=float, default=16, help="model server KV pool (default 16)")
     ap.add_argument("--dense-gib", type=float, default=16, help="dense data for b, c, d (default 16)")
-    ap.add_argument("--budget-s", type=float, default=480, help="skip what would not fit (default 480)")
+    ap.add_argument("--budget-s", type=float, default=420,
+                    help="seconds for the whole run; a part or step that would not fit in what is left is "
+                         "skipped and named (default 420)")
     ap.add_argument("--tmpfs-gib", type=int, default=40, help="tmpfs size (raised when a part needs more)")
     ap.add_argument("--a-tmpfs", choices=KINDS, default="plain", help="tmpfs kind for part a's images")
     ap.add_argument("--server-script", default=os.path.join(HERE, "..", "workloads", "model_server.py"))
@@ -984,15 +1024,25 @@ def main():
     else:
         run.res["cuda_checkpoint"] = {"kind": "not used"}
     run.res["plugin_dirs"] = run.plugin_dirs
+    plan = estimates(a, parts)
+    run.res["plan_estimate_s"] = plan
+    log("== plan (rough estimates, s): " + ", ".join(f"{k} {v:.0f}" for k, v in plan.items()) +
+        f"; total ~{sum(plan.values()):.0f} of --budget-s {a.budget_s:.0f}")
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         pool = int(a.dense_gib * 1024) + 512 if "d" in parts else 0
         start_daemon(run, pool)
-        for p in ("a", "b", "c"):
-            if p in parts:
-                {"a": part_a, "b": part_b, "c": part_c}[p](run)
-        if "d" in parts and "c" not in parts:
-            part_d(run)
+        for p in ("a", "b", "c", "d"):
+            if p not in parts or (p == "d" and "c" in parts):  # d runs inside c, on c's app
+                continue
+            try:
+                {"a": part_a, "b": part_b, "c": part_c, "d": part_d}[p](run)
+            except Exception as e:  # noqa: BLE001
+                run.res["errors"].append(f"{p}: {str(e)[:3000]}")
+                log(f"== FAILED part {p}: {e}")
+                run.kill_all()
+                for kind in KINDS:
+                    umount(MOUNT[kind])
     except KeyboardInterrupt:
         run.res["errors"].append("interrupted")
         log("== interrupted")
