@@ -93,7 +93,17 @@ for f in /etc/criu/default.conf "$HOME/.criu/default.conf"; do
 	fi
 done
 
-# 4. what the machine has
+# 4. what the machine has; NVIDIA's cuda-checkpoint, if it is anywhere (restore.py also looks on
+# PATH and in the usual places, and else uses gw-ckpt-fresh in its place)
+cc_args=()
+cc=$(timeout 20 find /usr/bin /usr/sbin /usr/local /opt /usr/lib/x86_64-linux-gnu /usr/lib/nvidia \
+	-maxdepth 6 -name cuda-checkpoint -type f -perm -u+x 2>/dev/null | head -1 || true)
+if [[ -n "$cc" ]]; then
+	echo "cuda-checkpoint found: $cc"
+	cc_args=(--cuda-checkpoint "$cc")
+else
+	echo "cuda-checkpoint: none under /usr/bin /usr/sbin /usr/local /opt /usr/lib/x86_64-linux-gnu /usr/lib/nvidia"
+fi
 nvidia-smi --query-gpu=name,driver_version,memory.total,persistence_mode --format=csv,noheader || true
 uname -r
 free -g | head -2
@@ -101,6 +111,6 @@ free -g | head -2
 # 5. run
 set +e
 python3 -u "$here/restore.py" "$build" "$out" --criu-root "$root" \
-	--plugins-gpuwarm "$work/plugins-gpuwarm" "${cuda_args[@]}" "$@" 2>&1 | tee "$out/restore.log"
+	--plugins-gpuwarm "$work/plugins-gpuwarm" "${cuda_args[@]}" "${cc_args[@]}" "$@" 2>&1 | tee "$out/restore.log"
 rc=${PIPESTATUS[0]}
 exit "$rc"

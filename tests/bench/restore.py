@@ -248,6 +248,10 @@ def setup_cuda_checkpoint(run):
         log(f"== cuda-checkpoint for the baseline: NVIDIA's {found} {info['version']!r}")
     else:
         fresh = f"{run.build}/tests/bench/gw-ckpt-fresh"
+        h = subprocess.run([fresh, "-h"], capture_output=True, text=True)
+        if "--action" not in h.stdout + h.stderr:
+            raise Failure(f"no cuda-checkpoint on this machine, and {fresh} has no cuda-checkpoint mode "
+                          "(BUILD older than this script?): the baseline cannot run (--skip-baseline)")
         if os.path.lexists(f"{d}/cuda-checkpoint"):
             os.unlink(f"{d}/cuda-checkpoint")
         os.symlink(fresh, f"{d}/cuda-checkpoint")
@@ -861,6 +865,13 @@ def report(res):
             st = g(a, stack, "restore", "stats")
             if st:
                 print("  --display-stats: " + ", ".join(f"{k} {v}" for k, v in st.items()))
+        for op in ("dump", "restore"):
+            calls = g(a, stack, op, "cuda_checkpoint_calls")
+            if calls:
+                print(f"  a/{stack} {op}: cuda-checkpoint calls: " + ", ".join(
+                    f"{c.get('call') or c.get('args', '').split(' --pid')[0]} "
+                    f"{c['wall_ms'] if 'wall_ms' in c else c['load_ms'] + c['cuinit_ms'] + c['call_ms']:.0f} ms"
+                    + (f" (cuInit {c['cuinit_ms']:.0f})" if "cuinit_ms" in c else "") for c in calls))
         if g(a, stack, "cold"):
             print(f"  a/{stack} cold start -> first token {a[stack]['cold']['first_token_s']:.2f} s")
     for kind in KINDS:
@@ -1020,7 +1031,13 @@ def main():
         if not (a.plugins_cuda or a.cuda_plugin):
             ap.error("the baseline needs --plugins-cuda or --cuda-plugin (or --skip-baseline)")
         run.plugin_dirs["baseline"] = plugin_dir(run, "baseline", a.plugins_cuda, a.cuda_plugin)
-        setup_cuda_checkpoint(run)
+        try:
+            setup_cuda_checkpoint(run)
+        except Failure as e:
+            log(f"== NO BASELINE: {e}")
+            run.res["errors"].append(f"baseline: {e}")
+            run.res["cuda_checkpoint"] = {"kind": "none"}
+            a.skip_baseline = True
     else:
         run.res["cuda_checkpoint"] = {"kind": "not used"}
     run.res["plugin_dirs"] = run.plugin_dirs
