@@ -51,7 +51,12 @@ else
 	done
 	echo "criu: $n debs unpacked into $root"
 fi
-echo "criu: $(LD_LIBRARY_PATH=$root/usr/lib/x86_64-linux-gnu "$root/usr/sbin/criu" --version | tr '\n' ' ')"
+if ! v=$(LD_LIBRARY_PATH=$root/usr/lib/x86_64-linux-gnu "$root/usr/sbin/criu" --version 2>&1); then
+	echo "criu does not run: $v" >&2
+	LD_LIBRARY_PATH=$root/usr/lib/x86_64-linux-gnu ldd "$root/usr/sbin/criu" >&2 || true
+	exit 1
+fi
+echo "criu: $(tr '\n' ' ' <<<"$v")"
 
 # 2. libraries our binaries need that this machine lacks (never shadow the machine's own)
 mkdir -p "$work/lib"
