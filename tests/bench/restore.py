@@ -412,8 +412,12 @@ class CriuRunner:
         os.makedirs(images)
         logpath = f"{images}/dump.log"
         cc_calls(self.run)
-        wall, text = self.call(stack, ["dump", "-t", str(pid), "-D", images, "--timeout", "300",
-                                       "--ghost-limit", "256M"], logpath, 600)
+        try:
+            wall, text = self.call(stack, ["dump", "-t", str(pid), "-D", images, "--timeout", "300",
+                                           "--ghost-limit", "256M"], logpath, 600)
+        except Failure:
+            self.run.keep_log(logpath, f"{name}-dump-FAILED.log")
+            raise
         wait_dead(pid, 60)
         sizes = {}
         for f in os.listdir(images):
@@ -434,7 +438,11 @@ class CriuRunner:
         logpath = f"{images}/restore.log"
         cc_calls(self.run)
         t = time.monotonic()
-        wall, text = self.call(stack, ["restore", "-d", "-D", images], logpath, 600)
+        try:
+            wall, text = self.call(stack, ["restore", "-d", "-D", images], logpath, 600)
+        except Failure:
+            self.run.keep_log(logpath, f"{name}-restore-FAILED.log")
+            raise
         r = {"wall_s": wall}
         if after:
             after()
