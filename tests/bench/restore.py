@@ -660,7 +660,7 @@ def part_b(run):
     stacks = ["gpuwarm"] + ([] if a.skip_baseline else ["baseline"])
     gib = max(a.tmpfs_gib, int(a.dense_gib * 1.3 + 8))
     for stack in stacks:
-        per_kind = 5 + a.dense_gib * (2.5 if stack == "baseline" else 0.6)
+        per_kind = 5 + a.dense_gib * (2.7 if stack == "baseline" else 0.8)
         if not run.allow(f"b/{stack}: {a.dense_gib} GiB through criu, both tmpfs kinds",
                          10 + a.dense_gib * 0.5 + per_kind):
             continue
@@ -721,7 +721,7 @@ def part_c(run):
     try:
         app = vram_app(run, a.dense_gib, True)
         for kind in KINDS:
-            if not run.allow(f"c/{kind}", 5 + a.dense_gib * 0.5):
+            if not run.allow(f"c/{kind}", 5 + a.dense_gib * 0.7):
                 continue
             mnt = mount_kind(kind, gib)
             r = res.setdefault(kind, {})
@@ -967,12 +967,13 @@ def estimates(a, parts):
     out = {"daemon": 5 + (d * 0.6 if "d" in parts else 0)}
     if "a" in parts:
         out["a"] = 35 + 3 * 0.4 + 5 + (35 + srv * (0.75 + 0.5 + 0.4 + 0.25) if base else 0)
+    v = d * 0.2  # gw-vram-app's verify after each restore (1 GiB in 0.2 s on the H100)
     if "b" in parts:
-        out["b"] = 2 * (5 + d * 0.5) + 2 * (3 + d * 0.45) + (2 * (3 + d * 1.9) if base else 0)
+        out["b"] = 2 * (5 + d * 0.5) + 2 * (3 + d * 0.45 + v) + (2 * (3 + d * 1.9 + v) if base else 0)
     if "c" in parts:
-        out["c"] = 5 + d * 0.5 + 2 * (2 + d * 0.6)
+        out["c"] = 5 + d * 0.5 + 2 * (2 + d * 0.6 + v)
     if "d" in parts:
-        out["d"] = 2 + d * 0.3 + (0 if "c" in parts else 5 + d * 0.5)
+        out["d"] = 2 + d * 0.3 + v + (0 if "c" in parts else 5 + d * 0.5)
     return out
 
 
