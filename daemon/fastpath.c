@@ -1780,6 +1780,7 @@ static void agent_remove(struct gw_daemon *d, struct gw_agent *a)
 static void on_agent_exit(evutil_socket_t fd, short what, void *arg)
 {
 	struct gw_agent *a = arg;
+	struct gw_daemon *d = a->d;
 
 	(void)fd;
 	(void)what;
@@ -1789,8 +1790,8 @@ static void on_agent_exit(evutil_socket_t fd, short what, void *arg)
 	}
 	gw_info("pid %d exited: its agent record%s dropped", a->pid,
 		a->image ? " and the VRAM image held for it are" : " is");
-	agent_remove(a->d, a);
-	gw_daemon_gpus_changed(a->d);
+	agent_remove(d, a);
+	gw_daemon_gpus_changed(d);
 }
 
 /* Pin a (bound to the process in pin, which is moved in) and watch for its exit. */

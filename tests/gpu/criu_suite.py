@@ -22,6 +22,23 @@ import tempfile
 import time
 
 
+def daemon_wrap():
+    """$GW_DAEMON_WRAP: a command the daemon runs under (e.g. setpriv with the unit's bounding set)."""
+    import shlex
+    return shlex.split(os.environ.get("GW_DAEMON_WRAP", ""))
+
+
+def print_caps(pid):
+    """The daemon's capability sets, to show what it ran with."""
+    time.sleep(0.3)  # a wrapper (setpriv) has exec'd the daemon by now
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith(("CapBnd", "CapEff", "Name")):
+                print("daemon", line.strip())
+    except OSError as e:
+        print(f"daemon capabilities unknown: {e}")
+
+
 class Failure(Exception):
     pass
 
@@ -194,8 +211,9 @@ def main():
     results = {"sizes": {}}
     dlog = open(f"{work}/daemon.log", "w")
     pool = int(a.fast_gib * 1024) + 512 if a.fast_gib else 0
-    daemon = subprocess.Popen([f"{build}/daemon/gpu-warmd", "--socket", sock, "--staging-mib", "64",
+    daemon = subprocess.Popen(daemon_wrap() + [f"{build}/daemon/gpu-warmd", "--socket", sock, "--staging-mib", "64",
                                "--image-pool-mib", str(pool)], stdout=dlog, stderr=dlog)
+    print_caps(daemon.pid)
     apps = []
     try:
         for _ in range(200):

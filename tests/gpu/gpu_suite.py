@@ -20,6 +20,23 @@ import tempfile
 import time
 
 
+def daemon_wrap():
+    """$GW_DAEMON_WRAP: a command the daemon runs under (e.g. setpriv with the unit's bounding set)."""
+    import shlex
+    return shlex.split(os.environ.get("GW_DAEMON_WRAP", ""))
+
+
+def print_caps(pid):
+    """The daemon's capability sets, to show what it ran with."""
+    time.sleep(0.3)  # a wrapper (setpriv) has exec'd the daemon by now
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith(("CapBnd", "CapEff", "Name")):
+                print("daemon", line.strip())
+    except OSError as e:
+        print(f"daemon capabilities unknown: {e}")
+
+
 class Failure(Exception):
     pass
 
@@ -207,9 +224,10 @@ def main():
     log = open(f"{tmp}/gpu-warmd.log", "w")
     t0 = time.monotonic()
     pool_mib = int(a.fast_gib * 1024) + 256 if a.fast_gib else 0
-    daemon = subprocess.Popen([f"{build}/daemon/gpu-warmd", "--socket", sock,
+    daemon = subprocess.Popen(daemon_wrap() + [f"{build}/daemon/gpu-warmd", "--socket", sock,
                                "--staging-mib", str(a.staging_mib),
                                "--image-pool-mib", str(pool_mib)], stderr=log, stdout=log)
+    print_caps(daemon.pid)
     app = None
     try:
         status = None
