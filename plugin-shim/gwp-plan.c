@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "criu-plugin-abi.h"
+#include "gw-proto.h"
 
 static const char *const state_names[] = {
 	[GWP_STATE_RUNNING] = "running",
@@ -175,9 +176,11 @@ unsigned gwp_lock_timeout_ms(unsigned long alarm_left_ms)
 {
 	if (alarm_left_ms == 0)
 		return GWP_LOCK_DEFAULT_TIMEOUT_MS;
+	/* No lock needs longer than the daemon accepts (GW_LOCK_TIMEOUT_MAX_MS): a lock waits for
+	 * the process's threads to leave the driver, which takes milliseconds. */
 	if (alarm_left_ms > 2000)
-		return alarm_left_ms - 1000 > 0xffffffffu ? 0xffffffffu :
-							   (unsigned)(alarm_left_ms - 1000);
+		return alarm_left_ms - 1000 > GW_LOCK_TIMEOUT_MAX_MS ? GW_LOCK_TIMEOUT_MAX_MS :
+								     (unsigned)(alarm_left_ms - 1000);
 	return alarm_left_ms / 2 > 0 ? (unsigned)(alarm_left_ms / 2) : 1;
 }
 

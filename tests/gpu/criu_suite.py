@@ -294,7 +294,23 @@ def main():
             app.kill()
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
-            daemon.wait(30)
+            try:
+                daemon.wait(30)
+            except subprocess.TimeoutExpired:
+                print("gpu-warmd did not stop within 30 s of SIGTERM; its log ends:")
+                print("".join(open(f"{work}/gpu-warmd.log").readlines()[-40:]))
+                try:
+                    print(open(f"/proc/{daemon.pid}/stack").read())
+                except OSError:
+                    pass
+                for t in os.listdir(f"/proc/{daemon.pid}/task"):
+                    try:
+                        print(t, open(f"/proc/{daemon.pid}/task/{t}/wchan").read(),
+                              open(f"/proc/{daemon.pid}/task/{t}/stat").read().split()[2])
+                    except OSError:
+                        pass
+                daemon.kill()
+                raise
     if a.json:
         json.dump(results, open(a.json, "w"), indent=1)
     print("CRIU SUITE PASSED")

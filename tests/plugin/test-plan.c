@@ -10,6 +10,7 @@
 #include "gw-test.h"
 #include "gwp-image.h"
 #include "gwp-plan.h"
+#include "gw-proto.h"
 #include "gwp-proc.h"
 
 /* Values and layout from CRIU's criu/include/criu-plugin.h (v4.0 .. master). */
@@ -178,7 +179,9 @@ GW_TEST(lock_timeout)
 	GW_ASSERT_INT_EQ(gwp_lock_timeout_ms(2000), 1000);
 	GW_ASSERT_INT_EQ(gwp_lock_timeout_ms(1000), 500);
 	GW_ASSERT_INT_EQ(gwp_lock_timeout_ms(1), 1);
-	GW_ASSERT_INT_EQ(gwp_lock_timeout_ms(1ul << 40), 0xffffffffu);
+	GW_ASSERT_INT_EQ(gwp_lock_timeout_ms(1ul << 40), GW_LOCK_TIMEOUT_MAX_MS);
+	GW_ASSERT_INT_EQ(gwp_lock_timeout_ms(3600 * 1000), GW_LOCK_TIMEOUT_MAX_MS); /* criu's
+										 * --timeout */
 }
 
 #define G0 "GPU-fa4ec0da-0000-4000-8000-000000000000"
