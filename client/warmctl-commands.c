@@ -19,12 +19,17 @@
 
 static const char help_status[] =
 	"Show the daemon (version, protocol, pid, uptime, socket, clients, staging\n"
-	"size), the CUDA driver (library, version, checkpoint and VMM API),\n"
-	"one row per GPU (index, name, UUID, PCI bus id, memory used/total, state,\n"
+	"size), the CUDA driver (library, version, checkpoint and VMM API), the image\n"
+	"pool, one row per GPU (index, name, UUID, PCI bus id, memory used/total, state,\n"
 	"context, pinned staging memory and the time pinning it took, leases,\n"
-	"operations in flight) and the active leases, then the operation counters.\n"
+	"operations in flight), the processes under the shim (pid, owner uid, GPUs,\n"
+	"VRAM, ranges, state, image) and the active leases, then the operation\n"
+	"counters. Tables fit the terminal's width ($COLUMNS, else the terminal's own):\n"
+	"columns that do not fit are left out, and a line says which.\n"
 	"Anyone who can connect to the socket may ask.\n"
-	"\nOptions:\n" HELP_REPLY_TIMEOUT("30");
+	"\nOptions:\n"
+	"  --wide           every column, however wide the table gets\n"
+	HELP_REPLY_TIMEOUT("30");
 
 static const char help_drain[] =
 	"Drain the named GPUs, all of them when none is named: the daemon refuses\n"
@@ -145,9 +150,10 @@ static const char help_metrics[] =
 const struct wc_command wc_commands[] = {
 	{
 		.name = "status",
-		.synopsis = "status",
-		.summary = "show the daemon, the driver, the GPUs and the leases",
+		.synopsis = "status [--wide]",
+		.summary = "show the daemon, GPUs, shimmed processes, image pool and leases",
 		.help = help_status,
+		.options = WC_OPT_WIDE,
 		.positional = WC_POS_NONE,
 		.default_timeout_ms = WC_DEFAULT_TIMEOUT_MS,
 		.run = wc_cmd_status,
@@ -320,6 +326,8 @@ void wc_print_main_help(void)
 	       "                   that is longer); after drain, suspend or lock, --timeout is\n"
 	       "                   that command's own option\n"
 	       "  -h, --help       this text; `warmctl COMMAND --help` describes one command\n"
+	       "  -V, --version    print warmctl's version and exit (`warmctl version` adds the\n"
+	       "                   daemon's)\n"
 	       "\n"
 	       "GPU: an index (0), a UUID (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) or a PCI bus\n"
 	       "id (0000:3b:00.0 or 3b:00.0), as nvidia-smi shows them. PID: 1..%d.\n"
@@ -334,7 +342,7 @@ void wc_print_main_help(void)
 	       "     (root, or the uid that owns the PID, is needed)\n"
 	       "  5  protocol version mismatch between warmctl and gpu-warmd\n"
 	       "\n"
-	       "See docs/warmctl.md for the output formats.\n", WC_PID_MAX);
+	       "See warmctl(1) for the output formats.\n", WC_PID_MAX);
 }
 
 void wc_print_command_help(const struct wc_command *cmd)
