@@ -39,6 +39,14 @@ for deb in "$@"; do
 		exec_start=$(dpkg-deb --fsys-tarfile "$deb" |
 			tar -xOf - ./lib/systemd/system/gpu-warmd.service | sed -n 's/^ExecStart=//p')
 		want "$list" "$exec_start"
+		# the gpuwarm group (the socket's) is created on installation
+		if dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - ./postinst 2>/dev/null |
+			grep -q 'systemd-sysusers.*gpu-warmd.conf'; then
+			echo "ok   $pkg: postinst runs systemd-sysusers gpu-warmd.conf"
+		else
+			echo "FAIL $pkg: postinst does not create the gpuwarm group"
+			fail=1
+		fi
 		;;
 	libgpuwarm0)
 		want "$list" "/usr/lib/$multiarch/libgpuwarm.so.0.[0-9.]+"
