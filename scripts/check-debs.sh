@@ -71,4 +71,32 @@ for deb in "$@"; do
 	esac
 done
 [ $# -eq 3 ] || { echo "FAIL expected 3 packages, got $#"; fail=1; }
+
+# A program builds against the -dev package (header, .pc) and links libgpuwarm.so.0.
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+for deb in "$@"; do
+	case $(dpkg-deb -f "$deb" Package) in libgpuwarm0 | libgpuwarm-dev) dpkg-deb -x "$deb" "$root" ;; esac
+done
+cat >"$root/use.c" <<'C'
+#include <gw-client.h>
+int main(void)
+{
+	struct gw_client_error err;
+	struct gw_client *c = NULL;
+
+	if (gw_client_connect("/nonexistent/gpu-warmd.sock", "check-debs", 1000, &c, &err) == 0)
+		gw_client_close(c);
+	return GW_PROTO_VERSION == 1 ? 0 : 1;
+}
+C
+pc_env=(env PKG_CONFIG_SYSROOT_DIR="$root" PKG_CONFIG_PATH="$root/usr/lib/$multiarch/pkgconfig")
+if flags=$("${pc_env[@]}" pkg-config --cflags --libs libgpuwarm) &&
+	cc -o "$root/use" "$root/use.c" $flags 2>"$root/cc.log" &&
+	LD_LIBRARY_PATH="$root/usr/lib/$multiarch" "$root/use"; then
+	echo "ok   libgpuwarm-dev: a program builds with pkg-config libgpuwarm and runs"
+else
+	echo "FAIL libgpuwarm-dev: building a program with pkg-config libgpuwarm: $(cat "$root/cc.log" 2>/dev/null)"
+	fail=1
+fi
 exit $fail
