@@ -275,7 +275,7 @@ const struct wc_command wc_commands[] = {
 	{
 		.name = "check",
 		.synopsis = "check",
-		.summary = "check the CRIU set-up: criu, plugin directory, which CUDA plugin is used",
+		.summary = "check the CRIU set-up: criu, its plugins, which one handles CUDA",
 		.help = help_check,
 		.positional = WC_POS_NONE,
 		.default_timeout_ms = WC_DEFAULT_TIMEOUT_MS,
@@ -320,24 +320,24 @@ void wc_print_main_help(void)
 	       "  --json           print one JSON object on stdout (the default when stdout is\n"
 	       "                   not a terminal)\n"
 	       "  --human          print text (the default on a terminal)\n"
-	       "  --timeout SEC    how long to wait for the daemon's reply (default 30 s; 300 s\n"
-	       "                   for drain, undrain, suspend, resume, lock, checkpoint, restore\n"
-	       "                   and unlock, raised to the command's own --timeout + 30 s when\n"
-	       "                   that is longer); after drain, suspend or lock, --timeout is\n"
-	       "                   that command's own option\n"
+	       "  --timeout SEC    how long to wait for the daemon's reply (default 30 s;\n"
+	       "                   300 s for drain, undrain, suspend, resume, lock, checkpoint,\n"
+	       "                   restore and unlock, raised to the command's own --timeout\n"
+	       "                   + 30 s when that is longer); after drain, suspend or lock,\n"
+	       "                   --timeout is that command's own option\n"
 	       "  -h, --help       this text; `warmctl COMMAND --help` describes one command\n"
 	       "  -V, --version    print warmctl's version and exit (`warmctl version` adds the\n"
 	       "                   daemon's)\n"
 	       "\n"
-	       "GPU: an index (0), a UUID (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) or a PCI bus\n"
-	       "id (0000:3b:00.0 or 3b:00.0), as nvidia-smi shows them. PID: 1..%d.\n"
+	       "GPU: an index (0), a UUID (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) or a PCI\n"
+	       "bus id (0000:3b:00.0 or 3b:00.0), as nvidia-smi shows them. PID: 1..%d.\n"
 	       "\n"
 	       "Exit status:\n"
 	       "  0  success\n"
 	       "  1  the daemon refused the request or the operation failed\n"
 	       "  2  usage error (nothing was sent)\n"
-	       "  3  the daemon is unreachable: no socket, connection refused or closed, timeout,\n"
-	       "     malformed reply\n"
+	       "  3  the daemon is unreachable: no socket, connection refused or closed,\n"
+	       "     timeout, malformed reply\n"
 	       "  4  permission denied: the socket refused us (group), or the daemon did\n"
 	       "     (root, or the uid that owns the PID, is needed)\n"
 	       "  5  protocol version mismatch between warmctl and gpu-warmd\n"
