@@ -4,6 +4,10 @@
  * the in-process shim. One gw_client is one connection; calls on it are sequential. Nothing here
  * logs; errors come back as a negative errno plus, where the daemon answered with an error, its
  * name and message in struct gw_client_error.
+ *
+ * Installed as <gpuwarm/gw-client.h> with libgpuwarm.so.0 (pkg-config libgpuwarm). The shared
+ * library exports the gw_client_* functions below; gw-proto.h, which this header includes, is
+ * there for the method and error names, limits and message shapes, not for its functions.
  */
 #ifndef GW_CLIENT_H
 #define GW_CLIENT_H

@@ -217,6 +217,7 @@ enum {
 	OPT_DENSE,
 	OPT_CHUNK_KIB,
 	OPT_VERIFY,
+	OPT_WIDE,
 };
 
 static const struct option command_options[] = {
@@ -234,6 +235,7 @@ static const struct option command_options[] = {
 	{ "dense", no_argument, NULL, OPT_DENSE },
 	{ "chunk-kib", required_argument, NULL, OPT_CHUNK_KIB },
 	{ "verify", no_argument, NULL, OPT_VERIFY },
+	{ "wide", no_argument, NULL, OPT_WIDE },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -257,6 +259,8 @@ static unsigned option_flag(int opt)
 		return WC_OPT_DENSE;
 	case OPT_VERIFY:
 		return WC_OPT_VERIFY;
+	case OPT_WIDE:
+		return WC_OPT_WIDE;
 	default:
 		return 0; /* accepted by every command */
 	}
@@ -387,6 +391,9 @@ int wc_parse_command_args(struct wc_ctx *ctx, int argc, char **argv, struct wc_a
 			break;
 		case OPT_VERIFY:
 			args.verify = true;
+			break;
+		case OPT_WIDE:
+			args.wide = true;
 			break;
 		case ':':
 			return wc_usage_error(ctx, "option '%s' needs a value", argv[optind - 1]);

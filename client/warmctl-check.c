@@ -21,10 +21,15 @@ static void print_human(const cJSON *report, const char *daemon, const char *dae
 	const cJSON *order = cJSON_GetObjectItemCaseSensitive(report, "load_order"), *item;
 	const char *cpath = str(criu, "path"), *cver = str(criu, "version");
 
-	printf("criu:        %s%s%s%s\n", cpath ? cpath : "not found in PATH", cver ? " (" : "",
-	       cver ? cver : "", cver ? ")" : "");
-	if (str(criu, "error"))
+	/* without a criu, its error says where it was looked for: print that once */
+	if (cpath)
+		printf("criu:        %s%s%s%s\n", cpath, cver ? " (" : "", cver ? cver : "",
+		       cver ? ")" : "");
+	if (cpath && str(criu, "error"))
 		printf("             %s\n", str(criu, "error"));
+	else if (!cpath)
+		printf("criu:        %s\n", str(criu, "error") ? str(criu, "error") :
+							   "not found in PATH");
 	printf("plugin dir:  %s (%s)\n", str(report, "plugin_dir") ? str(report, "plugin_dir") : "?",
 	       str(report, "plugin_dir_from") ? str(report, "plugin_dir_from") : "?");
 	printf("load order:");

@@ -19,12 +19,17 @@
 
 static const char help_status[] =
 	"Show the daemon (version, protocol, pid, uptime, socket, clients, staging\n"
-	"size), the CUDA driver (library, version, checkpoint and VMM API),\n"
-	"one row per GPU (index, name, UUID, PCI bus id, memory used/total, state,\n"
+	"size), the CUDA driver (library, version, checkpoint and VMM API), the image\n"
+	"pool, one row per GPU (index, name, UUID, PCI bus id, memory used/total, state,\n"
 	"context, pinned staging memory and the time pinning it took, leases,\n"
-	"operations in flight) and the active leases, then the operation counters.\n"
+	"operations in flight), the processes under the shim (pid, owner uid, GPUs,\n"
+	"VRAM, ranges, state, image) and the active leases, then the operation\n"
+	"counters. Tables fit the terminal's width ($COLUMNS, else the terminal's own):\n"
+	"columns that do not fit are left out, and a line says which.\n"
 	"Anyone who can connect to the socket may ask.\n"
-	"\nOptions:\n" HELP_REPLY_TIMEOUT("30");
+	"\nOptions:\n"
+	"  --wide           every column, however wide the table gets\n"
+	HELP_REPLY_TIMEOUT("30");
 
 static const char help_drain[] =
 	"Drain the named GPUs, all of them when none is named: the daemon refuses\n"
@@ -145,9 +150,10 @@ static const char help_metrics[] =
 const struct wc_command wc_commands[] = {
 	{
 		.name = "status",
-		.synopsis = "status",
-		.summary = "show the daemon, the driver, the GPUs and the leases",
+		.synopsis = "status [--wide]",
+		.summary = "show the daemon, GPUs, shimmed processes, image pool and leases",
 		.help = help_status,
+		.options = WC_OPT_WIDE,
 		.positional = WC_POS_NONE,
 		.default_timeout_ms = WC_DEFAULT_TIMEOUT_MS,
 		.run = wc_cmd_status,
@@ -269,7 +275,7 @@ const struct wc_command wc_commands[] = {
 	{
 		.name = "check",
 		.synopsis = "check",
-		.summary = "check the CRIU set-up: criu, plugin directory, which CUDA plugin is used",
+		.summary = "check the CRIU set-up: criu, its plugins, which one handles CUDA",
 		.help = help_check,
 		.positional = WC_POS_NONE,
 		.default_timeout_ms = WC_DEFAULT_TIMEOUT_MS,
@@ -314,27 +320,29 @@ void wc_print_main_help(void)
 	       "  --json           print one JSON object on stdout (the default when stdout is\n"
 	       "                   not a terminal)\n"
 	       "  --human          print text (the default on a terminal)\n"
-	       "  --timeout SEC    how long to wait for the daemon's reply (default 30 s; 300 s\n"
-	       "                   for drain, undrain, suspend, resume, lock, checkpoint, restore\n"
-	       "                   and unlock, raised to the command's own --timeout + 30 s when\n"
-	       "                   that is longer); after drain, suspend or lock, --timeout is\n"
-	       "                   that command's own option\n"
+	       "  --timeout SEC    how long to wait for the daemon's reply (default 30 s;\n"
+	       "                   300 s for drain, undrain, suspend, resume, lock, checkpoint,\n"
+	       "                   restore and unlock, raised to the command's own --timeout\n"
+	       "                   + 30 s when that is longer); after drain, suspend or lock,\n"
+	       "                   --timeout is that command's own option\n"
 	       "  -h, --help       this text; `warmctl COMMAND --help` describes one command\n"
+	       "  -V, --version    print warmctl's version and exit (`warmctl version` adds the\n"
+	       "                   daemon's)\n"
 	       "\n"
-	       "GPU: an index (0), a UUID (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) or a PCI bus\n"
-	       "id (0000:3b:00.0 or 3b:00.0), as nvidia-smi shows them. PID: 1..%d.\n"
+	       "GPU: an index (0), a UUID (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) or a PCI\n"
+	       "bus id (0000:3b:00.0 or 3b:00.0), as nvidia-smi shows them. PID: 1..%d.\n"
 	       "\n"
 	       "Exit status:\n"
 	       "  0  success\n"
 	       "  1  the daemon refused the request or the operation failed\n"
 	       "  2  usage error (nothing was sent)\n"
-	       "  3  the daemon is unreachable: no socket, connection refused or closed, timeout,\n"
-	       "     malformed reply\n"
+	       "  3  the daemon is unreachable: no socket, connection refused or closed,\n"
+	       "     timeout, malformed reply\n"
 	       "  4  permission denied: the socket refused us (group), or the daemon did\n"
 	       "     (root, or the uid that owns the PID, is needed)\n"
 	       "  5  protocol version mismatch between warmctl and gpu-warmd\n"
 	       "\n"
-	       "See docs/warmctl.md for the output formats.\n", WC_PID_MAX);
+	       "See warmctl(1) for the output formats.\n", WC_PID_MAX);
 }
 
 void wc_print_command_help(const struct wc_command *cmd)

@@ -100,6 +100,20 @@ static const char *remote_hint(const struct wc_ctx *ctx, const char *name)
 	return NULL;
 }
 
+/* Whether the daemon's message already gives the hint's advice: the command the hint quotes
+ * (between its first pair of backquotes) appears in the message. */
+static bool already_says(const char *message, const char *hint)
+{
+	const char *open = strchr(hint, '`'), *close = open ? strchr(open + 1, '`') : NULL;
+	char cmd[128];
+
+	if (!close || close - open - 1 <= 0 || (size_t)(close - open - 1) >= sizeof(cmd))
+		return false;
+	memcpy(cmd, open + 1, (size_t)(close - open - 1));
+	cmd[close - open - 1] = '\0';
+	return strstr(message, cmd) != NULL;
+}
+
 int wc_report(struct wc_ctx *ctx, const char *what, int r, const struct gw_client_error *err)
 {
 	int code = wc_exit_code(r, err);
@@ -137,6 +151,8 @@ int wc_report(struct wc_ctx *ctx, const char *what, int r, const struct gw_clien
 	}
 	if (!*message)
 		message = strerror(-r);
+	if (hint && already_says(message, hint))
+		hint = NULL;
 
 	fprintf(stderr, "warmctl: %s: %s\n", what, message);
 	if (hint)

@@ -210,8 +210,14 @@ int wc_cmd_lease(struct wc_ctx *ctx, const struct wc_args *args)
 		       wc_num(gpu, "index", 0, idx, sizeof(idx)),
 		       wc_str(gpu, "uuid", uuid, sizeof(uuid)),
 		       wc_str(gpu, "pci_bus_id", pci, sizeof(pci)));
-		if (args->hold)
+		if (args->hold) {
 			printf("holding it until Ctrl-C, SIGTERM or end of input\n");
+		} else {
+			/* a lease lasts as long as its connection: end it here and say so */
+			wc_disconnect(ctx);
+			printf("lease %s ended: warmctl closed its connection (--hold keeps a "
+			       "lease)\n", id);
+		}
 		if (fflush(stdout) != 0)
 			r = WC_EXIT_FAILED;
 	}

@@ -234,6 +234,7 @@ int wc_cmd_inspect(struct wc_ctx *ctx, const struct wc_args *args)
 {
 	cJSON *result = cJSON_CreateObject(), *images;
 	uint64_t criu_bytes = 0, criu_files = 0;
+	bool criu_dir = false; /* CRIU writes inventory.img into every checkpoint */
 	struct stat st;
 	int bad = 0, code = WC_EXIT_OK;
 
@@ -268,11 +269,21 @@ int wc_cmd_inspect(struct wc_ctx *ctx, const struct wc_args *args)
 				else {
 					criu_bytes += (uint64_t)fst.st_size;
 					criu_files++;
+					if (strcmp(names[i]->d_name, "inventory.img") == 0)
+						criu_dir = true;
 				}
 			}
 			free(names[i]);
 		}
 		free(names);
+		if (cJSON_GetArraySize(images) == 0 && !criu_dir) {
+			cJSON_Delete(result);
+			return wc_image_error(ctx,
+					      "%s: neither a VRAM image nor a checkpoint directory "
+					      "(no gpuwarm-vram-*.img, no CRIU inventory.img)",
+					      args->path);
+		}
+		cJSON_AddBoolToObject(result, "criu_checkpoint", criu_dir);
 		cJSON_AddNumberToObject(result, "criu_image_bytes", (double)criu_bytes);
 		cJSON_AddNumberToObject(result, "criu_files", (double)criu_files);
 	} else {
@@ -293,8 +304,12 @@ int wc_cmd_inspect(struct wc_ctx *ctx, const struct wc_args *args)
 		if (S_ISDIR(st.st_mode)) {
 			if (cJSON_GetArraySize(images) == 0)
 				printf("%s: no VRAM image here\n", args->path);
-			printf("CRIU image: %.1f MiB in %" PRIu64 " files\n", MIB(criu_bytes),
-			       criu_files);
+			if (criu_dir)
+				printf("CRIU image: %.1f MiB in %" PRIu64 " files\n",
+				       MIB(criu_bytes), criu_files);
+			else if (criu_files)
+				printf("other files: %.1f MiB in %" PRIu64 " files\n",
+				       MIB(criu_bytes), criu_files);
 		}
 		if (fflush(stdout) != 0)
 			code = WC_EXIT_FAILED;

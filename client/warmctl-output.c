@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 static int print_document(cJSON *doc)
 {
@@ -178,6 +180,131 @@ void wc_table_print(const struct wc_table *t, const char *indent)
 				printf("%s\n", cell);
 		}
 	}
+}
+
+size_t wc_terminal_width(void)
+{
+	const char *env = getenv("COLUMNS");
+	struct winsize ws;
+	char *end;
+
+	if (env && *env) {
+		long v = strtol(env, &end, 10);
+
+		if (!*end && v > 0 && v < 100000)
+			return (size_t)v;
+	}
+	if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+		return ws.ws_col;
+	return 80;
+}
+
+void wc_table_print_fit(const struct wc_table *t, const char *indent, size_t max_width,
+			const unsigned *priority, const size_t *min_width, char *left_out,
+			size_t left_out_len)
+{
+	size_t natural[16] = { 0 }, width[16], total;
+	bool shown[16];
+	unsigned ncols = t->ncols < 16 ? t->ncols : 16, nshown = ncols, last = 0;
+
+	if (left_out_len)
+		left_out[0] = '\0';
+	for (unsigned c = 0; c < ncols; c++) {
+		shown[c] = true;
+		for (size_t r = 0; r < t->nrows; r++) {
+			size_t w = strlen(t->cells[r * t->ncols + c]);
+
+			if (w > natural[c])
+				natural[c] = w;
+		}
+		/* shortenable columns count at their minimum until the columns are chosen */
+		width[c] = max_width && min_width && min_width[c] && natural[c] > min_width[c] ?
+				   min_width[c] : natural[c];
+	}
+	for (;;) {
+		unsigned victim = ncols;
+
+		total = strlen(indent);
+		for (unsigned c = 0; c < ncols; c++)
+			if (shown[c])
+				total += width[c] + 2;
+		total -= 2;
+		if (!max_width || total <= max_width || nshown <= 1)
+			break;
+		/* leave out the least important column: highest priority number, the later one
+		 * of equals */
+		for (unsigned c = 0; c < ncols; c++)
+			if (shown[c] && priority && priority[c] &&
+			    (victim == ncols || priority[c] >= priority[victim]))
+				victim = c;
+		if (victim == ncols)
+			break; /* nothing may go: print as narrow as it gets */
+		shown[victim] = false;
+		nshown--;
+		if (left_out_len) {
+			size_t used = strlen(left_out);
+
+			snprintf(left_out + used, left_out_len - used, "%s%s", used ? ", " : "",
+				 t->cells[victim]);
+		}
+	}
+	/* the room left goes back to the shortened columns */
+	for (unsigned c = 0; c < ncols && max_width; c++) {
+		if (shown[c] && width[c] < natural[c] && total < max_width) {
+			size_t give = natural[c] - width[c];
+
+			if (give > max_width - total)
+				give = max_width - total;
+			width[c] += give;
+			total += give;
+		}
+	}
+	for (unsigned c = 0; c < ncols; c++)
+		if (shown[c])
+			last = c;
+	for (size_t r = 0; r < t->nrows; r++) {
+		fputs(indent, stdout);
+		for (unsigned c = 0; c < ncols; c++) {
+			const char *cell = t->cells[r * t->ncols + c];
+
+			if (!shown[c])
+				continue;
+			if (strlen(cell) > width[c]) /* shortened: its end becomes "~" */
+				printf("%.*s~", (int)width[c] - 1, cell);
+			else if (c == last)
+				fputs(cell, stdout);
+			else
+				printf("%-*s", (int)width[c], cell);
+			fputs(c == last ? "\n" : "  ", stdout);
+		}
+	}
+}
+
+void wc_print_wrapped(const char *first, const char *indent, const char *text, size_t max_width)
+{
+	size_t col = strlen(first);
+	bool words_on_line = false;
+
+	fputs(first, stdout);
+	for (const char *p = text; *p;) {
+		size_t word = strcspn(p, " ");
+
+		if (words_on_line && max_width && col + 1 + word > max_width) {
+			printf("\n%s", indent);
+			col = strlen(indent);
+			words_on_line = false;
+		} else if (words_on_line) {
+			putchar(' ');
+			col++;
+		}
+		printf("%.*s", (int)word, p);
+		col += word;
+		words_on_line = true;
+		p += word;
+		while (*p == ' ')
+			p++;
+	}
+	putchar('\n');
 }
 
 void wc_table_free(struct wc_table *t)

@@ -17,6 +17,7 @@ enum {
 
 static const struct option global_options[] = {
 	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, 'V' },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "human", no_argument, NULL, OPT_HUMAN },
 	{ "socket", required_argument, NULL, OPT_SOCKET },
@@ -47,11 +48,15 @@ int main(int argc, char **argv)
 	int opt, r;
 
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "+:h", global_options, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "+:hV", global_options, NULL)) != -1) {
 		switch (opt) {
 		case 'h':
 			wc_print_main_help();
 			return WC_EXIT_OK;
+		case 'V':
+			/* warmctl's own version, no daemon needed (`warmctl version` asks it too) */
+			printf("warmctl %s\n", GW_VERSION);
+			return fflush(stdout) == 0 ? WC_EXIT_OK : WC_EXIT_FAILED;
 		case OPT_JSON:
 			ctx.json = true;
 			break;

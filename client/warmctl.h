@@ -49,6 +49,7 @@ enum {
 	WC_OPT_IMAGE = 1 << 7,  /* --image FILE */
 	WC_OPT_DENSE = 1 << 8,  /* --dense, --chunk-kib N */
 	WC_OPT_VERIFY = 1 << 9, /* --verify */
+	WC_OPT_WIDE = 1 << 10,  /* --wide */
 };
 
 /* Positional arguments a command takes. */
@@ -94,6 +95,7 @@ struct wc_args {
 	bool dense;
 	uint64_t chunk_kib; /* 0: the daemon's */
 	bool verify;
+	bool wide;
 	const char *path; /* WC_POS_PATH */
 };
 
@@ -161,6 +163,16 @@ struct wc_table *wc_table_new(unsigned ncols);
 /* Add a row of ncols cells (copied). Returns 0 or -ENOMEM. */
 int wc_table_add(struct wc_table *t, const char *const *cells);
 void wc_table_print(const struct wc_table *t, const char *indent);
+/* Print within max_width columns (0: no limit): columns with a min_width above 0 are shortened
+ * to it first (their cells end in "~"), then columns are left out, highest priority number
+ * first (0: never); their headers (row 0) go to left_out, comma-separated. */
+void wc_table_print_fit(const struct wc_table *t, const char *indent, size_t max_width,
+			const unsigned *priority, const size_t *min_width, char *left_out,
+			size_t left_out_len);
+/* "first" then text's words, wrapped before max_width (0: never) onto lines starting indent. */
+void wc_print_wrapped(const char *first, const char *indent, const char *text, size_t max_width);
+/* The terminal's width: $COLUMNS, else TIOCGWINSZ on stdout, else 80. */
+size_t wc_terminal_width(void);
 void wc_table_free(struct wc_table *t);
 
 /* The command implementations. */

@@ -3,13 +3,38 @@
 
 #include <event2/event.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static int log_max_priority = LOG_INFO;
+static bool log_prefix; /* "<N>" priority prefixes: only when stderr is the journal */
+
+/*
+ * systemd connects a service's stderr to the journal and says so in $JOURNAL_STREAM: the
+ * stream's "st_dev:st_ino" (sd-daemon(3), systemd.exec(5)). Only then does a "<N>" prefix mean
+ * a priority; on a terminal, in a file or under another supervisor it would be noise.
+ */
+static bool stderr_is_journal(void)
+{
+	const char *env = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+	int n = 0;
+
+	if (!env || sscanf(env, "%llu:%llu%n", &dev, &ino, &n) != 2 || env[n] != '\0')
+		return false;
+	if (fstat(STDERR_FILENO, &st) < 0)
+		return false;
+	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
 
 void gw_log_init(int max_priority)
 {
 	log_max_priority = max_priority;
+	log_prefix = stderr_is_journal();
 }
 
 int gw_log_max_priority(void)
@@ -28,7 +53,10 @@ void gw_log(int priority, const char *fmt, ...)
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
 	/* One write per line so lines from worker threads never interleave. */
-	fprintf(stderr, "<%d>%s\n", priority, line);
+	if (log_prefix)
+		fprintf(stderr, "<%d>%s\n", priority, line);
+	else
+		fprintf(stderr, "%s\n", line);
 }
 
 static void libevent_log(int severity, const char *msg)

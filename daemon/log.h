@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Logging to stderr with sd-daemon "<N>" priority prefixes, so journald keeps priorities when the
- * daemon runs under systemd. Lines about one GPU carry its PCI bus id.
+ * Logging to stderr, one line per message. When stderr is the journal ($JOURNAL_STREAM names it)
+ * lines carry sd-daemon "<N>" priority prefixes, so journald keeps priorities; elsewhere (a
+ * terminal, a file) they are plain text. Lines about one GPU carry its PCI bus id.
  */
 #ifndef GW_LOG_H
 #define GW_LOG_H

@@ -34,6 +34,15 @@ static const char status_json[] =
 	" \"leases\": 1, \"in_flight\": 0, \"error\": null}],"
 	" \"leases\": [{\"id\": 7, \"gpu\": 0, \"uuid\": \"" UUID0 "\", \"client_pid\": 99,"
 	" \"client_uid\": 1000, \"age_s\": 3.2}],"
+	" \"processes\": [{\"pid\": 4242, \"uid\": 1000, \"gpus\": [0, 1],"
+	" \"vram_bytes\": 75161927680, \"ranges\": 136, \"state\": \"suspended\","
+	" \"image\": {\"store\": \"memory\", \"data_bytes\": 3898466304},"
+	" \"agent_tid\": 4250, \"attached\": true},"
+	" {\"pid\": 77, \"agent_tid\": 78, \"attached\": false, \"ranges\": 2,"
+	" \"vram_bytes\": 4194304, \"held_bytes\": 2097152, \"held_in\": \"file\"}],"
+	" \"image_pool\": {\"bytes\": 8589934592, \"free_bytes\": 4691468288, \"pin_ms\": 4812,"
+	" \"cache\": {\"entries\": 1, \"bytes\": 3898466304, \"hits\": 5, \"misses\": 2}},"
+	" \"others\": {\"processes\": 3, \"leases\": 1},"
 	" \"operations\": {\"lock\": {\"ok\": 3, \"failed\": 0}, \"checkpoint\": {\"ok\": 2,"
 	" \"failed\": 1}}}";
 
@@ -398,7 +407,8 @@ GW_TEST(warmctl_status_human_has_the_gpu_table)
 	struct fake_server *s = fake_server_start(handler, &sc);
 	char *out, *err;
 
-	GW_ASSERT_INT_EQ(RUN(&out, &err, "--human", "--socket", fake_server_path(s), "status"), 0);
+	GW_ASSERT_INT_EQ(RUN(&out, &err, "--human", "--socket", fake_server_path(s), "status",
+			     "--wide"), 0);
 	GW_ASSERT_STR_CONTAINS(out, "UUID");
 	GW_ASSERT_STR_CONTAINS(out, UUID0);
 	GW_ASSERT_STR_CONTAINS(out, "NVIDIA H100 80GB HBM3");
@@ -413,6 +423,141 @@ GW_TEST(warmctl_status_human_has_the_gpu_table)
 	free(out);
 	free(err);
 	fake_server_stop(s);
+}
+
+static size_t widest_line(const char *text)
+{
+	size_t widest = 0;
+
+	for (const char *p = text; *p;) {
+		size_t n = strcspn(p, "\n");
+
+		if (n > widest)
+			widest = n;
+		p += n + (p[n] == '\n');
+	}
+	return widest;
+}
+
+/* The processes, the image pool, what other users have; within $COLUMNS. */
+GW_TEST(warmctl_status_human_fits_the_width_and_shows_processes)
+{
+	struct script sc = { 0 };
+	struct fake_server *s = fake_server_start(handler, &sc);
+	static const char *const widths[] = { "80", "100", "132" };
+	char *out, *err;
+
+	for (size_t i = 0; i < sizeof(widths) / sizeof(widths[0]); i++) {
+		setenv("COLUMNS", widths[i], 1);
+		GW_ASSERT_INT_EQ(RUN(&out, &err, "--human", "--socket", fake_server_path(s),
+				     "status"), 0);
+		GW_ASSERT(widest_line(out) <= (size_t)atoi(widths[i]));
+		GW_ASSERT_STR_CONTAINS(out, "\n4242 "); /* a row of the processes table */
+		GW_ASSERT_STR_CONTAINS(out, "1000");
+		GW_ASSERT_STR_CONTAINS(out, "0,1");
+		GW_ASSERT_STR_CONTAINS(out, "70.0 GiB");
+		GW_ASSERT_STR_CONTAINS(out, "suspended");
+		GW_ASSERT_STR_CONTAINS(out, "memory 3.6 GiB");
+		GW_ASSERT_STR_CONTAINS(out, "\n77 ");
+		GW_ASSERT_STR_CONTAINS(out, "file 2 MiB"); /* an older daemon's held_in */
+		GW_ASSERT_STR_CONTAINS(out, "pool of 8.0 GiB pinned in 4812 ms, 4.4 GiB free");
+		GW_ASSERT_STR_CONTAINS(out, "1 entries");
+		GW_ASSERT_STR_CONTAINS(out, "other users: 3 process(es), 1 lease(s)");
+		GW_ASSERT_STR_CONTAINS(out, "\n7 "); /* the lease */
+		free(out);
+		free(err);
+	}
+	setenv("COLUMNS", "80", 1);
+	GW_ASSERT_INT_EQ(RUN(&out, &err, "--human", "--socket", fake_server_path(s), "status"),
+			 0);
+	GW_ASSERT_STR_CONTAINS(out, "--wide shows them");
+	free(out);
+	free(err);
+	GW_ASSERT_INT_EQ(RUN(&out, &err, "--human", "--socket", fake_server_path(s), "status",
+			     "--wide"), 0);
+	GW_ASSERT(widest_line(out) > 100);
+	GW_ASSERT(!strstr(out, "--wide shows them"));
+	unsetenv("COLUMNS");
+	free(out);
+	free(err);
+	fake_server_stop(s);
+}
+
+GW_TEST(warmctl_version_option_needs_no_daemon)
+{
+	char *out, *err;
+
+	GW_ASSERT_INT_EQ(RUN(&out, &err, "--socket", "/nonexistent/sock", "--version"), 0);
+	GW_ASSERT_STR_EQ(out, "warmctl " GW_VERSION "\n");
+	free(out);
+	free(err);
+	GW_ASSERT_INT_EQ(RUN(&out, &err, "-V"), 0);
+	GW_ASSERT_STR_EQ(out, "warmctl " GW_VERSION "\n");
+	free(out);
+	free(err);
+}
+
+/* A daemon message that already names `warmctl status` gets no hint saying the same. */
+GW_TEST(warmctl_hint_is_not_repeated)
+{
+	struct script sc = { .error_name = GW_ERROR_NO_SUCH_GPU,
+			     .error_message = "no GPU matches \"7\" (give an index, a UUID or a "
+					      "PCI bus id; `warmctl status` lists them)" };
+	struct fake_server *s = fake_server_start(handler, &sc);
+	char *out, *err;
+
+	GW_ASSERT_INT_EQ(RUN(&out, &err, "--human", "--socket", fake_server_path(s), "drain", "7"),
+			 1);
+	GW_ASSERT_STR_CONTAINS(err, "no GPU matches");
+	GW_ASSERT(!strstr(err, "hint:"));
+	free(out);
+	free(err);
+	sc.error_message = "no GPU matches \"7\"";
+	GW_ASSERT_INT_EQ(RUN(&out, &err, "--human", "--socket", fake_server_path(s), "drain", "7"),
+			 1);
+	GW_ASSERT_STR_CONTAINS(err, "hint: `warmctl status` lists the GPUs");
+	free(out);
+	free(err);
+	fake_server_stop(s);
+}
+
+GW_TEST(warmctl_lease_without_hold_says_it_ended)
+{
+	struct script sc = { 0 };
+	struct fake_server *s = fake_server_start(handler, &sc);
+	char *out, *err;
+
+	GW_ASSERT_INT_EQ(RUN(&out, &err, "--human", "--socket", fake_server_path(s), "lease"), 0);
+	GW_ASSERT_STR_CONTAINS(out, "lease 7: GPU 0");
+	GW_ASSERT_STR_CONTAINS(out, "lease 7 ended");
+	free(out);
+	free(err);
+	fake_server_stop(s);
+}
+
+/* A directory with neither a VRAM image nor a CRIU checkpoint is not inspected as one. */
+GW_TEST(warmctl_inspect_of_an_ordinary_directory_fails)
+{
+	char dir[] = "/tmp/gw-inspect-XXXXXX", path[64], *out, *err;
+	FILE *f;
+
+	GW_ASSERT(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/notes.txt", dir);
+	GW_ASSERT((f = fopen(path, "w")) && fputs("hello\n", f) >= 0 && fclose(f) == 0);
+	GW_ASSERT_INT_EQ(RUN(&out, &err, "--human", "inspect", dir), 1);
+	GW_ASSERT_STR_CONTAINS(err, "neither a VRAM image nor a checkpoint directory");
+	free(out);
+	free(err);
+	snprintf(path, sizeof(path), "%s/inventory.img", dir);
+	GW_ASSERT((f = fopen(path, "w")) && fputs("criu\n", f) >= 0 && fclose(f) == 0);
+	GW_ASSERT_INT_EQ(RUN(&out, &err, "--human", "inspect", dir), 0);
+	GW_ASSERT_STR_CONTAINS(out, "CRIU image:");
+	free(out);
+	free(err);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/notes.txt", dir);
+	unlink(path);
+	rmdir(dir);
 }
 
 GW_TEST(warmctl_usage_errors_exit_2_without_connecting)

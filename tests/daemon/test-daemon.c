@@ -5,6 +5,7 @@
 #include <grp.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -752,7 +753,44 @@ GW_TEST(sigterm_stops_cleanly)
 	GW_ASSERT_INT_EQ(gwt_daemon_stop(&d), 0);
 	GW_ASSERT(stat(d.socket, &st) < 0 && errno == ENOENT);
 	GW_ASSERT_STR_CONTAINS(gwt_daemon_log(&d), "released");
-	GW_ASSERT_STR_CONTAINS(gwt_daemon_log(&d), "<5>stopped");
+	GW_ASSERT_STR_CONTAINS(gwt_daemon_log(&d), "stopped");
+}
+
+/* Priority prefixes only when stderr is the journal ($JOURNAL_STREAM = its st_dev:st_ino). */
+static void log_prefix_case(bool journal)
+{
+	struct gwt_daemon d;
+	char path[300], env[64];
+	struct stat st;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/gpu-warmd.log", gwt_dir());
+	fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+	GW_ASSERT(fd >= 0 && fstat(fd, &st) == 0);
+	close(fd);
+	snprintf(env, sizeof(env), "%llu:%llu", (unsigned long long)st.st_dev,
+		 (unsigned long long)st.st_ino + (journal ? 0 : 1));
+	setenv("JOURNAL_STREAM", env, 1);
+	gwt_daemon_start(&d, NULL);
+	unsetenv("JOURNAL_STREAM");
+	GW_ASSERT_INT_EQ(gwt_daemon_stop(&d), 0);
+	if (journal) {
+		GW_ASSERT_STR_CONTAINS(gwt_daemon_log(&d), "<5>stopped");
+	} else {
+		GW_ASSERT_STR_CONTAINS(gwt_daemon_log(&d), "\nstopped");
+		GW_ASSERT(!strstr(gwt_daemon_log(&d), "<5>"));
+		GW_ASSERT(!strstr(gwt_daemon_log(&d), "<6>"));
+	}
+}
+
+GW_TEST(log_has_priority_prefixes_when_stderr_is_the_journal)
+{
+	log_prefix_case(true);
+}
+
+GW_TEST(log_is_plain_text_when_stderr_is_not_the_journal)
+{
+	log_prefix_case(false);
 }
 
 GW_TEST(usage_errors_exit_2)

@@ -3,6 +3,7 @@
  * in-process shim (LD_PRELOAD), warmctl. */
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -354,6 +355,62 @@ GW_TEST(fast_path_two_gpu_process)
 		GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
 		GW_ASSERT_STR_CONTAINS(line, "gpu2 GPU-fa4ec0da-0000-4000-8000-000000000001");
 	}
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+/* The text status on an 80-column terminal: two GPUs and a shimmed process, suspended into the
+ * image pool, fit in 100 columns and the process is listed with its image. */
+static size_t widest_line(const char *text)
+{
+	size_t widest = 0;
+
+	for (const char *p = text; *p;) {
+		size_t n = strcspn(p, "\n");
+
+		if (n > widest)
+			widest = n;
+		p += n + (p[n] == '\n');
+	}
+	return widest;
+}
+
+GW_TEST(status_text_fits_80_columns_and_lists_the_process)
+{
+	static char out[65536], err[4096];
+	struct gwt_daemon d;
+	struct gwt_app app;
+	char pid[32], row[64];
+	cJSON *j;
+
+	setenv("FAKECUDA_GPUS", "2", 1);
+	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "128"));
+	start_shimmed(&d, &app, "64", "8");
+	snprintf(pid, sizeof(pid), "%d", (int)app.pid);
+	j = gwt_ctl(&d, 0, GWT_ARGS("suspend", pid));
+	cJSON_Delete(j);
+
+	setenv("COLUMNS", "80", 1);
+	GW_ASSERT_INT_EQ(gwt_run_as(-1, out, sizeof(out), err, sizeof(err),
+				    GWT_ARGS(getenv("GW_WARMCTL"), "--socket", d.socket, "--human",
+					     "status")), 0);
+	unsetenv("COLUMNS");
+	fprintf(stderr, "%s", out);
+	GW_ASSERT(widest_line(out) <= 100);
+	snprintf(row, sizeof(row), "\n%s ", pid); /* a row of the processes table */
+	GW_ASSERT_STR_CONTAINS(out, row);
+	GW_ASSERT_STR_CONTAINS(out, "64 MiB");
+	GW_ASSERT_STR_CONTAINS(out, "memory 64 MiB"); /* its image, in the pool */
+	GW_ASSERT_STR_CONTAINS(out, "images:   pool of 128 MiB pinned");
+	GW_ASSERT_STR_CONTAINS(out, "\n1    "); /* the second GPU's row */
+
+	/* --wide: every column, the UUIDs too */
+	GW_ASSERT_INT_EQ(gwt_run_as(-1, out, sizeof(out), err, sizeof(err),
+				    GWT_ARGS(getenv("GW_WARMCTL"), "--socket", d.socket, "--human",
+					     "status", "--wide")), 0);
+	GW_ASSERT_STR_CONTAINS(out, "GPU-fa4ec0da-0000-4000-8000-000000000001");
+
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", pid)));
 	gwt_app_stop(&app);
 	gwt_daemon_stop(&d);
 }
