@@ -164,7 +164,7 @@ int gw_cuda_errno(CUresult r)
 	case CUDA_ERROR_NOT_FOUND:
 		return -ESRCH;
 	case CUDA_ERROR_ILLEGAL_STATE:
-		return -EBUSY;
+		return -EBADFD; /* the process is in the wrong state for the call */
 	case CUDA_ERROR_NOT_READY:
 	case CUDA_ERROR_TIMEOUT:
 		return -ETIMEDOUT;

@@ -18,6 +18,7 @@
 #include "auth.h"
 #include "clock.h"
 #include "freeze.h"
+#include "gw-ckpt.h"
 #include "hostpool.h"
 #include "log.h"
 
@@ -149,19 +150,14 @@ __attribute__((format(printf, 3, 4))) static void set_error(struct gw_fast_op *o
 static void set_cuda_error(struct gw_fast_op *op)
 {
 	char text[160];
-	const char *name = op->cu == CUDA_ERROR_ILLEGAL_STATE ? GW_ERROR_ILLEGAL_STATE :
-			   op->cu == CUDA_ERROR_NOT_READY || op->cu == CUDA_ERROR_TIMEOUT ?
-								  GW_ERROR_TIMEOUT :
-			   op->cu == CUDA_ERROR_NOT_FOUND ? GW_ERROR_NO_SUCH_PROCESS :
-							    GW_ERROR_CUDA;
 
 	if (!op->error_extra) {
 		op->error_extra = cJSON_CreateObject();
 		if (op->error_extra)
 			cJSON_AddNumberToObject(op->error_extra, "cuda_error", op->cu);
 	}
-	set_error(op, name, "%s(pid %d): %s", op->cu_call, op->pid,
-		  gw_cuda_describe(op->d->cuda, op->cu, text, sizeof(text)));
+	set_error(op, gw_error_for_errno(gw_cuda_errno(op->cu)), "%s(pid %d): %s", op->cu_call,
+		  op->pid, gw_cuda_describe(op->d->cuda, op->cu, text, sizeof(text)));
 }
 
 static void close_fds(struct gw_fast_op *op)
@@ -289,46 +285,55 @@ static int still_there(struct gw_fast_op *op)
 	return 0;
 }
 
+/* The steps of the shared checkpoint sequence (common/gw-ckpt.h), observed: each acts on the
+ * pinned process or on nothing. */
+static int before_driver_step(void *ctx, enum gw_ckpt_step step)
+{
+	(void)step;
+	return !still_there(ctx);
+}
+
+static void driver_step(struct gw_fast_op *op, enum gw_ckpt_step step)
+{
+	struct gw_ckpt_args args = { .lock_timeout_ms = op->timeout_ms };
+	struct gw_ckpt_observer obs = { before_driver_step, NULL, op };
+	struct gw_ckpt_outcome out;
+
+	if (gw_ckpt_single(op->d->cuda, op->pid, step, &args, &obs, &out) < 0 && !out.stopped) {
+		op->cu = out.result;
+		op->cu_call = gw_ckpt_step_call(out.failed_step);
+	} else if (!out.stopped) {
+		op->cu = CUDA_SUCCESS;
+	}
+}
+
 static void work_lock(struct gw_fast_op *op, struct op_job *job)
 {
-	const struct gw_cuda *cuda = op->d->cuda;
-	CUcheckpointLockArgs args = { .timeoutMs = op->timeout_ms };
 	int tid = 0;
 
 	(void)job;
-	if (!still_there(op))
-		return;
-	op->cu_call = "cuCheckpointProcessLock";
-	op->cu = cuda->cuCheckpointProcessLock(op->pid, &args);
+	driver_step(op, GW_CKPT_LOCK);
 	if (op->cu == CUDA_SUCCESS &&
-	    cuda->cuCheckpointProcessGetRestoreThreadId(op->pid, &tid) == CUDA_SUCCESS)
+	    op->d->cuda->cuCheckpointProcessGetRestoreThreadId(op->pid, &tid) == CUDA_SUCCESS)
 		op->restore_tid = tid;
 }
 
 static void work_unlock(struct gw_fast_op *op, struct op_job *job)
 {
 	(void)job;
-	if (!still_there(op))
-		return;
-	op->cu_call = "cuCheckpointProcessUnlock";
-	op->cu = op->d->cuda->cuCheckpointProcessUnlock(op->pid, NULL);
+	driver_step(op, GW_CKPT_UNLOCK);
 }
 
+/* Not gw_ckpt_suspend(): a failed checkpoint here is not unlocked and left running, the VRAM is
+ * in the image only: suspend_checkpointed() unlocks and maps it back. */
 static void work_lock_checkpoint(struct gw_fast_op *op, struct op_job *job)
 {
-	const struct gw_cuda *cuda = op->d->cuda;
-	CUcheckpointLockArgs args = { .timeoutMs = op->timeout_ms };
-
 	(void)job;
-	if (!still_there(op))
-		return;
-	op->cu_call = "cuCheckpointProcessLock";
-	op->cu = cuda->cuCheckpointProcessLock(op->pid, &args);
+	driver_step(op, GW_CKPT_LOCK);
 	if (op->cu != CUDA_SUCCESS)
 		return;
 	op->locked = 1;
-	op->cu_call = "cuCheckpointProcessCheckpoint";
-	op->cu = cuda->cuCheckpointProcessCheckpoint(op->pid, NULL);
+	driver_step(op, GW_CKPT_CHECKPOINT);
 }
 
 static void work_restore_tid(struct gw_fast_op *op, struct op_job *job)
@@ -345,22 +350,15 @@ static void work_restore_tid(struct gw_fast_op *op, struct op_job *job)
 
 static void work_restore_unlock(struct gw_fast_op *op, struct op_job *job)
 {
-	const struct gw_cuda *cuda = op->d->cuda;
-	CUprocessState state;
+	struct gw_ckpt_observer obs = { before_driver_step, NULL, op };
+	struct gw_ckpt_outcome out;
 
 	(void)job;
-	if (!still_there(op))
-		return;
-	/* Locked already: an earlier resume restored it and then failed to unlock. */
-	if (cuda->cuCheckpointProcessGetState(op->pid, &state) != CUDA_SUCCESS ||
-	    state != CU_PROCESS_STATE_LOCKED) {
-		op->cu_call = "cuCheckpointProcessRestore";
-		op->cu = cuda->cuCheckpointProcessRestore(op->pid, NULL);
-		if (op->cu != CUDA_SUCCESS)
-			return;
+	op->cu = CUDA_SUCCESS;
+	if (gw_ckpt_resume(op->d->cuda, op->pid, NULL, &obs, &out) < 0 && !out.stopped) {
+		op->cu = out.result;
+		op->cu_call = gw_ckpt_step_call(out.failed_step);
 	}
-	op->cu_call = "cuCheckpointProcessUnlock";
-	op->cu = cuda->cuCheckpointProcessUnlock(op->pid, NULL);
 }
 
 /* ---- copy steps (one worker job per GPU, in parallel) ---- */

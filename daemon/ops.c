@@ -15,6 +15,7 @@
 #include "daemon.h"
 #include "fastpath.h"
 #include "log.h"
+#include "gw-ckpt.h"
 #include "gw-pidgpu.h"
 
 #define GW_OP_MAX_STEPS 4
@@ -31,11 +32,8 @@ struct gw_pid_job {
 		double ms;
 	} steps[GW_OP_MAX_STEPS];
 	unsigned nsteps;
-	CUresult failed_result;   /* CUDA_SUCCESS when every step worked */
-	const char *failed_call;  /* the entry point that failed */
-	int undone;               /* suspend: unlocked again after a failed checkpoint */
+	struct gw_ckpt_outcome outcome;
 	int gone;                 /* the process exited before a step */
-	CUresult undo_result;
 	CUprocessState state;
 	int have_state;
 	double total_ms;
@@ -66,99 +64,64 @@ static const char *state_name(CUprocessState s)
 
 /* ---- worker side ---- */
 
-static CUresult run_step(struct gw_pid_job *job, enum gw_op_kind step)
+/* The sequence's observer: each step acts on the process pinned at dispatch or on nothing, since
+ * once it has exited its pid may name another process; each step's time goes into the reply. */
+static int before_step(void *ctx, enum gw_ckpt_step step)
 {
-	const struct gw_cuda *cuda = job->d->cuda;
-	pid_t pid = job->p.pid;
-	double start = gw_now_ms();
-	CUresult r = CUDA_ERROR_INVALID_VALUE;
-	const char *call = "?";
+	struct gw_pid_job *job = ctx;
 
-	/* The step acts on the process pinned at dispatch or on nothing: once it has exited its
-	 * pid may name another process. */
-	if (!gw_pin_alive(&job->p.pin)) {
-		job->gone = 1;
-		step = GW_OP_KIND_COUNT;
-		r = CUDA_ERROR_NOT_FOUND;
-		call = "(the process exited)";
-	}
-	switch (step) {
-	case GW_OP_LOCK: {
-		CUcheckpointLockArgs args = { .timeoutMs = job->p.timeout_ms };
+	(void)step;
+	job->gone = !gw_pin_alive(&job->p.pin);
+	return job->gone;
+}
 
-		call = "cuCheckpointProcessLock";
-		r = cuda->cuCheckpointProcessLock(pid, &args);
-		break;
-	}
-	case GW_OP_CHECKPOINT:
-		call = "cuCheckpointProcessCheckpoint";
-		r = cuda->cuCheckpointProcessCheckpoint(pid, NULL);
-		break;
-	case GW_OP_RESTORE: {
-		CUcheckpointRestoreArgs args;
+static void after_step(void *ctx, enum gw_ckpt_step step, CUresult r, double ms)
+{
+	struct gw_pid_job *job = ctx;
 
-		memset(&args, 0, sizeof(args));
-		args.gpuPairs = (CUcheckpointGpuPair *)job->p.pairs;
-		args.gpuPairsCount = job->p.npairs;
-		call = "cuCheckpointProcessRestore";
-		r = cuda->cuCheckpointProcessRestore(pid, job->p.npairs ? &args : NULL);
-		break;
-	}
-	case GW_OP_UNLOCK:
-		call = "cuCheckpointProcessUnlock";
-		r = cuda->cuCheckpointProcessUnlock(pid, NULL);
-		break;
-	default:
-		break;
-	}
-	if (job->nsteps < GW_OP_MAX_STEPS && step < GW_OP_KIND_COUNT) {
-		job->steps[job->nsteps].name = gw_op_kind_name(step);
-		job->steps[job->nsteps].ms = gw_now_ms() - start;
+	(void)r;
+	if (job->nsteps < GW_OP_MAX_STEPS) {
+		job->steps[job->nsteps].name = gw_ckpt_step_name(step);
+		job->steps[job->nsteps].ms = ms;
 		job->nsteps++;
 	}
-	if (r != CUDA_SUCCESS && job->failed_result == CUDA_SUCCESS) {
-		job->failed_result = r;
-		job->failed_call = call;
-	}
-	return r;
 }
+
+static const enum gw_ckpt_step single_steps[GW_OP_KIND_COUNT] = {
+	[GW_OP_LOCK] = GW_CKPT_LOCK,
+	[GW_OP_CHECKPOINT] = GW_CKPT_CHECKPOINT,
+	[GW_OP_RESTORE] = GW_CKPT_RESTORE,
+	[GW_OP_UNLOCK] = GW_CKPT_UNLOCK,
+};
 
 static void pid_job_work(void *data)
 {
 	struct gw_pid_job *job = data;
+	const struct gw_cuda *cuda = job->d->cuda;
+	struct gw_ckpt_observer obs = { before_step, after_step, job };
+	struct gw_ckpt_args args = {
+		.lock_timeout_ms = job->p.timeout_ms,
+		.pairs = job->p.pairs,
+		.npairs = job->p.npairs,
+	};
+	struct gw_ckpt_outcome out;
 	double start = gw_now_ms();
 
-	switch (job->p.kind) {
-	case GW_OP_SUSPEND:
-		if (run_step(job, GW_OP_LOCK) == CUDA_SUCCESS &&
-		    run_step(job, GW_OP_CHECKPOINT) != CUDA_SUCCESS && !job->gone) {
-			job->undone = 1;
-			job->undo_result = job->d->cuda->cuCheckpointProcessUnlock(job->p.pid, NULL);
-		}
-		break;
-	case GW_OP_RESUME: {
-		CUprocessState state;
-
-		/* Locked already: its restore happened (an earlier resume whose unlock failed, or a
-		 * daemon killed between the two) or it never got as far as a checkpoint (a suspend
-		 * cut short): either way unlocking is what is left to bring it back. */
-		if (gw_pin_alive(&job->p.pin) &&
-		    job->d->cuda->cuCheckpointProcessGetState(job->p.pid, &state) == CUDA_SUCCESS &&
-		    state == CU_PROCESS_STATE_LOCKED) {
-			run_step(job, GW_OP_UNLOCK);
-			break;
-		}
-		if (run_step(job, GW_OP_RESTORE) == CUDA_SUCCESS)
-			run_step(job, GW_OP_UNLOCK);
-		break;
-	}
-	default:
-		run_step(job, job->p.kind);
-		break;
-	}
+	if (job->p.kind == GW_OP_SUSPEND)
+		gw_ckpt_suspend(cuda, job->p.pid, &args, &obs, &out);
+	else if (job->p.kind == GW_OP_RESUME)
+		gw_ckpt_resume(cuda, job->p.pid, &args, &obs, &out);
+	else
+		gw_ckpt_single(cuda, job->p.pid, single_steps[job->p.kind], &args, &obs, &out);
+	job->outcome = out;
 	job->total_ms = gw_now_ms() - start;
 	job->have_state = gw_pin_alive(&job->p.pin) &&
-		job->d->cuda->cuCheckpointProcessGetState(job->p.pid, &job->state) == CUDA_SUCCESS;
+		cuda->cuCheckpointProcessGetState(job->p.pid, &job->state) == CUDA_SUCCESS;
+}
+
+static int job_failed(const struct gw_pid_job *job)
+{
+	return job->gone || job->outcome.result != CUDA_SUCCESS;
 }
 
 /* ---- loop side ---- */
@@ -262,39 +225,35 @@ static cJSON *job_result(const struct gw_pid_job *job)
 static void fail_job(struct gw_pid_job *job)
 {
 	const struct gw_cuda *cuda = job->d->cuda;
-	CUresult r = job->failed_result;
+	const struct gw_ckpt_outcome *o = &job->outcome;
+	CUresult r = o->result;
+	const char *call = gw_ckpt_step_call(o->failed_step);
 	char text[192], tail[192] = "";
-	const char *name = GW_ERROR_CUDA;
 	cJSON *extra = job_result(job);
 
-	if (extra)
+	if (extra && !job->gone)
 		cJSON_AddNumberToObject(extra, "cuda_error", r);
-	if (r == CUDA_ERROR_ILLEGAL_STATE)
-		name = GW_ERROR_ILLEGAL_STATE;
-	else if (r == CUDA_ERROR_NOT_READY || r == CUDA_ERROR_TIMEOUT)
-		name = GW_ERROR_TIMEOUT;
-	else if (r == CUDA_ERROR_NOT_FOUND)
-		name = GW_ERROR_NO_SUCH_PROCESS;
-	if (job->undone)
+	if (o->undone)
 		snprintf(tail, sizeof(tail), "; unlocked it again: %s",
-			 job->undo_result == CUDA_SUCCESS ?
+			 o->undo_result == CUDA_SUCCESS ?
 				 "it runs on" :
-				 gw_cuda_describe(cuda, job->undo_result, text, sizeof(text)));
+				 gw_cuda_describe(cuda, o->undo_result, text, sizeof(text)));
 	if (job->gone)
 		gw_request_fail(job->req, GW_ERROR_NO_SUCH_PROCESS, extra,
 				"pid %d exited before the operation was done%s", job->p.pid, tail);
 	else if (r == CUDA_ERROR_NOT_FOUND)
 		gw_request_fail(job->req, GW_ERROR_NOT_CUDA, extra,
 				"pid %d is not a CUDA process (%s): the driver does not know it%s",
-				job->p.pid, job->failed_call, tail);
+				job->p.pid, call, tail);
 	else if (r == CUDA_ERROR_ILLEGAL_STATE)
-		gw_request_fail(job->req, name, extra, "%s(pid %d): the process is %s, which this "
-				"step does not accept%s",
-				job->failed_call, job->p.pid,
+		gw_request_fail(job->req, GW_ERROR_ILLEGAL_STATE, extra,
+				"%s(pid %d): the process is %s, which this step does not accept%s",
+				call, job->p.pid,
 				job->have_state ? state_name(job->state) : "in an unknown state", tail);
 	else
-		gw_request_fail(job->req, name, extra, "%s(pid %d): %s%s", job->failed_call,
-				job->p.pid, gw_cuda_describe(cuda, r, text, sizeof(text)), tail);
+		gw_request_fail(job->req, gw_error_for_errno(gw_cuda_errno(r)), extra,
+				"%s(pid %d): %s%s", call, job->p.pid,
+				gw_cuda_describe(cuda, r, text, sizeof(text)), tail);
 }
 
 static void pid_job_done(void *data)
@@ -310,16 +269,17 @@ static void pid_job_done(void *data)
 		}
 	count_in_flight(d, job->p.gpu_mask, -1);
 	gw_quota_give(&d->quota, job->p.owner);
-	gw_op_stats_record(stats, job->failed_result == CUDA_SUCCESS, job->total_ms, 0);
-	if (job->failed_result == CUDA_SUCCESS) {
+	gw_op_stats_record(stats, !job_failed(job), job->total_ms, 0);
+	if (!job_failed(job)) {
 		gw_info("%s pid %d: %s in %.1f ms", gw_op_kind_name(job->p.kind), job->p.pid,
 			job->have_state ? state_name(job->state) : "?", job->total_ms);
 		if (job->have_state && job->state == CU_PROCESS_STATE_RUNNING)
 			forget_source_gpus(d, job->p.pid);
 		gw_request_reply(job->req, job_result(job));
 	} else {
-		gw_warn("%s pid %d failed in %s: CUresult %d", gw_op_kind_name(job->p.kind),
-			job->p.pid, job->failed_call, job->failed_result);
+		gw_warn("%s pid %d failed in %s: CUresult %d%s", gw_op_kind_name(job->p.kind),
+			job->p.pid, gw_ckpt_step_call(job->outcome.failed_step), job->outcome.result,
+			job->gone ? " (the process exited)" : "");
 		fail_job(job);
 	}
 	gw_pin_close(&job->p.pin);

@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "gw-ckpt.h"
 #include "gw-client.h"
 #include "gw-cuda.h"
 
@@ -169,20 +170,7 @@ const char *gwp_backend_route(const struct gwp_backend *be)
 
 static int remote_errno(const struct gw_client_error *e)
 {
-	static const struct {
-		const char *name;
-		int err;
-	} map[] = {
-		{ GW_ERROR_NO_SUCH_PROCESS, -ESRCH }, { GW_ERROR_TIMEOUT, -ETIMEDOUT },
-		{ GW_ERROR_ILLEGAL_STATE, -EINVAL },  { GW_ERROR_BUSY, -EBUSY },
-		{ GW_ERROR_PERMISSION_DENIED, -EACCES }, { GW_ERROR_DRAINING, -ENODEV },
-		{ GW_ERROR_NO_SUCH_GPU, -ENODEV },    { GW_ERROR_NO_GPU_AVAILABLE, -ENODEV },
-	};
-
-	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
-		if (strcmp(e->name, map[i].name) == 0)
-			return map[i].err;
-	return -EIO;
+	return gw_errno_for_error(e->name);
 }
 
 /* One call to the daemon. On a transport failure the daemon is dropped (-EAGAIN). */
@@ -341,23 +329,6 @@ static int daemon_gpus(struct gwp_backend *be, struct gwp_backend_gpu *gpus, uns
 
 /* ---- the driver ---- */
 
-static int driver_errno(CUresult r)
-{
-	switch (r) {
-	case CUDA_ERROR_NOT_FOUND:
-	case CUDA_ERROR_INVALID_VALUE:
-		return -ESRCH;
-	case CUDA_ERROR_NOT_READY:
-	case CUDA_ERROR_TIMEOUT:
-		return -ETIMEDOUT;
-	case CUDA_ERROR_ILLEGAL_STATE:
-		return -EINVAL;
-	case CUDA_ERROR_INVALID_DEVICE:
-		return -ENODEV;
-	default:
-		return -EIO;
-	}
-}
 
 static int driver_fail(struct gwp_backend *be, CUresult r, const char *call, pid_t pid, char *err,
 		       size_t len)
@@ -366,7 +337,7 @@ static int driver_fail(struct gwp_backend *be, CUresult r, const char *call, pid
 
 	snprintf(err, len, "%s(pid %d): %s", call, (int)pid,
 		 gw_cuda_describe(be->cuda, r, text, sizeof(text)));
-	return driver_errno(r);
+	return gw_cuda_errno(r);
 }
 
 static int driver_state(struct gwp_backend *be, pid_t pid, enum gwp_state *ret_state,
@@ -391,54 +362,30 @@ static int driver_step(struct gwp_backend *be, pid_t pid, enum gwp_step step,
 		       unsigned lock_timeout_ms, const struct gwp_pair *pairs, unsigned npairs,
 		       char *err, size_t len)
 {
-	const struct gw_cuda *cu = be->cuda;
-	CUresult r = CUDA_ERROR_INVALID_VALUE;
-	const char *call = "?";
+	static const enum gw_ckpt_step steps[] = {
+		[GWP_STEP_LOCK] = GW_CKPT_LOCK,
+		[GWP_STEP_CHECKPOINT] = GW_CKPT_CHECKPOINT,
+		[GWP_STEP_RESTORE] = GW_CKPT_RESTORE,
+		[GWP_STEP_UNLOCK] = GW_CKPT_UNLOCK,
+	};
+	CUcheckpointGpuPair cp[GWP_MAX_GPUS];
+	struct gw_ckpt_args args = { .lock_timeout_ms = lock_timeout_ms, .pairs = cp,
+				     .npairs = npairs };
+	CUresult r;
 
-	switch (step) {
-	case GWP_STEP_LOCK: {
-		CUcheckpointLockArgs args;
-
-		memset(&args, 0, sizeof(args));
-		args.timeoutMs = lock_timeout_ms;
-		call = "cuCheckpointProcessLock";
-		r = cu->cuCheckpointProcessLock(pid, &args);
-		break;
-	}
-	case GWP_STEP_CHECKPOINT:
-		call = "cuCheckpointProcessCheckpoint";
-		r = cu->cuCheckpointProcessCheckpoint(pid, NULL);
-		break;
-	case GWP_STEP_RESTORE: {
-		CUcheckpointGpuPair cp[GWP_MAX_GPUS];
-		CUcheckpointRestoreArgs args;
-
-		if (npairs > GWP_MAX_GPUS)
-			return -EINVAL;
-		for (unsigned i = 0; i < npairs; i++) {
-			if (gw_cuda_uuid_parse(pairs[i].old_uuid, &cp[i].oldUuid) < 0 ||
-			    gw_cuda_uuid_parse(pairs[i].new_uuid, &cp[i].newUuid) < 0) {
-				snprintf(err, len, "bad GPU pair %s -> %s", pairs[i].old_uuid,
-					 pairs[i].new_uuid);
-				return -EINVAL;
-			}
-		}
-		memset(&args, 0, sizeof(args));
-		args.gpuPairs = cp;
-		args.gpuPairsCount = npairs;
-		call = "cuCheckpointProcessRestore";
-		r = cu->cuCheckpointProcessRestore(pid, npairs ? &args : NULL);
-		break;
-	}
-	case GWP_STEP_UNLOCK:
-		call = "cuCheckpointProcessUnlock";
-		r = cu->cuCheckpointProcessUnlock(pid, NULL);
-		break;
-	default:
+	if (step < GWP_STEP_LOCK || step > GWP_STEP_UNLOCK || npairs > GWP_MAX_GPUS)
 		return -EINVAL;
+	for (unsigned i = 0; i < npairs; i++) {
+		if (gw_cuda_uuid_parse(pairs[i].old_uuid, &cp[i].oldUuid) < 0 ||
+		    gw_cuda_uuid_parse(pairs[i].new_uuid, &cp[i].newUuid) < 0) {
+			snprintf(err, len, "bad GPU pair %s -> %s", pairs[i].old_uuid,
+				 pairs[i].new_uuid);
+			return -EINVAL;
+		}
 	}
+	r = gw_ckpt_step(be->cuda, pid, steps[step], &args);
 	if (r != CUDA_SUCCESS)
-		return driver_fail(be, r, call, pid, err, len);
+		return driver_fail(be, r, gw_ckpt_step_call(steps[step]), pid, err, len);
 	return 0;
 }
 

@@ -124,6 +124,15 @@
 #define GW_ERROR_NOT_CUDA "gpuwarm.Error.NotCudaProcess" /* a live process the driver does not know */
 #define GW_ERROR_INTERNAL "gpuwarm.Error.Internal"
 
+/* ---- errors: one table, both ways ----
+ * Every negative errno the daemon reports has one wire name, and every wire name one errno (the
+ * driver's CUresults become errnos in common/gw-cuda.h gw_cuda_errno()). */
+
+/* The wire name for -err (an unknown errno gives GW_ERROR_INTERNAL). */
+const char *gw_error_for_errno(int err);
+/* The negative errno for a wire name (an unknown name gives -EIO). */
+int gw_errno_for_error(const char *name);
+
 /* ---- framing ---- */
 
 /* Write the 8-byte header for a payload of len bytes. -EMSGSIZE when len is out of range. */
