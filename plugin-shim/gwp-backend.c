@@ -329,7 +329,6 @@ static int daemon_gpus(struct gwp_backend *be, struct gwp_backend_gpu *gpus, uns
 
 /* ---- the driver ---- */
 
-
 static int driver_fail(struct gwp_backend *be, CUresult r, const char *call, pid_t pid, char *err,
 		       size_t len)
 {
