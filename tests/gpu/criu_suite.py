@@ -298,7 +298,7 @@ def main():
                 daemon.wait(30)
             except subprocess.TimeoutExpired:
                 print("gpu-warmd did not stop within 30 s of SIGTERM; its log ends:")
-                print("".join(open(f"{work}/gpu-warmd.log").readlines()[-40:]))
+                print("".join(open(f"{work}/daemon.log").readlines()[-40:]))
                 try:
                     print(open(f"/proc/{daemon.pid}/stack").read())
                 except OSError:
