@@ -129,8 +129,8 @@ static void stop_clean(struct gwt_daemon *d)
 
 /* ======================= 1. use after free of a connection ======================= */
 
-/* Hello, then requests answered at once (Status), pipelined, and the socket closed right away
- * (every other time with SO_LINGER 0: a reset), a few hundred times. */
+/* Hello (mostly waiting for its answer), then requests answered at once (Status), pipelined, and
+ * the socket closed right away (every other time with SO_LINGER 0: a reset), `rounds` times. */
 static void close_storm(const struct gwt_daemon *d, unsigned rounds)
 {
 	uint8_t frames[4096];
@@ -154,12 +154,52 @@ static void close_storm(const struct gwt_daemon *d, unsigned rounds)
 
 			setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 		}
-		/* Hello plus 1..4 Status frames, in one write */
-		(void)send(fd, frames, ends[1 + i % 4], MSG_NOSIGNAL);
-		if (i % 3 == 2)
-			gwt_sleep_ms(1); /* sometimes the answer is on its way when we go */
+		if (i % 4 == 3) {
+			/* Hello plus 1..4 Status frames, in one write */
+			(void)send(fd, frames, ends[1 + i % 4], MSG_NOSIGNAL);
+		} else {
+			struct pollfd p = { .fd = fd, .events = POLLIN };
+			char buf[512];
+
+			/* Hello answered first; then the requests, and gone before their answers */
+			(void)send(fd, frames, ends[0], MSG_NOSIGNAL);
+			if (poll(&p, 1, 2000) > 0)
+				(void)!recv(fd, buf, sizeof(buf), 0);
+			(void)send(fd, frames + ends[0], ends[1 + i % 4] - ends[0], MSG_NOSIGNAL);
+		}
 		close(fd);
 	}
+}
+
+/* Many requests answered at once, never read: the daemon's output for the client passes its
+ * limit while a request is being answered, and it closes the connection there. */
+static void output_flood(const struct gwt_daemon *d)
+{
+	size_t one = GW_FRAME_HEADER_SIZE + strlen(STATUS_REQ), count = 6000, len, off = 0;
+	uint8_t *buf = malloc(GW_FRAME_HEADER_SIZE + strlen(SEC_HELLO) + count * one);
+	double deadline = gwt_now_ms() + 10000;
+	int fd = gwt_connect(d);
+
+	GW_ASSERT(buf && fd >= 0);
+	gw_frame_header_encode(strlen(SEC_HELLO), buf);
+	memcpy(buf + GW_FRAME_HEADER_SIZE, SEC_HELLO, strlen(SEC_HELLO));
+	len = GW_FRAME_HEADER_SIZE + strlen(SEC_HELLO);
+	for (size_t i = 0; i < count; i++, len += one) {
+		gw_frame_header_encode(strlen(STATUS_REQ), buf + len);
+		memcpy(buf + len + GW_FRAME_HEADER_SIZE, STATUS_REQ, strlen(STATUS_REQ));
+	}
+	while (off < len && gwt_now_ms() < deadline) {
+		ssize_t k = send(fd, buf + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (k > 0)
+			off += (size_t)k;
+		else if (k < 0 && errno != EAGAIN && errno != EINTR)
+			break; /* closed by the daemon: expected */
+		else
+			gwt_sleep_ms(5);
+	}
+	close(fd);
+	free(buf);
 }
 
 GW_TEST(uaf_pipelined_requests_then_close_storm)
@@ -173,6 +213,10 @@ GW_TEST(uaf_pipelined_requests_then_close_storm)
 		if (!sec_daemon_alive(&d))
 			GW_FAIL("gpu-warmd died during the close storm (round %d)", round);
 	}
+	output_flood(&d);
+	gwt_sleep_ms(300);
+	if (!sec_daemon_alive(&d))
+		GW_FAIL("gpu-warmd died when a client's unread output passed its limit");
 	gwt_sleep_ms(300);
 	if (!sec_daemon_alive(&d))
 		GW_FAIL("gpu-warmd died after the close storm");
@@ -399,10 +443,11 @@ GW_TEST(pid_reuse_never_hands_over_vram_image)
 	{
 		char *lib = strdup(getenv("GPUWARM_CUDA_LIBRARY"));
 
-		setenv("FAKECUDA_STATE_DIR", sec_user_dir(UID_B), 1);
+		/* A forked child's /proc/PID/environ is the test's: the daemon finds the
+		 * attacker's fake-driver socket in its own state dir only, so open that up. */
+		GW_ASSERT(chmod(gwt_dir(), 01777) == 0);
 		setenv("GPUWARM_CUDA_LIBRARY", sec_cuda_copy(), 1);
 		apid = fork_as_at(vpid, UID_B, attacker_main, &at);
-		setenv("FAKECUDA_STATE_DIR", gwt_dir(), 1);
 		setenv("GPUWARM_CUDA_LIBRARY", lib, 1);
 		free(lib);
 	}
@@ -414,8 +459,8 @@ GW_TEST(pid_reuse_never_hands_over_vram_image)
 		GW_FAIL("the attacker did not get ready");
 	if (c == 'a') {
 		/* make the attacker look like a suspended process: its fake driver checkpointed */
-		int r1 = fake_cmd(sec_user_dir(UID_B), apid, "lock 5000");
-		int r2 = fake_cmd(sec_user_dir(UID_B), apid, "checkpoint");
+		int r1 = fake_cmd(gwt_dir(), apid, "lock 5000");
+		int r2 = fake_cmd(gwt_dir(), apid, "checkpoint");
 
 		if (r1 || r2)
 			fprintf(stderr, "note: checkpointing the attacker gave %d %d\n", r1, r2);
@@ -462,7 +507,8 @@ GW_TEST(pid_reuse_never_hands_over_vram_image)
 
 /* ======================= 3. queued operations and starvation ======================= */
 
-static const char *const busy_env[] = { "FAKECUDA_SYNC_DELAY_MS=7000", NULL };
+static const char *const busy_env[] = { "FAKECUDA_SYNC_DELAY_MS=7000", "FAKECUDA_SYNC_DELAY_SKIP=2",
+					 NULL };
 
 /* Send a request on a fresh raw connection and leave it running; returns the connection. */
 static struct sec_raw *start_call(const char *socket, const char *method, const char *params)
@@ -641,7 +687,8 @@ static int three_ops_as_a(void *data)
 
 GW_TEST(ops_per_uid_are_limited)
 {
-	static const char *const env[] = { "FAKECUDA_SYNC_DELAY_MS=5000", NULL };
+	static const char *const env[] = { "FAKECUDA_SYNC_DELAY_MS=5000", "FAKECUDA_SYNC_DELAY_SKIP=2",
+					    NULL };
 	struct gwt_daemon d;
 	struct sec_app apps[3];
 	struct three_ops t;
@@ -759,7 +806,8 @@ static double timed_call(const struct gwt_daemon *d, const char *method, pid_t p
 
 GW_TEST(root_is_not_starved_by_users_long_locks)
 {
-	static const char *const env[] = { "FAKECUDA_SYNC_DELAY_MS=20000", NULL };
+	static const char *const env[] = { "FAKECUDA_SYNC_DELAY_MS=20000", "FAKECUDA_SYNC_DELAY_SKIP=2",
+					    NULL };
 	static const uid_t uids[4] = { UID_A, UID_B, UID_C, UID_D };
 	struct gwt_daemon d;
 	struct sec_app apps[4][2], idle;
