@@ -266,8 +266,9 @@ struct attacker {
 };
 
 /* Runs as UID_B at the victim's old pid: a CUDA process of the fake driver, attaches as its own
- * agent with no VRAM, and asks for a Resume of its pid. Exit: 0 no Map and Resume failed,
- * 10 got Agent.Map fds (the victim's VRAM), 11 Resume succeeded, 3.. setup failures. */
+ * agent with no VRAM, and asks for a Resume of its pid. Exit: 0 no Map and Resume failed (or
+ * only restored its own driver state), 10 got Agent.Map fds (the victim's VRAM), 11 a fast
+ * Resume succeeded, 3.. setup failures. */
 static int attacker_main(void *data)
 {
 	const struct attacker *a = data;
@@ -322,6 +323,7 @@ static int attacker_main(void *data)
 
 			if (strcmp(method->valuestring, GW_METHOD_AGENT_MAP) == 0 && n > 0) {
 				got_map += (int)n;
+				done = 1; /* seen enough */
 				fprintf(stderr, "attacker: received gpuwarm.Agent.Map with %u fds\n", n);
 				snprintf(json, sizeof(json), "{\"id\":%.0f,\"result\":{\"mapped\":%u}}",
 					 id->valuedouble, n);
@@ -335,9 +337,15 @@ static int attacker_main(void *data)
 			}
 			sec_raw_send(&r, json, NULL, 0);
 		} else if (cJSON_IsNumber(id) && id->valuedouble == 3) {
-			resume_ok = !sec_err(m);
-			fprintf(stderr, "attacker: Resume of its pid: %s\n",
-				resume_ok ? "succeeded" : sec_err(m));
+			const char *path = gwt_json_str(m, "result.path");
+
+			/* The test made the attacker's own process checkpointed (so that the old
+			 * daemon got as far as mapping): the driver restoring that process's own
+			 * state is legitimate; a fast resume (an image) is not. */
+			resume_ok = !sec_err(m) && !(path && strcmp(path, "driver") == 0);
+			fprintf(stderr, "attacker: Resume of its pid: %s%s\n",
+				sec_err(m) ? sec_err(m) : "succeeded, path ",
+				sec_err(m) ? "" : path ? path : "?");
 			done = 1;
 		}
 		cJSON_Delete(m);
@@ -559,7 +567,7 @@ GW_TEST(queued_op_never_acts_on_reused_pid)
 	struct sec_raw *calls[6];
 	struct queued_lock q;
 	pid_t child, vpid;
-	int p[2], got = 0;
+	int p[2], got = 0, answered_early = 0;
 	char res = 't';
 	const char *state;
 
@@ -570,7 +578,8 @@ GW_TEST(queued_op_never_acts_on_reused_pid)
 	for (int i = 0; i < 6; i++)
 		sec_app_start(&d, &blockers[i], 0, 0, 0, busy_env,
 			      GWT_ARGS("--mib", "1", "--busy"));
-	sec_app_start(&d, &victim, UID_A, 0, 0, NULL, GWT_ARGS("--mib", "1"));
+	/* busy too: should A's lock run at once, it waits in the driver until the kill */
+	sec_app_start(&d, &victim, UID_A, 0, 0, busy_env, GWT_ARGS("--mib", "1", "--busy"));
 	vpid = victim.pid;
 	/* every worker waits in a lock behind a thread that sits in the driver for 7 s */
 	for (int i = 0; i < 6; i++) {
@@ -589,6 +598,16 @@ GW_TEST(queued_op_never_acts_on_reused_pid)
 	child = sec_fork_as(UID_A, (gid_t)-1, queued_lock_as_a, &q);
 	close(p[1]);
 	gwt_sleep_ms(500);
+	{
+		struct pollfd pf = { .fd = p[0], .events = POLLIN };
+
+		if (poll(&pf, 1, 0) > 0) {
+			(void)!read(p[0], &res, 1);
+			fprintf(stderr, "note: uid %d's lock was answered (%c) before its process "
+				"exited\n", UID_A, res);
+			answered_early = 1;
+		}
+	}
 	/* A's process exits; uid B's process gets its pid */
 	sec_app_stop(&victim);
 	for (int i = 0; i < 30 && !got; i++) {
@@ -599,7 +618,7 @@ GW_TEST(queued_op_never_acts_on_reused_pid)
 	if (!got)
 		GW_SKIP("could not get pid %d again", (int)vpid);
 	/* the workers come free; the queued lock runs (or fails) */
-	{
+	if (!answered_early) {
 		struct pollfd pf = { .fd = p[0], .events = POLLIN };
 
 		if (poll(&pf, 1, 30000) > 0)
@@ -610,7 +629,7 @@ GW_TEST(queued_op_never_acts_on_reused_pid)
 	if (strcmp(state, "running") != 0)
 		soft_fail("uid %d's process that reused pid %d is \"%s\", not running: uid %d's "
 			  "queued lock acted on it", UID_B, (int)vpid, state, UID_A);
-	if (res == 'o')
+	if (res == 'o' && !answered_early)
 		soft_fail("uid %d's queued lock of pid %d succeeded although its process exited",
 			  UID_A, (int)vpid);
 	else if (res == 't')
@@ -1611,10 +1630,13 @@ static pid_t open_conns(const struct gwt_daemon *d, uid_t uid, int n, const int 
 static void check_refusal(const char *line, uid_t uid, int i, const char *limit)
 {
 	char want[128];
+	const char *msg = strstr(line, " message=");
 
 	snprintf(want, sizeof(want), "limit=%s ", limit);
 	if (strncmp(line, "refused id=0 name=" GW_ERROR_LIMIT " ", 18 + strlen(GW_ERROR_LIMIT) + 1) != 0 ||
-	    !strstr(line, want) || !strstr(line, "--"))
+	    !strstr(line, want) || !msg ||
+	    (!strstr(msg, "max-clients") && !strstr(msg, "max_clients") &&
+	     !strstr(msg, "root-reserve") && !strstr(msg, "root_reserve")))
 		soft_fail("uid %u connection %d: \"%s\", expected a refusal {id 0, %s, limit %s, a "
 			  "message naming the option}",
 			  (unsigned)uid, i, line, GW_ERROR_LIMIT, limit);
@@ -1655,7 +1677,9 @@ GW_TEST(connection_limits_keep_a_root_reserve)
 		check_refusal(lines[i], UID_D, i, "max_clients");
 	/* warmctl, refused, says what the daemon said */
 	code = gwt_warmctl(&d, UID_D, &j, err, sizeof(err), GWT_ARGS("status"));
-	if (code == 0 || !strstr(err, "--") || strstr(err, "closed the connection"))
+	if (code == 0 || strstr(err, "closed the connection") ||
+	    (!strstr(err, "max-clients") && !strstr(err, "max_clients") &&
+	     !strstr(err, "root-reserve") && !strstr(err, "root_reserve")))
 		soft_fail("warmctl status as uid %d while refused: exit %d, stderr \"%s\": expected "
 			  "the daemon's refusal message", UID_D, code, err);
 	cJSON_Delete(j);
