@@ -226,16 +226,33 @@ int sec_app_start(const struct gwt_daemon *d, struct sec_app *app, uid_t uid, in
 	return 0;
 }
 
-void sec_app_stop(struct sec_app *app)
+int sec_app_stop(struct sec_app *app)
 {
+	int reaped = 1;
+
 	if (app->pid > 0) {
+		double deadline = gwt_now_ms() + 5000;
+		int status;
+
 		kill(app->pid, SIGKILL);
-		sec_wait_code(app->pid);
+		/* Bounded: a process the daemon still ptraces cannot be reaped by its parent. */
+		for (reaped = 0; !reaped && gwt_now_ms() < deadline;) {
+			pid_t r = waitpid(app->pid, &status, WNOHANG);
+
+			if (r == app->pid || (r < 0 && errno != EINTR))
+				reaped = 1;
+			else
+				gwt_sleep_ms(20);
+		}
+		if (!reaped)
+			fprintf(stderr, "note: pid %d could not be reaped 5 s after SIGKILL\n",
+				(int)app->pid);
 		app->pid = 0;
 	}
 	if (app->out >= 0)
 		close(app->out);
 	app->out = -1;
+	return reaped;
 }
 
 int sec_wait_agent(const struct gwt_daemon *d, pid_t pid, double min_bytes, unsigned timeout_ms)

@@ -51,7 +51,8 @@ struct sec_app {
 };
 int sec_app_start(const struct gwt_daemon *d, struct sec_app *app, uid_t uid, int shimmed,
 		  pid_t want_pid, const char *const *env, const char *const *args);
-void sec_app_stop(struct sec_app *app);
+/* SIGKILL and reap, waiting at most 5 s: 1 when reaped. */
+int sec_app_stop(struct sec_app *app);
 /* SIGUSR1 and read its verify line into line; 1 for "verify ok". */
 int sec_app_verify(struct sec_app *app, char *line, size_t len);
 /* A copy of the fake driver any user may load. */

@@ -127,6 +127,9 @@ static void stop_clean(struct gwt_daemon *d)
 		GW_FAIL("gpu-warmd exited %d on SIGTERM:\n%s", code, gwt_daemon_log(d));
 }
 
+static int wait_pool_free(const struct gwt_daemon *d, pid_t gone, unsigned ms, double *free_b,
+			  double *total_b, int *has_record);
+
 /* ======================= 1. use after free of a connection ======================= */
 
 /* Hello (mostly waiting for its answer), then requests answered at once (Status), pipelined, and
@@ -259,6 +262,72 @@ GW_TEST(uaf_agent_killed_around_failed_suspend)
 			GW_FAIL("gpu-warmd died after the app of round %d was killed", i);
 	}
 	GW_ASSERT_INT_EQ(gwt_status_ok(&d, NULL), 0);
+	stop_clean(&d);
+
+	/* The daemon's own checkpoint fails after the app released its VRAM (it is mapped back);
+	 * the app is killed right after the failure, or while the map-back runs. */
+	setenv("FAKECUDA_FAIL", "cuCheckpointProcessCheckpoint=999", 1);
+	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "64"));
+	unsetenv("FAKECUDA_FAIL");
+	for (int i = 0; i < 6; i++) {
+		struct sec_app app;
+		pid_t ctl;
+
+		sec_app_start(&d, &app, 0, 1, 0, NULL, GWT_ARGS("--mib", "8"));
+		if (sec_wait_agent(&d, app.pid, 8.0 * 1048576, 10000) < 0)
+			GW_FAIL("the app's agent never attached:\n%s", gwt_daemon_log(&d));
+		ctl = gwt_warmctl_spawn(&d, GWT_ARGS("suspend", gwt_pid(app.pid)));
+		if (i % 2 == 0)
+			sec_wait_code(ctl);
+		else
+			gwt_sleep_ms(2 + 5 * (unsigned)i);
+		sec_app_stop(&app);
+		if (i % 2)
+			sec_wait_code(ctl);
+		gwt_sleep_ms(100);
+		if (!sec_daemon_alive(&d))
+			GW_FAIL("gpu-warmd died after the app of round %d was killed (checkpoint "
+				"failing)", i);
+	}
+	GW_ASSERT_INT_EQ(gwt_status_ok(&d, NULL), 0);
+	stop_clean(&d);
+}
+
+/* Not in the contract, found while writing the case above: an app killed while a fast suspend
+ * has its threads frozen (ptrace) must not stay the daemon's tracee: its parent reaps it, the
+ * suspend fails, and its record and pool memory go. */
+GW_TEST(app_killed_mid_fast_suspend_is_released)
+{
+	static const char *const env[] = { "FAKECUDA_SYNC_DELAY_MS=3000", "FAKECUDA_SYNC_DELAY_SKIP=2",
+					    NULL };
+	struct gwt_daemon d;
+	struct sec_app app;
+	double free_b, total_b;
+	int has_record, reaped;
+	pid_t ctl, pid;
+
+	sec_need_root();
+	if (!getenv("GW_SHIM"))
+		GW_SKIP("no shim in this build");
+	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "64"));
+	/* the agent's export synchronizes first: 3 s in the driver, the app's threads frozen */
+	sec_app_start(&d, &app, 0, 1, 0, env, GWT_ARGS("--mib", "8"));
+	pid = app.pid;
+	if (sec_wait_agent(&d, pid, 8.0 * 1048576, 10000) < 0)
+		GW_FAIL("the app's agent never attached:\n%s", gwt_daemon_log(&d));
+	ctl = gwt_warmctl_spawn(&d, GWT_ARGS("suspend", gwt_pid(pid)));
+	gwt_sleep_ms(1000);
+	reaped = sec_app_stop(&app);
+	sec_wait_code(ctl);
+	if (!reaped)
+		soft_fail("the app killed mid-suspend (pid %d) could not be reaped by its parent "
+			  "for 5 s: the daemon still traces it", (int)pid);
+	if (!wait_pool_free(&d, pid, 4000, &free_b, &total_b, &has_record))
+		soft_fail("4 s after the app died: pool free %.0f of %.0f, record %s", free_b,
+			  total_b, has_record ? "still listed" : "gone");
+	if (!sec_daemon_alive(&d))
+		GW_FAIL("gpu-warmd died");
+	soft_check_done(&d);
 	stop_clean(&d);
 }
 
