@@ -38,6 +38,7 @@ struct gw_client {
 	int pending_fds[GW_FRAME_MAX_FDS]; /* received, not yet claimed by a message */
 	unsigned npending;
 	size_t roff, rlen;
+	bool got_message; /* a message was read on this connection */
 	char rbuf[CLIENT_RBUF_SIZE];
 };
 
@@ -291,12 +292,27 @@ static int client_roundtrip(struct gw_client *c, const char *method, const cJSON
 		return fail(err, -ENOMEM, "out of memory");
 	r = client_send(c, payload, fds, nfds, deadline, err);
 	free(payload);
+	if (r < 0 && !c->got_message && (r == -EPIPE || r == -ECONNRESET)) {
+		/* A daemon that refuses a connection (a limit) sends one error frame with id 0 and
+		 * closes: the frame may be waiting for us even though our request could not go. */
+		struct gw_client_error why = *err;
+
+		if (client_read_message(c, now_ms() + 1000, &msg, err) == 0) {
+			if (msg.kind == GW_MESSAGE_ERROR && msg.id == 0)
+				goto refused;
+			gw_message_finish(&msg);
+		}
+		*err = why;
+	}
 	if (r < 0)
 		return mark_broken(c, r);
 
 	r = client_read_message(c, deadline, &msg, err);
 	if (r < 0)
 		return mark_broken(c, r);
+	if (!c->got_message && msg.kind == GW_MESSAGE_ERROR && msg.id == 0)
+		goto refused;
+	c->got_message = true;
 
 	if (msg.kind == GW_MESSAGE_REQUEST) {
 		r = fail(err, -EPROTO, "the daemon sent a request (%s) instead of a reply",
@@ -323,6 +339,15 @@ static int client_roundtrip(struct gw_client *c, const char *method, const cJSON
 broken:
 	gw_message_finish(&msg);
 	return mark_broken(c, r);
+
+refused:
+	/* The first frame of the connection is an error with id 0: the daemon refused the
+	 * connection itself (a limit) and closed it. Its name and message are the answer. */
+	c->got_message = true;
+	fill_remote_error(&msg, err);
+	gw_message_finish(&msg);
+	mark_broken(c, -EREMOTEIO);
+	return -EREMOTEIO;
 }
 
 static int client_hello(struct gw_client *c, const char *client_name, int timeout_ms,

@@ -19,6 +19,7 @@ struct script {
 	unsigned hello_version;  /* 0: GW_PROTO_VERSION */
 	bool hello_mismatch;     /* answer Hello with gpuwarm.Error.ProtocolVersionMismatch */
 	bool hello_silent;       /* never answer Hello */
+	bool hello_refused;      /* refuse the connection: an error with id 0, then close */
 	const char *mode;        /* how to answer everything else */
 	int writer_fd;           /* for "writer": a pipe's write end to hand out */
 };
@@ -50,6 +51,11 @@ static enum fake_action handler(struct fake_conn *c, const struct gw_message *re
 	if (fake_is(req, GW_METHOD_HELLO)) {
 		if (sc->hello_silent)
 			return FAKE_CONTINUE;
+		if (sc->hello_refused) {
+			fake_error(c, 0, GW_ERROR_LIMIT,
+				   "too many clients for uid 1000 (--max-clients-per-uid 4)", 0);
+			return FAKE_CLOSE;
+		}
 		if (sc->hello_mismatch) {
 			fake_error(c, req->id, GW_ERROR_PROTOCOL_VERSION,
 				   "protocol version mismatch (client 1, server 2)", 0);
@@ -221,6 +227,22 @@ GW_TEST(client_version_mismatch_error_is_eproto_with_daemon_message)
 	GW_ASSERT(c == NULL);
 	GW_ASSERT_STR_EQ(err.name, GW_ERROR_PROTOCOL_VERSION);
 	GW_ASSERT_STR_EQ(err.message, "protocol version mismatch (client 1, server 2)");
+	fake_server_stop(s);
+}
+
+/* A daemon that refuses the connection (a limit) sends one error with id 0 and closes: connect
+ * fails with that error's name and message, not with a transport error. */
+GW_TEST(client_refused_connection_reports_the_daemons_error)
+{
+	struct script sc = { .hello_refused = true };
+	struct fake_server *s = start(&sc);
+	struct gw_client_error err;
+	struct gw_client *c = NULL;
+
+	GW_ASSERT_INT_EQ(gw_client_connect(fake_server_path(s), "t", 5000, &c, &err), -EREMOTEIO);
+	GW_ASSERT(c == NULL);
+	GW_ASSERT_STR_EQ(err.name, GW_ERROR_LIMIT);
+	GW_ASSERT_STR_EQ(err.message, "too many clients for uid 1000 (--max-clients-per-uid 4)");
 	fake_server_stop(s);
 }
 

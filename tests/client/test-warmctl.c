@@ -49,6 +49,7 @@ static const char status_json[] =
 struct script {
 	unsigned hello_version;   /* 0: GW_PROTO_VERSION */
 	bool hello_mismatch;
+	bool hello_refused;       /* refuse the connection: an error with id 0, then close */
 	bool silent;              /* answer nothing but Hello */
 	const char *error_name;   /* answer every other request with this error */
 	const char *error_message;
@@ -66,6 +67,10 @@ static enum fake_action handler(struct fake_conn *c, const struct gw_message *re
 		if (sc->hello_mismatch) {
 			fake_error(c, req->id, GW_ERROR_PROTOCOL_VERSION,
 				   "protocol version mismatch (client 1, server 2)", 0);
+			return FAKE_CLOSE;
+		}
+		if (sc->hello_refused) {
+			fake_error(c, 0, GW_ERROR_LIMIT, "too many clients (--max-clients 16)", 0);
 			return FAKE_CLOSE;
 		}
 		fake_hello(c, req, sc->hello_version ? sc->hello_version : GW_PROTO_VERSION);
@@ -307,6 +312,24 @@ GW_TEST(warmctl_version_mismatch_exits_5)
 	s = fake_server_start(handler, &sc);
 	GW_ASSERT_INT_EQ(RUN(&out, &err, "--socket", fake_server_path(s), "status"), 5);
 	GW_ASSERT_STR_CONTAINS(err, "protocol version mismatch (client 1, server 3)");
+	free(out);
+	free(err);
+	fake_server_stop(s);
+}
+
+/* A connection the daemon refuses (a limit): warmctl prints the daemon's message, not "the
+ * daemon closed the connection". */
+GW_TEST(warmctl_refused_connection_prints_the_daemons_message)
+{
+	struct script sc = { .hello_refused = true };
+	struct fake_server *s = fake_server_start(handler, &sc);
+	char *out, *err;
+	int code = RUN(&out, &err, "--socket", fake_server_path(s), "--json", "status");
+
+	GW_ASSERT(code != 0);
+	GW_ASSERT_STR_CONTAINS(err, "too many clients (--max-clients 16)");
+	GW_ASSERT(!strstr(err, "closed the connection"));
+	GW_ASSERT_STR_CONTAINS(out, GW_ERROR_LIMIT);
 	free(out);
 	free(err);
 	fake_server_stop(s);

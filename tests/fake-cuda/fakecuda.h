@@ -18,6 +18,7 @@
 #define FAKECUDA_ENV_NO_CHECKPOINT "FAKECUDA_NO_CHECKPOINT" /* 1: no cuCheckpoint* */
 #define FAKECUDA_ENV_FAIL "FAKECUDA_FAIL"                   /* "cuName=code[:n][,...]" */
 #define FAKECUDA_ENV_SYNC_DELAY_MS "FAKECUDA_SYNC_DELAY_MS" /* synchronize sleeps (0) */
+#define FAKECUDA_ENV_SYNC_DELAY_SKIP "FAKECUDA_SYNC_DELAY_SKIP" /* ... except the first n (0) */
 #define FAKECUDA_ENV_PIN_US_PER_MIB "FAKECUDA_PIN_US_PER_MIB" /* cuMemHostAlloc cost (0) */
 #define FAKECUDA_ENV_STATE_DIR "FAKECUDA_STATE_DIR"         /* /tmp/fakecuda-<euid> */
 

@@ -171,6 +171,9 @@ static CUresult load_config(struct fk_config *cfg)
 	if (parse_uint(FAKECUDA_ENV_SYNC_DELAY_MS, 3600000, 0, &v) < 0)
 		return CUDA_ERROR_INVALID_VALUE;
 	cfg->sync_delay_ms = (unsigned)v;
+	if (parse_uint(FAKECUDA_ENV_SYNC_DELAY_SKIP, 1u << 30, 0, &v) < 0)
+		return CUDA_ERROR_INVALID_VALUE;
+	cfg->sync_delay_skip = (unsigned)v;
 	if (parse_uint(FAKECUDA_ENV_PIN_US_PER_MIB, 10000000, 0, &v) < 0)
 		return CUDA_ERROR_INVALID_VALUE;
 	cfg->pin_us_per_mib = (unsigned)v;

@@ -127,6 +127,7 @@ struct fk_config {
 	size_t mem_bytes;
 	int no_device;
 	unsigned sync_delay_ms;
+	unsigned sync_delay_skip; /* the first n synchronizations are not delayed */
 	unsigned pin_us_per_mib;
 	char state_dir[PATH_MAX];
 	struct fk_fail_rule rules[FK_MAX_FAIL_RULES];

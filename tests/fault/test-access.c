@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -55,6 +56,9 @@ static int run_as_child(uid_t uid, int (*fn)(void *), void *data)
 			fprintf(stderr, "still privileged after dropping to %u\n", (unsigned)uid);
 			_exit(126);
 		}
+		/* The uid change made us non-dumpable (fs.suid_dumpable 0); a process that exec'd
+		 * would be dumpable, and the owner check follows ptrace's rule, which wants that. */
+		prctl(PR_SET_DUMPABLE, 1);
 		_exit(fn(data));
 	}
 	return wait_code(pid);
