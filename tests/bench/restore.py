@@ -266,9 +266,9 @@ def setup_cuda_checkpoint(run):
 
 def cc_calls(run):
     """The cuda-checkpoint calls so far (and forget them)."""
-    path = run.res["cuda_checkpoint"]["calls_log"]
+    path = run.res["cuda_checkpoint"].get("calls_log")
     out = []
-    if os.path.exists(path):
+    if path and os.path.exists(path):
         for line in open(path):
             try:
                 j = json.loads(line)
