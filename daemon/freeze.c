@@ -122,8 +122,18 @@ void gw_thaw(struct gw_frozen *frozen)
 {
 	if (!frozen || !frozen->tids)
 		return;
-	for (unsigned i = 0; i < frozen->count; i++)
-		(void)ptrace(PTRACE_DETACH, frozen->tids[i], NULL, NULL);
+	for (unsigned i = 0; i < frozen->count; i++) {
+		pid_t tid = frozen->tids[i];
+		int status;
+
+		if (ptrace(PTRACE_DETACH, tid, NULL, NULL) == 0 || errno != ESRCH)
+			continue;
+		/* Not in a ptrace stop: killed meanwhile. A traced thread that died is reported to
+		 * its tracer first, and its parent cannot reap the process until we have: collect
+		 * it (a live thread left running, which can only be a thread in the middle of dying,
+		 * is detached by the kernel when it is gone). */
+		(void)waitpid(tid, &status, __WALL | WNOHANG);
+	}
 	free(frozen->tids);
 	frozen->tids = NULL;
 	frozen->count = 0;

@@ -103,9 +103,10 @@ int gw_pin_open(pid_t pid, struct gw_pin *ret)
 	r = gw_proc_start_time(pid, &pin.start_time);
 	if (r == 0)
 		r = read_ids(pid, pin.uids, pin.gids);
-	/* The kernel makes /proc/PID and its files root's when the process is not dumpable (a
-	 * setuid program, prctl(PR_SET_DUMPABLE, 0)): the ptrace rule's last condition. */
-	snprintf(path, sizeof(path), "/proc/%d", (int)pid);
+	/* The kernel makes the files under /proc/PID root's (the directory keeps its owner) when
+	 * the process is not dumpable (a setuid program, one that changed its ids while
+	 * fs.suid_dumpable is 0, prctl(PR_SET_DUMPABLE, 0)): the ptrace rule's last condition. */
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
 	if (r == 0 && stat(path, &st) < 0)
 		r = errno == ENOENT ? -ESRCH : -errno;
 	if (r == 0)

@@ -403,6 +403,16 @@ static int conn_handle_frame(struct gw_conn *conn, char *payload, size_t len)
 		protocol_error(conn, 0, r == -ENOMEM ? "out of memory" : "malformed message");
 		return -EBADMSG;
 	}
+	/* A frame that announces none while a batch waits, with nothing after it in this read: no
+	 * later frame can claim the batch (it came with this read), so it was this frame's. */
+	if (msg.nfds == 0 && conn->fdq_len > 0 && conn->in_pos >= conn->in_len &&
+	    gw_frame_decoder_idle(&conn->decoder)) {
+		snprintf(text, sizeof(text), "%u file descriptors came with a message that "
+			 "announced none", conn->fdq_len);
+		protocol_error(conn, msg.id, text);
+		gw_message_finish(&msg);
+		return -EBADMSG;
+	}
 	if (claim_fds(conn, &msg) < 0) {
 		snprintf(text, sizeof(text), "the message announces %u file descriptors but %u "
 			 "came with it", msg.nfds, conn->fdq_len);

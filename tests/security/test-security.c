@@ -1602,6 +1602,10 @@ static int owner_calls_as_a(void *data)
 			snprintf(params, sizeof(params), "{\"pid\":%d}", (int)targets[t]);
 			m = sec_raw_call(&r, (unsigned)(10 + t * 3 + k), methods[k], params, 10000);
 			name = m ? sec_err(m) : "(no answer)";
+			/* The control is no CUDA process: past the permission check it is refused as
+			 * not a CUDA process (NoSuchProcess before that error existed). */
+			if (t == 2 && name && strcmp(name, GW_ERROR_NOT_CUDA) == 0)
+				name = want;
 			if (!name || strcmp(name, want) != 0) {
 				fprintf(stderr, "%s on %s: %s, expected %s\n", methods[k], what[t],
 					name ? name : "allowed", want);
