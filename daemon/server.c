@@ -533,8 +533,7 @@ static void on_conn_read(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (n <= 0) {
-		for (unsigned i = 0; n < 0 && i < nfds; i++)
-			close(fds[i]);
+		/* (a failed read hands over no descriptors: gw_recv_with_fds closed any) */
 		conn_close(conn, n == 0 ? NULL : "read failed");
 		return;
 	}

@@ -1996,8 +1996,10 @@ GW_TEST(others_are_served_during_abuse)
 	while (gwt_now_ms() < end) {
 		double t0 = gwt_now_ms();
 
-		if (gwt_status_ok(&d, NULL) < 0 && sec_daemon_alive(&d))
-			soft_fail("a Status call failed during the abuse");
+		int sr = gwt_status_ok(&d, NULL);
+
+		if (sr < 0 && sec_daemon_alive(&d))
+			soft_fail("a Status call failed during the abuse: %s", strerror(-sr));
 		if (!sec_daemon_alive(&d))
 			GW_FAIL("gpu-warmd died during the abuse");
 		worst = gwt_now_ms() - t0 > worst ? gwt_now_ms() - t0 : worst;
