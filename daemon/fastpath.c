@@ -19,6 +19,7 @@
 #include "clock.h"
 #include "freeze.h"
 #include "hostpool.h"
+#include "imageio.h"
 #include "log.h"
 
 #ifndef MADV_POPULATE_WRITE
@@ -72,6 +73,8 @@ struct gw_fast_op {
 	int sparse;
 	uint64_t chunk_bytes;
 	int image_fd; /* suspend into this file (-1: into pinned memory) */
+	int seg_fds[GW_VIMG_MAX_SEGMENTS]; /* ...and these segment files (none: one file) */
+	unsigned nseg_fds;
 	int copy_abort; /* the copy round only unmaps (set before it is queued) */
 
 	/* worker results */
@@ -81,6 +84,7 @@ struct gw_fast_op {
 	char job_err[256];
 	pthread_mutex_t job_lock;
 	uint64_t io_ns[GW_GPU_MAX]; /* file I/O time per GPU job */
+	struct gw_copy_stats cstats[GW_GPU_MAX]; /* where each GPU job's time went */
 };
 
 /* ---- small helpers ---- */
@@ -155,8 +159,7 @@ static void image_free(struct gw_daemon *d, struct gw_image *image)
 	if (image->blocks)
 		gw_hostpool_give(&d->hostpool, image->blocks, image->nblocks);
 	free(image->blocks);
-	if (image->fd >= 0)
-		close(image->fd);
+	gw_imageio_files_close(image);
 	gw_vimg_clear(&image->v);
 	free(image);
 }
@@ -337,6 +340,11 @@ static void store_for(struct gw_image *image, struct gw_copy_store *s)
 	s->fd = image->fd;
 	s->map = image->map;
 	s->data_offset = image->v.data_offset;
+	for (unsigned k = 0; k < image->nseg_fds; k++)
+		s->seg_fds[k] = image->seg_fds[k];
+	s->nsegments = image->nseg_fds;
+	if (s->nsegments)
+		s->fd = -1; /* the head holds no data */
 }
 
 /* The ranges being moved: the export list while suspending, the image's while resuming. */
@@ -419,39 +427,82 @@ static void work_dump_scan(struct gw_fast_op *op, struct op_job *job)
 		job_fail(op, job, r, err);
 }
 
-/* Suspend, second round: the data chunks into the image (unless the op is failing), then unmap:
- * the daemon must never keep the app's memory mapped (DESIGN.md's first trap). */
+/* The ranges of the op on one GPU, as a copy set over maps (indexed by range index). */
+static int gpu_set(struct gw_fast_op *op, unsigned gpu, const struct gw_vimg *v,
+		   struct gw_copy_map *maps, struct gw_copy_set *set, uint32_t **ret_list)
+{
+	uint32_t *list = calloc(op_nranges(op) ? op_nranges(op) : 1, sizeof(*list));
+	unsigned n = 0;
+
+	*ret_list = list;
+	if (!list)
+		return -ENOMEM;
+	for (size_t i = 0; i < op_nranges(op); i++)
+		if (on_gpu(op, i, gpu))
+			list[n++] = (uint32_t)i;
+	set->v = v;
+	set->ranges = list;
+	set->n = n;
+	set->maps = maps;
+	op->cstats[gpu].ran = 1;
+	op->cstats[gpu].ranges = n;
+	for (unsigned k = 0; k < n; k++)
+		op->cstats[gpu].data_bytes += v->ranges[list[k]].data_bytes;
+	return 0;
+}
+
+/* Suspend, second round: the data chunks of all the GPU's ranges into the image at once (unless
+ * the op is failing), then unmap: the daemon must never keep the app's memory mapped
+ * (DESIGN.md's first trap). */
 static void work_dump_copy(struct gw_fast_op *op, struct op_job *job)
 {
+	struct gw_copy_stats *st = &op->cstats[job->gpu];
 	struct gw_copy_engine e;
 	struct gw_copy_store s;
+	struct gw_copy_set set;
+	uint32_t *list = NULL;
 	char err[256] = "";
+	double t;
 	int r = 0;
 
 	engine_for(op, job->gpu, &e);
 	if (!op->copy_abort) {
 		store_for(op->image, &s);
-		for (size_t i = 0; i < op->nx && r == 0; i++)
-			if (on_gpu(op, i, job->gpu))
-				r = gw_copy_out(&e, &op->image->v, (uint32_t)i, &op->maps[i], &s,
-						err, sizeof(err));
+		r = gpu_set(op, job->gpu, &op->image->v, op->maps, &set, &list);
+		t = gw_now_ms();
+		if (r == 0)
+			r = gw_copy_out_set(&e, &set, &s, err, sizeof(err));
+		else
+			snprintf(err, sizeof(err), "out of memory");
+		st->copy_ms = gw_now_ms() - t;
+		gw_copy_stats_add(st, &s);
 		op->io_ns[job->gpu] = s.io_ns;
 	}
+	t = gw_now_ms();
 	for (size_t i = 0; i < op->nx; i++)
 		if (on_gpu(op, i, job->gpu))
 			gw_copy_unmap(&e, &op->maps[i]);
+	st->unmap_ms = gw_now_ms() - t;
+	free(list);
 	if (r < 0)
 		job_fail(op, job, r, err);
 }
 
-/* Resume: new memory per range, filled from the image and checked against its checksums. */
+/* Resume: new memory for every range of the GPU, then all of it filled from the image at once
+ * (zero runs memset, data pieces by every I/O lane), then each range checked against its
+ * checksums and exported for the agent. */
 static void work_fill(struct gw_fast_op *op, struct op_job *job)
 {
 	const struct gw_vimg *v = &op->image->v;
+	struct gw_copy_stats *st = &op->cstats[job->gpu];
 	int verify = (v->flags & GW_VIMG_F_SUMS) != 0;
+	struct gw_copy_map *maps = calloc(v->nranges, sizeof(*maps));
 	struct gw_copy_engine e;
 	struct gw_copy_store s;
+	struct gw_copy_set set = { 0 };
+	uint32_t *list = NULL;
 	char err[256] = "";
+	double t;
 	int r = 0;
 
 	engine_for(op, job->gpu, &e);
@@ -463,23 +514,34 @@ static void work_fill(struct gw_fast_op *op, struct op_job *job)
 		gw_warn("GPU %u has no chunk scan: the VRAM of pid %d is restored unverified",
 			job->gpu, op->pid);
 	}
-	for (uint32_t i = 0; i < v->nranges && r == 0; i++) {
-		struct gw_copy_map m;
-
-		if (!on_gpu(op, i, job->gpu))
-			continue;
-		r = gw_copy_create(&e, &m, v->ranges[i].size, err, sizeof(err));
-		if (r < 0)
-			break;
-		r = gw_copy_in(&e, v, i, &m, &s, err, sizeof(err));
-		if (r == 0 && verify)
-			r = gw_copy_verify(&e, v, i, &m, err, sizeof(err));
-		if (r == 0)
-			r = gw_copy_export(&e, &m, &op->fds[i], err, sizeof(err));
-		gw_copy_unmap(&e, &m);
-	}
+	r = maps ? gpu_set(op, job->gpu, v, maps, &set, &list) : -ENOMEM;
+	if (r < 0)
+		snprintf(err, sizeof(err), "out of memory");
+	t = gw_now_ms();
+	for (unsigned k = 0; k < set.n && r == 0; k++)
+		r = gw_copy_create(&e, &maps[list[k]], v->ranges[list[k]].size, err, sizeof(err));
+	st->create_ms = gw_now_ms() - t;
+	t = gw_now_ms();
+	if (r == 0)
+		r = gw_copy_in_set(&e, &set, &s, err, sizeof(err));
+	st->copy_ms = gw_now_ms() - t;
+	gw_copy_stats_add(st, &s);
+	t = gw_now_ms();
+	for (unsigned k = 0; k < set.n && r == 0 && verify; k++)
+		r = gw_copy_verify(&e, v, list[k], &maps[list[k]], err, sizeof(err));
+	st->verify_ms = gw_now_ms() - t;
+	t = gw_now_ms();
+	for (unsigned k = 0; k < set.n && r == 0; k++)
+		r = gw_copy_export(&e, &maps[list[k]], &op->fds[list[k]], err, sizeof(err));
+	st->export_ms = gw_now_ms() - t;
+	t = gw_now_ms();
+	for (unsigned k = 0; maps && k < set.n; k++)
+		gw_copy_unmap(&e, &maps[list[k]]);
+	st->unmap_ms = gw_now_ms() - t;
 	op->io_ns[job->gpu] = s.io_ns;
 	gw_copy_scan_buffer_free(&e);
+	free(list);
+	free(maps);
 	if (r < 0)
 		job_fail(op, job, r, err);
 }
@@ -629,6 +691,7 @@ static cJSON *op_result(struct gw_fast_op *op, const char *state)
 		cJSON_AddNumberToObject(result, "copy_gb_per_s", (double)v->data_bytes / 1e6 / copy_ms);
 	if (op_io_ns(op) > 0)
 		cJSON_AddNumberToObject(result, "file_io_ms", (double)op_io_ns(op) / 1e6);
+	gw_imageio_result(result, op->image, op->cstats, op->d->ngpus, op->kind == FAST_SUSPEND);
 	return result;
 }
 
@@ -693,9 +756,8 @@ static void finish(struct gw_fast_op *op)
 		cJSON_Delete(op->error_extra);
 	}
 	/* A suspend that failed leaves no half-written image behind. */
-	if (op->kind == FAST_SUSPEND && op->failed && !op->released && op->image &&
-	    op->image->fd >= 0 && ftruncate(op->image->fd, 0) < 0)
-		gw_debug("truncating the failed image: %s", strerror(errno));
+	if (op->kind == FAST_SUSPEND && op->failed && !op->released && op->image)
+		gw_imageio_files_truncate(op->image);
 	/* Where the VRAM's only copy is the image, keep it for the next resume; else drop it. */
 	if (op->released && op->agent->image != op->image) {
 		image_free(d, op->agent->image);
@@ -707,6 +769,8 @@ static void finish(struct gw_fast_op *op)
 	}
 	if (op->image_fd >= 0)
 		close(op->image_fd);
+	for (unsigned k = 0; k < op->nseg_fds; k++)
+		close(op->seg_fds[k]);
 	pthread_mutex_destroy(&op->job_lock);
 	free(op);
 	gw_daemon_gpus_changed(d);
@@ -1056,30 +1120,35 @@ static int image_alloc_blocks(struct gw_fast_op *op)
 static int image_file_prepare(struct gw_fast_op *op)
 {
 	struct gw_image *image = op->image;
-	struct statvfs fs;
+	char err[256] = "";
 	struct stat st;
+	int r;
 
 	image->fd = op->image_fd;
 	op->image_fd = -1;
-	/* f_blocks 0: a file system that does not say its size (some FUSE ones): just write. */
-	if (fstatvfs(image->fd, &fs) == 0 && fs.f_blocks != 0 &&
-	    (uint64_t)fs.f_bavail * fs.f_frsize < image->v.file_bytes) {
-		set_error(op, GW_ERROR_IMAGE, "the file system is full: a %llu MiB image does not "
-			  "fit in its %llu MiB free", (unsigned long long)(image->v.file_bytes >> 20),
-			  (unsigned long long)(((uint64_t)fs.f_bavail * fs.f_frsize) >> 20));
-		return -ENOSPC;
+	for (unsigned k = 0; k < op->nseg_fds; k++)
+		image->seg_fds[k] = op->seg_fds[k];
+	image->nseg_fds = op->nseg_fds;
+	op->nseg_fds = 0;
+	r = gw_imageio_check_space(image, err, sizeof(err));
+	if (r == 0 && image->nseg_fds)
+		r = gw_imageio_segments_prepare(image, err, sizeof(err));
+	if (r < 0) {
+		set_error(op, GW_ERROR_IMAGE, "%s", err);
+		return r;
 	}
 	/*
-	 * Written through a shared mapping when the kernel can pre-fault it (copy.c says why) and
-	 * the file is root's: a store into a mapping whose file another process truncates meanwhile
-	 * takes SIGBUS, and a user must not be able to kill the daemon by truncating their own
-	 * image. Other files are written with pwrite, where a truncation is just a failed dump.
+	 * A single file is written through a shared mapping when the kernel can pre-fault it
+	 * (copy.c says why) and the file is root's: a store into a mapping whose file another
+	 * process truncates meanwhile takes SIGBUS, and a user must not be able to kill the daemon
+	 * by truncating their own image. Other files are written with pwrite, where a truncation is
+	 * just a failed dump; so are segment files (one writer each, no inode to share).
 	 */
 	if (ftruncate(image->fd, (off_t)image->v.file_bytes) < 0) {
 		set_error(op, GW_ERROR_IMAGE, "cannot size the image file: %s", strerror(errno));
 		return -errno;
 	}
-	if (fstat(image->fd, &st) < 0 || st.st_uid != 0)
+	if (image->nseg_fds || fstat(image->fd, &st) < 0 || st.st_uid != 0)
 		return 0;
 	image->map = mmap(NULL, image->v.file_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, image->fd, 0);
 	if (image->map == MAP_FAILED) {
@@ -1135,6 +1204,8 @@ static void suspend_scanned(struct gw_fast_op *op)
 					      flags ? op->scans[i] : NULL);
 		if (r == 0)
 			r = gw_vimg_finalize(&image->v);
+		if (r == 0 && op->image_fd >= 0)
+			r = gw_imageio_layout(&image->v, op->nseg_fds);
 	}
 	if (r < 0) {
 		set_error(op, GW_ERROR_INTERNAL, "cannot lay out the image: %s", strerror(-r));
@@ -1253,24 +1324,28 @@ int gw_fast_suspend(struct gw_daemon *d, struct gw_request *req, pid_t pid,
 	struct gw_fast_op *op = op_new(d, req, pid, FAST_SUSPEND, p->gpu_mask);
 
 	if (!op) {
-		if (p->image_fd >= 0)
-			close(p->image_fd);
+		struct gw_fast_params q = *p;
+
+		gw_imageio_params_close(&q);
 		return -ENOMEM;
 	}
 	op->timeout_ms = p->timeout_ms;
 	op->sparse = p->sparse;
 	op->chunk_bytes = p->chunk_bytes;
 	op->image_fd = p->image_fd;
-	gw_info("fast suspend of pid %d: %.1f MiB in %" PRIu64 " ranges, into %s", pid,
-		(double)op->agent->bytes / 1048576.0, op->agent->ranges,
-		op->image_fd >= 0 ? "an image file" : "memory");
+	for (unsigned k = 0; k < p->nsegment_fds; k++)
+		op->seg_fds[k] = p->segment_fds[k];
+	op->nseg_fds = p->image_fd >= 0 ? p->nsegment_fds : 0;
+	gw_info("fast suspend of pid %d: %.1f MiB in %" PRIu64 " ranges, into %s (%u segments)",
+		pid, (double)op->agent->bytes / 1048576.0, op->agent->ranges,
+		op->image_fd >= 0 ? "an image file" : "memory", op->nseg_fds);
 	run(op, work_lock, suspend_locked);
 	return 0;
 }
 
 /* The image a resume restores: the one held for the process, or the file given (the same
  * image held here is used instead of reading the file). */
-static int resume_image(struct gw_fast_op *op, int image_fd)
+static int resume_image(struct gw_fast_op *op, int image_fd, const struct gw_fast_params *p)
 {
 	struct gw_agent *a = op->agent;
 	struct gw_image *image;
@@ -1283,12 +1358,26 @@ static int resume_image(struct gw_fast_op *op, int image_fd)
 	}
 	image = calloc(1, sizeof(*image));
 	if (!image) {
-		close(image_fd);
+		struct gw_fast_params q = *p;
+
+		q.image_fd = image_fd;
+		gw_imageio_params_close(&q);
 		set_error(op, GW_ERROR_INTERNAL, "out of memory");
 		return -ENOMEM;
 	}
 	image->fd = image_fd;
 	r = gw_vimg_read_fd(image_fd, &image->v, err, sizeof(err));
+	if (r < 0) {
+		struct gw_fast_params q = *p;
+
+		q.image_fd = -1;
+		gw_imageio_params_close(&q);
+	} else {
+		int fds[GW_VIMG_MAX_SEGMENTS];
+
+		memcpy(fds, p->segment_fds, sizeof(fds));
+		r = gw_imageio_segments_take(image, fds, p->nsegment_fds, err, sizeof(err));
+	}
 	if (r < 0) {
 		set_error(op, GW_ERROR_IMAGE, "the image file cannot be used: %s",
 			  err[0] ? err : strerror(-r));
@@ -1296,13 +1385,10 @@ static int resume_image(struct gw_fast_op *op, int image_fd)
 		return r;
 	}
 	if (a->image && memcmp(a->image->v.id, image->v.id, sizeof(image->v.id)) == 0) {
-		/* The same image, already here: in memory, or in the file we wrote (then read it
-		 * through the fd just given, the caller's proof that it may). */
-		if (a->image->fd >= 0) {
-			close(a->image->fd);
-			a->image->fd = image->fd;
-			image->fd = -1;
-		}
+		/* The same image, already here: in memory, or in the files we wrote (then read it
+		 * through the fds just given, the caller's proof that it may). */
+		if (a->image->fd >= 0)
+			gw_imageio_files_move(a->image, image);
 		image_free(op->d, image);
 		op->image = a->image;
 		return 0;
@@ -1334,15 +1420,16 @@ int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid,
 	struct gw_fast_op *op = op_new(d, req, pid, FAST_RESUME, p->gpu_mask);
 
 	if (!op) {
-		if (p->image_fd >= 0)
-			close(p->image_fd);
+		struct gw_fast_params q = *p;
+
+		gw_imageio_params_close(&q);
 		return -ENOMEM;
 	}
 	op->released = 1;
 	op->need_restore = 1;
 	op->timeout_ms = 10000;
 	op->caller_froze = p->caller_froze;
-	if (resume_image(op, p->image_fd) < 0) {
+	if (resume_image(op, p->image_fd, p) < 0) {
 		op->released = 0; /* nothing was taken from the process */
 		finish(op);
 		return 0;

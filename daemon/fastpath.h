@@ -29,6 +29,8 @@ struct gw_image {
 	uint8_t *map; /* while a suspend writes it: the file mapped shared, or NULL */
 	size_t map_bytes;
 	int written_mapped; /* the suspend wrote it through the mapping (else with pwrite) */
+	int seg_fds[GW_VIMG_MAX_SEGMENTS]; /* version 2: its segment files (daemon/imageio.h) */
+	unsigned nseg_fds;
 };
 
 struct gw_fast_params {
@@ -38,6 +40,8 @@ struct gw_fast_params {
 	uint64_t chunk_bytes;  /* suspend */
 	int image_fd;          /* the image file (consumed), or -1: pinned memory */
 	int caller_froze;      /* resume: see gw_fast_resume */
+	int segment_fds[GW_VIMG_MAX_SEGMENTS]; /* the image's segment files (consumed) */
+	unsigned nsegment_fds; /* 0: a single image file (or none) */
 };
 
 struct gw_agent {

@@ -15,6 +15,7 @@
 #include "clock.h"
 #include "daemon.h"
 #include "fastpath.h"
+#include "imageio.h"
 #include "gw-vimg.h"
 #include "log.h"
 
@@ -651,9 +652,12 @@ static void start_pid_op(struct gw_daemon *d, struct gw_request *req, enum gw_op
 	if (image_fd < -1)
 		return;
 	f.image_fd = image_fd;
+	if (gw_imageio_take_segment_fds(req, kind == GW_OP_SUSPEND, image_fd >= 0, &f) < 0) {
+		gw_imageio_params_close(&f);
+		return;
+	}
 	start_pid_op_with(d, req, &p, &f);
-	if (f.image_fd >= 0)
-		close(f.image_fd); /* not consumed: the request failed before the fast path */
+	gw_imageio_params_close(&f); /* not consumed: the request failed before the fast path */
 }
 
 static void start_pid_op_with(struct gw_daemon *d, struct gw_request *req,
@@ -754,11 +758,13 @@ static void start_pid_op_with(struct gw_daemon *d, struct gw_request *req,
 	f->caller_froze = p.caller_froze;
 	if (kind == GW_OP_SUSPEND && gw_fast_wants_suspend(d, p.pid)) {
 		r = gw_fast_suspend(d, req, p.pid, f);
-		f->image_fd = -1; /* consumed */
+		f->image_fd = -1; /* consumed, and the segments */
+		f->nsegment_fds = 0;
 	} else if (kind == GW_OP_RESUME &&
 		   (gw_fast_wants_resume(d, p.pid) || f->image_fd >= 0)) {
 		r = gw_fast_resume(d, req, p.pid, f);
 		f->image_fd = -1;
+		f->nsegment_fds = 0;
 	} else {
 		r = gw_ops_start(d, req, &p);
 	}
