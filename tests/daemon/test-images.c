@@ -85,6 +85,19 @@ static cJSON *suspend_to(const struct gwt_daemon *d, const struct gwt_app *app, 
 	return j;
 }
 
+/* The same into one file (--segments 1): a version 1 image, data in the head file, as written
+ * before segments existed. */
+static cJSON *suspend_single(const struct gwt_daemon *d, const struct gwt_app *app,
+			     const char *path)
+{
+	cJSON *j = gwt_ctl(d, 0, GWT_ARGS("suspend", gwt_pid(app->pid), "--image", path,
+					  "--segments", "1"));
+
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.path"), "fast");
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.segments"), 0);
+	return j;
+}
+
 GW_TEST(file_image_is_sparse_and_round_trips)
 {
 	const char *path = image_path("app.img");
@@ -96,7 +109,7 @@ GW_TEST(file_image_is_sparse_and_round_trips)
 	/* No image pool at all: a file image needs none. */
 	gwt_daemon_start(&d, GWT_ARGS("--chunk-kib", "1024"));
 	start_sparse_app(&d, &app);
-	j = suspend_to(&d, &app, path);
+	j = suspend_single(&d, &app, path);
 	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.vram_bytes"), 160 * MIB);
 	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.data_bytes"), 64 * MIB);
 	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.zero_bytes"), 96 * MIB);
@@ -135,7 +148,7 @@ GW_TEST(file_image_is_sparse_and_round_trips)
 	verify(&app);
 	/* Once more, the resume naming no file: the daemon kept the image's fd. */
 	unlink(path);
-	cJSON_Delete(suspend_to(&d, &app, path));
+	cJSON_Delete(suspend_single(&d, &app, path));
 	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid))));
 	verify(&app);
 	gwt_app_stop(&app);
@@ -204,7 +217,7 @@ GW_TEST(corrupt_data_is_refused_and_process_stays_restorable)
 
 	gwt_daemon_start(&d, NULL);
 	start_sparse_app(&d, &app);
-	cJSON_Delete(suspend_to(&d, &app, path));
+	cJSON_Delete(suspend_single(&d, &app, path));
 	peek(path, GW_VIMG_DATA_ALIGN + 12345, &b, 1);
 	flipped = b ^ 0x10;
 	poke(path, GW_VIMG_DATA_ALIGN + 12345, &flipped, 1);
@@ -240,7 +253,7 @@ GW_TEST(bad_image_files_are_refused_with_the_cause)
 
 	gwt_daemon_start(&d, NULL);
 	start_sparse_app(&d, &app);
-	cJSON_Delete(suspend_to(&d, &app, path));
+	cJSON_Delete(suspend_single(&d, &app, path));
 	peek(path, 0, header, sizeof(header));
 
 	/* a run entry overwritten: the table CRC catches it */
