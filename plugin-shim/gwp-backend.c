@@ -941,15 +941,28 @@ int gwp_backend_fast_agent(struct gwp_backend *be, pid_t pid, pid_t *ret_agent_t
 int gwp_backend_fast(struct gwp_backend *be, const struct gwp_fast_call *c, char *err,
 		     size_t len)
 {
-	cJSON *params = pid_params(c->pid);
+	cJSON *params = pid_params(c->pid), *segs = NULL;
+	int fds[1 + GW_IMAGE_MAX_SEGMENTS];
+	unsigned nfds = 0;
 	int r;
 
+	if (c->image_fd >= 0) {
+		fds[nfds++] = c->image_fd;
+		for (unsigned k = 0; k < c->nsegment_fds && k < GW_IMAGE_MAX_SEGMENTS; k++)
+			fds[nfds++] = c->segment_fds[k];
+	}
+	if (params && nfds > 1) {
+		segs = cJSON_AddArrayToObject(params, "segment_fds");
+		for (unsigned k = 1; segs && k < nfds; k++)
+			if (!cJSON_AddItemToArray(segs, cJSON_CreateNumber(k)))
+				segs = NULL;
+	}
 	if (be->daemon != GWP_AVAIL_UP) {
 		snprintf(err, len, "the fast path needs gpu-warmd");
 		cJSON_Delete(params);
 		return -ENOTSUP;
 	}
-	if (!params ||
+	if (!params || (nfds > 1 && !segs) ||
 	    (c->suspend && !cJSON_AddNumberToObject(params, "timeout_ms", c->lock_timeout_ms)) ||
 	    (!c->suspend && c->threads_frozen &&
 	     !cJSON_AddBoolToObject(params, "threads_frozen", 1)) ||
@@ -962,8 +975,7 @@ int gwp_backend_fast(struct gwp_backend *be, const struct gwp_fast_call *c, char
 		return -ENOMEM;
 	}
 	r = daemon_call_fds(be, c->suspend ? GW_METHOD_SUSPEND : GW_METHOD_RESUME, params,
-			    c->image_fd >= 0 ? &c->image_fd : NULL, c->image_fd >= 0 ? 1 : 0,
-			    600000, NULL, err, len);
+			    nfds ? fds : NULL, nfds, 600000, NULL, err, len);
 	cJSON_Delete(params);
 	return r;
 }

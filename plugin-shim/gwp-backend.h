@@ -70,6 +70,8 @@ struct gwp_fast_call {
 				* and restore threads run (else the daemon freezes them itself) */
 	unsigned lock_timeout_ms; /* suspend */
 	int image_fd;          /* the VRAM image file (suspend: new, read-write), or -1 */
+	const int *segment_fds; /* ...and its segment files (gwp_vram_files_open), with it only */
+	unsigned nsegment_fds;
 	pid_t agent_pid;       /* resume: the pid the agent was attached under at restore, when
 				* the process came back under another host pid (0: pid) */
 	pid_t agent_tid;       /* resume: the agent thread's host tid now (0: unchanged) */
