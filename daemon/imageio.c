@@ -246,8 +246,17 @@ void gw_imageio_result(cJSON *result, const struct gw_image *image, const struct
 
 	if (image && image->fd >= 0)
 		cJSON_AddNumberToObject(result, "segments", image->v.nsegments);
-	if (image && image->v.nsegments)
+	if (image && image->v.nsegments) {
+		uint64_t all = image->v.file_bytes;
+
+		for (uint32_t k = 0; k < image->v.nsegments; k++)
+			all += gw_vimg_segment_file_bytes(&image->v, k);
+		/* "image_bytes": all of the image's files; the head alone is "image_head_bytes" */
+		cJSON_AddNumberToObject(result, "image_head_bytes", (double)image->v.file_bytes);
+		cJSON_ReplaceItemInObjectCaseSensitive(result, "image_bytes",
+						       cJSON_CreateNumber((double)all));
 		cJSON_AddNumberToObject(result, "stripe_bytes", (double)image->v.stripe_bytes);
+	}
 	jobs = cJSON_AddArrayToObject(result, "gpu_jobs");
 	for (unsigned g = 0; g < ngpus; g++) {
 		cJSON *o;
