@@ -13,7 +13,7 @@ Images go to a tmpfs (IMG_DIR, mounted here when it is not one already). Writes 
 and, with matplotlib, OUT/sparse.png.
 
 usage: sparse.py BUILD OUT [--data-gib 4] [--zero-gib 40] [--img-dir /mnt/gw-sparse]
-                 [--server-util 0.9] [--no-server]
+                 [--server-util 0.9] [--no-server] [--tmpfs-huge] [--segments N]
 """
 import argparse
 import glob
@@ -35,11 +35,12 @@ PROMPT = "The quick brown fox jumps over the lazy dog. Checkpoint me, restore me
 GIB = float(1 << 30)
 
 
-def ensure_tmpfs(path, gib):
+def ensure_tmpfs(path, gib, huge=False):
     os.makedirs(path, exist_ok=True)
     mounts = open("/proc/mounts").read().split("\n")
     if not any(m.split()[1:2] == [path] and m.split()[2] == "tmpfs" for m in mounts if m):
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={gib}g", "gw-sparse", path], check=True)
+        opts = f"size={gib}g" + (",huge=always" if huge else "")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "gw-sparse", path], check=True)
     return path
 
 
@@ -190,6 +191,8 @@ def main():
     ap.add_argument("--server-util", type=float, default=0.9)
     ap.add_argument("--no-server", action="store_true")
     ap.add_argument("--no-synthetic", action="store_true")
+    ap.add_argument("--tmpfs-huge", action="store_true",
+                    help="mount the tmpfs (when --img-dir is none yet) with huge=always")
     ap.add_argument("--segments", type=int, default=None,
                     help="warmctl suspend --segments N (default: warmctl's, 8; 1: one file)")
     a = ap.parse_args()
@@ -197,7 +200,7 @@ def main():
     SEGMENTS = a.segments
     build = os.path.abspath(a.build)
     os.makedirs(a.out, exist_ok=True)
-    img_dir = ensure_tmpfs(a.img_dir, a.tmpfs_gib)
+    img_dir = ensure_tmpfs(a.img_dir, a.tmpfs_gib, a.tmpfs_huge)
     res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "gpu": subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
                                  capture_output=True, text=True).stdout.strip()}
