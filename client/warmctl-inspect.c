@@ -63,13 +63,15 @@ static int read_data(const struct data_files *f, void *buf, uint64_t len, uint64
 			hi = mid;
 	}
 	for (uint64_t done = 0; done < len; lo++) {
-		const struct gw_vimg_piece *p = &f->pieces[lo];
-		uint64_t skip = x + done - p->data_offset;
-		uint64_t n = p->len - skip < len - done ? p->len - skip : len - done;
+		const struct gw_vimg_piece *p;
+		uint64_t skip, n;
 		int r;
 
-		if (lo >= f->npieces || p->segment >= f->nfds)
+		if (lo >= f->npieces || f->pieces[lo].segment >= f->nfds)
 			return -ENODATA;
+		p = &f->pieces[lo];
+		skip = x + done - p->data_offset;
+		n = p->len - skip < len - done ? p->len - skip : len - done;
 		r = gw_vimg_pread(f->fds[p->segment], (char *)buf + done, n, p->offset + skip);
 		if (r < 0)
 			return r;
@@ -171,6 +173,7 @@ static cJSON *inspect_file(const char *path, bool verify, int *bad)
 {
 	cJSON *o = cJSON_CreateObject(), *ranges;
 	struct data_files f = { .nfds = 0 };
+	int segments_bad = 0;
 	struct gw_vimg v;
 	char err[256] = "", id[33], first_bad[96] = "";
 	double rate, device, fixed;
@@ -198,7 +201,8 @@ static cJSON *inspect_file(const char *path, bool verify, int *bad)
 	f.fds[f.nfds++] = fd;
 	if (v.nsegments) {
 		f.nfds = 0;
-		if (open_segments(path, &v, &f, o)) {
+		segments_bad = open_segments(path, &v, &f, o);
+		if (segments_bad) {
 			cJSON_AddStringToObject(o, "error", "a segment file is missing or does not "
 						"fit the image (segment_files says which)");
 			*bad = 1;
@@ -253,6 +257,8 @@ static cJSON *inspect_file(const char *path, bool verify, int *bad)
 		cJSON_AddStringToObject(o, "checksums", "none");
 	} else if (!verify) {
 		cJSON_AddStringToObject(o, "checksums", "not verified");
+	} else if (segments_bad) {
+		cJSON_AddStringToObject(o, "checksums", "unreadable"); /* a segment is missing */
 	} else {
 		long n = pieces_load(&v, &f) < 0 ? -ENOMEM :
 			 verify_data(&f, &v, first_bad, sizeof(first_bad));

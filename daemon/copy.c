@@ -525,11 +525,11 @@ static int lane_dma(struct io_lane *l, uint64_t x, uint64_t n)
 	CUresult cr;
 
 	for (size_t k = extent_at(p, x); done < n; k++) {
-		const struct extent *ex = &p->ext[k];
+		const struct extent *ex = k < p->next ? &p->ext[k] : NULL;
 		uint64_t at = x + done, skip, len;
 		char *host = (char *)l->buf + done;
 
-		if (k >= p->next || ex->data_offset > at) {
+		if (!ex || ex->data_offset > at) {
 			snprintf(l->err, sizeof(l->err), "internal: data offset %llu is in no run",
 				 (unsigned long long)at);
 			return -EIO;
