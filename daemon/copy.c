@@ -365,8 +365,9 @@ static int io_full(int fd, void *buf, size_t len, uint64_t offset, int write_it)
  * File stores. The image's pieces (gw_vimg_pieces_next: a range's data cut at stripe_bytes, or
  * at the lane buffer's size in a version 1 image) of every range of the set go into one queue per
  * file: a segment file each, or the one image file. Up to GW_COPY_IO_LANES threads, each with a
- * slice of the pinned staging buffers and a stream, take pieces from the queues: lane i starts on
- * queue i mod nqueues and helps the others once its own is empty. With as many segments as lanes
+ * slice of the pinned staging buffers and a stream, take pieces from the queues: the lanes start
+ * spread over the queues, and a lane whose queue is empty moves to the one with work left that
+ * the fewest lanes work on. With as many segments as lanes
  * each lane writes or reads its own file (no inode shared: the single-file limit), and a process
  * of many small ranges keeps every lane busy, since pieces of all ranges are in the queues.
  * Out, a lane copies a piece's data runs down into its buffer and writes it; in, it reads a piece
@@ -388,6 +389,7 @@ struct piece_queue {
 	struct piece_item *items;
 	size_t n, cap;
 	size_t next; /* claimed with __atomic_fetch_add */
+	unsigned active; /* lanes working on it (atomic) */
 	int fd;
 	uint8_t *map;
 };
@@ -398,6 +400,7 @@ struct io_plan {
 	size_t next;
 	struct piece_queue q[GW_VIMG_MAX_SEGMENTS];
 	unsigned nq;
+	unsigned nlanes;
 	int out;
 	int stop; /* a lane failed: the others stop at their next piece */
 };
@@ -603,10 +606,37 @@ static int lane_piece(struct io_lane *l, const struct piece_queue *q, const stru
 	return 0;
 }
 
+/* The queue with work left that the fewest lanes work on, looked for from queue `from` on (the
+ * first idle one found): a lane shares a file with another only when every file with work left
+ * has a lane already. */
+static struct piece_queue *pick_queue(struct io_plan *p, unsigned from)
+{
+	struct piece_queue *best = NULL;
+	unsigned best_active = ~0u;
+
+	for (unsigned t = 0; t < p->nq; t++) {
+		struct piece_queue *q = &p->q[(from + t) % p->nq];
+		unsigned a;
+
+		if (__atomic_load_n(&q->next, __ATOMIC_RELAXED) >= q->n)
+			continue;
+		a = __atomic_load_n(&q->active, __ATOMIC_RELAXED);
+		if (a < best_active) {
+			best = q;
+			best_active = a;
+			if (a == 0)
+				break;
+		}
+	}
+	return best;
+}
+
 static void *lane_main(void *arg)
 {
 	struct io_lane *l = arg;
 	struct io_plan *p = l->p;
+	struct piece_queue *q;
+	unsigned from;
 	CUresult cr;
 
 	cr = p->e->cuda->cuCtxSetCurrent(p->e->context);
@@ -615,9 +645,11 @@ static void *lane_main(void *arg)
 		__atomic_store_n(&p->stop, 1, __ATOMIC_RELAXED);
 		return NULL;
 	}
-	for (unsigned t = 0; t < p->nq && l->ret == 0; t++) {
-		struct piece_queue *q = &p->q[(l->index + t) % p->nq];
-
+	/* Lanes start spread over the files: lane i of n on file i * nfiles / n. */
+	from = p->nlanes ? l->index * p->nq / p->nlanes : 0;
+	while (l->ret == 0 && !__atomic_load_n(&p->stop, __ATOMIC_RELAXED) &&
+	       (q = pick_queue(p, from))) {
+		__atomic_add_fetch(&q->active, 1, __ATOMIC_RELAXED);
 		while (l->ret == 0 && !__atomic_load_n(&p->stop, __ATOMIC_RELAXED)) {
 			size_t k = __atomic_fetch_add(&q->next, 1, __ATOMIC_RELAXED);
 
@@ -627,6 +659,8 @@ static void *lane_main(void *arg)
 			if (l->ret < 0)
 				__atomic_store_n(&p->stop, 1, __ATOMIC_RELAXED);
 		}
+		__atomic_sub_fetch(&q->active, 1, __ATOMIC_RELAXED);
+		from = (unsigned)(q - p->q) + 1;
 	}
 	return NULL;
 }
@@ -664,6 +698,7 @@ static int copy_file(const struct gw_copy_engine *e, const struct gw_copy_set *s
 		nlanes = GW_COPY_IO_LANES;
 	if (nlanes > items)
 		nlanes = (unsigned)items;
+	plan.nlanes = nlanes;
 
 	pthread_mutex_lock(e->staging_lock);
 	/* The zero runs first: memsets on the last stream, synchronised with everything at the
