@@ -444,6 +444,7 @@ static int gpu_set(struct gw_fast_op *op, unsigned gpu, const struct gw_vimg *v,
 	set->ranges = list;
 	set->n = n;
 	set->maps = maps;
+	memset(&op->cstats[gpu], 0, sizeof(op->cstats[gpu])); /* a resume after a failed suspend */
 	op->cstats[gpu].ran = 1;
 	op->cstats[gpu].ranges = n;
 	for (unsigned k = 0; k < n; k++)
