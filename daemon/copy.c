@@ -670,7 +670,7 @@ static int copy_file(const struct gw_copy_engine *e, const struct gw_copy_set *s
 {
 	struct io_lane lanes[GW_COPY_IO_LANES];
 	struct io_plan plan;
-	unsigned per_buffer, nlanes;
+	unsigned per_buffer, nlanes, started = 0;
 	uint64_t items = 0, io_ns = 0;
 	size_t lane_bytes;
 	int ret = 0;
@@ -734,8 +734,10 @@ static int copy_file(const struct gw_copy_engine *e, const struct gw_copy_set *s
 		}
 	}
 	s->io_ns += io_ns; /* the lanes ran in parallel */
-	if (nlanes > s->lanes)
-		s->lanes = nlanes;
+	for (unsigned i = 1; i < nlanes; i++)
+		started += lanes[i].started;
+	if (nlanes > 0 && started + 1 > s->lanes)
+		s->lanes = started + 1; /* the lanes that had a thread (lane 0 is this one) */
 	if (ret == 0)
 		ret = sync_all(e, err, errlen); /* the memsets */
 	else
