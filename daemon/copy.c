@@ -405,6 +405,12 @@ struct io_plan {
 	int stop; /* a lane failed: the others stop at their next piece */
 };
 
+/* A stretch of a piece that fits half a lane's buffer. */
+struct sub_piece {
+	const struct piece_queue *q;
+	uint64_t data_offset, len, file_offset;
+};
+
 struct io_lane {
 	struct io_plan *p;
 	unsigned index;
@@ -416,6 +422,16 @@ struct io_lane {
 	char err[256];
 	pthread_t thread;
 	int started;
+	/* double buffering: two halves of buf, an event per half marks its copy done */
+	void *half[2];
+	size_t half_bytes;
+	CUevent ev[2];
+	int pending[2];
+	/* where the lane is in the queues */
+	struct piece_queue *q;
+	struct piece_item cur;
+	uint64_t cur_done;
+	unsigned from;
 };
 
 static void plan_free(struct io_plan *p)
@@ -519,8 +535,9 @@ static size_t extent_at(const struct io_plan *p, uint64_t x)
 	return lo;
 }
 
-/* Bytes [x, x + n) of the data section between the lane's buffer and the GPU, then wait. */
-static int lane_dma(struct io_lane *l, uint64_t x, uint64_t n)
+/* Bytes [x, x + n) of the data section between host and the GPU, queued on the lane's stream
+ * (not waited for). */
+static int lane_dma(struct io_lane *l, void *buf, uint64_t x, uint64_t n)
 {
 	const struct gw_cuda *cuda = l->p->e->cuda;
 	const struct io_plan *p = l->p;
@@ -530,7 +547,7 @@ static int lane_dma(struct io_lane *l, uint64_t x, uint64_t n)
 	for (size_t k = extent_at(p, x); done < n; k++) {
 		const struct extent *ex = k < p->next ? &p->ext[k] : NULL;
 		uint64_t at = x + done, skip, len;
-		char *host = (char *)l->buf + done;
+		char *host = (char *)buf + done;
 
 		if (!ex || ex->data_offset > at) {
 			snprintf(l->err, sizeof(l->err), "internal: data offset %llu is in no run",
@@ -546,10 +563,30 @@ static int lane_dma(struct io_lane *l, uint64_t x, uint64_t n)
 				    l->err, sizeof(l->err));
 		done += len;
 	}
-	cr = cuda->cuStreamSynchronize(l->stream);
-	if (cr != CUDA_SUCCESS)
-		return fail(p->e, "cuStreamSynchronize", cr, l->err, sizeof(l->err));
 	return 0;
+}
+
+/* Mark half h's copies, queued on the lane's stream; wait for them. */
+static int half_record(struct io_lane *l, unsigned h)
+{
+	CUresult cr = l->p->e->cuda->cuEventRecord(l->ev[h], l->stream);
+
+	if (cr != CUDA_SUCCESS)
+		return fail(l->p->e, "cuEventRecord", cr, l->err, sizeof(l->err));
+	l->pending[h] = 1;
+	return 0;
+}
+
+static int half_wait(struct io_lane *l, unsigned h)
+{
+	CUresult cr;
+
+	if (!l->pending[h])
+		return 0;
+	l->pending[h] = 0;
+	cr = l->p->e->cuda->cuEventSynchronize(l->ev[h]);
+	return cr == CUDA_SUCCESS ? 0 : fail(l->p->e, "cuEventSynchronize", cr, l->err,
+					     sizeof(l->err));
 }
 
 /*
@@ -570,39 +607,22 @@ static int write_mapped(uint8_t *map, const void *buf, size_t n, uint64_t off)
 	return 0;
 }
 
-static int lane_piece(struct io_lane *l, const struct piece_queue *q, const struct piece_item *it)
+static int lane_file_io(struct io_lane *l, const struct sub_piece *sp, void *buf)
 {
-	for (uint64_t done = 0; done < it->len;) {
-		uint64_t n = it->len - done < l->buf_bytes ? it->len - done : l->buf_bytes, t;
-		uint64_t file_off = it->file_offset + done;
-		int r;
+	uint64_t t = now_ns();
+	int r = l->p->out && sp->q->map ? write_mapped(sp->q->map, buf, sp->len, sp->file_offset) :
+					  io_full(sp->q->fd, buf, sp->len, sp->file_offset, l->p->out);
 
-		if (l->p->out) {
-			r = lane_dma(l, it->data_offset + done, n);
-			if (r < 0)
-				return r;
-		}
-		t = now_ns();
-		r = l->p->out && q->map ? write_mapped(q->map, l->buf, n, file_off) :
-					  io_full(q->fd, l->buf, n, file_off, l->p->out);
-		l->io_ns += now_ns() - t;
-		if (r < 0) {
-			snprintf(l->err, sizeof(l->err), "%s the image%s: %s%s",
-				 l->p->out ? "writing" : "reading",
-				 l->p->nq > 1 ? "'s segment files" : "", strerror(-r),
-				 r == -ENODATA ? " (the file is truncated)" :
-				 r == -ENOSPC ? " (the file system is full)" : "");
-			return r;
-		}
-		l->io_bytes += n;
-		if (!l->p->out) {
-			r = lane_dma(l, it->data_offset + done, n);
-			if (r < 0)
-				return r;
-		}
-		done += n;
+	l->io_ns += now_ns() - t;
+	if (r < 0) {
+		snprintf(l->err, sizeof(l->err), "%s the image%s: %s%s",
+			 l->p->out ? "writing" : "reading", l->p->nq > 1 ? "'s segment files" : "",
+			 strerror(-r),
+			 r == -ENODATA ? " (the file is truncated)" :
+			 r == -ENOSPC ? " (the file system is full)" : "");
+		return r;
 	}
-	l->pieces++;
+	l->io_bytes += sp->len;
 	return 0;
 }
 
@@ -631,37 +651,130 @@ static struct piece_queue *pick_queue(struct io_plan *p, unsigned from)
 	return best;
 }
 
+/* The lane's next sub-piece: the rest of its piece, or a new piece from its queue, or from the
+ * queue pick_queue() gives. 0 when there is no work left (or the lanes stop). */
+static int lane_next(struct io_lane *l, struct sub_piece *sp)
+{
+	struct io_plan *p = l->p;
+
+	for (;;) {
+		if (__atomic_load_n(&p->stop, __ATOMIC_RELAXED))
+			return 0;
+		if (l->q && l->cur_done < l->cur.len) {
+			sp->q = l->q;
+			sp->data_offset = l->cur.data_offset + l->cur_done;
+			sp->file_offset = l->cur.file_offset + l->cur_done;
+			sp->len = l->cur.len - l->cur_done < l->half_bytes ? l->cur.len - l->cur_done :
+									   l->half_bytes;
+			l->cur_done += sp->len;
+			return 1;
+		}
+		if (l->q) {
+			size_t k = __atomic_fetch_add(&l->q->next, 1, __ATOMIC_RELAXED);
+
+			if (k < l->q->n) {
+				l->cur = l->q->items[k];
+				l->cur_done = 0;
+				l->pieces++;
+				continue;
+			}
+			__atomic_sub_fetch(&l->q->active, 1, __ATOMIC_RELAXED);
+			l->from = (unsigned)(l->q - p->q) + 1;
+			l->q = NULL;
+		}
+		l->q = pick_queue(p, l->from);
+		if (!l->q)
+			return 0;
+		__atomic_add_fetch(&l->q->active, 1, __ATOMIC_RELAXED);
+		l->cur.len = l->cur_done = 0;
+	}
+}
+
+/*
+ * A lane's pipeline over its sub-pieces, alternating the two halves of its buffer so that its
+ * DMA and its file I/O overlap. Out: queue the copy down of sub-piece i into one half, then write
+ * sub-piece i-1 from the other (its copy waited for). In: read sub-piece i into one half (its
+ * previous copy up waited for), then queue its copy up.
+ */
+static int lane_run(struct io_lane *l)
+{
+	struct sub_piece sp, prev;
+	int have_prev = 0, r = 0;
+	unsigned h = 0;
+
+	while (r == 0 && lane_next(l, &sp)) {
+		if (l->p->out) {
+			r = lane_dma(l, l->half[h], sp.data_offset, sp.len);
+			if (r == 0)
+				r = half_record(l, h);
+			if (r == 0 && have_prev) {
+				r = half_wait(l, h ^ 1);
+				if (r == 0)
+					r = lane_file_io(l, &prev, l->half[h ^ 1]);
+			}
+			prev = sp;
+			have_prev = 1;
+		} else {
+			r = half_wait(l, h);
+			if (r == 0)
+				r = lane_file_io(l, &sp, l->half[h]);
+			if (r == 0)
+				r = lane_dma(l, l->half[h], sp.data_offset, sp.len);
+			if (r == 0)
+				r = half_record(l, h);
+		}
+		h ^= 1;
+	}
+	if (r == 0 && l->p->out && have_prev) {
+		r = half_wait(l, h ^ 1);
+		if (r == 0)
+			r = lane_file_io(l, &prev, l->half[h ^ 1]);
+	}
+	/* Every copy of this lane done before its buffer goes back (also after a failure). */
+	for (unsigned k = 0; k < 2; k++)
+		if (half_wait(l, k) < 0 && r == 0)
+			r = -EIO;
+	if (l->q)
+		__atomic_sub_fetch(&l->q->active, 1, __ATOMIC_RELAXED);
+	l->q = NULL;
+	return r;
+}
+
 static void *lane_main(void *arg)
 {
 	struct io_lane *l = arg;
 	struct io_plan *p = l->p;
-	struct piece_queue *q;
-	unsigned from;
+	const struct gw_cuda *cuda = p->e->cuda;
+	unsigned nev = 0;
 	CUresult cr;
 
-	cr = p->e->cuda->cuCtxSetCurrent(p->e->context);
+	cr = cuda->cuCtxSetCurrent(p->e->context);
+	/* Blocking: a lane waiting for its copy sleeps and leaves the CPU to the other lanes' file
+	 * I/O (the primary context's default may spin). */
+	for (; cr == CUDA_SUCCESS && nev < 2; nev++)
+		cr = cuda->cuEventCreate(&l->ev[nev], CU_EVENT_BLOCKING_SYNC | CU_EVENT_DISABLE_TIMING);
 	if (cr != CUDA_SUCCESS) {
-		l->ret = fail(p->e, "cuCtxSetCurrent", cr, l->err, sizeof(l->err));
-		__atomic_store_n(&p->stop, 1, __ATOMIC_RELAXED);
-		return NULL;
-	}
-	/* Lanes start spread over the files: lane i of n on file i * nfiles / n. */
-	from = p->nlanes ? l->index * p->nq / p->nlanes : 0;
-	while (l->ret == 0 && !__atomic_load_n(&p->stop, __ATOMIC_RELAXED) &&
-	       (q = pick_queue(p, from))) {
-		__atomic_add_fetch(&q->active, 1, __ATOMIC_RELAXED);
-		while (l->ret == 0 && !__atomic_load_n(&p->stop, __ATOMIC_RELAXED)) {
-			size_t k = __atomic_fetch_add(&q->next, 1, __ATOMIC_RELAXED);
-
-			if (k >= q->n)
-				break;
-			l->ret = lane_piece(l, q, &q->items[k]);
-			if (l->ret < 0)
-				__atomic_store_n(&p->stop, 1, __ATOMIC_RELAXED);
+		l->ret = fail(p->e, nev ? "cuEventCreate" : "cuCtxSetCurrent", cr, l->err,
+			      sizeof(l->err));
+		nev = nev ? nev - 1 : 0;
+	} else {
+		/* Halves, page-aligned: the lanes start spread over the files, lane i of n on file
+		 * i * nfiles / n. */
+		l->half_bytes = l->buf_bytes / 2 & ~(size_t)4095;
+		l->half[0] = l->buf;
+		l->half[1] = (char *)l->buf + l->half_bytes;
+		l->from = p->nlanes ? l->index * p->nq / p->nlanes : 0;
+		if (l->half_bytes) {
+			l->ret = lane_run(l);
+		} else {
+			snprintf(l->err, sizeof(l->err), "staging buffers too small for a lane");
+			l->ret = -ENOBUFS;
 		}
-		__atomic_sub_fetch(&q->active, 1, __ATOMIC_RELAXED);
-		from = (unsigned)(q - p->q) + 1;
 	}
+	if (l->ret < 0)
+		__atomic_store_n(&p->stop, 1, __ATOMIC_RELAXED);
+	while (nev > 0)
+		cuda->cuEventDestroy(l->ev[--nev]);
 	return NULL;
 }
 

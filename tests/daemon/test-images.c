@@ -866,4 +866,40 @@ GW_TEST(full_file_system_under_one_segment_fails_the_dump_cleanly)
 	umount(dir);
 }
 
+/* A driver failure in the middle of the lanes' work: a suspend leaves the app running and no
+ * files; a resume leaves it checkpointed, and the next resume works. */
+GW_TEST(lane_failures_leave_the_process_restorable)
+{
+	char path[512], partial[512], line[256];
+	struct gwt_daemon d;
+	struct gwt_app app;
+	cJSON *j;
+
+	snprintf(path, sizeof(path), "%s", image_path("lf.img"));
+	snprintf(partial, sizeof(partial), "%s", image_path("lf.img.partial"));
+	/* the daemon's 5th copy down and 3rd copy up fail (only resumes copy up here) */
+	setenv("FAKECUDA_FAIL", "cuMemcpyDtoHAsync=999:5,cuMemcpyHtoDAsync=999:3", 1);
+	gwt_daemon_start(&d, GWT_ARGS("--chunk-kib", "1024"));
+	unsetenv("FAKECUDA_FAIL");
+	start_sparse_app(&d, &app);
+	j = gwt_ctl(&d, 1, GWT_ARGS("suspend", gwt_pid(app.pid), "--image", path));
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "error.message"), "cuMemcpyDtoHAsync");
+	cJSON_Delete(j);
+	GW_ASSERT(access(path, F_OK) < 0 && access(partial, F_OK) < 0);
+	for (unsigned k = 0; k < 8; k++)
+		GW_ASSERT(access(seg_path(path, k), F_OK) < 0 && access(seg_path(partial, k), F_OK) < 0);
+	assert_state(&d, app.pid, "running");
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("suspend", gwt_pid(app.pid), "--image", path)));
+	j = gwt_ctl(&d, 1, GWT_ARGS("resume", gwt_pid(app.pid), "--image", path));
+	GW_ASSERT_STR_CONTAINS(gwt_json_str(j, "error.message"), "cuMemcpyHtoDAsync");
+	cJSON_Delete(j);
+	assert_state(&d, app.pid, "checkpointed");
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid), "--image", path)));
+	verify(&app);
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
 GW_TEST_MAIN()
