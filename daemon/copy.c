@@ -370,8 +370,9 @@ static int io_full(int fd, void *buf, size_t len, uint64_t offset, int write_it)
  * the fewest lanes work on. With as many segments as lanes
  * each lane writes or reads its own file (no inode shared: the single-file limit), and a process
  * of many small ranges keeps every lane busy, since pieces of all ranges are in the queues.
- * Out, a lane copies a piece's data runs down into its buffer and writes it; in, it reads a piece
- * and copies its runs up. One lane alternates DMA and file I/O, several overlap them.
+ * Out, a lane copies a piece's data runs down into half its buffer and writes them; in, it reads
+ * a piece into half its buffer and copies its runs up; the halves alternate, so that a lane's DMA
+ * overlaps its own file I/O (lane_run), and the lanes overlap each other's.
  */
 #define GW_COPY_IO_LANES 8
 
