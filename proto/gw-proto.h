@@ -41,7 +41,10 @@
 #define GW_FRAME_MIN_PAYLOAD 2            /* "{}" */
 #define GW_FRAME_MAX_PAYLOAD (1u << 20)   /* 1 MiB */
 #define GW_FRAME_MAX_FDS 200              /* per message (the kernel allows 253) */
-#define GW_IMAGE_MAX_SEGMENTS 16          /* Suspend/Resume "segment_fds": at most this many */
+/* Suspend/Resume "segment_fds": [i, ...], indexes among the request's fds, each once and never
+ * "image_fd"'s: a VRAM image's segment files in order (docs/image-format.md, version 2), at most
+ * this many, checked as "image_fd" is; given with "image_fd" (the head file) only. */
+#define GW_IMAGE_MAX_SEGMENTS 16
 #define GW_METHOD_MAX 64                  /* bytes of a method name, NUL included */
 #define GW_STRING_MAX 4096                /* bytes of any string member a peer may send */
 #define GW_JSON_MAX_DEPTH 16
