@@ -218,6 +218,7 @@ enum {
 	OPT_CHUNK_KIB,
 	OPT_VERIFY,
 	OPT_WIDE,
+	OPT_SEGMENTS,
 };
 
 static const struct option command_options[] = {
@@ -234,6 +235,7 @@ static const struct option command_options[] = {
 	{ "image", required_argument, NULL, OPT_IMAGE },
 	{ "dense", no_argument, NULL, OPT_DENSE },
 	{ "chunk-kib", required_argument, NULL, OPT_CHUNK_KIB },
+	{ "segments", required_argument, NULL, OPT_SEGMENTS },
 	{ "verify", no_argument, NULL, OPT_VERIFY },
 	{ "wide", no_argument, NULL, OPT_WIDE },
 	{ NULL, 0, NULL, 0 },
@@ -256,6 +258,7 @@ static unsigned option_flag(int opt)
 		return WC_OPT_IMAGE;
 	case OPT_DENSE:
 	case OPT_CHUNK_KIB:
+	case OPT_SEGMENTS:
 		return WC_OPT_DENSE;
 	case OPT_VERIFY:
 		return WC_OPT_VERIFY;
@@ -394,6 +397,12 @@ int wc_parse_command_args(struct wc_ctx *ctx, int argc, char **argv, struct wc_a
 			break;
 		case OPT_WIDE:
 			args.wide = true;
+			break;
+		case OPT_SEGMENTS:
+			if (wc_parse_u64(optarg, 1, GW_IMAGE_MAX_SEGMENTS, &args.segments) < 0)
+				return wc_usage_error(ctx, "invalid --segments '%s': expected an "
+						      "integer 1..%d", optarg,
+						      GW_IMAGE_MAX_SEGMENTS);
 			break;
 		case ':':
 			return wc_usage_error(ctx, "option '%s' needs a value", argv[optind - 1]);

@@ -60,8 +60,11 @@ static const char help_suspend[] =
 	"\nOptions:\n"
 	"  --timeout S      how long the lock may wait for the process's GPU work, in\n"
 	"                   seconds (default: the daemon's, 10)\n"
-	"  --image FILE     write the VRAM image to FILE, which must not exist (written\n"
-	"                   as FILE.partial, renamed when complete); fast path only\n"
+	"  --image FILE     write the VRAM image to FILE and its data to FILE.seg-0 ..\n"
+	"                   FILE.seg-<N-1>, none of which may exist (written as\n"
+	"                   .partial files, renamed when complete); fast path only\n"
+	"  --segments N     split the image's data over N segment files, written and\n"
+	"                   read in parallel (1..16, default 8; 1: one file, FILE only)\n"
 	"  --dense          copy every chunk, zero or not (for comparisons)\n"
 	"  --chunk-kib N    image chunk size (a power of two; default: the daemon's)\n";
 
@@ -73,17 +76,19 @@ static const char help_resume[] =
 	HELP_PERM_PID
 	"\nOptions:\n" HELP_GPU_MAP
 	"  --image FILE     restore the VRAM from this image file (written by\n"
-	"                   `suspend --image`); fast path only\n"
+	"                   `suspend --image`) and the segment files its header names\n"
+	"                   (FILE.seg-0 ...); fast path only\n"
 	HELP_REPLY_TIMEOUT("300");
 
 static const char help_inspect[] =
 	"Show what a VRAM image file holds, or every image in a directory (a CRIU or\n"
 	"podman checkpoint directory): its ranges and GPUs, how much is data and how\n"
 	"much all-zero chunks, the CRIU image's own size next to it, and the restore\n"
-	"time predicted from the link speeds the daemon measured last. Reads files\n"
-	"only; needs no daemon.\n"
+	"time predicted from the link speeds the daemon measured last, and its segment\n"
+	"files (FILE.seg-N) with their sizes. Reads files only; needs no daemon.\n"
 	"\nOptions:\n"
-	"  --verify         read every data chunk and check it against its checksum\n";
+	"  --verify         read every data chunk (from the segment files too) and\n"
+	"                   check it against its checksum\n";
 
 static const char help_state[] =
 	"Print the CUDA checkpoint state of PID (running, locked, checkpointed or\n"
@@ -179,7 +184,8 @@ const struct wc_command wc_commands[] = {
 	},
 	{
 		.name = "suspend",
-		.synopsis = "suspend PID [--timeout S] [--image FILE] [--dense] [--chunk-kib N]",
+		.synopsis = "suspend PID [--timeout S] [--image FILE [--segments N]] [--dense] "
+			    "[--chunk-kib N]",
 		.summary = "lock and checkpoint a CUDA process (frees its GPU memory)",
 		.help = help_suspend,
 		.options = WC_OPT_OP_TIMEOUT | WC_OPT_IMAGE | WC_OPT_DENSE,

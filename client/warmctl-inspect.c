@@ -18,8 +18,71 @@
 
 #define MIB(x) ((double)(x) / 1048576.0)
 
+/* The files an image's data is in: the head (version 1) or its segments, and where each piece
+ * of the data section lies in them. */
+struct data_files {
+	int fds[GW_VIMG_MAX_SEGMENTS];
+	unsigned nfds;
+	struct gw_vimg_piece *pieces;
+	size_t npieces;
+};
+
+static int pieces_load(const struct gw_vimg *v, struct data_files *f)
+{
+	struct gw_vimg_pieces it;
+	struct gw_vimg_piece p;
+	size_t cap = 0;
+
+	gw_vimg_pieces_start(v, GW_VIMG_MAX_STRIPE_BYTES, &it);
+	while (gw_vimg_pieces_next(v, &it, &p)) {
+		if (f->npieces == cap) {
+			size_t n = cap ? cap * 2 : 64;
+			struct gw_vimg_piece *q = realloc(f->pieces, n * sizeof(*q));
+
+			if (!q)
+				return -ENOMEM;
+			f->pieces = q;
+			cap = n;
+		}
+		f->pieces[f->npieces++] = p;
+	}
+	return 0;
+}
+
+/* len bytes of the data section from offset x. */
+static int read_data(const struct data_files *f, void *buf, uint64_t len, uint64_t x)
+{
+	size_t lo = 0, hi = f->npieces;
+
+	while (lo < hi) { /* the first piece that ends after x */
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (f->pieces[mid].data_offset + f->pieces[mid].len <= x)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (uint64_t done = 0; done < len; lo++) {
+		const struct gw_vimg_piece *p;
+		uint64_t skip, n;
+		int r;
+
+		if (lo >= f->npieces || f->pieces[lo].segment >= f->nfds)
+			return -ENODATA;
+		p = &f->pieces[lo];
+		skip = x + done - p->data_offset;
+		n = p->len - skip < len - done ? p->len - skip : len - done;
+		r = gw_vimg_pread(f->fds[p->segment], (char *)buf + done, n, p->offset + skip);
+		if (r < 0)
+			return r;
+		done += n;
+	}
+	return 0;
+}
+
 /* Check every data chunk against its checksum. Returns the number of bad chunks, or < 0. */
-static long verify_data(int fd, const struct gw_vimg *v, char *first_bad, size_t len)
+static long verify_data(const struct data_files *f, const struct gw_vimg *v, char *first_bad,
+			size_t len)
 {
 	uint64_t *buf = malloc(v->chunk_bytes);
 	long bad = 0;
@@ -42,8 +105,7 @@ static long verify_data(int fd, const struct gw_vimg *v, char *first_bad, size_t
 				uint64_t bytes = n - start < v->chunk_bytes ? n - start : v->chunk_bytes;
 				struct gw_chunk_scan s;
 
-				r = gw_vimg_pread(fd, buf, bytes,
-					      v->data_offset + run->data_offset + start);
+				r = read_data(f, buf, bytes, run->data_offset + start);
 				if (r < 0)
 					break;
 				gw_chunksum_words(buf, bytes / 8, chunk * (v->chunk_bytes / 8), &s);
@@ -54,6 +116,48 @@ static long verify_data(int fd, const struct gw_vimg *v, char *first_bad, size_t
 	}
 	free(buf);
 	return r < 0 ? r : bad;
+}
+
+/* The segment files of the image at path, checked; into o's "segment_files". 0 when all are
+ * there and fit, else 1 (the image is not usable). */
+static int open_segments(const char *path, const struct gw_vimg *v, struct data_files *f,
+			 cJSON *o)
+{
+	cJSON *list = cJSON_AddArrayToObject(o, "segment_files");
+	int bad = 0;
+
+	for (uint32_t k = 0; k < v->nsegments; k++) {
+		cJSON *x = cJSON_CreateObject();
+		char name[PATH_MAX], err[256] = "";
+		int fd, r = -ENOENT;
+
+		snprintf(name, sizeof(name), "%s.seg-%u", path, k);
+		fd = open(name, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0)
+			r = gw_vimg_check_segment_fd(v, k, fd, err, sizeof(err));
+		else
+			snprintf(err, sizeof(err), "%s", strerror(errno));
+		if (x) {
+			cJSON_AddStringToObject(x, "path", name);
+			cJSON_AddNumberToObject(x, "data_bytes", (double)v->seg_bytes[k]);
+			cJSON_AddNumberToObject(x, "file_bytes",
+						(double)gw_vimg_segment_file_bytes(v, k));
+			if (r < 0)
+				cJSON_AddStringToObject(x, "error", err[0] ? err : strerror(-r));
+			if (list)
+				cJSON_AddItemToArray(list, x);
+			else
+				cJSON_Delete(x);
+		}
+		if (r < 0) {
+			bad = 1;
+			if (fd >= 0)
+				close(fd);
+			fd = -1;
+		}
+		f->fds[f->nfds++] = fd;
+	}
+	return bad;
 }
 
 static void uuid_text(const uint8_t *u, char *buf, size_t len)
@@ -68,6 +172,8 @@ static void uuid_text(const uint8_t *u, char *buf, size_t len)
 static cJSON *inspect_file(const char *path, bool verify, int *bad)
 {
 	cJSON *o = cJSON_CreateObject(), *ranges;
+	struct data_files f = { .nfds = 0 };
+	int segments_bad = 0;
 	struct gw_vimg v;
 	char err[256] = "", id[33], first_bad[96] = "";
 	double rate, device, fixed;
@@ -92,6 +198,16 @@ static cJSON *inspect_file(const char *path, bool verify, int *bad)
 	}
 	for (int i = 0; i < 16; i++)
 		snprintf(id + 2 * i, 3, "%02x", v.id[i]);
+	f.fds[f.nfds++] = fd;
+	if (v.nsegments) {
+		f.nfds = 0;
+		segments_bad = open_segments(path, &v, &f, o);
+		if (segments_bad) {
+			cJSON_AddStringToObject(o, "error", "a segment file is missing or does not "
+						"fit the image (segment_files says which)");
+			*bad = 1;
+		}
+	}
 	cJSON_AddNumberToObject(o, "format_version", v.version);
 	cJSON_AddStringToObject(o, "id", id);
 	cJSON_AddNumberToObject(o, "pid", v.pid);
@@ -103,6 +219,15 @@ static cJSON *inspect_file(const char *path, bool verify, int *bad)
 	cJSON_AddNumberToObject(o, "zero_bytes", (double)v.zero_bytes);
 	cJSON_AddNumberToObject(o, "file_bytes", (double)v.file_bytes);
 	cJSON_AddNumberToObject(o, "table_bytes", (double)(v.data_offset));
+	cJSON_AddNumberToObject(o, "segments", v.nsegments);
+	if (v.nsegments) {
+		uint64_t all = v.file_bytes;
+
+		for (uint32_t k = 0; k < v.nsegments; k++)
+			all += gw_vimg_segment_file_bytes(&v, k);
+		cJSON_AddNumberToObject(o, "stripe_bytes", (double)v.stripe_bytes);
+		cJSON_AddNumberToObject(o, "all_files_bytes", (double)all);
+	}
 	ranges = cJSON_AddArrayToObject(o, "ranges");
 	for (uint32_t i = 0; ranges && i < v.nranges; i++) {
 		const struct gw_vimg_range *rg = &v.ranges[i];
@@ -132,8 +257,11 @@ static cJSON *inspect_file(const char *path, bool verify, int *bad)
 		cJSON_AddStringToObject(o, "checksums", "none");
 	} else if (!verify) {
 		cJSON_AddStringToObject(o, "checksums", "not verified");
+	} else if (segments_bad) {
+		cJSON_AddStringToObject(o, "checksums", "unreadable"); /* a segment is missing */
 	} else {
-		long n = verify_data(fd, &v, first_bad, sizeof(first_bad));
+		long n = pieces_load(&v, &f) < 0 ? -ENOMEM :
+			 verify_data(&f, &v, first_bad, sizeof(first_bad));
 
 		if (n < 0) {
 			cJSON_AddStringToObject(o, "checksums", "unreadable");
@@ -156,11 +284,15 @@ static cJSON *inspect_file(const char *path, bool verify, int *bad)
 	cJSON_AddNumberToObject(o, "dump_copy_bytes_per_s", (double)v.copy_out_bps);
 	cJSON_AddNumberToObject(o, "dump_write_bytes_per_s", (double)v.write_bps);
 	gw_vimg_clear(&v);
+	for (unsigned k = 0; k < f.nfds; k++)
+		if (f.fds[k] >= 0 && f.fds[k] != fd)
+			close(f.fds[k]);
 	close(fd);
+	free(f.pieces);
 	return o;
 }
 
-static bool is_image(const char *path)
+static bool has_magic(const char *path, const char *want)
 {
 	char magic[8];
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -169,9 +301,20 @@ static bool is_image(const char *path)
 	if (fd < 0)
 		return false;
 	yes = read(fd, magic, sizeof(magic)) == (ssize_t)sizeof(magic) &&
-	      memcmp(magic, GW_VIMG_MAGIC, sizeof(magic)) == 0;
+	      memcmp(magic, want, sizeof(magic)) == 0;
 	close(fd);
 	return yes;
+}
+
+static bool is_image(const char *path)
+{
+	return has_magic(path, GW_VIMG_MAGIC);
+}
+
+/* A segment file of an image (shown with its image, not counted as CRIU's). */
+static bool is_segment(const char *path)
+{
+	return has_magic(path, GW_VIMG_SEG_MAGIC);
 }
 
 static int by_name(const struct dirent **a, const struct dirent **b)
@@ -182,7 +325,7 @@ static int by_name(const struct dirent **a, const struct dirent **b)
 static void print_image(const cJSON *o)
 {
 	const cJSON *err = cJSON_GetObjectItemCaseSensitive(o, "error");
-	const cJSON *ranges = cJSON_GetObjectItemCaseSensitive(o, "ranges"), *x;
+	const cJSON *ranges = cJSON_GetObjectItemCaseSensitive(o, "ranges"), *x, *segs;
 	char buf[64], buf2[64], buf3[64];
 	double vram, data, rate;
 
@@ -209,6 +352,21 @@ static void print_image(const cJSON *o)
 		printf(" (%s bad, first: %s)", wc_num(o, "bad_chunks", 0, buf, sizeof(buf)),
 		       wc_str(o, "first_bad_chunk", buf2, sizeof(buf2)));
 	printf("\n");
+	segs = cJSON_GetObjectItemCaseSensitive(o, "segment_files");
+	if (cJSON_GetArraySize(segs) > 0) {
+		printf("  data in %d segment files, stripe %.0f KiB, all files %.1f MiB\n",
+		       cJSON_GetArraySize(segs),
+		       cJSON_GetObjectItemCaseSensitive(o, "stripe_bytes")->valuedouble / 1024,
+		       MIB(cJSON_GetObjectItemCaseSensitive(o, "all_files_bytes")->valuedouble));
+		cJSON_ArrayForEach(x, segs) {
+			const cJSON *e = cJSON_GetObjectItemCaseSensitive(x, "error");
+
+			printf("    %s  %.1f MiB%s%s\n",
+			       cJSON_GetObjectItemCaseSensitive(x, "path")->valuestring,
+			       MIB(cJSON_GetObjectItemCaseSensitive(x, "file_bytes")->valuedouble),
+			       cJSON_IsString(e) ? ": " : "", cJSON_IsString(e) ? e->valuestring : "");
+		}
+	}
 	rate = cJSON_GetObjectItemCaseSensitive(o, "predicted_from_read_bytes_per_s")->valuedouble;
 	printf("  predicted restore: %.2f s (%.2f s fixed + %.1f MiB read at %.1f GB/s + %.1f MiB "
 	       "of VRAM at %.0f GB/s)\n",
@@ -233,7 +391,7 @@ static void print_image(const cJSON *o)
 int wc_cmd_inspect(struct wc_ctx *ctx, const struct wc_args *args)
 {
 	cJSON *result = cJSON_CreateObject(), *images;
-	uint64_t criu_bytes = 0, criu_files = 0;
+	uint64_t criu_bytes = 0, criu_files = 0, seg_bytes = 0, seg_files = 0;
 	bool criu_dir = false; /* CRIU writes inventory.img into every checkpoint */
 	struct stat st;
 	int bad = 0, code = WC_EXIT_OK;
@@ -263,10 +421,13 @@ int wc_cmd_inspect(struct wc_ctx *ctx, const struct wc_args *args)
 			if ((size_t)snprintf(path, sizeof(path), "%s/%s", args->path,
 					     names[i]->d_name) < sizeof(path) &&
 			    stat(path, &fst) == 0 && S_ISREG(fst.st_mode)) {
-				if (is_image(path))
+				if (is_image(path)) {
 					cJSON_AddItemToArray(images,
 							     inspect_file(path, args->verify, &bad));
-				else {
+				} else if (is_segment(path)) {
+					seg_bytes += (uint64_t)fst.st_size;
+					seg_files++;
+				} else {
 					criu_bytes += (uint64_t)fst.st_size;
 					criu_files++;
 					if (strcmp(names[i]->d_name, "inventory.img") == 0)
@@ -286,6 +447,8 @@ int wc_cmd_inspect(struct wc_ctx *ctx, const struct wc_args *args)
 		cJSON_AddBoolToObject(result, "criu_checkpoint", criu_dir);
 		cJSON_AddNumberToObject(result, "criu_image_bytes", (double)criu_bytes);
 		cJSON_AddNumberToObject(result, "criu_files", (double)criu_files);
+		cJSON_AddNumberToObject(result, "vram_segment_files", (double)seg_files);
+		cJSON_AddNumberToObject(result, "vram_segment_bytes", (double)seg_bytes);
 	} else {
 		cJSON_AddItemToArray(images, inspect_file(args->path, args->verify, &bad));
 	}
@@ -310,6 +473,9 @@ int wc_cmd_inspect(struct wc_ctx *ctx, const struct wc_args *args)
 			else if (criu_files)
 				printf("other files: %.1f MiB in %" PRIu64 " files\n",
 				       MIB(criu_bytes), criu_files);
+			if (seg_files)
+				printf("VRAM image segments: %.1f MiB in %" PRIu64 " files\n",
+				       MIB(seg_bytes), seg_files);
 		}
 		if (fflush(stdout) != 0)
 			code = WC_EXIT_FAILED;

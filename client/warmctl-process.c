@@ -3,11 +3,14 @@
 #include "warmctl.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "gw-vimg.h"
 
 enum output {
 	OUTPUT_STATE, /* pid, state, restore_tid */
@@ -90,8 +93,21 @@ static void print_human(const cJSON *result, enum output output)
 		       wc_str(result, "image", extra, sizeof(extra)),
 		       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(result, "verified")) ?
 			       ", checksummed" : "");
-		if (cJSON_IsNumber(file))
-			printf("  image file %.1f MiB\n", file->valuedouble / 1048576.0);
+		if (cJSON_IsNumber(file)) {
+			const cJSON *segs = cJSON_GetObjectItemCaseSensitive(result, "segments");
+			const cJSON *rate = cJSON_GetObjectItemCaseSensitive(
+				result, output == OUTPUT_STEPS &&
+						cJSON_GetObjectItemCaseSensitive(result,
+										 "file_write_bytes_per_s") ?
+					"file_write_bytes_per_s" : "file_read_bytes_per_s");
+
+			printf("  image file %.1f MiB", file->valuedouble / 1048576.0);
+			if (cJSON_IsNumber(segs) && segs->valuedouble > 0)
+				printf(", data in %.0f segment files", segs->valuedouble);
+			if (cJSON_IsNumber(rate))
+				printf(", file I/O %.2f GB/s", rate->valuedouble / 1e9);
+			printf("\n");
+		}
 	}
 	t = wc_table_new(2);
 	if (!t)
@@ -110,62 +126,159 @@ static void print_human(const cJSON *result, enum output output)
 }
 
 /*
- * The image file of suspend/resume --image, opened here and passed to the daemon, which never
- * opens a client's path. Suspend writes FILE.partial (never an existing file) and renames it when
- * the daemon is done; on failure it is removed.
+ * The image files of suspend/resume --image, opened here and passed to the daemon, which never
+ * opens a client's path: FILE (the head: header and tables) and, unless --segments 1, its
+ * segment files FILE.seg-0 .. FILE.seg-<N-1> holding the data (docs/image-format.md). Suspend
+ * writes them all as .partial files (never over an existing file) and renames them when the
+ * daemon is done, the head last, so that FILE appears only complete; on failure they are
+ * removed. Resume opens FILE and the segments its header names.
  */
 struct image_file {
-	char partial[PATH_MAX];
-	int fd;
+	char partial[GW_IMAGE_MAX_SEGMENTS + 1][PATH_MAX]; /* [0]: the head; "" when none */
+	char final[GW_IMAGE_MAX_SEGMENTS + 1][PATH_MAX];
+	int fds[GW_IMAGE_MAX_SEGMENTS + 1];
+	unsigned n; /* 1 + segments */
 };
 
-static int image_open(struct wc_ctx *ctx, const struct wc_args *args, bool suspend,
-		      struct image_file *f)
+static void image_init(struct image_file *f)
 {
-	f->fd = -1;
-	f->partial[0] = '\0';
-	if (!args->image)
-		return WC_EXIT_OK;
-	if (!suspend) {
-		f->fd = open(args->image, O_RDONLY | O_CLOEXEC);
-		if (f->fd < 0)
-			return wc_image_error(ctx, "cannot open the image %s: %s", args->image,
-					   strerror(errno));
-		return WC_EXIT_OK;
-	}
-	if (access(args->image, F_OK) == 0)
-		return wc_image_error(ctx, "%s exists; remove it or name another image file",
-				   args->image);
-	if ((size_t)snprintf(f->partial, sizeof(f->partial), "%s.partial", args->image) >=
-	    sizeof(f->partial))
-		return wc_usage_error(ctx, "--image path too long");
-	f->fd = open(f->partial, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (f->fd < 0) {
-		int e = errno;
+	memset(f, 0, sizeof(*f));
+	for (unsigned i = 0; i <= GW_IMAGE_MAX_SEGMENTS; i++)
+		f->fds[i] = -1;
+}
 
-		f->partial[0] = '\0';
-		return wc_image_error(ctx, "cannot create %s.partial: %s%s", args->image, strerror(e),
-				   e == EEXIST ? " (left by an earlier suspend that was cut short? "
-						 "remove it)" : "");
+static int segment_name(char *buf, size_t len, const char *image, unsigned k, const char *tail)
+{
+	return (size_t)snprintf(buf, len, "%s.seg-%u%s", image, k, tail) >= len ? -1 : 0;
+}
+
+static void image_discard(struct image_file *f)
+{
+	for (unsigned i = 0; i < f->n; i++) {
+		if (f->fds[i] >= 0)
+			close(f->fds[i]);
+		f->fds[i] = -1;
+		if (f->partial[i][0])
+			unlink(f->partial[i]);
+		f->partial[i][0] = '\0';
+	}
+}
+
+static int image_create(struct wc_ctx *ctx, const struct wc_args *args, struct image_file *f)
+{
+	unsigned k = args->segments ? (unsigned)args->segments : WC_DEFAULT_SEGMENTS;
+
+	f->n = k > 1 ? k + 1 : 1;
+	for (unsigned i = 0; i < f->n; i++) {
+		int bad = i == 0 ? (size_t)snprintf(f->final[0], PATH_MAX, "%s", args->image) >=
+						PATH_MAX :
+				   segment_name(f->final[i], PATH_MAX, args->image, i - 1, "") < 0;
+
+		if (bad || (size_t)snprintf(f->partial[i], PATH_MAX, "%s.partial", f->final[i]) >=
+				   PATH_MAX) {
+			f->partial[i][0] = '\0';
+			image_discard(f);
+			return wc_usage_error(ctx, "--image path too long");
+		}
+		if (access(f->final[i], F_OK) == 0) {
+			f->partial[i][0] = '\0';
+			image_discard(f);
+			return wc_image_error(ctx, "%s exists; remove it or name another image file",
+					      f->final[i]);
+		}
+		f->fds[i] = open(f->partial[i], O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (f->fds[i] < 0) {
+			int e = errno;
+			char name[PATH_MAX];
+
+			snprintf(name, sizeof(name), "%s", f->partial[i]);
+			f->partial[i][0] = '\0';
+			image_discard(f);
+			return wc_image_error(ctx, "cannot create %s: %s%s", name, strerror(e),
+					      e == EEXIST ? " (left by an earlier suspend that was "
+							    "cut short? remove it)" : "");
+		}
 	}
 	return WC_EXIT_OK;
 }
 
-static int image_close(const struct wc_ctx *ctx, const struct wc_args *args, struct image_file *f,
-		       int code)
+static int image_open(struct wc_ctx *ctx, const struct wc_args *args, bool suspend,
+		      struct image_file *f)
 {
-	if (f->fd >= 0)
-		close(f->fd);
-	if (!f->partial[0])
+	uint8_t header[GW_VIMG_HEADER_BYTES];
+	struct gw_vimg v;
+
+	image_init(f);
+	if (!args->image)
+		return WC_EXIT_OK;
+	if (suspend)
+		return image_create(ctx, args, f);
+	f->fds[0] = open(args->image, O_RDONLY | O_CLOEXEC);
+	if (f->fds[0] < 0)
+		return wc_image_error(ctx, "cannot open the image %s: %s", args->image,
+				      strerror(errno));
+	f->n = 1;
+	/* Its segments, as its header says; a header this cannot read goes to the daemon as it
+	 * is, which names what is wrong with it. */
+	if (gw_vimg_pread(f->fds[0], header, sizeof(header), 0) < 0 ||
+	    gw_vimg_decode_header(&v, header, sizeof(header), NULL, 0) < 0)
+		return WC_EXIT_OK;
+	for (unsigned k = 0; k < v.nsegments; k++) {
+		char name[PATH_MAX];
+
+		if (segment_name(name, sizeof(name), args->image, k, "") < 0) {
+			image_discard(f);
+			return wc_usage_error(ctx, "--image path too long");
+		}
+		f->fds[f->n] = open(name, O_RDONLY | O_CLOEXEC);
+		if (f->fds[f->n] < 0) {
+			int e = errno;
+
+			image_discard(f);
+			return wc_image_error(ctx, "cannot open %s, segment %u of the image %s (of %u "
+					      "segments): %s", name, k, args->image, v.nsegments,
+					      strerror(e));
+		}
+		f->n++;
+	}
+	return WC_EXIT_OK;
+}
+
+static int image_close(const struct wc_ctx *ctx, struct image_file *f, int code)
+{
+	for (unsigned i = 0; i < f->n; i++) {
+		if (f->fds[i] >= 0)
+			close(f->fds[i]);
+		f->fds[i] = -1;
+	}
+	if (!f->partial[0][0])
 		return code;
 	if (code != WC_EXIT_OK) {
-		unlink(f->partial);
+		image_discard(f);
 		return code;
 	}
-	if (rename(f->partial, args->image) < 0)
-		return wc_image_error(ctx, "the image is complete in %s, but renaming it to %s "
-				   "failed: %s", f->partial, args->image, strerror(errno));
+	/* The segments first, the head last: FILE exists only with all its segments. */
+	for (unsigned i = f->n; i-- > 0;) {
+		if (rename(f->partial[i], f->final[i]) < 0)
+			return wc_image_error(ctx, "the image is complete in %s, but renaming it to "
+					      "%s failed: %s", f->partial[i], f->final[i],
+					      strerror(errno));
+	}
 	return code;
+}
+
+/* "image_fd": 0 and "segment_fds": [1 .. n-1] */
+static int image_params(cJSON *params, const struct image_file *f)
+{
+	cJSON *list;
+
+	if (f->n < 2)
+		return 0;
+	list = cJSON_AddArrayToObject(params, "segment_fds");
+	for (unsigned i = 1; list && i < f->n; i++)
+		if (!cJSON_AddItemToArray(list, cJSON_CreateNumber(i)))
+			return -1;
+	return list ? 0 : -1;
 }
 
 static int process_command(struct wc_ctx *ctx, const struct wc_args *args, const char *method,
@@ -185,11 +298,16 @@ static int process_command(struct wc_ctx *ctx, const struct wc_args *args, const
 		cJSON_Delete(params);
 		return r;
 	}
+	if (image_params(params, &image) < 0) {
+		cJSON_Delete(params);
+		image_close(ctx, &image, WC_EXIT_FAILED);
+		fprintf(stderr, "warmctl: out of memory\n");
+		return WC_EXIT_FAILED;
+	}
 	snprintf(what, sizeof(what), "%s pid %ld", ctx->cmd->name, args->pid);
-	r = wc_call_fds(ctx, method, params, image.fd >= 0 ? &image.fd : NULL,
-			image.fd >= 0 ? 1 : 0, what, &result);
+	r = wc_call_fds(ctx, method, params, image.n ? image.fds : NULL, image.n, what, &result);
 	cJSON_Delete(params);
-	r = image_close(ctx, args, &image, r);
+	r = image_close(ctx, &image, r);
 	if (r != WC_EXIT_OK) {
 		cJSON_Delete(result);
 		return r;

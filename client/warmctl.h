@@ -52,6 +52,9 @@ enum {
 	WC_OPT_WIDE = 1 << 10,  /* --wide */
 };
 
+/* Segment files of an image written by `suspend --image` (docs/image-format.md). */
+#define WC_DEFAULT_SEGMENTS 8
+
 /* Positional arguments a command takes. */
 enum wc_positional {
 	WC_POS_NONE,
@@ -94,6 +97,7 @@ struct wc_args {
 	const char *image; /* --image FILE, NULL when not given */
 	bool dense;
 	uint64_t chunk_kib; /* 0: the daemon's */
+	uint64_t segments;  /* --segments N; 0: not given (WC_DEFAULT_SEGMENTS) */
 	bool verify;
 	bool wide;
 	const char *path; /* WC_POS_PATH */

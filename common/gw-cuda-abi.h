@@ -66,6 +66,7 @@ enum {
 
 #define CU_MEMHOSTALLOC_PORTABLE 0x01
 #define CU_STREAM_NON_BLOCKING 0x1
+#define CU_EVENT_BLOCKING_SYNC 0x1
 #define CU_EVENT_DISABLE_TIMING 0x2
 
 /* cuGetProcAddress */

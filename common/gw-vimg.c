@@ -36,6 +36,10 @@ enum {
 	H_READ = 152,
 	H_RESTORE_FIXED = 160,
 	H_DEVICE = 168,
+	H_NSEGMENTS = 176, /* version 2 */
+	H_SEG_RESERVED = 180,
+	H_STRIPE = 184,
+	H_RESERVED = 192, /* to H_TABLE_CRC: 0 (version 1: from H_NSEGMENTS) */
 	H_TABLE_CRC = 248,
 	H_HEADER_CRC = 252,
 };
@@ -203,7 +207,81 @@ int gw_vimg_add_range(struct gw_vimg *v, const struct gw_vimg_range *in,
 uint64_t gw_vimg_table_bytes(const struct gw_vimg *v)
 {
 	return (uint64_t)v->nranges * GW_VIMG_RANGE_BYTES + v->nruns * GW_VIMG_RUN_BYTES +
-	       v->nchunks * 8;
+	       v->nchunks * 8 + (uint64_t)v->nsegments * GW_VIMG_SEGMENT_BYTES;
+}
+
+static int stripe_bytes_valid(uint64_t s)
+{
+	return s >= GW_VIMG_MIN_STRIPE_BYTES && s <= GW_VIMG_MAX_STRIPE_BYTES && (s & (s - 1)) == 0;
+}
+
+int gw_vimg_set_segments(struct gw_vimg *v, uint32_t nsegments, uint64_t stripe_bytes)
+{
+	if (nsegments == 0) {
+		v->nsegments = 0;
+		v->stripe_bytes = 0;
+		v->version = GW_VIMG_VERSION;
+		return 0;
+	}
+	if (nsegments > GW_VIMG_MAX_SEGMENTS || !stripe_bytes_valid(stripe_bytes))
+		return -EINVAL;
+	v->nsegments = nsegments;
+	v->stripe_bytes = stripe_bytes;
+	v->version = GW_VIMG_VERSION_SEGMENTS;
+	return 0;
+}
+
+/* ---- pieces ---- */
+
+void gw_vimg_pieces_start(const struct gw_vimg *v, uint64_t piece_bytes, struct gw_vimg_pieces *it)
+{
+	memset(it, 0, sizeof(*it));
+	it->piece_bytes = v->nsegments ? v->stripe_bytes : piece_bytes;
+	if (it->piece_bytes == 0)
+		it->piece_bytes = GW_VIMG_MAX_STRIPE_BYTES;
+}
+
+int gw_vimg_pieces_next(const struct gw_vimg *v, struct gw_vimg_pieces *it,
+			struct gw_vimg_piece *p)
+{
+	const struct gw_vimg_range *r;
+
+	while (it->range < v->nranges && it->done >= v->ranges[it->range].data_bytes) {
+		it->range++;
+		it->done = 0;
+	}
+	if (it->range >= v->nranges)
+		return 0;
+	r = &v->ranges[it->range];
+	p->range = it->range;
+	p->data_offset = r->data_offset + it->done;
+	p->len = r->data_bytes - it->done < it->piece_bytes ? r->data_bytes - it->done :
+							       it->piece_bytes;
+	if (v->nsegments) {
+		p->segment = (uint32_t)(it->next_piece % v->nsegments);
+		p->offset = GW_VIMG_SEG_HEADER_BYTES + it->fill[p->segment];
+		it->fill[p->segment] += p->len;
+	} else {
+		p->segment = 0;
+		p->offset = v->data_offset + p->data_offset;
+	}
+	it->next_piece++;
+	it->done += p->len;
+	return 1;
+}
+
+/* What each segment holds, from the (checked) ranges. */
+static void segment_sizes(const struct gw_vimg *v, uint64_t *sizes)
+{
+	struct gw_vimg_pieces it;
+	struct gw_vimg_piece p;
+
+	memset(sizes, 0, GW_VIMG_MAX_SEGMENTS * sizeof(*sizes));
+	if (!v->nsegments)
+		return;
+	gw_vimg_pieces_start(v, 0, &it);
+	while (gw_vimg_pieces_next(v, &it, &p))
+		sizes[p.segment] += p.len;
 }
 
 int gw_vimg_finalize(struct gw_vimg *v)
@@ -232,7 +310,8 @@ int gw_vimg_finalize(struct gw_vimg *v)
 	v->data_bytes = data;
 	v->zero_bytes = vram - data;
 	v->data_offset = align_up(GW_VIMG_HEADER_BYTES + gw_vimg_table_bytes(v), GW_VIMG_DATA_ALIGN);
-	v->file_bytes = v->data_offset + data;
+	v->file_bytes = v->nsegments ? v->data_offset : v->data_offset + data;
+	segment_sizes(v, v->seg_bytes);
 	return 0;
 }
 
@@ -240,7 +319,7 @@ static void encode_header(const struct gw_vimg *v, uint8_t *h, uint32_t table_cr
 {
 	memset(h, 0, GW_VIMG_HEADER_BYTES);
 	memcpy(h + H_MAGIC, GW_VIMG_MAGIC, 8);
-	put32(h + H_VERSION, GW_VIMG_VERSION);
+	put32(h + H_VERSION, v->nsegments ? GW_VIMG_VERSION_SEGMENTS : GW_VIMG_VERSION);
 	put32(h + H_HEADER_BYTES, GW_VIMG_HEADER_BYTES);
 	put32(h + H_FLAGS, v->flags);
 	put32(h + H_PID, (uint32_t)v->pid);
@@ -262,6 +341,10 @@ static void encode_header(const struct gw_vimg *v, uint8_t *h, uint32_t table_cr
 	put64(h + H_READ, v->read_bps);
 	put64(h + H_RESTORE_FIXED, v->restore_fixed_ns);
 	put64(h + H_DEVICE, v->device_bps);
+	if (v->nsegments) {
+		put32(h + H_NSEGMENTS, v->nsegments);
+		put64(h + H_STRIPE, v->stripe_bytes);
+	}
 	put32(h + H_TABLE_CRC, table_crc);
 	put32(h + H_HEADER_CRC, gw_crc32c(0, h, H_HEADER_CRC));
 }
@@ -296,6 +379,8 @@ int gw_vimg_encode(const struct gw_vimg *v, uint8_t **ret_buf, size_t *ret_len)
 	}
 	for (uint64_t i = 0; i < v->nchunks; i++, p += 8)
 		put64(p, v->sums[i]);
+	for (uint32_t i = 0; i < v->nsegments; i++, p += GW_VIMG_SEGMENT_BYTES)
+		put64(p, v->seg_bytes[i]);
 	encode_header(v, buf, gw_crc32c(0, buf + GW_VIMG_HEADER_BYTES, gw_vimg_table_bytes(v)));
 	*ret_buf = buf;
 	*ret_len = (size_t)v->data_offset;
@@ -316,9 +401,10 @@ int gw_vimg_decode_header(struct gw_vimg *v, const uint8_t *h, size_t len, char 
 		return fail(err, errlen, "not a gpu-warmd VRAM image, or one whose writing never "
 			    "finished (bad magic)");
 	v->version = get32(h + H_VERSION);
-	if (v->version != GW_VIMG_VERSION)
+	if (v->version != GW_VIMG_VERSION && v->version != GW_VIMG_VERSION_SEGMENTS)
 		return fail(err, errlen, "VRAM image format version %u; this gpu-warmd reads "
-			    "version %d only", v->version, GW_VIMG_VERSION);
+			    "versions %d and %d only", v->version, GW_VIMG_VERSION,
+			    GW_VIMG_VERSION_SEGMENTS);
 	if (get32(h + H_HEADER_CRC) != gw_crc32c(0, h, H_HEADER_CRC))
 		return fail(err, errlen, "the image header is corrupt (checksum mismatch)");
 	if (get32(h + H_HEADER_BYTES) != GW_VIMG_HEADER_BYTES)
@@ -345,8 +431,18 @@ int gw_vimg_decode_header(struct gw_vimg *v, const uint8_t *h, size_t len, char 
 	table_bytes = get64(h + H_TABLE_BYTES);
 	if (v->flags & ~GW_VIMG_F_KNOWN)
 		return fail(err, errlen, "unknown flags 0x%x", v->flags);
-	for (size_t i = H_DEVICE + 8; i < H_TABLE_CRC; i++)
-		if (h[i])
+	if (v->version == GW_VIMG_VERSION_SEGMENTS) {
+		v->nsegments = get32(h + H_NSEGMENTS);
+		v->stripe_bytes = get64(h + H_STRIPE);
+		if (v->nsegments == 0 || v->nsegments > GW_VIMG_MAX_SEGMENTS)
+			return fail(err, errlen, "bad segment count %u (1 to %d)", v->nsegments,
+				    GW_VIMG_MAX_SEGMENTS);
+		if (!stripe_bytes_valid(v->stripe_bytes))
+			return fail(err, errlen, "bad stripe size %llu",
+				    (unsigned long long)v->stripe_bytes);
+	}
+	for (size_t i = v->nsegments ? H_SEG_RESERVED : H_NSEGMENTS; i < H_TABLE_CRC; i++)
+		if (h[i] && (!v->nsegments || i < H_STRIPE || i >= H_RESERVED))
 			return fail(err, errlen, "reserved header byte %zu is set", i);
 	if (get32(h + H_NRANGES + 4))
 		return fail(err, errlen, "reserved header bytes are set");
@@ -362,7 +458,7 @@ int gw_vimg_decode_header(struct gw_vimg *v, const uint8_t *h, size_t len, char 
 			    (unsigned long long)table_bytes);
 	if (v->data_offset != align_up(GW_VIMG_HEADER_BYTES + table_bytes, GW_VIMG_DATA_ALIGN) ||
 	    v->data_bytes > v->vram_bytes || v->zero_bytes != v->vram_bytes - v->data_bytes ||
-	    v->file_bytes != v->data_offset + v->data_bytes ||
+	    v->file_bytes != v->data_offset + (v->nsegments ? 0 : v->data_bytes) ||
 	    v->vram_bytes > (uint64_t)GW_VIMG_MAX_RANGES * GW_VIMG_MAX_RANGE_BYTES)
 		return fail(err, errlen, "inconsistent sizes in the header");
 	return 0;
@@ -434,6 +530,8 @@ static int decode_tables(struct gw_vimg *v, const uint8_t *buf, size_t len, char
 	}
 	for (uint64_t i = 0; i < v->nchunks; i++, p += 8)
 		v->sums[i] = get64(p);
+	for (uint32_t i = 0; i < v->nsegments; i++, p += GW_VIMG_SEGMENT_BYTES)
+		v->seg_bytes[i] = get64(p);
 
 	/* Every range's runs cover its chunks exactly, in order; data sits back to back. */
 	for (uint32_t i = 0; i < v->nranges; i++) {
@@ -483,6 +581,17 @@ static int decode_tables(struct gw_vimg *v, const uint8_t *buf, size_t len, char
 		return r;
 	if (r)
 		return fail(err, errlen, "two ranges overlap");
+	if (v->nsegments) {
+		uint64_t want[GW_VIMG_MAX_SEGMENTS];
+
+		segment_sizes(v, want);
+		for (uint32_t i = 0; i < v->nsegments; i++)
+			if (v->seg_bytes[i] != want[i])
+				return fail(err, errlen, "the segment table is corrupt: segment %u "
+					    "holds %llu bytes, its pieces %llu", i,
+					    (unsigned long long)v->seg_bytes[i],
+					    (unsigned long long)want[i]);
+	}
 	return 0;
 }
 
@@ -611,4 +720,80 @@ double gw_vimg_predict_restore_s(const struct gw_vimg *v, double *ret_read_bps,
 	if (ret_fixed_s)
 		*ret_fixed_s = fixed;
 	return fixed + (double)v->data_bytes / rate + (double)v->vram_bytes / device;
+}
+
+/* ---- segment files ---- */
+
+enum {
+	S_MAGIC = 0,
+	S_VERSION = 8,
+	S_HEADER_BYTES = 12,
+	S_ID = 16,
+	S_INDEX = 32,
+	S_COUNT = 36,
+	S_DATA_BYTES = 40,
+	S_STRIPE = 48,
+	S_RESERVED = 56,
+	S_CRC = 60,
+	S_END = 64, /* zero from here to GW_VIMG_SEG_HEADER_BYTES */
+};
+
+void gw_vimg_segment_header(const struct gw_vimg *v, uint32_t k, uint8_t *h)
+{
+	memset(h, 0, GW_VIMG_SEG_HEADER_BYTES);
+	memcpy(h + S_MAGIC, GW_VIMG_SEG_MAGIC, 8);
+	put32(h + S_VERSION, GW_VIMG_VERSION_SEGMENTS);
+	put32(h + S_HEADER_BYTES, GW_VIMG_SEG_HEADER_BYTES);
+	memcpy(h + S_ID, v->id, 16);
+	put32(h + S_INDEX, k);
+	put32(h + S_COUNT, v->nsegments);
+	put64(h + S_DATA_BYTES, k < GW_VIMG_MAX_SEGMENTS ? v->seg_bytes[k] : 0);
+	put64(h + S_STRIPE, v->stripe_bytes);
+	put32(h + S_CRC, gw_crc32c(0, h, S_CRC));
+}
+
+int gw_vimg_check_segment_fd(const struct gw_vimg *v, uint32_t k, int fd, char *err,
+			     size_t errlen)
+{
+	uint8_t h[GW_VIMG_SEG_HEADER_BYTES];
+	struct stat st;
+	int r;
+
+	if (k >= v->nsegments)
+		return fail(err, errlen, "segment %u of an image of %u segments", k, v->nsegments);
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return fail(err, errlen, "segment %u is not a regular file", k);
+	if ((uint64_t)st.st_size < GW_VIMG_SEG_HEADER_BYTES)
+		return fail(err, errlen, "segment %u has %lld bytes: too short for a segment "
+			    "(truncated?)", k, (long long)st.st_size);
+	r = gw_vimg_pread(fd, h, sizeof(h), 0);
+	if (r < 0)
+		return fail(err, errlen, "cannot read segment %u's header: %s", k, strerror(-r));
+	if (memcmp(h + S_MAGIC, GW_VIMG_SEG_MAGIC, 8) != 0)
+		return fail(err, errlen, "segment %u is not a gpu-warmd VRAM image segment (bad "
+			    "magic)", k);
+	if (get32(h + S_CRC) != gw_crc32c(0, h, S_CRC))
+		return fail(err, errlen, "segment %u's header is corrupt (checksum mismatch)", k);
+	if (get32(h + S_VERSION) != GW_VIMG_VERSION_SEGMENTS ||
+	    get32(h + S_HEADER_BYTES) != GW_VIMG_SEG_HEADER_BYTES || get32(h + S_RESERVED))
+		return fail(err, errlen, "segment %u: unknown segment header version or layout", k);
+	for (size_t i = S_END; i < sizeof(h); i++)
+		if (h[i])
+			return fail(err, errlen, "segment %u: reserved header byte %zu is set", k, i);
+	if (memcmp(h + S_ID, v->id, 16) != 0)
+		return fail(err, errlen, "segment %u belongs to another image (its image id "
+			    "differs): a segment of another dump?", k);
+	if (get32(h + S_COUNT) != v->nsegments || get32(h + S_INDEX) != k)
+		return fail(err, errlen, "the file given as segment %u is segment %u of %u: "
+			    "segments mixed up?", k, get32(h + S_INDEX), get32(h + S_COUNT));
+	if (get64(h + S_DATA_BYTES) != v->seg_bytes[k] || get64(h + S_STRIPE) != v->stripe_bytes)
+		return fail(err, errlen, "segment %u's header does not match the image's segment "
+			    "table", k);
+	if ((uint64_t)st.st_size != gw_vimg_segment_file_bytes(v, k))
+		return fail(err, errlen, "segment %u has %lld bytes, the image says %llu: it is "
+			    "truncated or was extended", k, (long long)st.st_size,
+			    (unsigned long long)gw_vimg_segment_file_bytes(v, k));
+	return 0;
 }

@@ -10,9 +10,15 @@
  *            gw_copy_verify (checksums, on the GPU) -> gw_copy_export (an fd for the app) ->
  *            gw_copy_unmap
  *
- * The image's data section is in one of two stores: pinned host blocks (several async copies in
- * flight over the GPU's streams, one synchronisation per range) or a file (pread/pwrite by up to
- * eight threads through slices of the GPU's pinned staging buffers, DMA overlapping file I/O).
+ * Data moves for all of a GPU's ranges of an operation at once (a "set"): gw_copy_out_set after
+ * every range is imported and scanned, gw_copy_in_set after every range is created; then each
+ * range is verified and exported.
+ *
+ * The image's data section is in one of two stores: pinned host blocks (async copies of all the
+ * set's ranges in flight over the GPU's streams, one synchronisation) or files: the image file
+ * (version 1) or its segment files (version 2), by up to eight I/O lanes per GPU (threads, each
+ * with a slice of the pinned staging buffers and a stream) that take pieces of all the set's
+ * ranges from one queue per file, DMA overlapping file I/O (copy.c says how).
  */
 #ifndef GW_COPY_H
 #define GW_COPY_H
@@ -46,11 +52,29 @@ struct gw_copy_engine {
 struct gw_copy_store {
 	void **blocks; /* memory: equal pinned blocks, the data section packed into them */
 	size_t block_bytes;
-	int fd;               /* file: the data section at data_offset; -1 for memory */
-	uint8_t *map;         /* file, writing: the whole file mapped shared (NULL: pwrite) */
+	int fd;               /* version 1 file: the data section at data_offset; -1 otherwise */
+	uint8_t *map;         /* version 1 file, writing: mapped shared (NULL: pwrite) */
 	uint64_t data_offset;
-	uint64_t io_ns;       /* out: time spent in pread/pwrite (file stores) */
+	int seg_fds[GW_VIMG_MAX_SEGMENTS]; /* version 2: the segment files */
+	unsigned nsegments;   /* 0: no segments */
+	/* out, added to: */
+	uint64_t io_ns;       /* the longest lane's time in pread/pwrite (the lanes run at once) */
+	uint64_t io_bytes;    /* bytes read or written */
+	uint64_t pieces;      /* pieces moved (file) or async copies (memory) */
+	unsigned lanes;       /* the most I/O lanes that ran */
 };
+
+/* The ranges of one GPU in one operation: indices into v->ranges (ascending), and the mappings,
+ * indexed by range index (maps[ranges[i]]). */
+struct gw_copy_set {
+	const struct gw_vimg *v;
+	const uint32_t *ranges;
+	unsigned n;
+	struct gw_copy_map *maps;
+};
+
+/* Stripe of a segmented image's data: at most this (the lane buffer of the default staging). */
+#define GW_COPY_MAX_STRIPE_BYTES (32u << 20)
 
 /* A range mapped into the daemon's address space. */
 struct gw_copy_map {
@@ -78,12 +102,14 @@ void gw_copy_scan_buffer_free(struct gw_copy_engine *e);
 int gw_copy_scan(const struct gw_copy_engine *e, const struct gw_copy_map *m,
 		 uint64_t chunk_bytes, struct gw_chunk_scan *out, char *err, size_t errlen);
 
-/* Range r of image v: its data chunks from the GPU into the store, or the other way (zero runs
- * are memset). */
-int gw_copy_out(const struct gw_copy_engine *e, const struct gw_vimg *v, uint32_t r,
-		const struct gw_copy_map *m, struct gw_copy_store *s, char *err, size_t errlen);
-int gw_copy_in(const struct gw_copy_engine *e, const struct gw_vimg *v, uint32_t r,
-	       const struct gw_copy_map *m, struct gw_copy_store *s, char *err, size_t errlen);
+/* The data chunks of every range of the set from the GPU into the store, or the other way (zero
+ * runs are memset). */
+int gw_copy_out_set(const struct gw_copy_engine *e, const struct gw_copy_set *set,
+		    struct gw_copy_store *s, char *err, size_t errlen);
+int gw_copy_in_set(const struct gw_copy_engine *e, const struct gw_copy_set *set,
+		   struct gw_copy_store *s, char *err, size_t errlen);
+/* The stripe for an image of data_bytes over nsegments segments. */
+uint64_t gw_copy_stripe_bytes(uint64_t data_bytes, unsigned nsegments);
 /* Scan range r again and compare with the image's checksums: -EILSEQ names the first bad chunk. */
 int gw_copy_verify(const struct gw_copy_engine *e, const struct gw_vimg *v, uint32_t r,
 		   const struct gw_copy_map *m, char *err, size_t errlen);

@@ -20,6 +20,7 @@
 #include "freeze.h"
 #include "gw-ckpt.h"
 #include "hostpool.h"
+#include "imageio.h"
 #include "log.h"
 
 #ifndef MADV_POPULATE_WRITE
@@ -108,6 +109,8 @@ struct gw_fast_op {
 	int sparse;
 	uint64_t chunk_bytes;
 	int image_fd; /* suspend into this file (-1: into pinned memory) */
+	int seg_fds[GW_VIMG_MAX_SEGMENTS]; /* ...and these segment files (none: one file) */
+	unsigned nseg_fds;
 	int copy_abort; /* the copy round only unmaps (set before it is queued) */
 
 	/* worker results */
@@ -117,6 +120,7 @@ struct gw_fast_op {
 	char job_err[256];
 	pthread_mutex_t job_lock;
 	uint64_t io_ns[GW_GPU_MAX]; /* file I/O time per GPU job */
+	struct gw_copy_stats cstats[GW_GPU_MAX]; /* where each GPU job's time went */
 };
 
 /* ---- small helpers ---- */
@@ -186,8 +190,7 @@ static void image_free(struct gw_daemon *d, struct gw_image *image)
 	if (image->blocks)
 		gw_hostpool_give(&d->hostpool, image->blocks, image->nblocks);
 	free(image->blocks);
-	if (image->fd >= 0)
-		close(image->fd);
+	gw_imageio_files_close(image);
 	gw_vimg_clear(&image->v);
 	free(image);
 }
@@ -396,6 +399,11 @@ static void store_for(struct gw_image *image, struct gw_copy_store *s)
 	s->fd = image->fd;
 	s->map = image->map;
 	s->data_offset = image->v.data_offset;
+	for (unsigned k = 0; k < image->nseg_fds; k++)
+		s->seg_fds[k] = image->seg_fds[k];
+	s->nsegments = image->nseg_fds;
+	if (s->nsegments)
+		s->fd = -1; /* the head holds no data */
 }
 
 /* The ranges being moved: the export list while suspending, the image's while resuming. */
@@ -478,39 +486,83 @@ static void work_dump_scan(struct gw_fast_op *op, struct op_job *job)
 		job_fail(op, job, r, err);
 }
 
-/* Suspend, second round: the data chunks into the image (unless the op is failing), then unmap:
- * the daemon must never keep the app's memory mapped (DESIGN.md's first trap). */
+/* The ranges of the op on one GPU, as a copy set over maps (indexed by range index). */
+static int gpu_set(struct gw_fast_op *op, unsigned gpu, const struct gw_vimg *v,
+		   struct gw_copy_map *maps, struct gw_copy_set *set, uint32_t **ret_list)
+{
+	uint32_t *list = calloc(op_nranges(op) ? op_nranges(op) : 1, sizeof(*list));
+	unsigned n = 0;
+
+	*ret_list = list;
+	if (!list)
+		return -ENOMEM;
+	for (size_t i = 0; i < op_nranges(op); i++)
+		if (on_gpu(op, i, gpu))
+			list[n++] = (uint32_t)i;
+	set->v = v;
+	set->ranges = list;
+	set->n = n;
+	set->maps = maps;
+	memset(&op->cstats[gpu], 0, sizeof(op->cstats[gpu])); /* a resume after a failed suspend */
+	op->cstats[gpu].ran = 1;
+	op->cstats[gpu].ranges = n;
+	for (unsigned k = 0; k < n; k++)
+		op->cstats[gpu].data_bytes += v->ranges[list[k]].data_bytes;
+	return 0;
+}
+
+/* Suspend, second round: the data chunks of all the GPU's ranges into the image at once (unless
+ * the op is failing), then unmap: the daemon must never keep the app's memory mapped
+ * (DESIGN.md's first trap). */
 static void work_dump_copy(struct gw_fast_op *op, struct op_job *job)
 {
+	struct gw_copy_stats *st = &op->cstats[job->gpu];
 	struct gw_copy_engine e;
 	struct gw_copy_store s;
+	struct gw_copy_set set;
+	uint32_t *list = NULL;
 	char err[256] = "";
+	double t;
 	int r = 0;
 
 	engine_for(op, job->gpu, &e);
 	if (!op->copy_abort) {
 		store_for(op->image, &s);
-		for (size_t i = 0; i < op->nx && r == 0; i++)
-			if (on_gpu(op, i, job->gpu))
-				r = gw_copy_out(&e, &op->image->v, (uint32_t)i, &op->maps[i], &s,
-						err, sizeof(err));
+		r = gpu_set(op, job->gpu, &op->image->v, op->maps, &set, &list);
+		t = gw_now_ms();
+		if (r == 0)
+			r = gw_copy_out_set(&e, &set, &s, err, sizeof(err));
+		else
+			snprintf(err, sizeof(err), "out of memory");
+		st->copy_ms = gw_now_ms() - t;
+		gw_copy_stats_add(st, &s);
 		op->io_ns[job->gpu] = s.io_ns;
 	}
+	t = gw_now_ms();
 	for (size_t i = 0; i < op->nx; i++)
 		if (on_gpu(op, i, job->gpu))
 			gw_copy_unmap(&e, &op->maps[i]);
+	st->unmap_ms = gw_now_ms() - t;
+	free(list);
 	if (r < 0)
 		job_fail(op, job, r, err);
 }
 
-/* Resume: new memory per range, filled from the image and checked against its checksums. */
+/* Resume: new memory for every range of the GPU, then all of it filled from the image at once
+ * (zero runs memset, data pieces by every I/O lane), then each range checked against its
+ * checksums and exported for the agent. */
 static void work_fill(struct gw_fast_op *op, struct op_job *job)
 {
 	const struct gw_vimg *v = &op->image->v;
+	struct gw_copy_stats *st = &op->cstats[job->gpu];
 	int verify = (v->flags & GW_VIMG_F_SUMS) != 0;
+	struct gw_copy_map *maps = calloc(v->nranges, sizeof(*maps));
 	struct gw_copy_engine e;
 	struct gw_copy_store s;
+	struct gw_copy_set set = { 0 };
+	uint32_t *list = NULL;
 	char err[256] = "";
+	double t;
 	int r = 0;
 
 	engine_for(op, job->gpu, &e);
@@ -522,23 +574,34 @@ static void work_fill(struct gw_fast_op *op, struct op_job *job)
 		gw_warn("GPU %u has no chunk scan: the VRAM of pid %d is restored unverified",
 			job->gpu, op->pid);
 	}
-	for (uint32_t i = 0; i < v->nranges && r == 0; i++) {
-		struct gw_copy_map m;
-
-		if (!on_gpu(op, i, job->gpu))
-			continue;
-		r = gw_copy_create(&e, &m, v->ranges[i].size, err, sizeof(err));
-		if (r < 0)
-			break;
-		r = gw_copy_in(&e, v, i, &m, &s, err, sizeof(err));
-		if (r == 0 && verify)
-			r = gw_copy_verify(&e, v, i, &m, err, sizeof(err));
-		if (r == 0)
-			r = gw_copy_export(&e, &m, &op->fds[i], err, sizeof(err));
-		gw_copy_unmap(&e, &m);
-	}
+	r = maps ? gpu_set(op, job->gpu, v, maps, &set, &list) : -ENOMEM;
+	if (r < 0)
+		snprintf(err, sizeof(err), "out of memory");
+	t = gw_now_ms();
+	for (unsigned k = 0; k < set.n && r == 0; k++)
+		r = gw_copy_create(&e, &maps[list[k]], v->ranges[list[k]].size, err, sizeof(err));
+	st->create_ms = gw_now_ms() - t;
+	t = gw_now_ms();
+	if (r == 0)
+		r = gw_copy_in_set(&e, &set, &s, err, sizeof(err));
+	st->copy_ms = gw_now_ms() - t;
+	gw_copy_stats_add(st, &s);
+	t = gw_now_ms();
+	for (unsigned k = 0; k < set.n && r == 0 && verify; k++)
+		r = gw_copy_verify(&e, v, list[k], &maps[list[k]], err, sizeof(err));
+	st->verify_ms = gw_now_ms() - t;
+	t = gw_now_ms();
+	for (unsigned k = 0; k < set.n && r == 0; k++)
+		r = gw_copy_export(&e, &maps[list[k]], &op->fds[list[k]], err, sizeof(err));
+	st->export_ms = gw_now_ms() - t;
+	t = gw_now_ms();
+	for (unsigned k = 0; maps && k < set.n; k++)
+		gw_copy_unmap(&e, &maps[list[k]]);
+	st->unmap_ms = gw_now_ms() - t;
 	op->io_ns[job->gpu] = s.io_ns;
 	gw_copy_scan_buffer_free(&e);
+	free(list);
+	free(maps);
 	if (r < 0)
 		job_fail(op, job, r, err);
 }
@@ -692,6 +755,7 @@ static cJSON *op_result(struct gw_fast_op *op, const char *state)
 		cJSON_AddNumberToObject(result, "copy_gb_per_s", (double)v->data_bytes / 1e6 / copy_ms);
 	if (op_io_ns(op) > 0)
 		cJSON_AddNumberToObject(result, "file_io_ms", (double)op_io_ns(op) / 1e6);
+	gw_imageio_result(result, op->image, op->cstats, op->d->ngpus, op->kind == FAST_SUSPEND);
 	return result;
 }
 
@@ -765,9 +829,8 @@ static void finish(struct gw_fast_op *op)
 		cJSON_Delete(op->error_extra);
 	}
 	/* A suspend that failed leaves no half-written image behind. */
-	if (op->kind == FAST_SUSPEND && op->failed && !op->released && op->image &&
-	    op->image->fd >= 0 && ftruncate(op->image->fd, 0) < 0)
-		gw_debug("truncating the failed image: %s", strerror(errno));
+	if (op->kind == FAST_SUSPEND && op->failed && !op->released && op->image)
+		gw_imageio_files_truncate(op->image);
 	/* A resume that failed before acting on the process leaves it as it was: an image read
 	 * from a file for it is not attached (the file is still there); one held already stays. */
 	if (op->kind == FAST_RESUME && op->failed && !op->touched && op->image != op->agent->image) {
@@ -787,6 +850,8 @@ static void finish(struct gw_fast_op *op)
 	}
 	if (op->image_fd >= 0)
 		close(op->image_fd);
+	for (unsigned k = 0; k < op->nseg_fds; k++)
+		close(op->seg_fds[k]);
 	/* Its process exited meanwhile: nothing held for it may outlive it. */
 	if (op->agent->gone)
 		agent_remove(d, op->agent);
@@ -1149,30 +1214,35 @@ static int image_alloc_blocks(struct gw_fast_op *op)
 static int image_file_prepare(struct gw_fast_op *op)
 {
 	struct gw_image *image = op->image;
-	struct statvfs fs;
+	char err[256] = "";
 	struct stat st;
+	int r;
 
 	image->fd = op->image_fd;
 	op->image_fd = -1;
-	/* f_blocks 0: a file system that does not say its size (some FUSE ones): just write. */
-	if (fstatvfs(image->fd, &fs) == 0 && fs.f_blocks != 0 &&
-	    (uint64_t)fs.f_bavail * fs.f_frsize < image->v.file_bytes) {
-		set_error(op, GW_ERROR_IMAGE, "the file system is full: a %llu MiB image does not "
-			  "fit in its %llu MiB free", (unsigned long long)(image->v.file_bytes >> 20),
-			  (unsigned long long)(((uint64_t)fs.f_bavail * fs.f_frsize) >> 20));
-		return -ENOSPC;
+	for (unsigned k = 0; k < op->nseg_fds; k++)
+		image->seg_fds[k] = op->seg_fds[k];
+	image->nseg_fds = op->nseg_fds;
+	op->nseg_fds = 0;
+	r = gw_imageio_check_space(image, err, sizeof(err));
+	if (r == 0 && image->nseg_fds)
+		r = gw_imageio_segments_prepare(image, err, sizeof(err));
+	if (r < 0) {
+		set_error(op, GW_ERROR_IMAGE, "%s", err);
+		return r;
 	}
 	/*
-	 * Written through a shared mapping when the kernel can pre-fault it (copy.c says why) and
-	 * the file is root's: a store into a mapping whose file another process truncates meanwhile
-	 * takes SIGBUS, and a user must not be able to kill the daemon by truncating their own
-	 * image. Other files are written with pwrite, where a truncation is just a failed dump.
+	 * A single file is written through a shared mapping when the kernel can pre-fault it
+	 * (copy.c says why) and the file is root's: a store into a mapping whose file another
+	 * process truncates meanwhile takes SIGBUS, and a user must not be able to kill the daemon
+	 * by truncating their own image. Other files are written with pwrite, where a truncation is
+	 * just a failed dump; so are segment files (one writer each, no inode to share).
 	 */
 	if (ftruncate(image->fd, (off_t)image->v.file_bytes) < 0) {
 		set_error(op, GW_ERROR_IMAGE, "cannot size the image file: %s", strerror(errno));
 		return -errno;
 	}
-	if (fstat(image->fd, &st) < 0 || st.st_uid != 0)
+	if (image->nseg_fds || fstat(image->fd, &st) < 0 || st.st_uid != 0)
 		return 0;
 	image->map = mmap(NULL, image->v.file_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, image->fd, 0);
 	if (image->map == MAP_FAILED) {
@@ -1228,6 +1298,8 @@ static void suspend_scanned(struct gw_fast_op *op)
 					      flags ? op->scans[i] : NULL);
 		if (r == 0)
 			r = gw_vimg_finalize(&image->v);
+		if (r == 0 && op->image_fd >= 0)
+			r = gw_imageio_layout(&image->v, op->nseg_fds);
 	}
 	if (r < 0) {
 		set_error(op, GW_ERROR_INTERNAL, "cannot lay out the image: %s", strerror(-r));
@@ -1352,17 +1424,21 @@ int gw_fast_suspend(struct gw_daemon *d, struct gw_request *req, pid_t pid,
 	struct gw_fast_op *op = op_new(d, req, pid, FAST_SUSPEND, p);
 
 	if (!op) {
-		if (p->image_fd >= 0)
-			close(p->image_fd);
+		struct gw_fast_params q = *p;
+
+		gw_imageio_params_close(&q);
 		return -ENOMEM;
 	}
 	op->timeout_ms = p->timeout_ms;
 	op->sparse = p->sparse;
 	op->chunk_bytes = p->chunk_bytes;
 	op->image_fd = p->image_fd;
-	gw_info("fast suspend of pid %d: %.1f MiB in %" PRIu64 " ranges, into %s", pid,
-		(double)op->agent->bytes / 1048576.0, op->agent->ranges,
-		op->image_fd >= 0 ? "an image file" : "memory");
+	for (unsigned k = 0; k < p->nsegment_fds; k++)
+		op->seg_fds[k] = p->segment_fds[k];
+	op->nseg_fds = p->image_fd >= 0 ? p->nsegment_fds : 0;
+	gw_info("fast suspend of pid %d: %.1f MiB in %" PRIu64 " ranges, into %s (%u segments)",
+		pid, (double)op->agent->bytes / 1048576.0, op->agent->ranges,
+		op->image_fd >= 0 ? "an image file" : "memory", op->nseg_fds);
 	run(op, work_lock, suspend_locked);
 	return 0;
 }
@@ -1484,20 +1560,23 @@ static void prefill_image_read(struct gw_fast_op *op)
 
 static void work_read_image(struct gw_fast_op *op, struct op_job *job);
 
-int gw_fast_prefill(struct gw_daemon *d, struct gw_request *req, int image_fd)
+int gw_fast_prefill(struct gw_daemon *d, struct gw_request *req, struct gw_fast_params *p)
 {
+	int image_fd = p->image_fd;
 	struct gw_prefill *pf;
 	struct gw_fast_op *op;
 	struct stat st;
 
 	if (fstat(image_fd, &st) < 0) {
-		close(image_fd);
-		return -errno;
+		int r = -errno;
+
+		gw_imageio_params_close(p);
+		return r;
 	}
 	if (prefill_find(d, st.st_dev, st.st_ino)) {
 		cJSON *result = cJSON_CreateObject();
 
-		close(image_fd);
+		gw_imageio_params_close(p);
 		if (result)
 			cJSON_AddBoolToObject(result, "already", 1);
 		gw_request_reply(req, result);
@@ -1508,7 +1587,7 @@ int gw_fast_prefill(struct gw_daemon *d, struct gw_request *req, int image_fd)
 	if (!pf || !op) {
 		free(pf);
 		free(op);
-		close(image_fd);
+		gw_imageio_params_close(p);
 		return -ENOMEM;
 	}
 	pf->d = d;
@@ -1522,6 +1601,11 @@ int gw_fast_prefill(struct gw_daemon *d, struct gw_request *req, int image_fd)
 	op->kind = FAST_PREFILL;
 	op->pin.pidfd = -1;
 	op->image_fd = image_fd;
+	for (unsigned k = 0; k < p->nsegment_fds; k++)
+		op->seg_fds[k] = p->segment_fds[k];
+	op->nseg_fds = p->nsegment_fds;
+	p->image_fd = -1;
+	p->nsegment_fds = 0;
 	op->prefill = pf;
 	pthread_mutex_init(&op->job_lock, NULL);
 	op->start_ms = op->step_start_ms = gw_now_ms();
@@ -1610,6 +1694,8 @@ static void prefill_done(struct gw_fast_op *op)
 	image_free(d, op->parsed);
 	if (op->image_fd >= 0)
 		close(op->image_fd);
+	for (unsigned k = 0; k < op->nseg_fds; k++)
+		close(op->seg_fds[k]);
 	pthread_mutex_destroy(&op->job_lock);
 	free(op);
 	gw_daemon_gpus_changed(d);
@@ -1656,6 +1742,14 @@ static void work_read_image(struct gw_fast_op *op, struct op_job *job)
 	}
 	image->fd = op->image_fd;
 	op->image_fd = -1;
+	/* A version-2 image's segment files, each checked against the head. */
+	op->parse_error = gw_imageio_segments_take(image, op->seg_fds, op->nseg_fds, op->parse_err,
+						   sizeof(op->parse_err));
+	op->nseg_fds = 0; /* the image's now, or closed */
+	if (op->parse_error < 0) {
+		image_free(op->d, image);
+		return;
+	}
 	op->parsed = image;
 }
 
@@ -1687,13 +1781,10 @@ static int resume_image_take(struct gw_fast_op *op)
 		return r;
 	}
 	if (a->image && memcmp(a->image->v.id, image->v.id, sizeof(image->v.id)) == 0) {
-		/* The same image, already here: in memory, or in the file we wrote (then read it
-		 * through the fd just given, the caller's proof that it may). */
-		if (a->image->fd >= 0) {
-			close(a->image->fd);
-			a->image->fd = image->fd;
-			image->fd = -1;
-		}
+		/* The same image, already here: in memory, or in the files we wrote (then read it
+		 * through the fds just given, the caller's proof that it may). */
+		if (a->image->fd >= 0)
+			gw_imageio_files_move(a->image, image);
 		image_free(op->d, image);
 		op->image = a->image;
 		return 0;
@@ -1738,8 +1829,9 @@ int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid,
 	struct gw_fast_op *op = op_new(d, req, pid, FAST_RESUME, p);
 
 	if (!op) {
-		if (p->image_fd >= 0)
-			close(p->image_fd);
+		struct gw_fast_params q = *p;
+
+		gw_imageio_params_close(&q);
 		return -ENOMEM;
 	}
 	op->released = 1;
@@ -1752,6 +1844,9 @@ int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid,
 		return 0;
 	}
 	op->image_fd = p->image_fd;
+	for (unsigned k = 0; k < p->nsegment_fds; k++)
+		op->seg_fds[k] = p->segment_fds[k];
+	op->nseg_fds = p->nsegment_fds;
 	run(op, work_read_image, resume_image_read);
 	return 0;
 }

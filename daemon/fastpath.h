@@ -30,6 +30,8 @@ struct gw_image {
 	uint8_t *map; /* while a suspend writes it: the file mapped shared, or NULL */
 	size_t map_bytes;
 	int written_mapped; /* the suspend wrote it through the mapping (else with pwrite) */
+	int seg_fds[GW_VIMG_MAX_SEGMENTS]; /* version 2: its segment files (daemon/imageio.h) */
+	unsigned nseg_fds;
 };
 
 struct gw_fast_params {
@@ -41,6 +43,8 @@ struct gw_fast_params {
 	uint64_t chunk_bytes;  /* suspend */
 	int image_fd;          /* the image file (consumed), or -1: pinned memory */
 	int caller_froze;      /* resume: see gw_fast_resume */
+	int segment_fds[GW_VIMG_MAX_SEGMENTS]; /* the image's segment files (consumed) */
+	unsigned nsegment_fds; /* 0: a single image file (or none) */
 };
 
 /*
@@ -93,8 +97,8 @@ int gw_fast_suspend(struct gw_daemon *d, struct gw_request *req, pid_t pid,
 int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid,
 		   struct gw_fast_params *p);
 /* gpuwarm.Prefill (root): read, create and fill the image file's VRAM ahead of the Resume of
- * the same file, which then only restores and maps. Takes image_fd. */
-int gw_fast_prefill(struct gw_daemon *d, struct gw_request *req, int image_fd);
+ * the same file, which then only restores and maps. Takes p's image and segment fds. */
+int gw_fast_prefill(struct gw_daemon *d, struct gw_request *req, struct gw_fast_params *p);
 cJSON *gw_fast_prefills_status(struct gw_daemon *d);
 /* Status "processes": one object per agent; a non-root peer sees only its own, and
  * *ret_others counts the rest. */

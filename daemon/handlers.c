@@ -17,6 +17,7 @@
 #include "fastpath.h"
 #include "gw-vimg.h"
 #include "imagefd.h"
+#include "imageio.h"
 #include "log.h"
 #include "pin.h"
 
@@ -795,12 +796,14 @@ static void start_pid_op_with(struct gw_daemon *d, struct gw_request *req,
 	if (kind == GW_OP_SUSPEND && gw_fast_wants_suspend(d, p->pid)) {
 		gw_pin_move(&f->pin, &p->pin);
 		r = gw_fast_suspend(d, req, p->pid, f);
-		f->image_fd = -1; /* consumed */
+		f->image_fd = -1; /* consumed, and the segments */
+		f->nsegment_fds = 0;
 	} else if (kind == GW_OP_RESUME &&
 		   (gw_fast_wants_resume(d, p->pid) || f->image_fd >= 0)) {
 		gw_pin_move(&f->pin, &p->pin);
 		r = gw_fast_resume(d, req, p->pid, f);
 		f->image_fd = -1;
+		f->nsegment_fds = 0;
 	} else {
 		r = gw_ops_start(d, req, p);
 	}
@@ -828,14 +831,17 @@ static void start_pid_op(struct gw_daemon *d, struct gw_request *req, enum gw_op
 	if (image_fd < -1)
 		return;
 	f.image_fd = image_fd;
+	if (gw_imageio_take_segment_fds(req, kind == GW_OP_SUSPEND, image_fd >= 0, &f) < 0) {
+		gw_imageio_params_close(&f);
+		return;
+	}
 	if (check_pid_call(d, req, &p.pin) == 0) {
 		p.pid = p.pin.pid;
 		start_pid_op_with(d, req, &p, &f);
 	}
 	gw_pin_close(&p.pin); /* each is a no-op when the operation took it */
 	gw_pin_close(&f.pin);
-	if (f.image_fd >= 0)
-		close(f.image_fd); /* not consumed: the request failed before the fast path */
+	gw_imageio_params_close(&f); /* not consumed: the request failed before the fast path */
 }
 
 static void handle_lock(struct gw_daemon *d, struct gw_request *req)
@@ -878,6 +884,10 @@ static void handle_prefill(struct gw_daemon *d, struct gw_request *req)
 		gw_request_fail(req, GW_ERROR_DRIVER_UNAVAILABLE, NULL, "%s", d->driver_error);
 		return;
 	}
+	struct gw_fast_params f;
+
+	memset(&f, 0, sizeof(f));
+	f.pin.pidfd = -1;
 	image_fd = take_image_fd(req, GW_OP_RESUME);
 	if (image_fd == -1) {
 		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL,
@@ -886,7 +896,12 @@ static void handle_prefill(struct gw_daemon *d, struct gw_request *req)
 	}
 	if (image_fd < -1)
 		return;
-	r = gw_fast_prefill(d, req, image_fd);
+	f.image_fd = image_fd;
+	if (gw_imageio_take_segment_fds(req, 0, 1, &f) < 0) {
+		gw_imageio_params_close(&f);
+		return;
+	}
+	r = gw_fast_prefill(d, req, &f); /* takes the fds */
 	if (r < 0)
 		gw_request_fail(req, GW_ERROR_INTERNAL, NULL, "cannot start the prefill: %s",
 				strerror(-r));

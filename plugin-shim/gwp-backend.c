@@ -920,15 +920,28 @@ static void log_steps(struct gwp_backend *be, const struct gwp_fast_call *c, con
 int gwp_backend_fast(struct gwp_backend *be, const struct gwp_fast_call *c, char *err,
 		     size_t len)
 {
-	cJSON *params = pid_params(c->pid), *result = NULL;
+	cJSON *params = pid_params(c->pid), *segs = NULL, *result = NULL;
+	int fds[1 + GW_IMAGE_MAX_SEGMENTS];
+	unsigned nfds = 0;
 	int r;
 
+	if (c->image_fd >= 0) {
+		fds[nfds++] = c->image_fd;
+		for (unsigned k = 0; k < c->nsegment_fds && k < GW_IMAGE_MAX_SEGMENTS; k++)
+			fds[nfds++] = c->segment_fds[k];
+	}
+	if (params && nfds > 1) {
+		segs = cJSON_AddArrayToObject(params, "segment_fds");
+		for (unsigned k = 1; segs && k < nfds; k++)
+			if (!cJSON_AddItemToArray(segs, cJSON_CreateNumber(k)))
+				segs = NULL;
+	}
 	if (be->daemon != GWP_AVAIL_UP) {
 		snprintf(err, len, "the fast path needs gpu-warmd");
 		cJSON_Delete(params);
 		return -ENOTSUP;
 	}
-	if (!params ||
+	if (!params || (nfds > 1 && !segs) ||
 	    (c->suspend && !cJSON_AddNumberToObject(params, "timeout_ms", c->lock_timeout_ms)) ||
 	    (!c->suspend && c->threads_frozen &&
 	     !cJSON_AddBoolToObject(params, "threads_frozen", 1)) ||
@@ -941,8 +954,7 @@ int gwp_backend_fast(struct gwp_backend *be, const struct gwp_fast_call *c, char
 		return -ENOMEM;
 	}
 	r = daemon_call_fds(be, c->suspend ? GW_METHOD_SUSPEND : GW_METHOD_RESUME, params,
-			    c->image_fd >= 0 ? &c->image_fd : NULL, c->image_fd >= 0 ? 1 : 0,
-			    600000, &result, err, len);
+			    nfds ? fds : NULL, nfds, 600000, &result, err, len);
 	cJSON_Delete(params);
 	if (r == 0)
 		log_steps(be, c, result);
@@ -1005,11 +1017,12 @@ int gwp_backend_has_daemon(struct gwp_backend *be)
 	return be->daemon == GWP_AVAIL_UP;
 }
 
-int gwp_backend_prefill(struct gwp_backend *be, int image_fd, char *err, size_t len)
+int gwp_backend_prefill(struct gwp_backend *be, const int *fds, unsigned nfds, char *err,
+			size_t len)
 {
 	struct gw_client_error e;
 	struct gw_client *c = NULL;
-	cJSON *params;
+	cJSON *params, *segs = NULL;
 	int r;
 
 	if (be->daemon != GWP_AVAIL_UP) {
@@ -1020,8 +1033,18 @@ int gwp_backend_prefill(struct gwp_backend *be, int image_fd, char *err, size_t 
 		snprintf(err, len, "%d prefills already", MAX_PREFILLS);
 		return -ENOSPC;
 	}
+	if (nfds < 1 || nfds > 1 + GW_IMAGE_MAX_SEGMENTS) {
+		snprintf(err, len, "%u image files", nfds);
+		return -EINVAL;
+	}
 	params = cJSON_CreateObject();
-	if (!params || !cJSON_AddNumberToObject(params, "image_fd", 0)) {
+	if (params && cJSON_AddNumberToObject(params, "image_fd", 0) && nfds > 1) {
+		segs = cJSON_AddArrayToObject(params, "segment_fds");
+		for (unsigned k = 1; segs && k < nfds; k++)
+			if (!cJSON_AddItemToArray(segs, cJSON_CreateNumber(k)))
+				segs = NULL;
+	}
+	if (!params || (nfds > 1 && !segs)) {
 		cJSON_Delete(params);
 		snprintf(err, len, "out of memory");
 		return -ENOMEM;
@@ -1030,7 +1053,7 @@ int gwp_backend_prefill(struct gwp_backend *be, int image_fd, char *err, size_t 
 	r = gw_client_connect(be->socket, "gpuwarm_plugin " GW_VERSION " prefill", CONNECT_TIMEOUT_MS,
 			      &c, &e);
 	if (r == 0)
-		r = gw_client_send(c, GW_METHOD_PREFILL, params, &image_fd, 1, QUICK_CALL_MS, &e);
+		r = gw_client_send(c, GW_METHOD_PREFILL, params, fds, nfds, QUICK_CALL_MS, &e);
 	cJSON_Delete(params);
 	if (r < 0) {
 		snprintf(err, len, "%s", e.message[0] ? e.message : strerror(-r));

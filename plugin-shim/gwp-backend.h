@@ -70,6 +70,8 @@ struct gwp_fast_call {
 				* and restore threads run (else the daemon freezes them itself) */
 	unsigned lock_timeout_ms; /* suspend */
 	int image_fd;          /* the VRAM image file (suspend: new, read-write), or -1 */
+	const int *segment_fds; /* ...and its segment files (gwp_vram_files_open), with it only */
+	unsigned nsegment_fds;
 	pid_t agent_pid;       /* resume: the pid the agent was attached under at restore, when
 				* the process came back under another host pid (0: pid) */
 	pid_t agent_tid;       /* resume: the agent thread's host tid now (0: unchanged) */
@@ -87,8 +89,10 @@ int gwp_backend_reattach(struct gwp_backend *be, pid_t pid, pid_t agent_tid, cha
 
 /* Connect to gpu-warmd if that was not tried yet (never loads the driver): 1 when it is there. */
 int gwp_backend_has_daemon(struct gwp_backend *be);
-/* Have gpu-warmd fill the VRAM of the image file image_fd now, ahead of the fast resume of
- * the same file (gpuwarm.Prefill); returns as soon as the request is sent. Daemon only. */
-int gwp_backend_prefill(struct gwp_backend *be, int image_fd, char *err, size_t len);
+/* Have gpu-warmd fill the VRAM of an image now, ahead of the fast resume of the same files
+ * (gpuwarm.Prefill): fds[0] the head, fds[1..] its segments (gwp_vram_files_open). Returns as
+ * soon as the request is sent. Daemon only. */
+int gwp_backend_prefill(struct gwp_backend *be, const int *fds, unsigned nfds, char *err,
+			size_t len);
 
 #endif

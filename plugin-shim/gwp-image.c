@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 
 #include "gw-proto.h"
+#include "gw-vimg.h"
 
 #define PID_MAX 4194304
 
@@ -25,6 +26,87 @@ void gwp_image_name(int pid, char *buf, size_t len)
 void gwp_vram_image_name(int pid, char *buf, size_t len)
 {
 	snprintf(buf, len, "gpuwarm-vram-%d.img", pid);
+}
+
+static int vram_segment_name(int pid, unsigned k, char *buf, size_t len)
+{
+	return (size_t)snprintf(buf, len, "gpuwarm-vram-%d.img.seg-%u", pid, k) >= len ? -1 : 0;
+}
+
+void gwp_vram_files_close(int *fds, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (fds[i] >= 0) {
+			close(fds[i]);
+			fds[i] = -1;
+		}
+}
+
+int gwp_vram_files_unlink(int dirfd, int pid)
+{
+	char name[64];
+	int r = 0;
+
+	gwp_vram_image_name(pid, name, sizeof(name));
+	if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+		r = -errno;
+	/* Every segment there is: an earlier dump may have made more than this one would. */
+	for (unsigned k = 0; k < GW_VIMG_MAX_SEGMENTS; k++) {
+		vram_segment_name(pid, k, name, sizeof(name));
+		if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT && r == 0)
+			r = -errno;
+	}
+	return r;
+}
+
+int gwp_vram_files_open(int dirfd, int pid, int create, int *ret_fds, unsigned max,
+			unsigned *ret_n)
+{
+	uint8_t header[GW_VIMG_HEADER_BYTES];
+	unsigned want = 0, n = 0;
+	struct gw_vimg v;
+	char name[64];
+	int r = 0;
+
+	*ret_n = 0;
+	if (max == 0)
+		return -EINVAL;
+	gwp_vram_image_name(pid, name, sizeof(name));
+	if (create) {
+		r = gwp_vram_files_unlink(dirfd, pid);
+		if (r < 0)
+			return r;
+		want = GWP_VRAM_SEGMENTS < max - 1 ? GWP_VRAM_SEGMENTS : max - 1;
+		ret_fds[0] = openat(dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	} else {
+		ret_fds[0] = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+	}
+	if (ret_fds[0] < 0)
+		return -errno;
+	n = 1;
+	if (!create && gw_vimg_pread(ret_fds[0], header, sizeof(header), 0) == 0 &&
+	    gw_vimg_decode_header(&v, header, sizeof(header), NULL, 0) == 0)
+		want = v.nsegments;
+	if (want > max - 1) {
+		r = -E2BIG;
+		goto fail;
+	}
+	for (unsigned k = 0; k < want; k++, n++) {
+		vram_segment_name(pid, k, name, sizeof(name));
+		ret_fds[n] = create ? openat(dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600) :
+				      openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+		if (ret_fds[n] < 0) {
+			r = -errno;
+			goto fail;
+		}
+	}
+	*ret_n = n;
+	return 0;
+fail:
+	gwp_vram_files_close(ret_fds, n);
+	if (create)
+		gwp_vram_files_unlink(dirfd, pid);
+	return r;
 }
 
 char *gwp_image_encode(const struct gwp_image *img)
@@ -417,11 +499,10 @@ int gwp_image_remove_stale(int dirfd, const char *dump)
 			r = -errno;
 		/* Its VRAM image: this dump wrote none under that pid, or the record would be its. */
 		if (sscanf(e->d_name, "gpuwarm-%d.json", &pid) == 1 && pid > 0) {
-			char vram[64];
+			int u = gwp_vram_files_unlink(dirfd, pid);
 
-			gwp_vram_image_name(pid, vram, sizeof(vram));
-			if (unlinkat(dirfd, vram, 0) < 0 && errno != ENOENT && r == 0)
-				r = -errno;
+			if (u < 0 && r == 0)
+				r = u;
 		}
 	}
 	closedir(d);

@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "gw-proto.h"
 #include "gwp-plan.h"
 
 #define GWP_IMAGE_FORMAT 1
@@ -59,6 +60,26 @@ void gwp_image_name(int pid, char *buf, size_t len);
 /* "gpuwarm-vram-<pid>.img": the VRAM image gpu-warmd wrote for the fast path. */
 void gwp_vram_image_name(int pid, char *buf, size_t len);
 
+/* Segment files a dump's VRAM image gets (docs/image-format.md): its data is split over them so
+ * that gpu-warmd writes and reads them in parallel, one I/O lane per file. */
+#define GWP_VRAM_SEGMENTS 8
+#define GWP_VRAM_MAX_FILES (1 + GW_IMAGE_MAX_SEGMENTS) /* the head and its segments */
+/* The files of pid's VRAM image in the directory dirfd: "gpuwarm-vram-<pid>.img" (the head) and
+ * its segments "gpuwarm-vram-<pid>.img.seg-<k>".
+ *   create: remove any old set, create the head and GWP_VRAM_SEGMENTS segments, new, O_RDWR
+ *           (what Suspend's "image_fd" and "segment_fds" take);
+ *   else:   open the head and the segments its header names, for reading (a head this cannot
+ *           read comes alone: gpu-warmd says what is wrong with it).
+ * ret_fds[0] is the head, ret_fds[1..] the segments in order; *ret_n counts them all (at most
+ * max). 0, or a negative errno with nothing left open (and, creating, nothing left behind). */
+int gwp_vram_files_open(int dirfd, int pid, int create, int *ret_fds, unsigned max,
+			unsigned *ret_n);
+/* Close fds[0..n) (those >= 0). */
+void gwp_vram_files_close(int *fds, unsigned n);
+/* Remove pid's VRAM image files from dirfd: the head and every segment there is. 0 or the first
+ * failure other than ENOENT. */
+int gwp_vram_files_unlink(int dirfd, int pid);
+
 /* The JSON text (malloc'd, caller frees), or NULL when out of memory. */
 char *gwp_image_encode(const struct gwp_image *img);
 /* Parse and check bounds. Returns 0 or -EBADMSG (malformed), -ENOMEM. */
@@ -81,7 +102,7 @@ int gwp_dump_mark(int dirfd, const char *dump);
 /* The dump gpuwarm-dump.json names: 0, -ENOENT (no such file), -EBADMSG, other errnos. */
 int gwp_dump_marked(int dirfd, char *buf, size_t len);
 /* Remove every gpuwarm-<pid>.json that dump did not write (unreadable ones included), and the
- * gpuwarm-vram-<pid>.img beside it: how many records were removed, or a negative errno (the
+ * gpuwarm-vram-<pid>.img beside it with its segment files: how many records were removed, or a negative errno (the
  * first failure; the others are still tried). */
 int gwp_image_remove_stale(int dirfd, const char *dump);
 

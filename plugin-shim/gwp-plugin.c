@@ -288,7 +288,8 @@ static int fast_resume_work(const void *arg, char *err, size_t len)
  * under (the dump's, when the restore gave the process another host pid).
  */
 static int fast_resume(pid_t pid, pid_t restore_tid, pid_t agent_tid, int image_fd,
-		       pid_t agent_pid, char *err, size_t len)
+		       const int *segment_fds, unsigned nsegment_fds, pid_t agent_pid, char *err,
+		       size_t len)
 {
 	static const char *const names[] = { "CUDA restore thread", "agent thread" };
 	pid_t tids[2] = { restore_tid, agent_tid };
@@ -296,6 +297,8 @@ static int fast_resume(pid_t pid, pid_t restore_tid, pid_t agent_tid, int image_
 		.pid = pid,
 		.threads_frozen = 1,
 		.image_fd = image_fd,
+		.segment_fds = segment_fds,
+		.nsegment_fds = nsegment_fds,
 		.agent_pid = agent_pid,
 		.agent_tid = agent_pid && agent_pid != pid ? agent_tid : 0,
 	};
@@ -422,22 +425,27 @@ static int hook_pause_devices(int pid)
 			.lock_timeout_ms = timeout_ms,
 		};
 		int dir = gwp_criu_image_dir(&P.criu, NULL);
+		int fds[GWP_VRAM_MAX_FILES];
+		unsigned nfds = 0;
 		char vram[64];
 
 		/* The VRAM image goes into CRIU's images, so that the checkpoint is whole (podman
-		 * --export carries it) and a restore needs nothing the daemon holds. */
+		 * --export carries it) and a restore needs nothing the daemon holds: the head file
+		 * and its segment files, written in parallel. */
 		gwp_vram_image_name(pid, vram, sizeof(vram));
-		if (unlinkat(dir, vram, 0) < 0 && errno != ENOENT)
-			LOG(WARN, "cannot remove the old %s: %s", vram, strerror(errno));
-		call.image_fd = openat(dir, vram, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (call.image_fd < 0) {
-			LOG(ERROR, "PAUSE_DEVICES: cannot create %s: %s", vram, strerror(errno));
+		r = gwp_vram_files_open(dir, pid, 1, fds, GWP_VRAM_MAX_FILES, &nfds);
+		if (r < 0) {
+			LOG(ERROR, "PAUSE_DEVICES: cannot create %s and its segment files: %s", vram,
+			    strerror(-r));
 			return -1;
 		}
+		call.image_fd = fds[0];
+		call.segment_fds = fds + 1;
+		call.nsegment_fds = nfds - 1;
 		r = gwp_backend_fast(P.be, &call, err, sizeof(err));
-		close(call.image_fd);
+		gwp_vram_files_close(fds, nfds);
 		if (r < 0) {
-			unlinkat(dir, vram, 0);
+			gwp_vram_files_unlink(dir, pid);
 			LOG(ERROR, "PAUSE_DEVICES: fast suspend of pid %d failed: %s", pid, err);
 			return -1;
 		}
@@ -633,7 +641,8 @@ static int hook_resume_devices_late(int pid)
 	start = now_ms();
 	if (img.fast) {
 		pid_t agent = 0;
-		int image_fd = -1;
+		int fds[GWP_VRAM_MAX_FILES];
+		unsigned nfds = 0;
 
 		/* Its agent thread, by its tid inside the namespace (the host tid changes). */
 		if (img.agent_vtid > 0 &&
@@ -651,16 +660,17 @@ static int hook_resume_devices_late(int pid)
 			char vram[64];
 
 			gwp_vram_image_name(img.pid, vram, sizeof(vram));
-			image_fd = openat(dir, vram, O_RDONLY | O_CLOEXEC);
-			if (image_fd < 0) {
-				LOG(ERROR, "RESUME_DEVICES_LATE: pid %d: cannot open %s: %s", pid,
-				    vram, strerror(errno));
+			r = gwp_vram_files_open(dir, img.pid, 0, fds, GWP_VRAM_MAX_FILES,
+						&nfds);
+			if (r < 0) {
+				LOG(ERROR, "RESUME_DEVICES_LATE: pid %d: cannot open %s or its "
+				    "segment files: %s", pid, vram, strerror(-r));
 				return -1;
 			}
 		}
-		r = fast_resume(pid, tid, agent, image_fd, img.pid, err, sizeof(err));
-		if (image_fd >= 0)
-			close(image_fd);
+		r = fast_resume(pid, tid, agent, nfds ? fds[0] : -1, nfds ? fds + 1 : NULL,
+				nfds ? nfds - 1 : 0, img.pid, err, sizeof(err));
+		gwp_vram_files_close(fds, nfds);
 		if (r < 0) {
 			LOG(ERROR, "RESUME_DEVICES_LATE: fast resume of pid %d failed: %s", pid, err);
 			return -1;
@@ -691,20 +701,22 @@ static int hook_resume_devices_late(int pid)
  */
 static int prefill_one(const struct gwp_image *img, void *arg)
 {
-	int dir = *(const int *)arg, fd, r;
+	int dir = *(const int *)arg, fds[GWP_VRAM_MAX_FILES], r;
 	char vram[64], err[ERR_LEN] = "";
+	unsigned nfds = 0;
 	double start = now_ms();
 
 	if (!img->fast || !img->vram_file)
 		return 0;
 	gwp_vram_image_name(img->pid, vram, sizeof(vram));
-	fd = openat(dir, vram, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		LOG(WARN, "POST_FORKING: cannot open %s (%s): no prefill", vram, strerror(errno));
+	r = gwp_vram_files_open(dir, img->pid, 0, fds, GWP_VRAM_MAX_FILES, &nfds);
+	if (r < 0) {
+		LOG(WARN, "POST_FORKING: cannot open %s or its segments (%s): no prefill", vram,
+		    strerror(-r));
 		return 0;
 	}
-	r = gwp_backend_prefill(P.be, fd, err, sizeof(err));
-	close(fd);
+	r = gwp_backend_prefill(P.be, fds, nfds, err, sizeof(err));
+	gwp_vram_files_close(fds, nfds);
 	if (r < 0)
 		LOG(WARN, "POST_FORKING: no prefill of %s: %s", vram, err);
 	else
@@ -883,7 +895,8 @@ static void undo(struct gwp_task *t)
 	if (t->initial == GWP_STATE_CHECKPOINTED)
 		return;
 	if (t->fast) {
-		r = fast_resume(t->pid, t->restore_tid, t->agent_tid, -1, 0, err, sizeof(err));
+		r = fast_resume(t->pid, t->restore_tid, t->agent_tid, -1, NULL, 0, 0, err,
+				sizeof(err));
 		if (r < 0)
 			LOG(ERROR, "pid %d: cannot resume it through gpu-warmd: %s; its VRAM is held "
 			    "there: `warmctl resume %d` once it runs", (int)t->pid, err, (int)t->pid);

@@ -41,6 +41,10 @@
 #define GW_FRAME_MIN_PAYLOAD 2            /* "{}" */
 #define GW_FRAME_MAX_PAYLOAD (1u << 20)   /* 1 MiB */
 #define GW_FRAME_MAX_FDS 200              /* per message (the kernel allows 253) */
+/* Suspend/Resume "segment_fds": [i, ...], indexes among the request's fds, each once and never
+ * "image_fd"'s: a VRAM image's segment files in order (docs/image-format.md, version 2), at most
+ * this many, checked as "image_fd" is; given with "image_fd" (the head file) only. */
+#define GW_IMAGE_MAX_SEGMENTS 16
 #define GW_METHOD_MAX 64                  /* bytes of a method name, NUL included */
 #define GW_STRING_MAX 4096                /* bytes of any string member a peer may send */
 #define GW_JSON_MAX_DEPTH 16
@@ -73,10 +77,10 @@
 #define GW_METHOD_PROCESS_CHECKPOINT "gpuwarm.ProcessCheckpoint" /* {pid} -> same */
 #define GW_METHOD_PROCESS_RESTORE "gpuwarm.ProcessRestore" /* {pid, gpu?, gpu_pairs?} -> same */
 #define GW_METHOD_PROCESS_UNLOCK "gpuwarm.ProcessUnlock"  /* {pid} -> same */
-#define GW_METHOD_SUSPEND "gpuwarm.Suspend"               /* {pid, timeout_ms?} -> {pid, state, steps} */
-#define GW_METHOD_RESUME "gpuwarm.Resume"                 /* {pid, gpu?, gpu_pairs?} -> {pid, state, steps} */
-#define GW_METHOD_PREFILL "gpuwarm.Prefill"  /* root: {image_fd} -> {vram_bytes, data_bytes, steps}:
-					     * fill an image file's VRAM ahead of its Resume */
+#define GW_METHOD_SUSPEND "gpuwarm.Suspend"               /* {pid, timeout_ms?, image_fd?, segment_fds?} -> {pid, state, steps} */
+#define GW_METHOD_RESUME "gpuwarm.Resume"                 /* {pid, gpu?, gpu_pairs?, image_fd?, segment_fds?} -> {pid, state, steps} */
+#define GW_METHOD_PREFILL "gpuwarm.Prefill"  /* root: {image_fd, segment_fds?} -> {vram_bytes, data_bytes,
+					     * steps}: fill an image file's VRAM ahead of its Resume */
 
 /*
  * The in-process shim's agent channel (fast VRAM path). An agent thread in a shimmed app connects,

@@ -13,9 +13,10 @@ Images go to a tmpfs (IMG_DIR, mounted here when it is not one already). Writes 
 and, with matplotlib, OUT/sparse.png.
 
 usage: sparse.py BUILD OUT [--data-gib 4] [--zero-gib 40] [--img-dir /mnt/gw-sparse]
-                 [--server-util 0.9] [--no-server]
+                 [--server-util 0.9] [--no-server] [--tmpfs-huge] [--segments N]
 """
 import argparse
+import glob
 import json
 import os
 import signal
@@ -34,25 +35,41 @@ PROMPT = "The quick brown fox jumps over the lazy dog. Checkpoint me, restore me
 GIB = float(1 << 30)
 
 
-def ensure_tmpfs(path, gib):
+def ensure_tmpfs(path, gib, huge=False):
     os.makedirs(path, exist_ok=True)
     mounts = open("/proc/mounts").read().split("\n")
     if not any(m.split()[1:2] == [path] and m.split()[2] == "tmpfs" for m in mounts if m):
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={gib}g", "gw-sparse", path], check=True)
+        opts = f"size={gib}g" + (",huge=always" if huge else "")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "gw-sparse", path], check=True)
     return path
+
+
+SEGMENTS = None  # --segments: warmctl suspend --segments N (None: warmctl's default)
+
+
+def remove_image(img):
+    """The image file and its segment files (FILE.seg-N)."""
+    for path in [img] + glob.glob(glob.escape(img) + ".seg-*"):
+        os.unlink(path)
 
 
 def cycle(build, sock, pid, img, dense=False, first_token=None):
     """suspend --image img [--dense], then resume --image img; returns the numbers."""
     args = ["suspend", str(pid), "--image", img, "--timeout", "120"] + (["--dense"] if dense else [])
+    if SEGMENTS is not None:
+        args += ["--segments", str(SEGMENTS)]
     j, ws = warmctl(build, sock, *args)
     s = j["result"]
     check(s["path"] == "fast" and s["image"] == "file",
           f"{'dense' if dense else 'sparse'} suspend {ws:.2f} s: {s['vram_bytes'] / GIB:.1f} GiB, "
-          f"{s['data_bytes'] / GIB:.2f} GiB of data, file {os.path.getsize(img) / GIB:.2f} GiB; steps " +
+          f"{s['data_bytes'] / GIB:.2f} GiB of data, files {s['image_bytes'] / GIB:.2f} GiB "
+          f"({s.get('segments', 0)} segments, {s.get('io_lanes', 0)} lanes, written at "
+          f"{s.get('file_write_bytes_per_s', 0) / 1e9:.1f} GB/s); steps " +
           ", ".join(f"{x['step']} {x['duration_ms']:.0f}" for x in s["steps"]))
-    out = {"suspend_s": ws, "image_bytes": os.path.getsize(img), "vram_bytes": s["vram_bytes"],
-           "data_bytes": s["data_bytes"], "suspend_steps": s["steps"]}
+    out = {"suspend_s": ws, "image_bytes": s["image_bytes"], "vram_bytes": s["vram_bytes"],
+           "data_bytes": s["data_bytes"], "suspend_steps": s["steps"],
+           "segments": s.get("segments", 0), "suspend_gpu_jobs": s.get("gpu_jobs"),
+           "file_write_bytes_per_s": s.get("file_write_bytes_per_s")}
     if not dense:
         ins, _ = warmctl(build, sock, "inspect", img)
         out["inspect"] = ins["result"]["images"][0]
@@ -63,11 +80,14 @@ def cycle(build, sock, pid, img, dense=False, first_token=None):
         out["restore_first_token_s"] = time.monotonic() - t
     r = j["result"]
     check(r["state"] == "running", f"{'dense' if dense else 'sparse'} resume {wr:.2f} s "
-          f"(checksums {'verified' if r.get('verified') else 'none'}); steps " +
+          f"(checksums {'verified' if r.get('verified') else 'none'}, files read at "
+          f"{r.get('file_read_bytes_per_s', 0) / 1e9:.1f} GB/s); steps " +
           ", ".join(f"{x['step']} {x['duration_ms']:.0f}" for x in r["steps"]))
     out["resume_s"] = wr
     out["resume_steps"] = r["steps"]
-    os.unlink(img)
+    out["resume_gpu_jobs"] = r.get("gpu_jobs")
+    out["file_read_bytes_per_s"] = r.get("file_read_bytes_per_s")
+    remove_image(img)
     return out
 
 
@@ -171,10 +191,16 @@ def main():
     ap.add_argument("--server-util", type=float, default=0.9)
     ap.add_argument("--no-server", action="store_true")
     ap.add_argument("--no-synthetic", action="store_true")
+    ap.add_argument("--tmpfs-huge", action="store_true",
+                    help="mount the tmpfs (when --img-dir is none yet) with huge=always")
+    ap.add_argument("--segments", type=int, default=None,
+                    help="warmctl suspend --segments N (default: warmctl's, 8; 1: one file)")
     a = ap.parse_args()
+    global SEGMENTS
+    SEGMENTS = a.segments
     build = os.path.abspath(a.build)
     os.makedirs(a.out, exist_ok=True)
-    img_dir = ensure_tmpfs(a.img_dir, a.tmpfs_gib)
+    img_dir = ensure_tmpfs(a.img_dir, a.tmpfs_gib, a.tmpfs_huge)
     res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "gpu": subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
                                  capture_output=True, text=True).stdout.strip()}

@@ -608,6 +608,9 @@ GW_TEST(warmctl_usage_errors_exit_2_without_connecting)
 		{ "lease", "--min-free-mib", "many" },
 		{ "status", "extra" },
 		{ "status", "--no-wait" },
+		{ "suspend", "12", "--image", "x.img", "--segments", "0" },
+		{ "suspend", "12", "--image", "x.img", "--segments", "17" },
+		{ "resume", "12", "--segments", "2" },
 		{ "frobnicate" },
 	};
 	struct bare b;

@@ -58,7 +58,24 @@ static void check_accepted(const struct gw_vimg *v, const uint8_t *data, size_t 
 		chunks += covered;
 	}
 	CHECK(data_bytes == v->data_bytes && chunks == v->nchunks);
-	CHECK(v->file_bytes == v->data_offset + v->data_bytes);
+	CHECK(v->file_bytes == v->data_offset + (v->nsegments ? 0 : v->data_bytes));
+	if (v->nsegments) {
+		/* The pieces tile each segment exactly. */
+		uint64_t fill[GW_VIMG_MAX_SEGMENTS] = { 0 }, total = 0;
+		struct gw_vimg_pieces it;
+		struct gw_vimg_piece p;
+
+		gw_vimg_pieces_start(v, 0, &it);
+		while (gw_vimg_pieces_next(v, &it, &p)) {
+			CHECK(p.segment < v->nsegments && p.len > 0 && p.len <= v->stripe_bytes);
+			CHECK(p.offset == GW_VIMG_SEG_HEADER_BYTES + fill[p.segment]);
+			fill[p.segment] += p.len;
+			total += p.len;
+		}
+		CHECK(total == v->data_bytes);
+		for (uint32_t k = 0; k < v->nsegments; k++)
+			CHECK(fill[k] == v->seg_bytes[k]);
+	}
 	/* Re-encoding what was accepted gives back the same header and tables. */
 	CHECK(gw_vimg_encode(&copy, &again, &len) == 0);
 	len = GW_VIMG_HEADER_BYTES + (size_t)gw_vimg_table_bytes(v);

@@ -13,10 +13,12 @@ def crc32c(data, crc=0):
             crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
     return crc ^ 0xFFFFFFFF
 
-def image(chunk, ranges, flags=3):
-    """ranges: list of (va, size, [(nchunks, zero), ...])"""
+def image(chunk, ranges, flags=3, segments=0, stripe=0):
+    """ranges: list of (va, size, [(nchunks, zero), ...]); segments > 0: version 2, the data
+    split over that many segment files by pieces of stripe bytes (docs/image-format.md)"""
     rtab, runtab, sums = b"", b"", b""
     run_i = chunk_i = data = vram = 0
+    range_data = []
     for dev, (va, size, runs) in enumerate(ranges):
         rtab += struct.pack("<QQ16sIIQQQ", va, size, bytes([dev + 1]) * 16, dev, len(runs),
                             run_i, data, chunk_i)
@@ -31,14 +33,25 @@ def image(chunk, ranges, flags=3):
             chunk_i += n
         run_i += len(runs)
         vram += size
+        range_data.append(data - sum(range_data))
     tables = rtab + runtab + sums
+    if segments:
+        fill, piece = [0] * segments, 0
+        for n in range_data:
+            while n > 0:
+                fill[piece % segments] += min(n, stripe)
+                n -= min(n, stripe)
+                piece += 1
+        tables += b"".join(struct.pack("<Q", f) for f in fill)
     data_off = (256 + len(tables) + 4095) // 4096 * 4096
     h = bytearray(256)
-    struct.pack_into("<8sIIIiQIIQQQQQQQQ", h, 0, b"GWVRAMIM", 1, 256, flags, 1234, chunk,
-                     len(ranges), 0, run_i, chunk_i, len(tables), data_off, data, vram,
-                     vram - data, data_off + data)
+    struct.pack_into("<8sIIIiQIIQQQQQQQQ", h, 0, b"GWVRAMIM", 2 if segments else 1, 256, flags,
+                     1234, chunk, len(ranges), 0, run_i, chunk_i, len(tables), data_off, data,
+                     vram, vram - data, data_off + (0 if segments else data))
     h[104:120] = bytes(range(16))
     struct.pack_into("<QQQQ", h, 120, 1700000000000000000, 50 << 30, 48 << 30, 6 << 30)
+    if segments:
+        struct.pack_into("<IIQ", h, 176, segments, 0, stripe)
     struct.pack_into("<I", h, 248, crc32c(tables))
     struct.pack_into("<I", h, 252, crc32c(bytes(h[:252])))
     return bytes(h) + tables
@@ -54,6 +67,11 @@ def main():
                                   (0x7f0000100000, 2 * K + 4096, [(3, 0)]),
                                   (0x7e0000000000, 5 * K, [(1, 1), (4, 0)])]),
         "big-chunks": image(2 << 20, [(0x7f0000000000, 64 << 20, [(16, 0), (16, 1)])]),
+        "segments-3": image(K, [(0x7f0000000000, 7 * K, [(2, 0), (3, 1), (2, 0)]),
+                                (0x7f0000100000, 2 * K + 4096, [(3, 0)])],
+                            segments=3, stripe=K),
+        "segments-8-dense": image(K, [(0x7f0000000000, 20 * K, [(20, 0)])], flags=0,
+                                  segments=8, stripe=2 * K),
     }
     for name, data in seeds.items():
         with open(os.path.join(out, name), "wb") as f:

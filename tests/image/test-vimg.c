@@ -320,4 +320,135 @@ GW_TEST(crc32c_known_value)
 	GW_ASSERT_INT_EQ(gw_crc32c(gw_crc32c(0, "1234", 4), "56789", 5), 0xE3069283u);
 }
 
+/* Version 2: the data split over segments by pieces; round trip, the mapping, refusals. */
+static void build_segmented(struct gw_vimg *v, uint32_t k, uint64_t stripe)
+{
+	static const int pattern0[] = { 1, 1, 0, 0, 0, 1, 0 };
+	struct gw_chunk_scan scans[16];
+	struct gw_vimg_range r;
+
+	GW_ASSERT_INT_EQ(gw_vimg_init(v, CHUNK, GW_VIMG_F_SPARSE | GW_VIMG_F_SUMS), 0);
+	GW_ASSERT_INT_EQ(gw_vimg_set_segments(v, k, stripe), 0);
+	memset(&r, 0, sizeof(r));
+	r.va = 0x7f0000000000ull;
+	r.size = 7 * CHUNK;
+	for (int i = 0; i < 7; i++)
+		scans[i] = (struct gw_chunk_scan){ (uint64_t)pattern0[i], 1000u + (uint64_t)i };
+	GW_ASSERT_INT_EQ(gw_vimg_add_range(v, &r, scans), 0);
+	r.va += 16 * CHUNK;
+	r.size = 5 * CHUNK + 4096;
+	GW_ASSERT_INT_EQ(gw_vimg_add_range(v, &r, NULL), 0);
+	GW_ASSERT_INT_EQ(gw_vimg_finalize(v), 0);
+}
+
+GW_TEST(segmented_image_round_trips_and_maps_pieces)
+{
+	struct gw_vimg v, w;
+	struct gw_vimg_pieces it;
+	struct gw_vimg_piece p;
+	char err[256] = "";
+	uint64_t fill[GW_VIMG_MAX_SEGMENTS] = { 0 }, next_data = 0;
+	unsigned n = 0;
+	size_t len;
+	uint8_t *buf;
+
+	build_segmented(&v, 3, CHUNK);
+	/* range 0: 3 data chunks (3 pieces); range 1: 5 chunks + 4096 (6 pieces) */
+	GW_ASSERT_INT_EQ(v.version, 2);
+	GW_ASSERT_INT_EQ(v.file_bytes, v.data_offset); /* the head holds no data */
+	GW_ASSERT_INT_EQ(v.seg_bytes[0], 3 * CHUNK);
+	GW_ASSERT_INT_EQ(v.seg_bytes[1], 3 * CHUNK);
+	GW_ASSERT_INT_EQ(v.seg_bytes[2], 2 * CHUNK + 4096);
+	gw_vimg_pieces_start(&v, 12345, &it);
+	while (gw_vimg_pieces_next(&v, &it, &p)) {
+		GW_ASSERT_INT_EQ(p.segment, n % 3);
+		GW_ASSERT_INT_EQ(p.offset, GW_VIMG_SEG_HEADER_BYTES + fill[p.segment]);
+		GW_ASSERT_INT_EQ(p.data_offset, next_data);
+		GW_ASSERT_INT_EQ(p.range, n < 3 ? 0 : 1);
+		fill[p.segment] += p.len;
+		next_data += p.len;
+		n++;
+	}
+	GW_ASSERT_INT_EQ(n, 9);
+	GW_ASSERT_INT_EQ(next_data, v.data_bytes);
+	memset(v.id, 0x77, sizeof(v.id));
+	buf = encode(&v, &len);
+	GW_ASSERT_INT_EQ(buf[8], 2);
+	if (gw_vimg_decode(&w, buf, len, err, sizeof(err)) < 0)
+		GW_FAIL("decode: %s", err);
+	GW_ASSERT_INT_EQ(w.nsegments, 3);
+	GW_ASSERT_INT_EQ(w.stripe_bytes, CHUNK);
+	for (int k = 0; k < 3; k++)
+		GW_ASSERT_INT_EQ(w.seg_bytes[k], v.seg_bytes[k]);
+	gw_vimg_clear(&w);
+	/* a segment size that does not match the pieces, behind a valid CRC */
+	{
+		uint64_t bad = v.seg_bytes[1] + 8;
+
+		memcpy(buf + GW_VIMG_HEADER_BYTES + gw_vimg_table_bytes(&v) - 16, &bad, 8);
+		reseal(buf, &v);
+		GW_ASSERT(gw_vimg_decode(&w, buf, len, err, sizeof(err)) < 0);
+		GW_ASSERT_STR_CONTAINS(err, "segment table");
+	}
+	free(buf);
+	/* version 1 pieces: where the data section is, cut by the caller's size */
+	gw_vimg_clear(&v);
+	build(&v);
+	GW_ASSERT_INT_EQ(v.version, 1);
+	gw_vimg_pieces_start(&v, CHUNK, &it);
+	GW_ASSERT(gw_vimg_pieces_next(&v, &it, &p));
+	GW_ASSERT_INT_EQ(p.offset, v.data_offset);
+	GW_ASSERT_INT_EQ(p.segment, 0);
+	gw_vimg_clear(&v);
+}
+
+GW_TEST(segment_files_are_checked)
+{
+	char dir[] = "/tmp/gw-vimg-XXXXXX", path[64], err[256] = "";
+	uint8_t h[GW_VIMG_SEG_HEADER_BYTES];
+	struct gw_vimg v, other;
+	int fd[3];
+
+	GW_ASSERT(mkdtemp(dir));
+	build_segmented(&v, 3, CHUNK);
+	memset(v.id, 0x11, sizeof(v.id));
+	for (int k = 0; k < 3; k++) {
+		snprintf(path, sizeof(path), "%s/seg-%d", dir, k);
+		fd[k] = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+		GW_ASSERT(fd[k] >= 0);
+		gw_vimg_segment_header(&v, (uint32_t)k, h);
+		GW_ASSERT(pwrite(fd[k], h, sizeof(h), 0) == (ssize_t)sizeof(h));
+		GW_ASSERT(ftruncate(fd[k], (off_t)gw_vimg_segment_file_bytes(&v, (uint32_t)k)) == 0);
+	}
+	for (int k = 0; k < 3; k++)
+		if (gw_vimg_check_segment_fd(&v, (uint32_t)k, fd[k], err, sizeof(err)) < 0)
+			GW_FAIL("segment %d: %s", k, err);
+	/* swapped */
+	GW_ASSERT(gw_vimg_check_segment_fd(&v, 0, fd[1], err, sizeof(err)) < 0);
+	GW_ASSERT_STR_CONTAINS(err, "is segment 1 of 3");
+	/* of another image */
+	other = v;
+	memset(other.id, 0x22, sizeof(other.id));
+	GW_ASSERT(gw_vimg_check_segment_fd(&other, 0, fd[0], err, sizeof(err)) < 0);
+	GW_ASSERT_STR_CONTAINS(err, "another image");
+	/* short */
+	GW_ASSERT(ftruncate(fd[2], 4096 + 100) == 0);
+	GW_ASSERT(gw_vimg_check_segment_fd(&v, 2, fd[2], err, sizeof(err)) < 0);
+	GW_ASSERT_STR_CONTAINS(err, "truncated");
+	/* a header bit flipped */
+	h[40] ^= 1;
+	GW_ASSERT(pwrite(fd[2], h, sizeof(h), 0) == (ssize_t)sizeof(h));
+	GW_ASSERT(gw_vimg_check_segment_fd(&v, 2, fd[2], err, sizeof(err)) < 0);
+	GW_ASSERT_STR_CONTAINS(err, "corrupt");
+	for (int k = 0; k < 3; k++) {
+		close(fd[k]);
+		snprintf(path, sizeof(path), "%s/seg-%d", dir, k);
+		unlink(path);
+	}
+	rmdir(dir);
+	GW_ASSERT(gw_vimg_set_segments(&v, GW_VIMG_MAX_SEGMENTS + 1, CHUNK) < 0);
+	GW_ASSERT(gw_vimg_set_segments(&v, 2, CHUNK + 1) < 0);
+	gw_vimg_clear(&v);
+}
+
 GW_TEST_MAIN()

@@ -339,6 +339,44 @@ GW_TEST(image_files)
 	GW_ASSERT(system(path) == 0);
 }
 
+/* The VRAM image's files: created as a set (old ones gone), opened back by what the head says,
+ * removed as a set. */
+GW_TEST(vram_files)
+{
+	char dir[] = "/tmp/gwp-image-XXXXXX", path[128];
+	int dfd, fds[GWP_VRAM_MAX_FILES];
+	unsigned n = 0;
+
+	GW_ASSERT(mkdtemp(dir));
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	GW_ASSERT(dfd >= 0);
+	GW_ASSERT_INT_EQ(gwp_vram_files_open(dfd, 77, 0, fds, GWP_VRAM_MAX_FILES, &n), -ENOENT);
+	/* a stale segment of an earlier dump with more segments goes too */
+	snprintf(path, sizeof(path), "%s/gpuwarm-vram-77.img.seg-12", dir);
+	close(open(path, O_RDWR | O_CREAT, 0600));
+	GW_ASSERT_INT_EQ(gwp_vram_files_open(dfd, 77, 1, fds, GWP_VRAM_MAX_FILES, &n), 0);
+	GW_ASSERT_INT_EQ(n, 1 + GWP_VRAM_SEGMENTS);
+	GW_ASSERT(access(path, F_OK) < 0);
+	for (unsigned i = 0; i < n; i++)
+		GW_ASSERT((fcntl(fds[i], F_GETFL) & O_ACCMODE) == O_RDWR);
+	gwp_vram_files_close(fds, n);
+	snprintf(path, sizeof(path), "%s/gpuwarm-vram-77.img.seg-7", dir);
+	GW_ASSERT(access(path, F_OK) == 0);
+	/* creating again while they exist: the old set is replaced */
+	GW_ASSERT_INT_EQ(gwp_vram_files_open(dfd, 77, 1, fds, GWP_VRAM_MAX_FILES, &n), 0);
+	gwp_vram_files_close(fds, n);
+	/* an empty head (no image in it): opened alone, gpu-warmd will say why */
+	GW_ASSERT_INT_EQ(gwp_vram_files_open(dfd, 77, 0, fds, GWP_VRAM_MAX_FILES, &n), 0);
+	GW_ASSERT_INT_EQ(n, 1);
+	gwp_vram_files_close(fds, n);
+	GW_ASSERT_INT_EQ(gwp_vram_files_unlink(dfd, 77), 0);
+	GW_ASSERT(access(path, F_OK) < 0);
+	snprintf(path, sizeof(path), "%s/gpuwarm-vram-77.img", dir);
+	GW_ASSERT(access(path, F_OK) < 0);
+	close(dfd);
+	GW_ASSERT(rmdir(dir) == 0);
+}
+
 /* Records of two dumps into one directory (podman's checkpoint --keep). */
 GW_TEST(image_dumps)
 {

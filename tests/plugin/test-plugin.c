@@ -854,6 +854,19 @@ GW_TEST(fast_path_writes_vram_image_into_the_images)
 	GW_ASSERT_INT_EQ(v.vram_bytes, 96u << 20);
 	GW_ASSERT_INT_EQ(v.data_bytes, 32u << 20);
 	GW_ASSERT(v.flags & GW_VIMG_F_SUMS);
+	/* its data in segment files beside it, one per I/O lane */
+	GW_ASSERT_INT_EQ(v.nsegments, GWP_VRAM_SEGMENTS);
+	for (uint32_t k = 0; k < v.nsegments; k++) {
+		char seg[640];
+		int sfd;
+
+		snprintf(seg, sizeof(seg), "%s.seg-%u", vram, k);
+		sfd = open(seg, O_RDONLY);
+		GW_ASSERT(sfd >= 0);
+		if (gw_vimg_check_segment_fd(&v, k, sfd, err, sizeof(err)) < 0)
+			GW_FAIL("%s: %s", seg, err);
+		close(sfd);
+	}
 	gw_vimg_clear(&v);
 	close(fd);
 
