@@ -487,16 +487,32 @@ GW_TEST(image_of_another_users_file_is_written_with_pwrite)
 static cJSON *prefill(const struct gwt_daemon *d, const char *path, struct gw_client_error *err)
 {
 	struct gw_client *c;
-	cJSON *params = cJSON_CreateObject(), *result = NULL;
-	int fd = open(path, O_RDONLY | O_CLOEXEC), r;
+	cJSON *params = cJSON_CreateObject(), *result = NULL, *segs;
+	int fds[17], r;
+	unsigned n = 0;
+	char seg[600];
 
-	GW_ASSERT(fd >= 0 && params);
+	fds[n++] = open(path, O_RDONLY | O_CLOEXEC);
+	GW_ASSERT(fds[0] >= 0 && params);
 	cJSON_AddNumberToObject(params, "image_fd", 0);
+	/* the head's segment files, as warmctl names them */
+	for (unsigned k = 0; k < 16; k++) {
+		snprintf(seg, sizeof(seg), "%s.seg-%u", path, k);
+		if (access(seg, F_OK) < 0)
+			break;
+		fds[n++] = open(seg, O_RDONLY | O_CLOEXEC);
+	}
+	if (n > 1) {
+		segs = cJSON_AddArrayToObject(params, "segment_fds");
+		for (unsigned k = 1; k < n; k++)
+			cJSON_AddItemToArray(segs, cJSON_CreateNumber(k));
+	}
 	GW_ASSERT_INT_EQ(gw_client_connect(d->socket, "gwt-prefill", 5000, &c, err), 0);
-	r = gw_client_call(c, GW_METHOD_PREFILL, params, &fd, 1, 20000, &result, NULL, NULL, err);
+	r = gw_client_call(c, GW_METHOD_PREFILL, params, fds, n, 20000, &result, NULL, NULL, err);
 	gw_client_close(c);
 	cJSON_Delete(params);
-	close(fd);
+	for (unsigned k = 0; k < n; k++)
+		close(fds[k]);
 	return r == 0 ? result : NULL;
 }
 
