@@ -755,7 +755,9 @@ static void start_pid_op_with(struct gw_daemon *d, struct gw_request *req,
 	int r;
 
 	if ((kind == GW_OP_LOCK || kind == GW_OP_SUSPEND) &&
-	    parse_timeout(req, GW_LOCK_DEFAULT_TIMEOUT_MS, GW_LOCK_TIMEOUT_MAX_MS,
+	    parse_timeout(req, GW_LOCK_DEFAULT_TIMEOUT_MS,
+			  /* a user's lock holds a worker of the shared ones while it waits */
+			  req->peer.uid == 0 ? GW_TIMEOUT_MAX_MS : GW_LOCK_TIMEOUT_MAX_MS,
 			  &p->timeout_ms) < 0)
 		return;
 	if ((kind == GW_OP_RESTORE || kind == GW_OP_RESUME) &&
