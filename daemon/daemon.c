@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -519,6 +520,22 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	event_base_loopexit(d->base, NULL);
 }
 
+/*
+ * The daemon has no children, but it is the tracer of the threads it freezes: a frozen thread
+ * killed before the thaw is reported to us when it dies, and its parent cannot reap the process
+ * until we have. gw_thaw() collects those already dead; the ones still dying come here.
+ */
+static void on_sigchld(evutil_socket_t sig, short what, void *arg)
+{
+	int status;
+
+	(void)sig;
+	(void)what;
+	(void)arg;
+	while (waitpid(-1, &status, WNOHANG | __WALL) > 0)
+		;
+}
+
 static void on_watchdog(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
@@ -534,8 +551,10 @@ static int setup_signals_and_watchdog(struct gw_daemon *d)
 	signal(SIGPIPE, SIG_IGN);
 	d->sigterm_ev = evsignal_new(d->base, SIGTERM, on_signal, d);
 	d->sigint_ev = evsignal_new(d->base, SIGINT, on_signal, d);
-	if (!d->sigterm_ev || !d->sigint_ev || evsignal_add(d->sigterm_ev, NULL) < 0 ||
-	    evsignal_add(d->sigint_ev, NULL) < 0)
+	d->sigchld_ev = evsignal_new(d->base, SIGCHLD, on_sigchld, d);
+	if (!d->sigterm_ev || !d->sigint_ev || !d->sigchld_ev ||
+	    evsignal_add(d->sigterm_ev, NULL) < 0 || evsignal_add(d->sigint_ev, NULL) < 0 ||
+	    evsignal_add(d->sigchld_ev, NULL) < 0)
 		return -ENOMEM;
 	if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
 		struct timeval tv = { (time_t)(usec / 2 / 1000000), (suseconds_t)(usec / 2 % 1000000) };
@@ -677,6 +696,8 @@ void gw_daemon_finish(struct gw_daemon *d)
 		event_free(d->sigterm_ev);
 	if (d->sigint_ev)
 		event_free(d->sigint_ev);
+	if (d->sigchld_ev)
+		event_free(d->sigchld_ev);
 	if (d->base)
 		event_base_free(d->base);
 	d->base = NULL;

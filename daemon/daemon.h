@@ -106,7 +106,7 @@ struct gw_daemon {
 
 	int ready_sent;
 	int stopping;
-	struct event *sigterm_ev, *sigint_ev, *watchdog_ev;
+	struct event *sigterm_ev, *sigint_ev, *sigchld_ev, *watchdog_ev;
 	char last_status[256];
 };
 
