@@ -39,6 +39,8 @@ struct gw_client {
 	unsigned npending;
 	size_t roff, rlen;
 	bool got_message; /* a message was read on this connection */
+	gw_client_progress_fn progress_fn;
+	void *progress_data;
 	char rbuf[CLIENT_RBUF_SIZE];
 };
 
@@ -307,9 +309,17 @@ static int client_roundtrip(struct gw_client *c, const char *method, const cJSON
 	if (r < 0)
 		return mark_broken(c, r);
 
-	r = client_read_message(c, deadline, &msg, err);
-	if (r < 0)
-		return mark_broken(c, r);
+	for (;;) {
+		r = client_read_message(c, deadline, &msg, err);
+		if (r < 0)
+			return mark_broken(c, r);
+		if (msg.kind != GW_MESSAGE_PROGRESS || msg.id != id)
+			break;
+		/* News of this request, which still runs. */
+		if (c->progress_fn)
+			c->progress_fn(c->progress_data, msg.body);
+		gw_message_finish(&msg);
+	}
 	if (!c->got_message && msg.kind == GW_MESSAGE_ERROR && msg.id == 0)
 		goto refused;
 	c->got_message = true;
@@ -518,6 +528,14 @@ const char *gw_client_server_version(const struct gw_client *client)
 int gw_client_fd(const struct gw_client *client)
 {
 	return client ? client->fd : -EBADF;
+}
+
+void gw_client_set_progress(struct gw_client *client, gw_client_progress_fn fn, void *data)
+{
+	if (!client)
+		return;
+	client->progress_fn = fn;
+	client->progress_data = data;
 }
 
 int gw_client_send(struct gw_client *client, const char *method, const cJSON *params,

@@ -55,6 +55,14 @@ int gw_client_call(struct gw_client *client, const char *method, const cJSON *pa
 		   unsigned *ret_nfds, struct gw_client_error *err);
 
 /*
+ * Progress messages (docs/protocol.md): a request that carries "progress": true in its params
+ * gets news while it runs; gw_client_call() hands each to fn (NULL: ignores them) and goes on
+ * waiting for the reply.
+ */
+typedef void (*gw_client_progress_fn)(void *data, const cJSON *progress);
+void gw_client_set_progress(struct gw_client *client, gw_client_progress_fn fn, void *data);
+
+/*
  * Send one request and do not wait for its reply (the daemon carries the work out whether or
  * not the reply is read): for work that must start now and whose end is met elsewhere (the
  * CRIU plugin's prefill). The connection takes no further calls; close it when done.

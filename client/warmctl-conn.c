@@ -97,6 +97,11 @@ static const char *remote_hint(const struct wc_ctx *ctx, const char *name)
 		return "check the PID; the process may have exited";
 	if (strcmp(name, GW_ERROR_IMAGE) == 0)
 		return "`warmctl inspect FILE --verify` checks an image file";
+	if (strcmp(name, GW_ERROR_NOT_CUDA) == 0)
+		return "only processes that use CUDA can be suspended; check the PID";
+	if (strcmp(name, GW_ERROR_LIMIT) == 0)
+		return "wait for your other operations or connections to end, or ask the "
+		       "administrator to raise the limit the message names";
 	return NULL;
 }
 
@@ -201,6 +206,7 @@ int wc_call_fds(struct wc_ctx *ctx, const char *method, const cJSON *params, con
 		return wc_report(ctx, where, r, &err);
 	}
 	ctx->used_timeout_ms = effective_timeout_ms(ctx, cJSON_IsNumber(op) ? op->valueint : 0);
+	gw_client_set_progress(ctx->client, ctx->progress_fn, ctx->progress_data);
 	r = gw_client_call(ctx->client, method, params, fds, nfds, ctx->used_timeout_ms,
 			   ret_result, NULL, NULL, &err);
 	if (r < 0)

@@ -281,10 +281,38 @@ static int image_params(cJSON *params, const struct image_file *f)
 	return list ? 0 : -1;
 }
 
+/* A progress line on the terminal, rewritten in place: what runs, bytes, rate, time left. */
+struct progress_line {
+	const char *what;
+	bool shown;
+};
+
+static void show_progress(void *data, const cJSON *p)
+{
+	struct progress_line *line = data;
+	const cJSON *step = cJSON_GetObjectItemCaseSensitive(p, "step");
+	double done = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(p, "done_bytes"));
+	double total = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(p, "total_bytes"));
+	double ms = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(p, "elapsed_ms"));
+	double rate = ms > 0 && done > 0 ? done / (ms / 1e3) : 0;
+	char eta[32] = "";
+
+	if (done != done || total != total || ms != ms) /* NaN: members missing */
+		return;
+	if (rate > 0 && total > done)
+		snprintf(eta, sizeof(eta), ", %.1f s left", (total - done) / rate);
+	fprintf(stderr, "\r%s: %-10s %7.2f of %.2f GiB, %5.1f GB/s%s   ", line->what,
+		cJSON_IsString(step) ? step->valuestring : "?", done / 1073741824.0,
+		total / 1073741824.0, rate / 1e9, eta);
+	fflush(stderr);
+	line->shown = true;
+}
+
 static int process_command(struct wc_ctx *ctx, const struct wc_args *args, const char *method,
 			   bool restore_options, enum output output)
 {
 	cJSON *params = pid_params(args, restore_options), *result = NULL;
+	struct progress_line line = { NULL, false };
 	struct image_file image;
 	char what[64];
 	int r;
@@ -305,7 +333,18 @@ static int process_command(struct wc_ctx *ctx, const struct wc_args *args, const
 		return WC_EXIT_FAILED;
 	}
 	snprintf(what, sizeof(what), "%s pid %ld", ctx->cmd->name, args->pid);
+	/* Long operations report progress on a terminal; scripts (--json, a pipe) get none. */
+	if (output == OUTPUT_STEPS && !ctx->json && isatty(STDERR_FILENO)) {
+		line.what = what;
+		cJSON_AddBoolToObject(params, "progress", 1);
+		ctx->progress_fn = show_progress;
+		ctx->progress_data = &line;
+	}
 	r = wc_call_fds(ctx, method, params, image.n ? image.fds : NULL, image.n, what, &result);
+	ctx->progress_fn = NULL;
+	ctx->progress_data = NULL;
+	if (line.shown)
+		fputc('\n', stderr);
 	cJSON_Delete(params);
 	r = image_close(ctx, &image, r);
 	if (r != WC_EXIT_OK) {

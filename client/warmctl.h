@@ -110,6 +110,9 @@ struct wc_ctx {
 	int used_timeout_ms;      /* the reply timeout of the last call, for messages */
 	const struct wc_command *cmd;
 	struct gw_client *client;
+	/* Progress messages of the next call: shown on a terminal, asked for only then. */
+	gw_client_progress_fn progress_fn;
+	void *progress_data;
 };
 
 /* warmctl-commands.c */

@@ -331,6 +331,8 @@ static int copy_blocks(const struct gw_copy_engine *e, const struct gw_copy_set 
 				}
 				done += piece;
 				s->pieces++;
+				if (s->progress) /* queued, not done: close enough for news */
+					__atomic_add_fetch(s->progress, piece, __ATOMIC_RELAXED);
 			}
 		}
 	}
@@ -404,6 +406,7 @@ struct io_plan {
 	unsigned nlanes;
 	int out;
 	int stop; /* a lane failed: the others stop at their next piece */
+	uint64_t *progress; /* the store's, or NULL */
 };
 
 /* A stretch of a piece that fits half a lane's buffer. */
@@ -624,6 +627,8 @@ static int lane_file_io(struct io_lane *l, const struct sub_piece *sp, void *buf
 		return r;
 	}
 	l->io_bytes += sp->len;
+	if (l->p->progress)
+		__atomic_add_fetch(l->p->progress, sp->len, __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -798,6 +803,7 @@ static int copy_file(const struct gw_copy_engine *e, const struct gw_copy_set *s
 	lane_bytes = e->staging_bytes / per_buffer;
 	memset(&plan, 0, sizeof(plan));
 	plan.e = e;
+	plan.progress = s->progress;
 	plan.out = out;
 	ret = plan_build(&plan, set, s, lane_bytes);
 	if (ret < 0) {

@@ -57,6 +57,7 @@ struct gw_copy_store {
 	uint64_t data_offset;
 	int seg_fds[GW_VIMG_MAX_SEGMENTS]; /* version 2: the segment files */
 	unsigned nsegments;   /* 0: no segments */
+	uint64_t *progress;   /* optional: data bytes moved so far, added to atomically (news) */
 	/* out, added to: */
 	uint64_t io_ns;       /* the longest lane's time in pread/pwrite (the lanes run at once) */
 	uint64_t io_bytes;    /* bytes read or written */

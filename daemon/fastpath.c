@@ -95,6 +95,11 @@ struct gw_fast_op {
 	struct gw_image *parsed; /* resume from a file: read on a worker, taken on the loop */
 	struct gw_prefill *prefill; /* FAST_PREFILL: the record it fills */
 	double prefill_ms;          /* resume: the fill was done ahead, in this long */
+	/* Progress messages, when the client asked ("progress": true). */
+	int want_progress;
+	uint64_t progress_bytes;    /* data bytes moved, added to by the copy lanes */
+	const char *running;        /* "copy" or "fill" while it runs, else NULL */
+	struct event *progress_ev;
 	int parse_error;
 	char parse_err[256];
 	char error_name[64];
@@ -125,6 +130,53 @@ struct gw_fast_op {
 
 /* ---- small helpers ---- */
 
+/* News for a client that asked: the step (just done, or running), the data bytes moved. */
+static void send_progress(struct gw_fast_op *op, const char *step)
+{
+	cJSON *p;
+	uint64_t total = op->image ? op->image->v.data_bytes : op->agent ? op->agent->bytes : 0;
+
+	if (!op->want_progress || !op->req)
+		return;
+	p = cJSON_CreateObject();
+	if (!p)
+		return;
+	cJSON_AddStringToObject(p, "step", step);
+	cJSON_AddNumberToObject(p, "done_bytes",
+				(double)__atomic_load_n(&op->progress_bytes, __ATOMIC_RELAXED));
+	cJSON_AddNumberToObject(p, "total_bytes", (double)total);
+	cJSON_AddNumberToObject(p, "elapsed_ms", gw_now_ms() - op->start_ms);
+	gw_request_progress(op->req, p);
+}
+
+static void on_progress_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_fast_op *op = arg;
+
+	(void)fd;
+	(void)what;
+	if (op->running)
+		send_progress(op, op->running);
+}
+
+static void progress_start(struct gw_fast_op *op)
+{
+	struct timeval tv = { 0, GW_PROGRESS_INTERVAL_MS * 1000 };
+
+	if (!op->want_progress)
+		return;
+	op->progress_ev = event_new(op->d->base, -1, EV_PERSIST, on_progress_tick, op);
+	if (op->progress_ev)
+		event_add(op->progress_ev, &tv);
+}
+
+static void progress_stop(struct gw_fast_op *op)
+{
+	if (op->progress_ev)
+		event_free(op->progress_ev);
+	op->progress_ev = NULL;
+}
+
 static void step_done(struct gw_fast_op *op, const char *name)
 {
 	double now = gw_now_ms();
@@ -135,6 +187,8 @@ static void step_done(struct gw_fast_op *op, const char *name)
 		op->nsteps++;
 	}
 	op->step_start_ms = now;
+	op->running = NULL;
+	send_progress(op, name);
 }
 
 __attribute__((format(printf, 3, 4))) static void set_error(struct gw_fast_op *op,
@@ -528,6 +582,7 @@ static void work_dump_copy(struct gw_fast_op *op, struct op_job *job)
 	engine_for(op, job->gpu, &e);
 	if (!op->copy_abort) {
 		store_for(op->image, &s);
+		s.progress = &op->progress_bytes;
 		r = gpu_set(op, job->gpu, &op->image->v, op->maps, &set, &list);
 		t = gw_now_ms();
 		if (r == 0)
@@ -567,6 +622,7 @@ static void work_fill(struct gw_fast_op *op, struct op_job *job)
 
 	engine_for(op, job->gpu, &e);
 	store_for(op->image, &s);
+	s.progress = &op->progress_bytes;
 	if (verify)
 		engine_scan_buffer(op, job->gpu, &e, v->chunk_bytes);
 	if (verify && !e.scan) {
@@ -798,6 +854,7 @@ static void finish(struct gw_fast_op *op)
 	struct gw_op_stats *stats = &d->stats[op->kind == FAST_SUSPEND ? GW_OP_SUSPEND : GW_OP_RESUME];
 	double total = gw_now_ms() - op->start_ms;
 
+	progress_stop(op);
 	gw_thaw(&op->frozen);
 	close_fds(op);
 	export_list_free(op);
@@ -1017,6 +1074,7 @@ static void resume_fill(struct gw_fast_op *op)
 		op->fds[i] = -1;
 	op->nfds = n;
 	op->job_error = 0;
+	op->running = "fill";
 	if (submit_per_gpu(op, work_fill, resume_filled) < 0) {
 		set_error(op, GW_ERROR_CUDA, "refilling VRAM failed: %s", op->job_err);
 		finish(op);
@@ -1280,6 +1338,7 @@ static void suspend_scanned(struct gw_fast_op *op)
 	if (op->job_error) {
 		/* Unmap what was mapped (the copy round does only that now), then report. */
 		op->copy_abort = 1;
+		op->running = "copy";
 		if (submit_per_gpu(op, work_dump_copy, suspend_copied) < 0)
 			suspend_copied(op);
 		return;
@@ -1316,6 +1375,7 @@ static void suspend_scanned(struct gw_fast_op *op)
 		op->job_error = r;
 		op->copy_abort = 1;
 	}
+	op->running = "copy";
 	if (submit_per_gpu(op, work_dump_copy, suspend_copied) < 0)
 		suspend_copied(op);
 }
@@ -1403,6 +1463,7 @@ static struct gw_fast_op *op_new(struct gw_daemon *d, struct gw_request *req, pi
 	op->pin.pidfd = -1;
 	gw_pin_move(&op->pin, &p->pin);
 	op->owner = p->owner;
+	op->want_progress = p->progress;
 	op->kind = kind;
 	op->image_fd = -1;
 	pthread_mutex_init(&op->job_lock, NULL);
@@ -1410,6 +1471,7 @@ static struct gw_fast_op *op_new(struct gw_daemon *d, struct gw_request *req, pi
 	op->gpu_mask = gpu_mask;
 	op->start_ms = op->step_start_ms = gw_now_ms();
 	op->agent->busy = 1;
+	progress_start(op);
 	op->next = d->fast_ops;
 	d->fast_ops = op;
 	for (unsigned i = 0; i < d->ngpus; i++)

@@ -37,6 +37,7 @@ struct gw_image {
 struct gw_fast_params {
 	struct gw_pin pin;     /* the process, pinned at dispatch (moved into the operation) */
 	uid_t owner;           /* who asked: quota and work class */
+	int progress;          /* the client asked for progress messages */
 	unsigned timeout_ms;   /* suspend: the driver lock's */
 	uint64_t gpu_mask;
 	int sparse;            /* suspend: leave zero chunks out (needs the scan kernel) */

@@ -827,6 +827,10 @@ static void start_pid_op(struct gw_daemon *d, struct gw_request *req, enum gw_op
 	p.pin.pidfd = f.pin.pidfd = -1;
 	p.kind = kind;
 	p.owner = req->peer.uid;
+	if (gw_json_get_bool(req->msg.body, "progress", &f.progress) == -EINVAL) {
+		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL, "\"progress\" must be a boolean");
+		return;
+	}
 	if (kind == GW_OP_SUSPEND && parse_fast_params(d, req, &f) < 0)
 		return;
 	image_fd = take_image_fd(req, kind);

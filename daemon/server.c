@@ -252,6 +252,16 @@ void gw_request_fail(struct gw_request *req, const char *name, cJSON *extra, con
 	request_done(req);
 }
 
+void gw_request_progress(struct gw_request *req, cJSON *progress)
+{
+	struct gw_conn *conn = req->conn;
+
+	/* News only: when the client does not read them, the output limit closes it as usual. */
+	if (progress && !conn->dead && !conn->closing)
+		conn_queue(conn, gw_progress_encode(req->id, progress), NULL, 0);
+	cJSON_Delete(progress);
+}
+
 const struct ucred *gw_conn_peer(const struct gw_conn *conn)
 {
 	return &conn->peer;

@@ -78,6 +78,9 @@ void gw_request_reply(struct gw_request *req, cJSON *result);
 __attribute__((format(printf, 4, 5))) void gw_request_fail(struct gw_request *req, const char *name,
 							   cJSON *extra, const char *fmt, ...);
 
+/* A progress message for req, which stays pending (progress is consumed). */
+void gw_request_progress(struct gw_request *req, cJSON *progress);
+
 const struct ucred *gw_conn_peer(const struct gw_conn *conn);
 
 /* The daemon's own pointer for a connection (e.g. "this is pid N's agent"). */

@@ -17,6 +17,9 @@
  *   request  {"id": u64, "method": "gpuwarm.Name", "params": {...}, "fds": n?}
  *   reply    {"id": u64, "result": {...}, "fds": n?}
  *   error    {"id": u64, "error": {"name": "gpuwarm.Error.Name", "message": "text", ...}}
+ *   progress {"id": u64, "progress": {...}}: news of a request still running, sent only to a
+ *            client that asked for it ("progress": true in the params); zero or more come
+ *            before the request's reply or error
  *
  * The first request on a connection must be gpuwarm.Hello carrying GW_PROTO_VERSION; a peer
  * with another version is answered gpuwarm.Error.ProtocolVersionMismatch ("protocol version
@@ -48,6 +51,12 @@
 #define GW_METHOD_MAX 64                  /* bytes of a method name, NUL included */
 #define GW_STRING_MAX 4096                /* bytes of any string member a peer may send */
 #define GW_JSON_MAX_DEPTH 16
+
+/* A progress message's members (Suspend, Resume: params "progress": true):
+ *   "step"        the step running now ("copy", "fill", ...)
+ *   "done_bytes"  data bytes moved so far, "total_bytes" of how many (0: not known yet)
+ *   "elapsed_ms"  since the request began */
+#define GW_PROGRESS_INTERVAL_MS 250 /* at most this often during a copy, besides at each step */
 
 /* Limits of request members. */
 #define GW_PID_MAX 4194304                /* the kernel's PID_MAX_LIMIT */
@@ -171,6 +180,7 @@ enum gw_message_kind {
 	GW_MESSAGE_REQUEST = 1,
 	GW_MESSAGE_REPLY,
 	GW_MESSAGE_ERROR,
+	GW_MESSAGE_PROGRESS,
 };
 
 struct gw_message {
@@ -180,14 +190,14 @@ struct gw_message {
 	char method[GW_METHOD_MAX];   /* request */
 	cJSON *root;          /* the whole parsed document, owned */
 	const cJSON *body;    /* request: params (an object, never NULL: {} when absent);
-			       * reply: result (object); error: the error object */
+			       * reply: result (object); error: the error object; progress: its object */
 	const char *error_name;    /* error */
 	const char *error_message; /* error */
 };
 
 /*
  * Parse and validate one frame's payload: a JSON object no deeper than GW_JSON_MAX_DEPTH with
- * exactly one of method/result/error, an integer id in [0, 2^53], a method name of
+ * exactly one of method/result/error/progress, an integer id in [0, 2^53], a method name of
  * [A-Za-z0-9.] < GW_METHOD_MAX, params/result objects, fds in [0, GW_FRAME_MAX_FDS].
  * Returns 0 or -EBADMSG (malformed; ret untouched), -ENOMEM.
  */
@@ -198,6 +208,7 @@ void gw_message_finish(struct gw_message *msg);
  * take ownership of params/result (NULL means {}). */
 char *gw_request_encode(uint64_t id, const char *method, const cJSON *params, unsigned nfds);
 char *gw_reply_encode(uint64_t id, const cJSON *result, unsigned nfds);
+char *gw_progress_encode(uint64_t id, const cJSON *progress);
 /* extra: optional object whose members are added to the error object (e.g. cuda_error). */
 char *gw_error_encode(uint64_t id, const char *name, const char *message, const cJSON *extra);
 

@@ -285,7 +285,7 @@ static int id_value(const cJSON *item, uint64_t *ret)
 
 int gw_message_parse(const char *payload, size_t len, struct gw_message *ret_msg)
 {
-	const cJSON *id = NULL, *method = NULL, *params = NULL, *result = NULL, *error = NULL;
+	const cJSON *id = NULL, *method = NULL, *params = NULL, *result = NULL, *error = NULL, *progress = NULL;
 	const cJSON *fds = NULL, *item, *name = NULL, *message = NULL;
 	struct gw_message msg = { 0 };
 	const char *end = NULL;
@@ -331,6 +331,8 @@ int gw_message_parse(const char *payload, size_t len, struct gw_message *ret_msg
 			slot = &result;
 		else if (strcmp(item->string, "error") == 0)
 			slot = &error;
+		else if (strcmp(item->string, "progress") == 0)
+			slot = &progress;
 		else if (strcmp(item->string, "fds") == 0)
 			slot = &fds;
 		if (!slot)
@@ -349,7 +351,7 @@ int gw_message_parse(const char *payload, size_t len, struct gw_message *ret_msg
 			goto fail;
 		msg.nfds = (unsigned)n;
 	}
-	if (!!method + !!result + !!error != 1)
+	if (!!method + !!result + !!error + !!progress != 1)
 		goto fail;
 
 	if (method) {
@@ -372,6 +374,11 @@ int gw_message_parse(const char *payload, size_t len, struct gw_message *ret_msg
 			goto fail;
 		msg.kind = GW_MESSAGE_REPLY;
 		msg.body = result;
+	} else if (progress) {
+		if (params || !cJSON_IsObject(progress))
+			goto fail;
+		msg.kind = GW_MESSAGE_PROGRESS;
+		msg.body = progress;
 	} else {
 		if (params || !cJSON_IsObject(error))
 			goto fail;
@@ -469,6 +476,11 @@ char *gw_request_encode(uint64_t id, const char *method, const cJSON *params, un
 char *gw_reply_encode(uint64_t id, const cJSON *result, unsigned nfds)
 {
 	return wrap(id, "\"result\":", result, nfds);
+}
+
+char *gw_progress_encode(uint64_t id, const cJSON *progress)
+{
+	return wrap(id, "\"progress\":", progress, 0);
 }
 
 /* Copy of s, cut below GW_STRING_MAX on a character boundary, invalid UTF-8 replaced by '?'. */

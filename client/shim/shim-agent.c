@@ -248,6 +248,8 @@ static int handle(struct conn *cn, const struct gw_message *msg)
 			r = -ECONNREFUSED;
 		}
 		break;
+	case GW_MESSAGE_PROGRESS:
+		break; /* never asked for */
 	}
 	close_fds(fds, n);
 	return r;

@@ -3,6 +3,7 @@
  * in-process shim (LD_PRELOAD), warmctl. */
 #include <errno.h>
 #include <signal.h>
+#include <pty.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -411,6 +412,87 @@ GW_TEST(status_text_fits_80_columns_and_lists_the_process)
 	GW_ASSERT_STR_CONTAINS(out, "GPU-fa4ec0da-0000-4000-8000-000000000001");
 
 	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", pid)));
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+/* Run warmctl ARGS with its stderr (and stdout) on a pseudo-terminal; everything it wrote goes
+ * into out. Returns its exit code. */
+static int warmctl_on_pty(const struct gwt_daemon *d, char *out, size_t len, const char *const *args)
+{
+	const char *argv[16];
+	size_t n = 0, used = 0;
+	int master, status;
+	pid_t pid;
+
+	argv[n++] = getenv("GW_WARMCTL");
+	argv[n++] = "--socket";
+	argv[n++] = d->socket;
+	for (; *args && n < 15; args++)
+		argv[n++] = *args;
+	argv[n] = NULL;
+	fflush(NULL);
+	pid = forkpty(&master, NULL, NULL, NULL);
+	GW_ASSERT(pid >= 0);
+	if (pid == 0) {
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	for (;;) {
+		ssize_t r = read(master, out + used, len - 1 - used);
+
+		if (r <= 0) /* EIO once the child closed the terminal */
+			break;
+		used += (size_t)r;
+		if (used >= len - 1)
+			break;
+	}
+	out[used] = '\0';
+	close(master);
+	GW_ASSERT(waitpid(pid, &status, 0) == pid);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static unsigned count_char(const char *s, char c)
+{
+	unsigned n = 0;
+
+	for (; *s; s++)
+		n += *s == c;
+	return n;
+}
+
+/* On a terminal a suspend and a resume show their progress (step, bytes, rate) as they go;
+ * asked with --json, the daemon sends none and nothing but the JSON comes out. */
+GW_TEST(progress_on_a_terminal_and_none_with_json)
+{
+	static char out[65536];
+	char pid[32], path[600], path2[600];
+	struct gwt_daemon d;
+	struct gwt_app app;
+
+	gwt_daemon_start(&d, NULL);
+	start_shimmed(&d, &app, "512", "64");
+	snprintf(pid, sizeof(pid), "%d", (int)app.pid);
+	snprintf(path, sizeof(path), "%s/progress.img", gwt_dir());
+	snprintf(path2, sizeof(path2), "%s/progress2.img", gwt_dir());
+	GW_ASSERT_INT_EQ(warmctl_on_pty(&d, out, sizeof(out),
+					GWT_ARGS("suspend", pid, "--image", path)), 0);
+	fprintf(stderr, "%s\n", out);
+	/* at least two progress lines: each starts with a bare CR, beyond the pty's CRLFs */
+	GW_ASSERT(count_char(out, '\r') >= count_char(out, '\n') + 2);
+	GW_ASSERT_STR_CONTAINS(out, "suspend pid ");
+	GW_ASSERT_STR_CONTAINS(out, " GiB, ");
+	GW_ASSERT_STR_CONTAINS(out, "copy");
+	GW_ASSERT_INT_EQ(warmctl_on_pty(&d, out, sizeof(out),
+					GWT_ARGS("resume", pid, "--image", path)), 0);
+	GW_ASSERT_STR_CONTAINS(out, "fill");
+	/* --json: no progress asked for, none shown */
+	GW_ASSERT_INT_EQ(warmctl_on_pty(&d, out, sizeof(out),
+					GWT_ARGS("--json", "suspend", pid, "--image", path2)), 0);
+	GW_ASSERT(!strstr(out, " GiB, "));
+	GW_ASSERT_INT_EQ(count_char(out, '\r'), count_char(out, '\n')); /* only the pty's CRLFs */
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", pid, "--image", path2)));
 	gwt_app_stop(&app);
 	gwt_daemon_stop(&d);
 }
