@@ -1480,17 +1480,24 @@ static struct gw_fast_op *op_new(struct gw_daemon *d, struct gw_request *req, pi
 	return op;
 }
 
+/* op_new(), or nothing, with the request's image files closed. */
+static struct gw_fast_op *op_start(struct gw_daemon *d, struct gw_request *req, pid_t pid,
+				   enum fast_kind kind, struct gw_fast_params *p)
+{
+	struct gw_fast_op *op = op_new(d, req, pid, kind, p);
+
+	if (!op)
+		gw_imageio_params_close(p);
+	return op;
+}
+
 int gw_fast_suspend(struct gw_daemon *d, struct gw_request *req, pid_t pid,
 		    struct gw_fast_params *p)
 {
-	struct gw_fast_op *op = op_new(d, req, pid, FAST_SUSPEND, p);
+	struct gw_fast_op *op = op_start(d, req, pid, FAST_SUSPEND, p);
 
-	if (!op) {
-		struct gw_fast_params q = *p;
-
-		gw_imageio_params_close(&q);
+	if (!op)
 		return -ENOMEM;
-	}
 	op->timeout_ms = p->timeout_ms;
 	op->sparse = p->sparse;
 	op->chunk_bytes = p->chunk_bytes;
@@ -1502,6 +1509,22 @@ int gw_fast_suspend(struct gw_daemon *d, struct gw_request *req, pid_t pid,
 		pid, (double)op->agent->bytes / 1048576.0, op->agent->ranges,
 		op->image_fd >= 0 ? "an image file" : "memory", op->nseg_fds);
 	run(op, work_lock, suspend_locked);
+	return 0;
+}
+
+/* Every GPU the image's ranges were on is here and ready, or the op's error says which not. */
+static int image_gpus_ready(struct gw_fast_op *op, const struct gw_image *image)
+{
+	for (uint32_t i = 0; i < image->v.nranges; i++) {
+		struct gw_gpu *g = range_gpu(op->d, &image->v.ranges[i]);
+
+		if (!g || g->state != GW_GPU_READY) {
+			set_error(op, GW_ERROR_DRAINING, "the image has VRAM of GPU #%u of the "
+				  "process, which is %s here", image->v.ranges[i].app_device,
+				  g ? gw_gpu_state_name(g->state) : "not on this host");
+			return -ENODEV;
+		}
+	}
 	return 0;
 }
 
@@ -1599,16 +1622,9 @@ static void prefill_image_read(struct gw_fast_op *op)
 		return;
 	}
 	op->image = image;
-	for (uint32_t i = 0; i < image->v.nranges; i++) {
-		struct gw_gpu *g = range_gpu(op->d, &image->v.ranges[i]);
-
-		if (!g || g->state != GW_GPU_READY) {
-			set_error(op, GW_ERROR_DRAINING, "the image has VRAM of GPU #%u of the "
-				  "process, which is %s here", image->v.ranges[i].app_device,
-				  g ? gw_gpu_state_name(g->state) : "not on this host");
-			finish(op);
-			return;
-		}
+	if (image_gpus_ready(op, image) < 0) {
+		finish(op);
+		return;
 	}
 	memcpy(op->prefill->id, image->v.id, sizeof(op->prefill->id));
 	op->prefill->have_id = 1;
@@ -1857,16 +1873,9 @@ static int resume_image_take(struct gw_fast_op *op)
 		image_free(op->d, image);
 		return -EEXIST;
 	}
-	for (uint32_t i = 0; i < image->v.nranges; i++) {
-		struct gw_gpu *g = range_gpu(op->d, &image->v.ranges[i]);
-
-		if (!g || g->state != GW_GPU_READY) {
-			set_error(op, GW_ERROR_DRAINING, "the image has VRAM of GPU #%u of the "
-				  "process, which is %s here", image->v.ranges[i].app_device,
-				  g ? gw_gpu_state_name(g->state) : "not on this host");
-			image_free(op->d, image);
-			return -ENODEV;
-		}
+	if (image_gpus_ready(op, image) < 0) {
+		image_free(op->d, image);
+		return -ENODEV;
 	}
 	op->image = image;
 	return 0;
@@ -1888,14 +1897,10 @@ static void resume_image_read(struct gw_fast_op *op)
 int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid,
 		   struct gw_fast_params *p)
 {
-	struct gw_fast_op *op = op_new(d, req, pid, FAST_RESUME, p);
+	struct gw_fast_op *op = op_start(d, req, pid, FAST_RESUME, p);
 
-	if (!op) {
-		struct gw_fast_params q = *p;
-
-		gw_imageio_params_close(&q);
+	if (!op)
 		return -ENOMEM;
-	}
 	op->released = 1;
 	op->need_restore = 1;
 	op->timeout_ms = 10000;
