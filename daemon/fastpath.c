@@ -763,10 +763,26 @@ static void call_agent(struct gw_fast_op *op, const char *method, cJSON *params,
 
 /* ---- the ending ---- */
 
+/* "steps": [{"step", "duration_ms"}] of the operation, into result. */
+static void add_steps(cJSON *result, const struct gw_fast_op *op)
+{
+	cJSON *steps = cJSON_AddArrayToObject(result, "steps");
+
+	for (unsigned i = 0; steps && i < op->nsteps; i++) {
+		cJSON *st = cJSON_CreateObject();
+
+		if (!st)
+			break;
+		cJSON_AddStringToObject(st, "step", op->steps[i].name);
+		cJSON_AddNumberToObject(st, "duration_ms", op->steps[i].ms);
+		cJSON_AddItemToArray(steps, st);
+	}
+}
+
 static cJSON *op_result(struct gw_fast_op *op, const char *state)
 {
 	const struct gw_vimg *v = op->image ? &op->image->v : NULL;
-	cJSON *result = cJSON_CreateObject(), *steps;
+	cJSON *result = cJSON_CreateObject();
 	double copy_ms = 0;
 
 	if (!result)
@@ -790,18 +806,10 @@ static cJSON *op_result(struct gw_fast_op *op, const char *state)
 			cJSON_AddStringToObject(result, "file_writes",
 						op->image->written_mapped ? "mapped" : "pwrite");
 	}
-	steps = cJSON_AddArrayToObject(result, "steps");
-	for (unsigned i = 0; steps && i < op->nsteps; i++) {
-		cJSON *s = cJSON_CreateObject();
-
-		if (!s)
-			break;
-		cJSON_AddStringToObject(s, "step", op->steps[i].name);
-		cJSON_AddNumberToObject(s, "duration_ms", op->steps[i].ms);
-		cJSON_AddItemToArray(steps, s);
+	add_steps(result, op);
+	for (unsigned i = 0; i < op->nsteps; i++)
 		if (strcmp(op->steps[i].name, "copy") == 0 || strcmp(op->steps[i].name, "fill") == 0)
 			copy_ms = op->steps[i].ms;
-	}
 	if (op->prefill_ms > 0) {
 		cJSON_AddBoolToObject(result, "prefilled", 1);
 		cJSON_AddNumberToObject(result, "prefill_ms", op->prefill_ms);
@@ -1697,7 +1705,7 @@ int gw_fast_prefill(struct gw_daemon *d, struct gw_request *req, struct gw_fast_
 
 static cJSON *prefill_result(const struct gw_fast_op *op, const struct gw_prefill *pf)
 {
-	cJSON *result = cJSON_CreateObject(), *steps;
+	cJSON *result = cJSON_CreateObject();
 
 	if (!result)
 		return NULL;
@@ -1707,16 +1715,7 @@ static cJSON *prefill_result(const struct gw_fast_op *op, const struct gw_prefil
 	cJSON_AddNumberToObject(result, "vram_bytes", (double)pf->vram_bytes);
 	cJSON_AddNumberToObject(result, "data_bytes", (double)pf->data_bytes);
 	cJSON_AddNumberToObject(result, "expires_s", GW_PREFILL_TTL_S);
-	steps = cJSON_AddArrayToObject(result, "steps");
-	for (unsigned i = 0; steps && i < op->nsteps; i++) {
-		cJSON *st = cJSON_CreateObject();
-
-		if (!st)
-			break;
-		cJSON_AddStringToObject(st, "step", op->steps[i].name);
-		cJSON_AddNumberToObject(st, "duration_ms", op->steps[i].ms);
-		cJSON_AddItemToArray(steps, st);
-	}
+	add_steps(result, op);
 	return result;
 }
 

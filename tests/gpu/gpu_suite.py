@@ -20,22 +20,7 @@ import tempfile
 import time
 
 
-def daemon_wrap():
-    """$GW_DAEMON_WRAP: a command the daemon runs under (e.g. setpriv with the unit's bounding set)."""
-    import shlex
-    return shlex.split(os.environ.get("GW_DAEMON_WRAP", ""))
-
-
-def print_caps(pid):
-    """The daemon's capability sets, to show what it ran with."""
-    time.sleep(0.3)  # a wrapper (setpriv) has exec'd the daemon by now
-    try:
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith(("CapBnd", "CapEff", "Name")):
-                print("daemon", line.strip())
-    except OSError as e:
-        print(f"daemon capabilities unknown: {e}")
-
+from criu_suite import daemon_wrap, print_caps  # the same daemon wrapper for both suites
 
 class Failure(Exception):
     pass
