@@ -13,6 +13,7 @@
 
 #include "clock.h"
 #include "fastpath.h"
+#include "handlers.h"
 #include "log.h"
 
 struct gw_waiter {
@@ -33,37 +34,6 @@ struct gw_gpu_job {
 	struct gw_gpu_handles handles;
 	int result;
 };
-
-const char *gw_op_kind_name(enum gw_op_kind kind)
-{
-	static const char *const names[GW_OP_KIND_COUNT] = {
-		[GW_OP_LOCK] = "lock",       [GW_OP_CHECKPOINT] = "checkpoint",
-		[GW_OP_RESTORE] = "restore", [GW_OP_UNLOCK] = "unlock",
-		[GW_OP_SUSPEND] = "suspend", [GW_OP_RESUME] = "resume",
-	};
-	return kind < GW_OP_KIND_COUNT ? names[kind] : "unknown";
-}
-
-void gw_op_stats_record(struct gw_op_stats *stats, int ok, double ms, uint64_t bytes)
-{
-	static const double bounds[] = GW_OP_BUCKET_BOUNDS;
-	unsigned b = 0;
-
-	while (b < GW_OP_BUCKETS - 1 && ms / 1e3 > bounds[b])
-		b++;
-	stats->buckets[b]++;
-	stats->total_ms += ms;
-	stats->bytes += bytes;
-	if (ok)
-		stats->ok++;
-	else
-		stats->failed++;
-}
-
-uint64_t gw_daemon_all_gpus(const struct gw_daemon *d)
-{
-	return d->ngpus >= 64 ? UINT64_MAX : ((uint64_t)1 << d->ngpus) - 1;
-}
 
 /* ---- the image pool: pinned once, with the first primed GPU's context ---- */
 
@@ -105,7 +75,7 @@ static void pool_done(void *data)
 			gw_hostpool_total_bytes(&d->hostpool) >> 20, d->hostpool.pin_ms);
 	}
 	free(job);
-	gw_daemon_gpus_changed(d);
+	gw_gpu_table_changed(&d->gpu_table);
 }
 
 /* Once no GPU is priming any more, pin the image pool through the first ready one. */
@@ -141,7 +111,7 @@ static void maybe_start_pool(struct gw_daemon *d)
 	}
 }
 
-/* ---- priming and releasing ---- */
+/* ---- the GPU table's hooks: its blocking work on workers ---- */
 
 static void prime_work(void *data)
 {
@@ -157,49 +127,30 @@ static void release_work(void *data)
 	gw_gpu_release(job->device, job->d->cuda, &job->handles);
 }
 
-static void start_release(struct gw_daemon *d, struct gw_gpu *gpu);
-
 static void prime_done(void *data)
 {
 	struct gw_gpu_job *job = data;
-	struct gw_daemon *d = job->d;
-	struct gw_gpu *gpu = &d->gpus[job->index];
+	struct gw_gpu_table *t = &job->d->gpu_table;
+	unsigned index = job->index;
+	struct gw_gpu_handles handles = job->handles;
+	int result = job->result;
 
-	gpu->handles = job->handles;
-	if (job->result < 0) {
-		gpu->state = GW_GPU_FAILED;
-		snprintf(gpu->error, sizeof(gpu->error), "%s", job->handles.error);
-		gw_gpu_log(gpu, LOG_ERR, "priming failed: %s", gpu->error);
-	} else {
-		gpu->error[0] = '\0';
-		gpu->memory_free = job->handles.memory_free;
-		gpu->state = GW_GPU_READY;
-		gw_gpu_log(gpu, LOG_INFO, "primed: context retained, %zu MiB pinned in %.0f ms",
-			   gw_staging_pool_bytes(&gpu->handles.staging) >> 20,
-			   gpu->handles.staging.pin_ms);
-		if (!gpu->handles.scan)
-			gw_gpu_log(gpu, LOG_WARNING, "chunk scan unavailable (%s): VRAM images "
-				   "will be dense and their checksums unverified",
-				   gpu->handles.scan_error);
-	}
 	free(job);
-	gw_daemon_gpus_changed(d);
+	gw_gpu_table_primed(t, index, &handles, result);
 }
 
 static void release_done(void *data)
 {
 	struct gw_gpu_job *job = data;
-	struct gw_daemon *d = job->d;
-	struct gw_gpu *gpu = &d->gpus[job->index];
+	struct gw_gpu_table *t = &job->d->gpu_table;
+	unsigned index = job->index;
 
-	gpu->state = GW_GPU_DRAINED;
-	gw_gpu_log(gpu, LOG_NOTICE, "drained: context and pinned memory released");
 	free(job);
-	gw_daemon_gpus_changed(d);
+	gw_gpu_table_released(t, index);
 }
 
-static int submit_gpu_job(struct gw_daemon *d, struct gw_gpu *gpu, gw_work_fn work,
-			  gw_done_fn done)
+static int submit_gpu_job(struct gw_daemon *d, const struct gw_gpu *gpu, gw_work_fn work,
+			  gw_done_fn done, struct gw_gpu_handles *handles)
 {
 	struct gw_gpu_job *job = calloc(1, sizeof(*job));
 	int r;
@@ -210,89 +161,31 @@ static int submit_gpu_job(struct gw_daemon *d, struct gw_gpu *gpu, gw_work_fn wo
 	job->index = gpu->index;
 	job->device = gpu->device;
 	job->staging_bytes = d->opts.staging_mib << 20;
-	if (work == release_work) {
-		job->handles = gpu->handles;
-		memset(&gpu->handles, 0, sizeof(gpu->handles));
-	}
+	if (handles)
+		job->handles = *handles;
 	r = gw_worker_submit(d->workers, work, done, job);
-	if (r < 0) {
-		if (work == release_work)
-			gpu->handles = job->handles;
+	if (r < 0)
 		free(job);
-	}
 	return r;
 }
 
-static void start_prime(struct gw_daemon *d, struct gw_gpu *gpu)
+static int hook_prime(void *data, const struct gw_gpu *gpu)
 {
-	int r;
-
-	gpu->state = GW_GPU_PRIMING;
-	r = submit_gpu_job(d, gpu, prime_work, prime_done);
-	if (r < 0) {
-		gpu->state = GW_GPU_FAILED;
-		snprintf(gpu->error, sizeof(gpu->error), "cannot queue priming: %s", strerror(-r));
-	}
+	return submit_gpu_job(data, gpu, prime_work, prime_done, NULL);
 }
 
-static void start_release(struct gw_daemon *d, struct gw_gpu *gpu)
+static int hook_release(void *data, const struct gw_gpu *gpu, struct gw_gpu_handles *handles)
 {
-	gpu->state = GW_GPU_RELEASING;
-	if (submit_gpu_job(d, gpu, release_work, release_done) < 0) {
-		/* Could not queue: release right here rather than leave the GPU half-drained. */
-		gw_gpu_release(gpu->device, d->cuda, &gpu->handles);
-		gpu->state = GW_GPU_DRAINED;
-	}
+	return submit_gpu_job(data, gpu, release_work, release_done, handles);
 }
 
-void gw_daemon_drain(struct gw_daemon *d, uint64_t mask)
-{
-	for (unsigned i = 0; i < d->ngpus; i++) {
-		struct gw_gpu *gpu = &d->gpus[i];
+static void hook_changed(void *data);
 
-		if (!(mask & ((uint64_t)1 << i)))
-			continue;
-		gpu->prime_after_release = 0;
-		if (gpu->state == GW_GPU_PRIMING) {
-			gpu->drain_after_prime = 1;
-		} else if (gpu->state == GW_GPU_READY || gpu->state == GW_GPU_FAILED) {
-			gw_gpu_log(gpu, LOG_NOTICE, "draining (%u operations in flight)",
-				   gpu->in_flight);
-			gpu->state = GW_GPU_DRAINING;
-		}
-	}
-	gw_daemon_gpus_changed(d);
-}
-
-void gw_daemon_undrain(struct gw_daemon *d, uint64_t mask)
-{
-	for (unsigned i = 0; i < d->ngpus; i++) {
-		struct gw_gpu *gpu = &d->gpus[i];
-
-		if (!(mask & ((uint64_t)1 << i)))
-			continue;
-		switch (gpu->state) {
-		case GW_GPU_DRAINING:
-			gpu->state = GW_GPU_READY; /* never released: nothing to re-prime */
-			gw_gpu_log(gpu, LOG_NOTICE, "undrained");
-			break;
-		case GW_GPU_RELEASING:
-			gpu->prime_after_release = 1;
-			break;
-		case GW_GPU_PRIMING:
-			gpu->drain_after_prime = 0;
-			break;
-		case GW_GPU_DRAINED:
-		case GW_GPU_FAILED:
-			gw_gpu_log(gpu, LOG_NOTICE, "undraining: priming again");
-			start_prime(d, gpu);
-			break;
-		case GW_GPU_READY:
-			break;
-		}
-	}
-	gw_daemon_gpus_changed(d);
-}
+static const struct gw_gpu_table_hooks gpu_hooks = {
+	.prime = hook_prime,
+	.release = hook_release,
+	.changed = hook_changed,
+};
 
 /* ---- waiters ---- */
 
@@ -337,7 +230,7 @@ static void on_waiter_timeout(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	waiter_remove(d, w);
-	gw_request_fail(req, GW_ERROR_TIMEOUT, gw_handlers_gpu_states(d, gw_daemon_all_gpus(d)),
+	gw_request_fail(req, GW_ERROR_TIMEOUT, gw_handlers_gpu_states(&d->gpu_table, gw_gpu_table_all(&d->gpu_table)),
 			"timed out before every GPU asked for was %s; those still draining go on "
 			"and finish when their operations end",
 			want);
@@ -357,15 +250,15 @@ static void wake_waiters(struct gw_daemon *d)
 			continue;
 		waiter_remove(d, w);
 		if (failed)
-			gw_request_fail(req, GW_ERROR_CUDA, gw_handlers_gpu_states(d, mask),
+			gw_request_fail(req, GW_ERROR_CUDA, gw_handlers_gpu_states(&d->gpu_table, mask),
 					"priming failed on at least one GPU; see its error in status");
 		else
-			gw_request_reply(req, gw_handlers_gpu_states(d, mask));
+			gw_request_reply(req, gw_handlers_gpu_states(&d->gpu_table, mask));
 	}
 }
 
-int gw_daemon_wait(struct gw_daemon *d, struct gw_request *req, uint64_t mask,
-		   enum gw_wait_kind kind, unsigned timeout_ms)
+static int wait_gpus(struct gw_daemon *d, struct gw_request *req, uint64_t mask,
+		     enum gw_wait_kind kind, unsigned timeout_ms)
 {
 	struct gw_waiter *w = calloc(1, sizeof(*w));
 	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
@@ -390,26 +283,7 @@ int gw_daemon_wait(struct gw_daemon *d, struct gw_request *req, uint64_t mask,
 
 /* ---- state changes ---- */
 
-static void advance_gpus(struct gw_daemon *d)
-{
-	for (unsigned i = 0; i < d->ngpus; i++) {
-		struct gw_gpu *gpu = &d->gpus[i];
-
-		if (gpu->drain_after_prime &&
-		    (gpu->state == GW_GPU_READY || gpu->state == GW_GPU_FAILED)) {
-			gpu->drain_after_prime = 0;
-			gpu->state = GW_GPU_DRAINING;
-		}
-		if (gpu->state == GW_GPU_DRAINING && gpu->in_flight == 0)
-			start_release(d, gpu);
-		if (gpu->state == GW_GPU_DRAINED && gpu->prime_after_release) {
-			gpu->prime_after_release = 0;
-			start_prime(d, gpu);
-		}
-	}
-}
-
-void gw_daemon_update_status(struct gw_daemon *d)
+static void update_status(struct gw_daemon *d)
 {
 	unsigned ready = 0, draining = 0, drained = 0, failed = 0, priming = 0;
 	size_t pinned = 0;
@@ -457,12 +331,14 @@ void gw_daemon_update_status(struct gw_daemon *d)
 	}
 }
 
-void gw_daemon_gpus_changed(struct gw_daemon *d)
+/* The table advanced its own transitions: the image pool, parked requests, STATUS=. */
+static void hook_changed(void *data)
 {
-	advance_gpus(d);
+	struct gw_daemon *d = data;
+
 	maybe_start_pool(d);
 	wake_waiters(d);
-	gw_daemon_update_status(d);
+	update_status(d);
 }
 
 /* ---- life cycle ---- */
@@ -490,13 +366,12 @@ static void load_driver(struct gw_daemon *d)
 		return;
 	}
 	d->driver_ready = 1;
-	n = gw_gpu_discover(d->cuda, d->gpus, GW_GPU_MAX, err, sizeof(err));
+	n = gw_gpu_table_discover(&d->gpu_table, d->cuda, err, sizeof(err));
 	if (n < 0) {
 		snprintf(d->driver_error, sizeof(d->driver_error), "%s", err);
 		gw_warn("GPU discovery failed: %s; serving with 0 GPUs", err);
 		return;
 	}
-	d->ngpus = (unsigned)n;
 	gw_info("CUDA driver %s: version %d.%d, %u GPUs, checkpoint API %s, VMM API %s",
 		d->cuda->path, d->cuda->driver_version / 1000, d->cuda->driver_version % 1000 / 10,
 		d->ngpus, gw_cuda_has_checkpoint(d->cuda) ? "yes" : "no",
@@ -603,6 +478,8 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_options *opts)
 
 	memset(d, 0, sizeof(*d));
 	d->opts = *opts;
+	gw_gpu_table_init(&d->gpu_table, &gpu_hooks, d);
+	d->wait_gpus = wait_gpus;
 	d->start_ms = gw_now_ms();
 	gw_lease_table_init(&d->leases);
 	gw_quota_init(&d->quota, opts->max_ops_per_uid);
@@ -642,9 +519,7 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_options *opts)
 		  activated ? "the socket systemd passed" : opts->socket_path,
 		  activated ? "" : " (own bind)");
 
-	for (unsigned i = 0; i < d->ngpus; i++)
-		start_prime(d, &d->gpus[i]);
-	gw_daemon_gpus_changed(d);
+	gw_gpu_table_prime_all(&d->gpu_table);
 	return 0;
 }
 
@@ -674,20 +549,10 @@ void gw_daemon_finish(struct gw_daemon *d)
 	gw_fast_finish(d);
 	gw_lease_table_finish(&d->leases);
 	gw_quota_finish(&d->quota);
-	for (unsigned i = 0; i < d->ngpus; i++)
-		if (d->gpus[i].handles.context) {
-			d->cuda->cuCtxSetCurrent(d->gpus[i].handles.context);
-			break;
-		}
+	if (gw_gpu_table_any_context(&d->gpu_table))
+		d->cuda->cuCtxSetCurrent(gw_gpu_table_any_context(&d->gpu_table));
 	gw_hostpool_finish(&d->hostpool);
-	for (unsigned i = 0; i < d->ngpus; i++) {
-		struct gw_gpu *gpu = &d->gpus[i];
-
-		if (gpu->handles.context) {
-			gw_gpu_release(gpu->device, d->cuda, &gpu->handles);
-			gw_gpu_log(gpu, LOG_INFO, "released");
-		}
-	}
+	gw_gpu_table_finish(&d->gpu_table);
 	gw_cuda_unload(d->cuda);
 	d->cuda = NULL;
 	if (d->watchdog_ev)

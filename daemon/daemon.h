@@ -14,6 +14,7 @@
 #include "gw-cuda.h"
 #include "hostpool.h"
 #include "lease.h"
+#include "opstats.h"
 #include "pin.h"
 #include "quota.h"
 #include "server.h"
@@ -38,29 +39,7 @@ struct gw_options {
 	int verbose;
 };
 
-enum gw_op_kind {
-	GW_OP_LOCK,
-	GW_OP_CHECKPOINT,
-	GW_OP_RESTORE,
-	GW_OP_UNLOCK,
-	GW_OP_SUSPEND,
-	GW_OP_RESUME,
-	GW_OP_KIND_COUNT,
-};
-
-/* Upper bounds (seconds) of the duration histogram's buckets; the last one is +Inf. */
-#define GW_OP_BUCKET_BOUNDS { 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60 }
-#define GW_OP_BUCKETS 12
-
-struct gw_op_stats {
-	uint64_t ok, failed;
-	double total_ms;
-	uint64_t buckets[GW_OP_BUCKETS]; /* non-cumulative counts per bucket */
-	uint64_t bytes;                  /* VRAM moved by the fast path */
-};
-
-/* Count one finished operation. */
-void gw_op_stats_record(struct gw_op_stats *stats, int ok, double ms, uint64_t bytes);
+enum gw_wait_kind { GW_WAIT_DRAINED, GW_WAIT_READY };
 
 struct gw_waiter;
 struct gw_pid_job;
@@ -78,8 +57,15 @@ struct gw_daemon {
 	int driver_ready;          /* cuInit succeeded */
 	char driver_error[256];
 
-	struct gw_gpu gpus[GW_GPU_MAX];
-	unsigned ngpus;
+	/* The GPU table (gpu.h), written by gpu.c only. gpus/ngpus are read-only views of it for
+	 * the modules that still index it directly. */
+	union {
+		struct gw_gpu_table gpu_table;
+		struct {
+			struct gw_gpu gpus[GW_GPU_MAX];
+			unsigned ngpus;
+		};
+	};
 
 	struct gw_worker_pool *workers;
 	struct gw_server *server;
@@ -104,36 +90,31 @@ struct gw_daemon {
 		double restore_fixed_ms; /* freeze, driver restore, map */
 	} speeds;
 
+	/* Set by daemon.c, which keeps the parked requests: park req until every GPU in mask is
+	 * drained (drain) or ready (undrain), or timeout_ms; -ENOMEM. */
+	int (*wait_gpus)(struct gw_daemon *d, struct gw_request *req, uint64_t mask,
+			 enum gw_wait_kind kind, unsigned timeout_ms);
+
 	int ready_sent;
 	int stopping;
 	struct event *sigterm_ev, *sigint_ev, *sigchld_ev, *watchdog_ev;
 	char last_status[256];
 };
 
-const char *gw_op_kind_name(enum gw_op_kind kind);
-
 int gw_daemon_init(struct gw_daemon *d, const struct gw_options *opts);
 int gw_daemon_run(struct gw_daemon *d);
 void gw_daemon_finish(struct gw_daemon *d);
 
-/* GPU state machine (daemon.c). mask: bit i = GPU i. */
-uint64_t gw_daemon_all_gpus(const struct gw_daemon *d);
-void gw_daemon_drain(struct gw_daemon *d, uint64_t mask);
-void gw_daemon_undrain(struct gw_daemon *d, uint64_t mask);
-/* Something changed (in-flight count, a job finished): advance drains, wake waiters, STATUS=. */
-void gw_daemon_gpus_changed(struct gw_daemon *d);
-/* Park req until every GPU in mask is drained (drain) or ready (undrain), or timeout_ms. */
-enum gw_wait_kind { GW_WAIT_DRAINED, GW_WAIT_READY };
-int gw_daemon_wait(struct gw_daemon *d, struct gw_request *req, uint64_t mask,
-		   enum gw_wait_kind kind, unsigned timeout_ms);
-void gw_daemon_update_status(struct gw_daemon *d);
-
-/* Requests (handlers.c) */
-void gw_handlers_dispatch(void *data, struct gw_request *req);
-void gw_handlers_conn_closed(void *data, struct gw_conn *conn);
-int gw_handlers_conn_pinned(void *data, struct gw_conn *conn);
-/* Result object for gw_waiter replies: {"gpus": [{index, uuid, state}]} for mask. */
-cJSON *gw_handlers_gpu_states(struct gw_daemon *d, uint64_t mask);
+/* Former daemon.c entry points, now the GPU table's (gpu.h); kept for fastpath.c and ops.c
+ * until they call gw_gpu_table_changed() themselves. */
+static inline void gw_daemon_gpus_changed(struct gw_daemon *d)
+{
+	gw_gpu_table_changed(&d->gpu_table);
+}
+static inline void gw_daemon_update_status(struct gw_daemon *d)
+{
+	gw_gpu_table_changed(&d->gpu_table);
+}
 
 /* Process operations (ops.c) */
 struct gw_pid_op_params {

@@ -871,9 +871,7 @@ static void finish(struct gw_fast_op *op)
 			*p = op->next;
 			break;
 		}
-	for (unsigned i = 0; i < d->ngpus; i++)
-		if (op->gpu_mask & ((uint64_t)1 << i))
-			d->gpus[i].in_flight--;
+	gw_gpu_op_end(&d->gpu_table, op->gpu_mask);
 	op->agent->busy = 0;
 	gw_quota_give(&d->quota, op->owner);
 	gw_pin_close(&op->pin);
@@ -1482,9 +1480,7 @@ static struct gw_fast_op *op_new(struct gw_daemon *d, struct gw_request *req, pi
 	progress_start(op);
 	op->next = d->fast_ops;
 	d->fast_ops = op;
-	for (unsigned i = 0; i < d->ngpus; i++)
-		if (gpu_mask & ((uint64_t)1 << i))
-			d->gpus[i].in_flight++;
+	gw_gpu_op_begin(&d->gpu_table, gpu_mask);
 	return op;
 }
 
@@ -1637,9 +1633,7 @@ static void prefill_image_read(struct gw_fast_op *op)
 	memcpy(op->prefill->id, image->v.id, sizeof(op->prefill->id));
 	op->prefill->have_id = 1;
 	op->gpu_mask = op_gpus(op);
-	for (unsigned i = 0; i < op->d->ngpus; i++)
-		if (op->gpu_mask & ((uint64_t)1 << i))
-			op->d->gpus[i].in_flight++;
+	gw_gpu_op_begin(&op->d->gpu_table, op->gpu_mask);
 	step_done(op, "read image");
 	resume_fill(op);
 }
@@ -1731,9 +1725,7 @@ static void prefill_done(struct gw_fast_op *op)
 			*p = op->next;
 			break;
 		}
-	for (unsigned i = 0; i < d->ngpus; i++)
-		if (op->gpu_mask & ((uint64_t)1 << i))
-			d->gpus[i].in_flight--;
+	gw_gpu_op_end(&d->gpu_table, op->gpu_mask);
 	pf->filling = NULL;
 	pf->waiter = NULL;
 	if (!op->failed && op->job_error) {

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "gpu.h"
+#include "log.h"
 #include "scan-ptx.h"
 
 #include <ctype.h>
@@ -25,6 +26,16 @@ const char *gw_gpu_state_name(enum gw_gpu_state state)
 		return "failed";
 	}
 	return "unknown";
+}
+
+int gw_gpu_state_accepts_work(enum gw_gpu_state state)
+{
+	return state == GW_GPU_READY;
+}
+
+int gw_gpu_accepts_work(const struct gw_gpu *gpu)
+{
+	return gw_gpu_state_accepts_work(gpu->state);
 }
 
 static int describe_failure(const struct gw_cuda *cuda, const char *what, CUresult r, char *err,
@@ -255,4 +266,238 @@ struct gw_gpu *gw_gpu_find_uuid(struct gw_gpu *gpus, unsigned count, const CUuui
 		if (memcmp(gpus[i].uuid.bytes, uuid->bytes, sizeof(uuid->bytes)) == 0)
 			return &gpus[i];
 	return NULL;
+}
+
+/* ---- the table: states, transitions, counts ---- */
+
+static int in_mask(uint64_t mask, unsigned i)
+{
+	return i < 64 && (mask & ((uint64_t)1 << i));
+}
+
+void gw_gpu_table_init(struct gw_gpu_table *t, const struct gw_gpu_table_hooks *hooks,
+		       void *data)
+{
+	memset(t, 0, sizeof(*t));
+	t->hooks = hooks;
+	t->data = data;
+}
+
+int gw_gpu_table_discover(struct gw_gpu_table *t, const struct gw_cuda *cuda, char *err,
+			  size_t errlen)
+{
+	int n = gw_gpu_discover(cuda, t->gpus, GW_GPU_MAX, err, errlen);
+
+	if (n < 0)
+		return n;
+	t->cuda = cuda;
+	t->count = (unsigned)n;
+	return n;
+}
+
+void gw_gpu_table_finish(struct gw_gpu_table *t)
+{
+	for (unsigned i = 0; i < t->count; i++) {
+		struct gw_gpu *gpu = &t->gpus[i];
+
+		if (gpu->handles.context) {
+			gw_gpu_release(gpu->device, t->cuda, &gpu->handles);
+			gw_gpu_log(gpu, LOG_INFO, "released");
+		}
+	}
+}
+
+uint64_t gw_gpu_table_all(const struct gw_gpu_table *t)
+{
+	return t->count >= 64 ? UINT64_MAX : ((uint64_t)1 << t->count) - 1;
+}
+
+uint64_t gw_gpu_table_accepting(const struct gw_gpu_table *t)
+{
+	uint64_t mask = 0;
+
+	for (unsigned i = 0; i < t->count; i++)
+		if (gw_gpu_accepts_work(&t->gpus[i]))
+			mask |= (uint64_t)1 << i;
+	return mask;
+}
+
+CUcontext gw_gpu_table_any_context(const struct gw_gpu_table *t)
+{
+	for (unsigned i = 0; i < t->count; i++)
+		if (t->gpus[i].handles.context)
+			return t->gpus[i].handles.context;
+	return NULL;
+}
+
+static void start_prime(struct gw_gpu_table *t, struct gw_gpu *gpu)
+{
+	int r;
+
+	gpu->state = GW_GPU_PRIMING;
+	r = t->hooks && t->hooks->prime ? t->hooks->prime(t->data, gpu) : -ENOSYS;
+	if (r < 0) {
+		gpu->state = GW_GPU_FAILED;
+		snprintf(gpu->error, sizeof(gpu->error), "cannot queue priming: %s", strerror(-r));
+	}
+}
+
+static void start_release(struct gw_gpu_table *t, struct gw_gpu *gpu)
+{
+	struct gw_gpu_handles handles = gpu->handles;
+
+	gpu->state = GW_GPU_RELEASING;
+	memset(&gpu->handles, 0, sizeof(gpu->handles));
+	if (t->hooks && t->hooks->release && t->hooks->release(t->data, gpu, &handles) == 0)
+		return;
+	/* Could not queue: release right here rather than leave the GPU half-drained. */
+	gpu->handles = handles;
+	if (t->cuda)
+		gw_gpu_release(gpu->device, t->cuda, &gpu->handles);
+	gpu->state = GW_GPU_DRAINED;
+}
+
+static void advance(struct gw_gpu_table *t)
+{
+	for (unsigned i = 0; i < t->count; i++) {
+		struct gw_gpu *gpu = &t->gpus[i];
+
+		if (gpu->drain_after_prime &&
+		    (gpu->state == GW_GPU_READY || gpu->state == GW_GPU_FAILED)) {
+			gpu->drain_after_prime = 0;
+			gpu->state = GW_GPU_DRAINING;
+		}
+		if (gpu->state == GW_GPU_DRAINING && gpu->in_flight == 0)
+			start_release(t, gpu);
+		if (gpu->state == GW_GPU_DRAINED && gpu->prime_after_release) {
+			gpu->prime_after_release = 0;
+			start_prime(t, gpu);
+		}
+	}
+}
+
+void gw_gpu_table_changed(struct gw_gpu_table *t)
+{
+	advance(t);
+	if (t->hooks && t->hooks->changed)
+		t->hooks->changed(t->data);
+}
+
+void gw_gpu_table_prime_all(struct gw_gpu_table *t)
+{
+	for (unsigned i = 0; i < t->count; i++)
+		start_prime(t, &t->gpus[i]);
+	gw_gpu_table_changed(t);
+}
+
+void gw_gpu_table_drain(struct gw_gpu_table *t, uint64_t mask)
+{
+	for (unsigned i = 0; i < t->count; i++) {
+		struct gw_gpu *gpu = &t->gpus[i];
+
+		if (!in_mask(mask, i))
+			continue;
+		gpu->prime_after_release = 0;
+		if (gpu->state == GW_GPU_PRIMING) {
+			gpu->drain_after_prime = 1;
+		} else if (gpu->state == GW_GPU_READY || gpu->state == GW_GPU_FAILED) {
+			gw_gpu_log(gpu, LOG_NOTICE, "draining (%u operations in flight)",
+				   gpu->in_flight);
+			gpu->state = GW_GPU_DRAINING;
+		}
+	}
+	gw_gpu_table_changed(t);
+}
+
+void gw_gpu_table_undrain(struct gw_gpu_table *t, uint64_t mask)
+{
+	for (unsigned i = 0; i < t->count; i++) {
+		struct gw_gpu *gpu = &t->gpus[i];
+
+		if (!in_mask(mask, i))
+			continue;
+		switch (gpu->state) {
+		case GW_GPU_DRAINING:
+			gpu->state = GW_GPU_READY; /* never released: nothing to re-prime */
+			gw_gpu_log(gpu, LOG_NOTICE, "undrained");
+			break;
+		case GW_GPU_RELEASING:
+			gpu->prime_after_release = 1;
+			break;
+		case GW_GPU_PRIMING:
+			gpu->drain_after_prime = 0;
+			break;
+		case GW_GPU_DRAINED:
+		case GW_GPU_FAILED:
+			gw_gpu_log(gpu, LOG_NOTICE, "undraining: priming again");
+			start_prime(t, gpu);
+			break;
+		case GW_GPU_READY:
+			break;
+		}
+	}
+	gw_gpu_table_changed(t);
+}
+
+void gw_gpu_table_primed(struct gw_gpu_table *t, unsigned index,
+			 const struct gw_gpu_handles *handles, int result)
+{
+	struct gw_gpu *gpu;
+
+	if (index >= t->count)
+		return;
+	gpu = &t->gpus[index];
+	gpu->handles = *handles;
+	if (result < 0) {
+		gpu->state = GW_GPU_FAILED;
+		snprintf(gpu->error, sizeof(gpu->error), "%s", handles->error);
+		gw_gpu_log(gpu, LOG_ERR, "priming failed: %s", gpu->error);
+	} else {
+		gpu->error[0] = '\0';
+		gpu->memory_free = handles->memory_free;
+		gpu->state = GW_GPU_READY;
+		gw_gpu_log(gpu, LOG_INFO, "primed: context retained, %zu MiB pinned in %.0f ms",
+			   gw_staging_pool_bytes(&gpu->handles.staging) >> 20,
+			   gpu->handles.staging.pin_ms);
+		if (!gpu->handles.scan)
+			gw_gpu_log(gpu, LOG_WARNING, "chunk scan unavailable (%s): VRAM images "
+				   "will be dense and their checksums unverified",
+				   gpu->handles.scan_error);
+	}
+	gw_gpu_table_changed(t);
+}
+
+void gw_gpu_table_released(struct gw_gpu_table *t, unsigned index)
+{
+	if (index >= t->count)
+		return;
+	t->gpus[index].state = GW_GPU_DRAINED;
+	gw_gpu_log(&t->gpus[index], LOG_NOTICE, "drained: context and pinned memory released");
+	gw_gpu_table_changed(t);
+}
+
+void gw_gpu_op_begin(struct gw_gpu_table *t, uint64_t mask)
+{
+	for (unsigned i = 0; i < t->count; i++)
+		if (in_mask(mask, i))
+			t->gpus[i].in_flight++;
+}
+
+void gw_gpu_op_end(struct gw_gpu_table *t, uint64_t mask)
+{
+	for (unsigned i = 0; i < t->count; i++)
+		if (in_mask(mask, i) && t->gpus[i].in_flight > 0)
+			t->gpus[i].in_flight--;
+}
+
+void gw_gpu_lease_add(struct gw_gpu_table *t, unsigned index)
+{
+	if (index < t->count)
+		t->gpus[index].leases++;
+}
+
+void gw_gpu_lease_drop(struct gw_gpu_table *t, unsigned index)
+{
+	if (index < t->count && t->gpus[index].leases > 0)
+		t->gpus[index].leases--;
 }

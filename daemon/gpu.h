@@ -1,9 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The per-GPU table, the centre of the daemon (as in nvidia-persistenced): identity read at
- * discovery, a primed primary context and a pinned staging pool per GPU, and the GPU's drain
- * state. The table and every state field are owned by the event loop thread; the blocking
- * gw_gpu_prime()/gw_gpu_release() run on worker threads and touch only that GPU's driver handles.
+ * discovery, a primed primary context and a pinned staging pool per GPU, and the GPU's state
+ * machine, operation and lease counts. gpu.c is the only writer of state, in_flight and leases;
+ * everyone else reads them, asks for transitions (drain, undrain) and reports operations and
+ * leases through the gw_gpu_table_* / gw_gpu_op_* / gw_gpu_lease_* calls below. The table is
+ * owned by the event loop thread; the blocking gw_gpu_prime()/gw_gpu_release() run on worker
+ * threads (queued through the owner's hooks) and touch only that GPU's driver handles.
+ *
+ *   priming --primed--> ready --drain--> draining --in_flight 0--> releasing --> drained
+ *      |  \--failed--> failed --drain--> draining                                  |
+ *      \---- drain while priming: drains once primed     undrain: priming again <--/
+ * undrain of a draining GPU makes it ready again (it was never released); of a releasing one,
+ * primes it again once released; of a failed one, primes it again.
  */
 #ifndef GW_GPU_H
 #define GW_GPU_H
@@ -57,6 +66,7 @@ struct gw_gpu {
 	size_t memory_total;
 	size_t memory_free; /* as of the last refresh */
 
+	/* Written by gpu.c only. */
 	enum gw_gpu_state state;
 	int drain_after_prime;   /* drain asked while priming */
 	int prime_after_release; /* undrain asked while releasing */
@@ -71,6 +81,64 @@ struct gw_gpu {
 };
 
 const char *gw_gpu_state_name(enum gw_gpu_state state);
+/* Only a ready GPU takes new leases and operations. */
+int gw_gpu_state_accepts_work(enum gw_gpu_state state);
+int gw_gpu_accepts_work(const struct gw_gpu *gpu);
+
+/* What the table asks of its owner (daemon.c): the blocking halves of its transitions, queued
+ * on a worker, and a word when the GPUs changed. */
+struct gw_gpu_table_hooks {
+	/* Queue gw_gpu_prime() for gpu; when it ends, call gw_gpu_table_primed(). */
+	int (*prime)(void *data, const struct gw_gpu *gpu);
+	/* Queue gw_gpu_release() of handles (moved out of gpu: the job owns them now); when it
+	 * ends, call gw_gpu_table_released(). On failure handles are left to the table, which
+	 * releases them right away. */
+	int (*release)(void *data, const struct gw_gpu *gpu, struct gw_gpu_handles *handles);
+	/* States or counts changed (after the table advanced its own transitions). */
+	void (*changed)(void *data);
+};
+
+struct gw_gpu_table {
+	struct gw_gpu gpus[GW_GPU_MAX];
+	unsigned count;
+	const struct gw_cuda *cuda; /* NULL: no driver (count 0) */
+	const struct gw_gpu_table_hooks *hooks;
+	void *data;
+};
+
+void gw_gpu_table_init(struct gw_gpu_table *t, const struct gw_gpu_table_hooks *hooks,
+		       void *data);
+/* Fill the table from the driver (cuInit done): the count, or -errno with err set. */
+int gw_gpu_table_discover(struct gw_gpu_table *t, const struct gw_cuda *cuda, char *err,
+			  size_t errlen);
+/* Release every primed GPU's handles (blocking; at exit, after the workers stopped). */
+void gw_gpu_table_finish(struct gw_gpu_table *t);
+/* mask: bit i = GPU i. */
+uint64_t gw_gpu_table_all(const struct gw_gpu_table *t);
+/* The GPUs that take new work now. */
+uint64_t gw_gpu_table_accepting(const struct gw_gpu_table *t);
+/* Any primed GPU's context (the image pool pins through it), or NULL. */
+CUcontext gw_gpu_table_any_context(const struct gw_gpu_table *t);
+
+/* Transitions. Each ends with gw_gpu_table_changed(). */
+void gw_gpu_table_prime_all(struct gw_gpu_table *t);
+void gw_gpu_table_drain(struct gw_gpu_table *t, uint64_t mask);
+void gw_gpu_table_undrain(struct gw_gpu_table *t, uint64_t mask);
+/* A prime job ended: takes handles; result < 0: the GPU failed (handles->error says why). */
+void gw_gpu_table_primed(struct gw_gpu_table *t, unsigned index,
+			 const struct gw_gpu_handles *handles, int result);
+void gw_gpu_table_released(struct gw_gpu_table *t, unsigned index);
+/* Something changed (an operation ended, a lease went): finish drains whose GPUs have nothing in
+ * flight, prime again what was undrained meanwhile, then tell the owner. */
+void gw_gpu_table_changed(struct gw_gpu_table *t);
+
+/* An operation counted against the GPUs in mask begins / ends. After the end (and the
+ * operation's own clean-up), gw_gpu_table_changed() lets a drain waiting on it complete. */
+void gw_gpu_op_begin(struct gw_gpu_table *t, uint64_t mask);
+void gw_gpu_op_end(struct gw_gpu_table *t, uint64_t mask);
+/* A lease on GPU index was taken / dropped. */
+void gw_gpu_lease_add(struct gw_gpu_table *t, unsigned index);
+void gw_gpu_lease_drop(struct gw_gpu_table *t, unsigned index);
 
 /*
  * Fill gpus[] (capacity max) from the driver; cuInit must have succeeded. Returns the count or

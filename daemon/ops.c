@@ -188,13 +188,6 @@ int gw_ops_pid_busy(const struct gw_daemon *d, pid_t pid)
 	return gw_fast_busy(d, pid);
 }
 
-static void count_in_flight(struct gw_daemon *d, uint64_t mask, int delta)
-{
-	for (unsigned i = 0; i < d->ngpus; i++)
-		if (mask & ((uint64_t)1 << i))
-			d->gpus[i].in_flight = (unsigned)((int)d->gpus[i].in_flight + delta);
-}
-
 static cJSON *job_result(const struct gw_pid_job *job)
 {
 	cJSON *result = cJSON_CreateObject(), *steps;
@@ -267,7 +260,7 @@ static void pid_job_done(void *data)
 			*p = job->next;
 			break;
 		}
-	count_in_flight(d, job->p.gpu_mask, -1);
+	gw_gpu_op_end(&d->gpu_table, job->p.gpu_mask);
 	gw_quota_give(&d->quota, job->p.owner);
 	gw_op_stats_record(stats, !job_failed(job), job->total_ms, 0);
 	if (!job_failed(job)) {
@@ -311,7 +304,7 @@ int gw_ops_start(struct gw_daemon *d, struct gw_request *req, struct gw_pid_op_p
 	}
 	job->next = d->pid_jobs;
 	d->pid_jobs = job;
-	count_in_flight(d, p->gpu_mask, +1);
+	gw_gpu_op_begin(&d->gpu_table, p->gpu_mask);
 	gw_daemon_update_status(d);
 	return 0;
 }

@@ -16,12 +16,14 @@
 #include "freeze.h"
 #include "gpu.h"
 #include "gw-pidgpu.h"
+#include "gw-proto.h"
 #include "gw-test.h"
 #include "hostpool.h"
 #include "imagefd.h"
 #include "lease.h"
 #include "pin.h"
 #include "quota.h"
+#include "route.h"
 #include "worker.h"
 
 static void fake_table(struct gw_gpu *gpus, unsigned n)
@@ -414,6 +416,350 @@ GW_TEST(host_tid_of_our_own_threads)
 	GW_ASSERT_INT_EQ(gw_proc_host_tid(me, me), me);
 	GW_ASSERT_INT_EQ(gw_proc_host_tid(me, 4000000), -ESRCH);
 	GW_ASSERT_INT_EQ(gw_proc_host_tid(4000000, 1), -ESRCH);
+}
+
+/* ---- the GPU table: states, transitions, counts ---- */
+
+struct table_log {
+	unsigned primes, releases, changes;
+	int prime_result, release_result;
+};
+
+static int log_prime(void *data, const struct gw_gpu *gpu)
+{
+	struct table_log *log = data;
+
+	(void)gpu;
+	log->primes++;
+	return log->prime_result;
+}
+
+static int log_release(void *data, const struct gw_gpu *gpu, struct gw_gpu_handles *handles)
+{
+	struct table_log *log = data;
+
+	(void)gpu;
+	(void)handles;
+	log->releases++;
+	return log->release_result;
+}
+
+static void log_changed(void *data)
+{
+	((struct table_log *)data)->changes++;
+}
+
+static const struct gw_gpu_table_hooks log_hooks = {
+	.prime = log_prime, .release = log_release, .changed = log_changed,
+};
+
+/* n GPUs, primed through the hooks (primes counted in log). */
+static void primed_table(struct gw_gpu_table *t, struct table_log *log, unsigned n)
+{
+	struct gw_gpu_handles ok = { 0 };
+
+	memset(log, 0, sizeof(*log));
+	gw_gpu_table_init(t, &log_hooks, log);
+	fake_table(t->gpus, n);
+	t->count = n;
+	gw_gpu_table_prime_all(t);
+	for (unsigned i = 0; i < n; i++) {
+		GW_ASSERT_INT_EQ(t->gpus[i].state, GW_GPU_PRIMING);
+		gw_gpu_table_primed(t, i, &ok, 0);
+		GW_ASSERT_INT_EQ(t->gpus[i].state, GW_GPU_READY);
+	}
+	GW_ASSERT_INT_EQ(log->primes, n);
+}
+
+GW_TEST(gpu_table_drain_waits_for_in_flight_then_releases)
+{
+	struct gw_gpu_table t;
+	struct table_log log;
+	unsigned changes;
+
+	primed_table(&t, &log, 2);
+	GW_ASSERT(gw_gpu_table_all(&t) == 3 && gw_gpu_table_accepting(&t) == 3);
+	gw_gpu_op_begin(&t, 1);
+	gw_gpu_op_begin(&t, 3);
+	GW_ASSERT_INT_EQ(t.gpus[0].in_flight, 2);
+	GW_ASSERT_INT_EQ(t.gpus[1].in_flight, 1);
+	changes = log.changes;
+	gw_gpu_table_drain(&t, 1);
+	GW_ASSERT(log.changes > changes);
+	GW_ASSERT_INT_EQ(t.gpus[0].state, GW_GPU_DRAINING);
+	GW_ASSERT_STR_EQ(gw_gpu_state_name(t.gpus[0].state), "draining");
+	GW_ASSERT_INT_EQ(t.gpus[1].state, GW_GPU_READY);
+	GW_ASSERT(gw_gpu_table_accepting(&t) == 2);
+	GW_ASSERT_INT_EQ(log.releases, 0);
+	gw_gpu_op_end(&t, 3);
+	gw_gpu_table_changed(&t);
+	GW_ASSERT_INT_EQ(log.releases, 0); /* one still in flight on GPU 0 */
+	gw_gpu_op_end(&t, 1);
+	GW_ASSERT_INT_EQ(log.releases, 0); /* counted only; the owner's clean-up comes first */
+	gw_gpu_table_changed(&t);
+	GW_ASSERT_INT_EQ(log.releases, 1);
+	GW_ASSERT_INT_EQ(t.gpus[0].state, GW_GPU_RELEASING);
+	GW_ASSERT_STR_EQ(gw_gpu_state_name(t.gpus[0].state), "draining");
+	gw_gpu_table_released(&t, 0);
+	GW_ASSERT_INT_EQ(t.gpus[0].state, GW_GPU_DRAINED);
+	GW_ASSERT_INT_EQ(t.gpus[1].in_flight, 0);
+	/* Undrain of a drained GPU primes it again. */
+	gw_gpu_table_undrain(&t, 1);
+	GW_ASSERT_INT_EQ(log.primes, 3);
+	GW_ASSERT_INT_EQ(t.gpus[0].state, GW_GPU_PRIMING);
+	gw_gpu_table_primed(&t, 0, &(struct gw_gpu_handles){ 0 }, 0);
+	GW_ASSERT_INT_EQ(t.gpus[0].state, GW_GPU_READY);
+}
+
+GW_TEST(gpu_table_drain_and_undrain_in_every_state)
+{
+	struct gw_gpu_table t;
+	struct table_log log;
+	struct gw_gpu_handles failed = { 0 };
+
+	/* Undrain of a draining GPU: ready again, nothing released or primed. */
+	primed_table(&t, &log, 1);
+	gw_gpu_op_begin(&t, 1);
+	gw_gpu_table_drain(&t, 1);
+	gw_gpu_table_undrain(&t, 1);
+	GW_ASSERT_INT_EQ(t.gpus[0].state, GW_GPU_READY);
+	GW_ASSERT(log.primes == 1 && log.releases == 0);
+	gw_gpu_op_end(&t, 1);
+
+	/* Drain asked while priming: drains once primed. */
+	primed_table(&t, &log, 1);
+	gw_gpu_table_drain(&t, 1);
+	gw_gpu_table_released(&t, 0);
+	gw_gpu_table_undrain(&t, 1);
+	GW_ASSERT_INT_EQ(t.gpus[0].state, GW_GPU_PRIMING);
+	gw_gpu_table_drain(&t, 1);
+	GW_ASSERT_INT_EQ(t.gpus[0].state, GW_GPU_PRIMING);
+	gw_gpu_table_primed(&t, 0, &failed, 0);
+	GW_ASSERT_INT_EQ(t.gpus[0].state, GW_GPU_RELEASING);
+	GW_ASSERT_INT_EQ(log.releases, 2);
+
+	/* Undrain while releasing: primed again once released. */
+	gw_gpu_table_undrain(&t, 1);
+	GW_ASSERT_INT_EQ(t.gpus[0].state, GW_GPU_RELEASING);
+	gw_gpu_table_released(&t, 0);
+	GW_ASSERT_INT_EQ(t.gpus[0].state, GW_GPU_PRIMING);
+	GW_ASSERT_INT_EQ(log.primes, 3);
+
+	/* Undrain while priming cancels a drain asked meanwhile. */
+	gw_gpu_table_drain(&t, 1);
+	gw_gpu_table_undrain(&t, 1);
+	gw_gpu_table_primed(&t, 0, &failed, 0);
+	GW_ASSERT_INT_EQ(t.gpus[0].state, GW_GPU_READY);
+
+	/* A failed GPU drains (nothing to wait for) and undrains by priming again. */
+	primed_table(&t, &log, 1);
+	gw_gpu_table_drain(&t, 1);
+	gw_gpu_table_released(&t, 0);
+	gw_gpu_table_undrain(&t, 1);
+	snprintf(failed.error, sizeof(failed.error), "no memory");
+	gw_gpu_table_primed(&t, 0, &failed, -ENOMEM);
+	GW_ASSERT_INT_EQ(t.gpus[0].state, GW_GPU_FAILED);
+	GW_ASSERT_STR_EQ(t.gpus[0].error, "no memory");
+	GW_ASSERT(!gw_gpu_accepts_work(&t.gpus[0]));
+	gw_gpu_table_undrain(&t, 1);
+	GW_ASSERT_INT_EQ(t.gpus[0].state, GW_GPU_PRIMING);
+	gw_gpu_table_primed(&t, 0, &failed, -ENOMEM);
+	gw_gpu_table_drain(&t, 1);
+	GW_ASSERT_INT_EQ(t.gpus[0].state, GW_GPU_RELEASING);
+}
+
+GW_TEST(gpu_table_refuses_illegal_transitions)
+{
+	struct gw_gpu_table t;
+	struct table_log log;
+
+	primed_table(&t, &log, 2);
+	/* Undrain of a ready GPU, drain of a drained or releasing one: nothing happens. */
+	gw_gpu_table_undrain(&t, 3);
+	GW_ASSERT(t.gpus[0].state == GW_GPU_READY && log.primes == 2);
+	gw_gpu_table_drain(&t, 1);
+	GW_ASSERT_INT_EQ(t.gpus[0].state, GW_GPU_RELEASING);
+	gw_gpu_table_drain(&t, 1);
+	GW_ASSERT_INT_EQ(log.releases, 1);
+	gw_gpu_table_released(&t, 0);
+	gw_gpu_table_drain(&t, 1);
+	GW_ASSERT(t.gpus[0].state == GW_GPU_DRAINED && log.releases == 1);
+	/* Jobs and counts for GPUs that do not exist, and counts below zero. */
+	gw_gpu_table_primed(&t, 7, &(struct gw_gpu_handles){ 0 }, 0);
+	gw_gpu_table_released(&t, 7);
+	gw_gpu_op_end(&t, 2);
+	GW_ASSERT_INT_EQ(t.gpus[1].in_flight, 0);
+	gw_gpu_op_begin(&t, (uint64_t)1 << 5);
+	gw_gpu_lease_add(&t, 9);
+	gw_gpu_lease_drop(&t, 1);
+	GW_ASSERT(t.gpus[1].leases == 0 && t.gpus[1].state == GW_GPU_READY);
+	/* Bits past the table are ignored. */
+	gw_gpu_table_drain(&t, ~(uint64_t)3);
+	GW_ASSERT_INT_EQ(t.gpus[1].state, GW_GPU_READY);
+}
+
+GW_TEST(gpu_table_counts_leases_and_survives_failed_queues)
+{
+	struct gw_gpu_table t;
+	struct table_log log;
+
+	primed_table(&t, &log, 2);
+	gw_gpu_lease_add(&t, 1);
+	gw_gpu_lease_add(&t, 1);
+	gw_gpu_lease_drop(&t, 1);
+	GW_ASSERT(t.gpus[0].leases == 0 && t.gpus[1].leases == 1);
+	/* A release that cannot be queued happens at once; a prime that cannot, fails the GPU. */
+	log.release_result = -ENOMEM;
+	log.prime_result = -ENOMEM;
+	gw_gpu_table_drain(&t, 2);
+	GW_ASSERT_INT_EQ(t.gpus[1].state, GW_GPU_DRAINED);
+	gw_gpu_table_undrain(&t, 2);
+	GW_ASSERT_INT_EQ(t.gpus[1].state, GW_GPU_FAILED);
+	GW_ASSERT_STR_CONTAINS(t.gpus[1].error, "cannot queue priming");
+	/* accepts_work per state */
+	for (int s = GW_GPU_PRIMING; s <= GW_GPU_FAILED; s++)
+		GW_ASSERT_INT_EQ(gw_gpu_state_accepts_work((enum gw_gpu_state)s),
+				 s == GW_GPU_READY);
+	GW_ASSERT(gw_gpu_table_any_context(&t) == NULL);
+}
+
+/* ---- route(): which path a process request takes ---- */
+
+static struct gw_route_in route_in(enum gw_op_kind kind)
+{
+	struct gw_route_in in = { .kind = kind, .pid = 42, .ngpus = 2 };
+
+	in.gpu_states[0] = in.gpu_states[1] = GW_GPU_READY;
+	return in;
+}
+
+static void route_expect(const struct gw_route_in *in, enum gw_route_path path,
+			 enum gw_route_reason why)
+{
+	struct gw_route_out out;
+
+	GW_ASSERT_INT_EQ(gw_route(in, &out), 0);
+	GW_ASSERT_INT_EQ(out.path, path);
+	GW_ASSERT_INT_EQ(out.reason, why);
+	GW_ASSERT(strcmp(gw_route_reason_text(why), "unknown") != 0);
+}
+
+static void route_refused(const struct gw_route_in *in, enum gw_route_reason why, int error,
+			  const char *error_name, const char *text)
+{
+	struct gw_route_out out;
+
+	GW_ASSERT_INT_EQ(gw_route(in, &out), error);
+	GW_ASSERT_INT_EQ(out.path, GW_ROUTE_REFUSE);
+	GW_ASSERT_INT_EQ(out.reason, why);
+	GW_ASSERT_STR_EQ(out.error_name, error_name);
+	GW_ASSERT_STR_CONTAINS(out.message, text);
+	GW_ASSERT(strcmp(gw_route_reason_text(why), "unknown") != 0);
+}
+
+GW_TEST(route_picks_the_fast_path_the_driver_or_a_prefill)
+{
+	static const enum gw_op_kind driver_kinds[] = { GW_OP_LOCK, GW_OP_CHECKPOINT,
+							GW_OP_RESTORE, GW_OP_UNLOCK,
+							GW_OP_SUSPEND, GW_OP_RESUME };
+	struct gw_route_in in;
+	struct gw_route_out out;
+
+	for (size_t i = 0; i < sizeof(driver_kinds) / sizeof(driver_kinds[0]); i++) {
+		in = route_in(driver_kinds[i]);
+		route_expect(&in, GW_ROUTE_DRIVER, GW_ROUTE_WHY_DRIVER_OP);
+	}
+	in = route_in(GW_OP_LOCK);
+	gw_route(&in, &out);
+	GW_ASSERT(out.gpu_mask == 3); /* every ready GPU */
+	in.gpu_states[0] = GW_GPU_DRAINED;
+	gw_route(&in, &out);
+	GW_ASSERT(out.gpu_mask == 2);
+	in.gpu_mask = 2;
+	gw_route(&in, &out);
+	GW_ASSERT(out.gpu_mask == 2); /* those named */
+	in = route_in(GW_OP_LOCK);
+	in.ngpus = 0;
+	route_expect(&in, GW_ROUTE_DRIVER, GW_ROUTE_WHY_DRIVER_OP);
+
+	in = route_in(GW_OP_SUSPEND);
+	in.has_agent = in.agent_has_vram = 1;
+	route_expect(&in, GW_ROUTE_FAST_SUSPEND, GW_ROUTE_WHY_AGENT_VRAM);
+	in.image_given = 1;
+	in.checkpoint_unsafe = 1; /* the fast path takes imported memory too */
+	route_expect(&in, GW_ROUTE_FAST_SUSPEND, GW_ROUTE_WHY_AGENT_VRAM);
+
+	in = route_in(GW_OP_RESUME);
+	in.has_agent = in.holds_image = 1;
+	route_expect(&in, GW_ROUTE_FAST_RESUME, GW_ROUTE_WHY_IMAGE_HELD);
+	in.holds_image = 0;
+	in.image_given = 1;
+	route_expect(&in, GW_ROUTE_FAST_RESUME, GW_ROUTE_WHY_IMAGE_FILE);
+	in.gpu_map_given = 1; /* a map is fine for an image file */
+	route_expect(&in, GW_ROUTE_FAST_RESUME, GW_ROUTE_WHY_IMAGE_FILE);
+
+	in = (struct gw_route_in){ .prefill = 1, .driver_ready = 1, .image_given = 1 };
+	route_expect(&in, GW_ROUTE_PREFILL, GW_ROUTE_WHY_PREFILL);
+	GW_ASSERT_STR_EQ(gw_route_path_name(GW_ROUTE_FAST_RESUME), "fast resume");
+	GW_ASSERT_STR_EQ(gw_route_reason_text(GW_ROUTE_WHY_COUNT), "unknown");
+}
+
+GW_TEST(route_refuses_with_the_error_and_reason)
+{
+	struct gw_route_in in;
+
+	in = (struct gw_route_in){ .prefill = 1, .driver_error = "cuInit failed", .image_given = 1 };
+	route_refused(&in, GW_ROUTE_WHY_NO_DRIVER, -ENODEV, GW_ERROR_DRIVER_UNAVAILABLE,
+		      "cuInit failed");
+	in = (struct gw_route_in){ .prefill = 1, .driver_ready = 1 };
+	route_refused(&in, GW_ROUTE_WHY_PREFILL_NO_IMAGE, -EINVAL, GW_ERROR_INVALID_REQUEST,
+		      "needs \"image_fd\"");
+
+	in = route_in(GW_OP_SUSPEND);
+	in.image_given = 1;
+	route_refused(&in, GW_ROUTE_WHY_IMAGE_NO_AGENT, -EINVAL, GW_ERROR_ILLEGAL_STATE,
+		      "pid 42 has no gpu-warmd agent");
+	in.has_agent = 1;
+	route_refused(&in, GW_ROUTE_WHY_NOTHING_TO_MOVE, -EINVAL, GW_ERROR_ILLEGAL_STATE,
+		      "no VRAM for the fast path to move");
+
+	in = route_in(GW_OP_CHECKPOINT);
+	in.has_agent = in.holds_image = 1;
+	route_refused(&in, GW_ROUTE_WHY_HELD_NEEDS_RESUME, -EINVAL, GW_ERROR_ILLEGAL_STATE,
+		      "only `warmctl resume 42`");
+	in.kind = GW_OP_RESUME;
+	in.gpu_map_given = 1;
+	route_refused(&in, GW_ROUTE_WHY_HELD_NEEDS_RESUME, -EINVAL, GW_ERROR_ILLEGAL_STATE,
+		      "gpu-warmd holds its VRAM");
+	in.gpu_map_given = 0;
+	in.has_agent = 0;
+	route_refused(&in, GW_ROUTE_WHY_AGENT_AWAY, -EAGAIN, GW_ERROR_AGENT,
+		      "the agent of pid 42 is not connected");
+
+	in = route_in(GW_OP_CHECKPOINT);
+	in.checkpoint_unsafe = 1;
+	route_refused(&in, GW_ROUTE_WHY_CHECKPOINT_UNSAFE, -EINVAL, GW_ERROR_ILLEGAL_STATE,
+		      "only the fast path");
+	in.kind = GW_OP_SUSPEND; /* no VRAM for the fast path: the driver would checkpoint it */
+	route_refused(&in, GW_ROUTE_WHY_CHECKPOINT_UNSAFE, -EINVAL, GW_ERROR_ILLEGAL_STATE,
+		      "cannot be restored");
+	in.kind = GW_OP_LOCK;
+	route_expect(&in, GW_ROUTE_DRIVER, GW_ROUTE_WHY_DRIVER_OP);
+
+	in = route_in(GW_OP_UNLOCK);
+	in.busy = 1;
+	route_refused(&in, GW_ROUTE_WHY_BUSY, -EBUSY, GW_ERROR_BUSY,
+		      "another operation on pid 42 is in progress");
+
+	in = route_in(GW_OP_RESTORE);
+	in.gpu_mask = 2;
+	in.gpu_states[1] = GW_GPU_RELEASING;
+	route_refused(&in, GW_ROUTE_WHY_GPU_NOT_READY, -ENODEV, GW_ERROR_DRAINING,
+		      "GPU 1 is draining: it takes no new operations");
+	in.gpu_mask = 0;
+	in.gpu_states[0] = GW_GPU_FAILED;
+	route_refused(&in, GW_ROUTE_WHY_NO_GPU_READY, -ENODEV, GW_ERROR_DRAINING,
+		      "every GPU is drained or draining");
 }
 
 GW_TEST_MAIN()
