@@ -86,11 +86,11 @@ static void maybe_start_pool(struct gw_daemon *d)
 
 	if (d->hostpool_started || d->opts.image_pool_mib == 0)
 		return;
-	for (unsigned i = 0; i < d->ngpus; i++) {
-		if (d->gpus[i].state == GW_GPU_PRIMING)
+	for (unsigned i = 0; i < d->gpu_table.count; i++) {
+		if (d->gpu_table.gpus[i].state == GW_GPU_PRIMING)
 			return;
-		if (!ready && d->gpus[i].state == GW_GPU_READY)
-			ready = &d->gpus[i];
+		if (!ready && d->gpu_table.gpus[i].state == GW_GPU_READY)
+			ready = &d->gpu_table.gpus[i];
 	}
 	d->hostpool_started = 1;
 	if (!ready) {
@@ -192,8 +192,8 @@ static const struct gw_gpu_table_hooks gpu_hooks = {
 static int waiter_satisfied(const struct gw_daemon *d, const struct gw_waiter *w, int *ret_failed)
 {
 	*ret_failed = 0;
-	for (unsigned i = 0; i < d->ngpus; i++) {
-		const struct gw_gpu *gpu = &d->gpus[i];
+	for (unsigned i = 0; i < d->gpu_table.count; i++) {
+		const struct gw_gpu *gpu = &d->gpu_table.gpus[i];
 
 		if (!(w->mask & ((uint64_t)1 << i)))
 			continue;
@@ -230,7 +230,8 @@ static void on_waiter_timeout(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	waiter_remove(d, w);
-	gw_request_fail(req, GW_ERROR_TIMEOUT, gw_handlers_gpu_states(&d->gpu_table, gw_gpu_table_all(&d->gpu_table)),
+	gw_request_fail(req, GW_ERROR_TIMEOUT,
+			gw_handlers_gpu_states(&d->gpu_table, gw_gpu_table_all(&d->gpu_table)),
 			"timed out before every GPU asked for was %s; those still draining go on "
 			"and finish when their operations end",
 			want);
@@ -250,7 +251,8 @@ static void wake_waiters(struct gw_daemon *d)
 			continue;
 		waiter_remove(d, w);
 		if (failed)
-			gw_request_fail(req, GW_ERROR_CUDA, gw_handlers_gpu_states(&d->gpu_table, mask),
+			gw_request_fail(req, GW_ERROR_CUDA,
+					gw_handlers_gpu_states(&d->gpu_table, mask),
 					"priming failed on at least one GPU; see its error in status");
 		else
 			gw_request_reply(req, gw_handlers_gpu_states(&d->gpu_table, mask));
@@ -289,8 +291,8 @@ static void update_status(struct gw_daemon *d)
 	size_t pinned = 0;
 	char status[256];
 
-	for (unsigned i = 0; i < d->ngpus; i++) {
-		switch (d->gpus[i].state) {
+	for (unsigned i = 0; i < d->gpu_table.count; i++) {
+		switch (d->gpu_table.gpus[i].state) {
 		case GW_GPU_READY:
 			ready++;
 			break;
@@ -308,7 +310,7 @@ static void update_status(struct gw_daemon *d)
 			priming++;
 			break;
 		}
-		pinned += gw_staging_pool_bytes(&d->gpus[i].handles.staging);
+		pinned += gw_staging_pool_bytes(&d->gpu_table.gpus[i].handles.staging);
 	}
 	if (!d->cuda || !d->driver_ready)
 		snprintf(status, sizeof(status), "no GPU driver: serving with 0 GPUs");
@@ -316,7 +318,7 @@ static void update_status(struct gw_daemon *d)
 		snprintf(status, sizeof(status),
 			 "%u GPUs: %u ready, %u priming, %u draining, %u drained, %u failed; "
 			 "%zu MiB staging, %zu MiB image pool%s; %u clients",
-			 d->ngpus, ready, priming, draining, drained, failed, pinned >> 20,
+			 d->gpu_table.count, ready, priming, draining, drained, failed, pinned >> 20,
 			 gw_hostpool_total_bytes(&d->hostpool) >> 20,
 			 d->hostpool_pending ? " (pinning)" : "",
 			 d->server ? gw_server_client_count(d->server) : 0);
@@ -374,11 +376,11 @@ static void load_driver(struct gw_daemon *d)
 	}
 	gw_info("CUDA driver %s: version %d.%d, %u GPUs, checkpoint API %s, VMM API %s",
 		d->cuda->path, d->cuda->driver_version / 1000, d->cuda->driver_version % 1000 / 10,
-		d->ngpus, gw_cuda_has_checkpoint(d->cuda) ? "yes" : "no",
+		d->gpu_table.count, gw_cuda_has_checkpoint(d->cuda) ? "yes" : "no",
 		gw_cuda_has_vmm(d->cuda) ? "yes" : "no");
-	for (unsigned i = 0; i < d->ngpus; i++)
-		gw_gpu_log(&d->gpus[i], LOG_INFO, "GPU %u %s %s, %zu MiB", i, d->gpus[i].name,
-			   d->gpus[i].uuid_text, d->gpus[i].memory_total >> 20);
+	for (unsigned i = 0; i < d->gpu_table.count; i++)
+		gw_gpu_log(&d->gpu_table.gpus[i], LOG_INFO, "GPU %u %s %s, %zu MiB", i, d->gpu_table.gpus[i].name,
+			   d->gpu_table.gpus[i].uuid_text, d->gpu_table.gpus[i].memory_total >> 20);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -456,8 +458,10 @@ static int resolve_group(const char *name, gid_t *ret_gid)
 	return 0;
 }
 
-int gw_daemon_init(struct gw_daemon *d, const struct gw_options *opts)
+/* The socket and its server: clients are served from here on. */
+static int create_server(struct gw_daemon *d)
 {
+	const struct gw_options *opts = &d->opts;
 	struct gw_server_limits limits = {
 		.max_clients = opts->max_clients,
 		.max_clients_per_uid = opts->max_clients_per_uid,
@@ -476,29 +480,6 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_options *opts)
 	int activated = 0, r;
 	gid_t gid;
 
-	memset(d, 0, sizeof(*d));
-	d->opts = *opts;
-	gw_gpu_table_init(&d->gpu_table, &gpu_hooks, d);
-	d->wait_gpus = wait_gpus;
-	d->start_ms = gw_now_ms();
-	gw_lease_table_init(&d->leases);
-	gw_quota_init(&d->quota, opts->max_ops_per_uid);
-	d->base = event_base_new();
-	if (!d->base)
-		return -ENOMEM;
-	r = setup_signals_and_watchdog(d);
-	if (r < 0)
-		return r;
-
-	load_driver(d);
-	gw_hostpool_init(&d->hostpool, d->cuda);
-	d->hostpool_pending = d->opts.image_pool_mib > 0 && d->ngpus > 0;
-
-	r = gw_worker_pool_create(d->base, opts->workers + d->ngpus, &d->workers);
-	if (r < 0) {
-		gw_err("cannot start worker threads: %s", strerror(-r));
-		return r;
-	}
 	r = resolve_group(opts->socket_group, &gid);
 	if (r < 0) {
 		gw_err("socket group %s does not exist; create it (groupadd %s) or pass "
@@ -518,9 +499,45 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_options *opts)
 	gw_notice("gpu-warmd %s listening on %s%s", GW_VERSION,
 		  activated ? "the socket systemd passed" : opts->socket_path,
 		  activated ? "" : " (own bind)");
+	return 0;
+}
 
+/* The modules, in order: loop and signals, driver and GPU table, image pool, workers, server;
+ * then the GPUs start priming. On failure, what was made is undone in reverse order. */
+int gw_daemon_init(struct gw_daemon *d, const struct gw_options *opts)
+{
+	int r;
+
+	memset(d, 0, sizeof(*d));
+	d->opts = *opts;
+	d->start_ms = gw_now_ms();
+	d->wait_gpus = wait_gpus;
+	gw_gpu_table_init(&d->gpu_table, &gpu_hooks, d);
+	gw_lease_table_init(&d->leases);
+	gw_quota_init(&d->quota, opts->max_ops_per_uid);
+	d->base = event_base_new();
+	r = d->base ? setup_signals_and_watchdog(d) : -ENOMEM;
+	if (r < 0)
+		goto fail;
+
+	load_driver(d);
+	gw_hostpool_init(&d->hostpool, d->cuda);
+	d->hostpool_pending = d->opts.image_pool_mib > 0 && d->gpu_table.count > 0;
+
+	r = gw_worker_pool_create(d->base, opts->workers + d->gpu_table.count, &d->workers);
+	if (r < 0) {
+		gw_err("cannot start worker threads: %s", strerror(-r));
+		goto fail;
+	}
+	r = create_server(d);
+	if (r < 0)
+		goto fail;
 	gw_gpu_table_prime_all(&d->gpu_table);
 	return 0;
+
+fail:
+	gw_daemon_finish(d);
+	return r;
 }
 
 int gw_daemon_run(struct gw_daemon *d)
@@ -530,6 +547,7 @@ int gw_daemon_run(struct gw_daemon *d)
 	return 0;
 }
 
+/* The modules in the reverse order of gw_daemon_init(); each tolerates never having started. */
 void gw_daemon_finish(struct gw_daemon *d)
 {
 	/* Requests still parked get an answer; running driver calls finish first. */

@@ -101,6 +101,7 @@ struct gw_daemon {
 	char last_status[256];
 };
 
+/* On failure everything made is undone: gw_daemon_finish() only after a success. */
 int gw_daemon_init(struct gw_daemon *d, const struct gw_options *opts);
 int gw_daemon_run(struct gw_daemon *d);
 void gw_daemon_finish(struct gw_daemon *d);

@@ -394,7 +394,7 @@ static void start_pid_op_with(struct gw_daemon *d, struct gw_request *req,
 	}
 }
 
-static void start_pid_op(struct gw_daemon *d, struct gw_request *req, enum gw_op_kind kind)
+void gw_handle_process_op(struct gw_daemon *d, struct gw_request *req, enum gw_op_kind kind)
 {
 	struct gw_pid_op_params p;
 	struct gw_fast_params f;
@@ -426,36 +426,6 @@ static void start_pid_op(struct gw_daemon *d, struct gw_request *req, enum gw_op
 	gw_pin_close(&p.pin); /* each is a no-op when the operation took it */
 	gw_pin_close(&f.pin);
 	gw_imageio_params_close(&f); /* not consumed: the request failed before the fast path */
-}
-
-void gw_handle_lock(struct gw_daemon *d, struct gw_request *req)
-{
-	start_pid_op(d, req, GW_OP_LOCK);
-}
-
-void gw_handle_checkpoint(struct gw_daemon *d, struct gw_request *req)
-{
-	start_pid_op(d, req, GW_OP_CHECKPOINT);
-}
-
-void gw_handle_restore(struct gw_daemon *d, struct gw_request *req)
-{
-	start_pid_op(d, req, GW_OP_RESTORE);
-}
-
-void gw_handle_unlock(struct gw_daemon *d, struct gw_request *req)
-{
-	start_pid_op(d, req, GW_OP_UNLOCK);
-}
-
-void gw_handle_suspend(struct gw_daemon *d, struct gw_request *req)
-{
-	start_pid_op(d, req, GW_OP_SUSPEND);
-}
-
-void gw_handle_resume(struct gw_daemon *d, struct gw_request *req)
-{
-	start_pid_op(d, req, GW_OP_RESUME);
 }
 
 /* CRIU's plugin, at POST_FORKING of a restore: fill the VRAM of the image file now, while CRIU

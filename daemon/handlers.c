@@ -18,36 +18,17 @@
 
 enum handler_flags {
 	NEEDS_ROOT = 1 << 0,
+	PROCESS_OP = 1 << 1, /* gw_handle_process_op() of kind */
 };
 
 struct handler {
 	const char *method;
 	void (*fn)(struct gw_daemon *d, struct gw_request *req);
 	unsigned flags;
+	enum gw_op_kind kind;
 };
 
-/* ---- JSON helpers ---- */
-
-cJSON *gw_handlers_gpu_states(const struct gw_gpu_table *t, uint64_t mask)
-{
-	cJSON *result = cJSON_CreateObject();
-	cJSON *gpus = result ? cJSON_AddArrayToObject(result, "gpus") : NULL;
-
-	for (unsigned i = 0; gpus && i < t->count; i++) {
-		cJSON *o;
-
-		if (!(mask & ((uint64_t)1 << i)))
-			continue;
-		o = cJSON_CreateObject();
-		if (!o)
-			break;
-		cJSON_AddNumberToObject(o, "index", i);
-		cJSON_AddStringToObject(o, "uuid", t->gpus[i].uuid_text);
-		cJSON_AddStringToObject(o, "state", gw_gpu_state_name(t->gpus[i].state));
-		cJSON_AddItemToArray(gpus, o);
-	}
-	return result;
-}
+/* ---- params ---- */
 
 /* params "gpus": absent -> every GPU; else each selector must resolve. */
 static int parse_gpu_list(struct gw_daemon *d, struct gw_request *req, uint64_t *ret_mask)
@@ -67,7 +48,8 @@ static int parse_gpu_list(struct gw_daemon *d, struct gw_request *req, uint64_t 
 		return r;
 	}
 	cJSON_ArrayForEach(item, array) {
-		struct gw_gpu *gpu = gw_gpu_find(d->gpu_table.gpus, d->gpu_table.count, item->valuestring);
+		struct gw_gpu *gpu = gw_gpu_find(d->gpu_table.gpus, d->gpu_table.count,
+						 item->valuestring);
 
 		if (!gpu) {
 			gw_request_fail(req, GW_ERROR_NO_SUCH_GPU, NULL,
@@ -79,25 +61,6 @@ static int parse_gpu_list(struct gw_daemon *d, struct gw_request *req, uint64_t 
 		mask |= (uint64_t)1 << gpu->index;
 	}
 	*ret_mask = mask;
-	return 0;
-}
-
-int gw_handlers_parse_timeout(struct gw_request *req, unsigned def_ms, unsigned max_ms,
-			      unsigned *ret_ms)
-{
-	uint64_t v;
-	int r = gw_json_get_u64(req->msg.body, "timeout_ms", 0, max_ms, &v);
-
-	if (r == -ENOENT) {
-		*ret_ms = def_ms;
-		return 0;
-	}
-	if (r < 0) {
-		gw_request_fail(req, GW_ERROR_INVALID_REQUEST, NULL,
-				"\"timeout_ms\" must be an integer from 0 to %u", max_ms);
-		return r;
-	}
-	*ret_ms = (unsigned)v;
 	return 0;
 }
 
@@ -244,23 +207,27 @@ static void handle_lease_release(struct gw_daemon *d, struct gw_request *req)
 	gw_gpu_table_changed(&d->gpu_table);
 }
 
+#define METHOD(m, f, fl) { .method = m, .fn = f, .flags = fl }
+#define PROCESS(m, k) { .method = m, .flags = PROCESS_OP, .kind = k }
 static const struct handler handlers[] = {
-	{ GW_METHOD_STATUS, gw_handle_status, 0 },
-	{ GW_METHOD_DRAIN, handle_drain, NEEDS_ROOT },
-	{ GW_METHOD_UNDRAIN, handle_undrain, NEEDS_ROOT },
-	{ GW_METHOD_LEASE_ACQUIRE, handle_lease_acquire, 0 },
-	{ GW_METHOD_LEASE_RELEASE, handle_lease_release, 0 },
-	{ GW_METHOD_PROCESS_STATE, gw_handle_process_state, 0 },
-	{ GW_METHOD_PROCESS_LOCK, gw_handle_lock, 0 },
-	{ GW_METHOD_PROCESS_CHECKPOINT, gw_handle_checkpoint, 0 },
-	{ GW_METHOD_PROCESS_RESTORE, gw_handle_restore, 0 },
-	{ GW_METHOD_PROCESS_UNLOCK, gw_handle_unlock, 0 },
-	{ GW_METHOD_SUSPEND, gw_handle_suspend, 0 },
-	{ GW_METHOD_RESUME, gw_handle_resume, 0 },
-	{ GW_METHOD_PREFILL, gw_handle_prefill, NEEDS_ROOT },
-	{ GW_METHOD_AGENT_ATTACH, gw_fast_handle_attach, 0 },
-	{ GW_METHOD_AGENT_UPDATE, gw_fast_handle_update, 0 },
+	METHOD(GW_METHOD_STATUS, gw_handle_status, 0),
+	METHOD(GW_METHOD_DRAIN, handle_drain, NEEDS_ROOT),
+	METHOD(GW_METHOD_UNDRAIN, handle_undrain, NEEDS_ROOT),
+	METHOD(GW_METHOD_LEASE_ACQUIRE, handle_lease_acquire, 0),
+	METHOD(GW_METHOD_LEASE_RELEASE, handle_lease_release, 0),
+	METHOD(GW_METHOD_PROCESS_STATE, gw_handle_process_state, 0),
+	PROCESS(GW_METHOD_PROCESS_LOCK, GW_OP_LOCK),
+	PROCESS(GW_METHOD_PROCESS_CHECKPOINT, GW_OP_CHECKPOINT),
+	PROCESS(GW_METHOD_PROCESS_RESTORE, GW_OP_RESTORE),
+	PROCESS(GW_METHOD_PROCESS_UNLOCK, GW_OP_UNLOCK),
+	PROCESS(GW_METHOD_SUSPEND, GW_OP_SUSPEND),
+	PROCESS(GW_METHOD_RESUME, GW_OP_RESUME),
+	METHOD(GW_METHOD_PREFILL, gw_handle_prefill, NEEDS_ROOT),
+	METHOD(GW_METHOD_AGENT_ATTACH, gw_fast_handle_attach, 0),
+	METHOD(GW_METHOD_AGENT_UPDATE, gw_fast_handle_update, 0),
 };
+#undef METHOD
+#undef PROCESS
 
 void gw_handlers_dispatch(void *data, struct gw_request *req)
 {
@@ -281,7 +248,10 @@ void gw_handlers_dispatch(void *data, struct gw_request *req)
 					req->peer.uid);
 			return;
 		}
-		handlers[i].fn(d, req);
+		if (handlers[i].flags & PROCESS_OP)
+			gw_handle_process_op(d, req, handlers[i].kind);
+		else
+			handlers[i].fn(d, req);
 		return;
 	}
 	gw_request_fail(req, GW_ERROR_UNKNOWN_METHOD, NULL, "unknown method \"%s\"",

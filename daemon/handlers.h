@@ -27,12 +27,8 @@ int gw_handlers_parse_timeout(struct gw_request *req, unsigned def_ms, unsigned 
 			      unsigned *ret_ms);
 void gw_handle_status(struct gw_daemon *d, struct gw_request *req);
 void gw_handle_process_state(struct gw_daemon *d, struct gw_request *req);
-void gw_handle_lock(struct gw_daemon *d, struct gw_request *req);
-void gw_handle_checkpoint(struct gw_daemon *d, struct gw_request *req);
-void gw_handle_restore(struct gw_daemon *d, struct gw_request *req);
-void gw_handle_unlock(struct gw_daemon *d, struct gw_request *req);
-void gw_handle_suspend(struct gw_daemon *d, struct gw_request *req);
-void gw_handle_resume(struct gw_daemon *d, struct gw_request *req);
+/* Lock, Checkpoint, Restore, Unlock, Suspend, Resume. */
+void gw_handle_process_op(struct gw_daemon *d, struct gw_request *req, enum gw_op_kind kind);
 void gw_handle_prefill(struct gw_daemon *d, struct gw_request *req);
 
 #endif

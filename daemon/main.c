@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,49 +78,165 @@ static int parse_uint(const char *arg, const char *what, unsigned long max, unsi
 	return 0;
 }
 
-enum {
-	OPT_SOCKET_MODE = 256,
-	OPT_SOCKET_GROUP,
-	OPT_WORKERS,
-	OPT_MAX_CLIENTS,
-	OPT_MAX_CLIENTS_PER_UID,
-	OPT_IDLE_TIMEOUT,
-	OPT_FOREGROUND,
-	OPT_IMAGE_POOL_MIB,
-	OPT_CHUNK_KIB,
-	OPT_ROOT_RESERVE,
-	OPT_MAX_OPS_PER_UID,
-	OPT_HANDSHAKE_TIMEOUT,
-	OPT_FRAME_TIMEOUT,
+/* The command line, one entry per option: getopt's tables are made from it. */
+enum arg_kind {
+	ARG_NONE,    /* accepted, ignored */
+	ARG_STRING,  /* const char * */
+	ARG_UINT,    /* unsigned, 0 to max */
+	ARG_SIZE,    /* size_t, 0 to max */
+	ARG_MODE,    /* mode_t, octal, up to max */
+	ARG_FLAG,    /* int set to 1 */
+	ARG_HELP,
+	ARG_VERSION,
 };
+
+struct opt_spec {
+	const char *name;
+	char letter;            /* its short option, or 0 */
+	enum arg_kind kind;
+	size_t field;           /* offsetof(struct gw_options, ...) */
+	unsigned long max;
+	const char *zero_error; /* 0 is refused with this message (NULL: 0 is fine) */
+	unsigned long if_zero;  /* stored when 0 is given and allowed (0: 0) */
+	int (*check)(unsigned long v);
+};
+
+static int check_chunk(unsigned long v)
+{
+	if (v < (GW_VIMG_MIN_CHUNK_BYTES >> 10) || (v & (v - 1))) {
+		fprintf(stderr, "gpu-warmd: --chunk-kib must be a power of two from "
+				"64 to %u, not %lu\n", GW_VIMG_MAX_CHUNK_BYTES >> 10, v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+#define F(member) offsetof(struct gw_options, member)
+/* Options with a value: name, letter, kind, field, max. */
+#define VALUE(n, l, k, member, m) .name = n, .letter = l, .kind = k, .field = F(member), .max = m
+static const struct opt_spec opt_specs[] = {
+	{ VALUE("socket", 's', ARG_STRING, socket_path, 0) },
+	{ VALUE("socket-mode", 0, ARG_MODE, socket_mode, 0777) },
+	{ VALUE("socket-group", 0, ARG_STRING, socket_group, 0) },
+	{ VALUE("cuda-library", 'c', ARG_STRING, cuda_library, 0) },
+	{ VALUE("staging-mib", 'm', ARG_SIZE, staging_mib, 1u << 20) },
+	{ VALUE("workers", 0, ARG_UINT, workers, 256), .if_zero = 1 },
+	{ VALUE("image-pool-mib", 0, ARG_SIZE, image_pool_mib, 1u << 24) },
+	{ VALUE("chunk-kib", 0, ARG_SIZE, chunk_kib, GW_VIMG_MAX_CHUNK_BYTES >> 10),
+	  .check = check_chunk },
+	{ VALUE("max-clients", 0, ARG_UINT, max_clients, 65536) },
+	{ VALUE("max-clients-per-uid", 0, ARG_UINT, max_clients_per_uid, 65536) },
+	{ VALUE("idle-timeout", 0, ARG_UINT, idle_timeout_s, 86400),
+	  .zero_error = "--idle-timeout must be 1 to 86400 s" },
+	{ VALUE("root-reserve", 0, ARG_UINT, root_reserve, 65536) },
+	{ VALUE("max-ops-per-uid", 0, ARG_UINT, max_ops_per_uid, 1024),
+	  .zero_error = "--max-ops-per-uid must be 1 to 1024" },
+	{ VALUE("handshake-timeout", 0, ARG_UINT, handshake_timeout_s, 3600),
+	  .zero_error = "timeouts must be 1 to 3600 s" },
+	{ VALUE("frame-timeout", 0, ARG_UINT, frame_timeout_s, 3600),
+	  .zero_error = "timeouts must be 1 to 3600 s" },
+	{ .name = "foreground", .kind = ARG_NONE },
+	{ VALUE("verbose", 'v', ARG_FLAG, verbose, 0) },
+	{ .name = "help", .letter = 'h', .kind = ARG_HELP },
+	{ .name = "version", .letter = 'V', .kind = ARG_VERSION },
+};
+#undef VALUE
+#undef F
+#define NSPECS (sizeof(opt_specs) / sizeof(opt_specs[0]))
+
+/* getopt's key of spec i: its letter, else a value past every character. */
+static int spec_key(size_t i)
+{
+	return opt_specs[i].letter ? opt_specs[i].letter : 256 + (int)i;
+}
+
+static void make_getopt_tables(struct option *longopts, char *shortopts)
+{
+	size_t i;
+
+	for (i = 0; i < NSPECS; i++) {
+		const struct opt_spec *s = &opt_specs[i];
+		int has_arg = s->kind == ARG_STRING || s->kind == ARG_UINT ||
+			      s->kind == ARG_SIZE || s->kind == ARG_MODE;
+
+		longopts[i] = (struct option){ s->name, has_arg ? required_argument : no_argument,
+					       NULL, spec_key(i) };
+		if (s->letter) {
+			*shortopts++ = s->letter;
+			if (has_arg)
+				*shortopts++ = ':';
+		}
+	}
+	longopts[i] = (struct option){ 0 };
+	*shortopts = '\0';
+}
+
+static int parse_mode(const char *arg, unsigned long max, unsigned long *ret)
+{
+	char *end;
+
+	errno = 0;
+	*ret = strtoul(arg, &end, 8);
+	if (errno || *end || end == arg || *ret > max) {
+		fprintf(stderr, "gpu-warmd: --socket-mode wants an octal mode like 0660, not "
+				"\"%s\"\n", arg);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Parse arg as spec s says and store it in o. */
+static int apply_option(const struct opt_spec *s, const char *arg, struct gw_options *o)
+{
+	char *field = (char *)o + s->field, what[64];
+	unsigned long v = 0;
+
+	snprintf(what, sizeof(what), "--%s", s->name);
+	switch (s->kind) {
+	case ARG_STRING:
+		*(const char **)field = arg;
+		return 0;
+	case ARG_FLAG:
+		*(int *)field = 1;
+		return 0;
+	case ARG_MODE:
+		if (parse_mode(arg, s->max, &v) < 0)
+			return -EINVAL;
+		*(mode_t *)field = (mode_t)v;
+		return 0;
+	case ARG_UINT:
+	case ARG_SIZE:
+		if (parse_uint(arg, what, s->max, &v) < 0 || (s->zero_error && v == 0)) {
+			if (s->zero_error)
+				fprintf(stderr, "gpu-warmd: %s\n", s->zero_error);
+			return -EINVAL;
+		}
+		if (s->check && s->check(v) < 0)
+			return -EINVAL;
+		if (v == 0 && s->if_zero)
+			v = s->if_zero;
+		if (s->kind == ARG_SIZE)
+			*(size_t *)field = v;
+		else
+			*(unsigned *)field = (unsigned)v;
+		return 0;
+	case ARG_HELP:
+		usage(stdout);
+		exit(0);
+	case ARG_VERSION:
+		printf("gpu-warmd %s (protocol %d)\n", GW_VERSION, GW_PROTO_VERSION);
+		exit(0);
+	case ARG_NONE:
+		break;
+	}
+	return 0;
+}
 
 static int parse_options(int argc, char **argv, struct gw_options *o)
 {
-	static const struct option longopts[] = {
-		{ "socket", required_argument, NULL, 's' },
-		{ "socket-mode", required_argument, NULL, OPT_SOCKET_MODE },
-		{ "socket-group", required_argument, NULL, OPT_SOCKET_GROUP },
-		{ "cuda-library", required_argument, NULL, 'c' },
-		{ "staging-mib", required_argument, NULL, 'm' },
-		{ "workers", required_argument, NULL, OPT_WORKERS },
-		{ "image-pool-mib", required_argument, NULL, OPT_IMAGE_POOL_MIB },
-		{ "chunk-kib", required_argument, NULL, OPT_CHUNK_KIB },
-		{ "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
-		{ "max-clients-per-uid", required_argument, NULL, OPT_MAX_CLIENTS_PER_UID },
-		{ "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
-		{ "root-reserve", required_argument, NULL, OPT_ROOT_RESERVE },
-		{ "max-ops-per-uid", required_argument, NULL, OPT_MAX_OPS_PER_UID },
-		{ "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
-		{ "frame-timeout", required_argument, NULL, OPT_FRAME_TIMEOUT },
-		{ "foreground", no_argument, NULL, OPT_FOREGROUND },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ 0 },
-	};
+	struct option longopts[NSPECS + 1];
+	char shortopts[2 * NSPECS + 1];
 	const char *env = getenv(GW_SOCKET_ENV);
-	unsigned long v;
-	char *end;
 	int c;
 
 	*o = (struct gw_options){
@@ -136,108 +253,18 @@ static int parse_options(int argc, char **argv, struct gw_options *o)
 		.frame_timeout_s = 10,
 		.chunk_kib = GW_VIMG_DEFAULT_CHUNK_BYTES >> 10,
 	};
-	while ((c = getopt_long(argc, argv, "s:c:m:vhV", longopts, NULL)) != -1) {
-		switch (c) {
-		case 's':
-			o->socket_path = optarg;
-			break;
-		case 'c':
-			o->cuda_library = optarg;
-			break;
-		case 'm':
-			if (parse_uint(optarg, "--staging-mib", 1u << 20, &v) < 0)
-				return -EINVAL;
-			o->staging_mib = v;
-			break;
-		case OPT_SOCKET_MODE:
-			errno = 0;
-			v = strtoul(optarg, &end, 8);
-			if (errno || *end || end == optarg || v > 0777) {
-				fprintf(stderr, "gpu-warmd: --socket-mode wants an octal mode like "
-						"0660, not \"%s\"\n", optarg);
-				return -EINVAL;
-			}
-			o->socket_mode = (mode_t)v;
-			break;
-		case OPT_IMAGE_POOL_MIB:
-			if (parse_uint(optarg, "--image-pool-mib", 1u << 24, &v) < 0)
-				return -EINVAL;
-			o->image_pool_mib = v;
-			break;
-		case OPT_CHUNK_KIB:
-			if (parse_uint(optarg, "--chunk-kib", GW_VIMG_MAX_CHUNK_BYTES >> 10, &v) < 0)
-				return -EINVAL;
-			if (v < (GW_VIMG_MIN_CHUNK_BYTES >> 10) || (v & (v - 1))) {
-				fprintf(stderr, "gpu-warmd: --chunk-kib must be a power of two from "
-						"64 to %u, not %lu\n", GW_VIMG_MAX_CHUNK_BYTES >> 10, v);
-				return -EINVAL;
-			}
-			o->chunk_kib = v;
-			break;
-		case OPT_SOCKET_GROUP:
-			o->socket_group = optarg;
-			break;
-		case OPT_WORKERS:
-			if (parse_uint(optarg, "--workers", 256, &v) < 0)
-				return -EINVAL;
-			o->workers = v ? (unsigned)v : 1;
-			break;
-		case OPT_MAX_CLIENTS:
-			if (parse_uint(optarg, "--max-clients", 65536, &v) < 0)
-				return -EINVAL;
-			o->max_clients = (unsigned)v;
-			break;
-		case OPT_MAX_CLIENTS_PER_UID:
-			if (parse_uint(optarg, "--max-clients-per-uid", 65536, &v) < 0)
-				return -EINVAL;
-			o->max_clients_per_uid = (unsigned)v;
-			break;
-		case OPT_IDLE_TIMEOUT:
-			if (parse_uint(optarg, "--idle-timeout", 86400, &v) < 0 || v == 0) {
-				fprintf(stderr, "gpu-warmd: --idle-timeout must be 1 to 86400 s\n");
-				return -EINVAL;
-			}
-			o->idle_timeout_s = (unsigned)v;
-			break;
-		case OPT_ROOT_RESERVE:
-			if (parse_uint(optarg, "--root-reserve", 65536, &v) < 0)
-				return -EINVAL;
-			o->root_reserve = (unsigned)v;
-			break;
-		case OPT_MAX_OPS_PER_UID:
-			if (parse_uint(optarg, "--max-ops-per-uid", 1024, &v) < 0 || v == 0) {
-				fprintf(stderr, "gpu-warmd: --max-ops-per-uid must be 1 to 1024\n");
-				return -EINVAL;
-			}
-			o->max_ops_per_uid = (unsigned)v;
-			break;
-		case OPT_HANDSHAKE_TIMEOUT:
-		case OPT_FRAME_TIMEOUT:
-			if (parse_uint(optarg, c == OPT_FRAME_TIMEOUT ? "--frame-timeout" :
-				       "--handshake-timeout", 3600, &v) < 0 || v == 0) {
-				fprintf(stderr, "gpu-warmd: timeouts must be 1 to 3600 s\n");
-				return -EINVAL;
-			}
-			if (c == OPT_FRAME_TIMEOUT)
-				o->frame_timeout_s = (unsigned)v;
-			else
-				o->handshake_timeout_s = (unsigned)v;
-			break;
-		case OPT_FOREGROUND:
-			break;
-		case 'v':
-			o->verbose = 1;
-			break;
-		case 'h':
-			usage(stdout);
-			exit(0);
-		case 'V':
-			printf("gpu-warmd %s (protocol %d)\n", GW_VERSION, GW_PROTO_VERSION);
-			exit(0);
-		default:
+	make_getopt_tables(longopts, shortopts);
+	while ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
+		size_t i = 0;
+
+		while (i < NSPECS && spec_key(i) != c)
+			i++;
+		if (i == NSPECS) {
 			fprintf(stderr, "Try 'gpu-warmd --help'.\n");
 			return -EINVAL;
 		}
+		if (apply_option(&opt_specs[i], optarg, o) < 0)
+			return -EINVAL;
 	}
 	if (optind < argc) {
 		fprintf(stderr, "gpu-warmd: unexpected argument \"%s\"; try 'gpu-warmd --help'\n",
@@ -275,9 +302,10 @@ int main(int argc, char **argv)
 	raise_fd_limit();
 
 	r = gw_daemon_init(&d, &opts);
-	if (r >= 0)
+	if (r >= 0) {
 		r = gw_daemon_run(&d);
-	gw_daemon_finish(&d);
+		gw_daemon_finish(&d);
+	}
 	if (r < 0) {
 		gw_err("gpu-warmd stops: %s", strerror(-r));
 		return 1;

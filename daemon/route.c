@@ -54,9 +54,9 @@ static int take(struct gw_route_out *out, enum gw_route_path path, enum gw_route
 	return 0;
 }
 
-__attribute__((format(printf, 5, 6))) static int refuse(struct gw_route_out *out,
-							enum gw_route_reason why, int error,
-							const char *error_name, const char *fmt, ...)
+__attribute__((format(printf, 5, 6)))
+static int refuse(struct gw_route_out *out, enum gw_route_reason why, int error,
+		  const char *error_name, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -73,8 +73,8 @@ __attribute__((format(printf, 5, 6))) static int refuse(struct gw_route_out *out
 static int route_prefill(const struct gw_route_in *in, struct gw_route_out *out)
 {
 	if (!in->driver_ready)
-		return refuse(out, GW_ROUTE_WHY_NO_DRIVER, -ENODEV, GW_ERROR_DRIVER_UNAVAILABLE, "%s",
-			      in->driver_error ? in->driver_error : "no GPU driver");
+		return refuse(out, GW_ROUTE_WHY_NO_DRIVER, -ENODEV, GW_ERROR_DRIVER_UNAVAILABLE,
+			      "%s", in->driver_error ? in->driver_error : "no GPU driver");
 	if (!in->image_given)
 		return refuse(out, GW_ROUTE_WHY_PREFILL_NO_IMAGE, -EINVAL, GW_ERROR_INVALID_REQUEST,
 			      GW_METHOD_PREFILL " needs \"image_fd\"");
@@ -100,7 +100,8 @@ static int check_process(const struct gw_route_in *in, struct gw_route_out *out)
 	if (in->holds_image && (kind != GW_OP_RESUME || in->gpu_map_given))
 		return refuse(out, GW_ROUTE_WHY_HELD_NEEDS_RESUME, -EINVAL, GW_ERROR_ILLEGAL_STATE,
 			      "pid %d was suspended through the fast path and gpu-warmd holds its "
-			      "VRAM: only `warmctl resume %d` (onto the same GPU) can bring it back",
+			      "VRAM: only `warmctl resume %d` (onto the same GPU) can bring it "
+			      "back",
 			      pid, pid);
 	if (kind == GW_OP_RESUME && (in->holds_image || in->image_given) && !in->has_agent)
 		return refuse(out, GW_ROUTE_WHY_AGENT_AWAY, -EAGAIN, GW_ERROR_AGENT,
@@ -111,8 +112,8 @@ static int check_process(const struct gw_route_in *in, struct gw_route_out *out)
 		return refuse(out, GW_ROUTE_WHY_CHECKPOINT_UNSAFE, -EINVAL, GW_ERROR_ILLEGAL_STATE,
 			      "pid %d maps VRAM that gpu-warmd gave back after a fast resume; the "
 			      "driver's own checkpoint of such memory cannot be restored (the "
-			      "process would be stuck), so only the fast path (`warmctl suspend %d` "
-			      "with its agent attached) may checkpoint it", pid, pid);
+			      "process would be stuck), so only the fast path (`warmctl "
+			      "suspend %d` with its agent attached) may checkpoint it", pid, pid);
 	if (in->busy)
 		return refuse(out, GW_ROUTE_WHY_BUSY, -EBUSY, GW_ERROR_BUSY,
 			      "another operation on pid %d is in progress", pid);

@@ -44,7 +44,8 @@ enum gw_route_path {
 
 enum gw_route_reason {
 	/* taken */
-	GW_ROUTE_WHY_DRIVER_OP,        /* lock, checkpoint, restore, unlock, or no fast-path state */
+	GW_ROUTE_WHY_DRIVER_OP,        /* lock, checkpoint, restore, unlock; or no fast-path
+					* state to suspend or resume */
 	GW_ROUTE_WHY_AGENT_VRAM,       /* suspend: the agent reports VRAM to move */
 	GW_ROUTE_WHY_IMAGE_HELD,       /* resume: gpu-warmd holds the VRAM */
 	GW_ROUTE_WHY_IMAGE_FILE,       /* resume: from the image file given */
