@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The daemon's state and its life cycle: driver, GPU table, workers, leases, operations in
- * flight, drain/undrain, systemd notification. Loop thread only, except what jobs carry.
+ * The daemon's state and its life cycle. daemon.c assembles the modules (loop and signals,
+ * driver and GPU table, image pool, workers, server), queues the GPU table's prime and release
+ * jobs, keeps the drain/undrain requests parked until their GPUs get there, and tells systemd
+ * (READY=, STATUS=, WATCHDOG=, STOPPING=). Nothing calls back into daemon.c: it registers the
+ * GPU table's hooks and the server's callbacks. Loop thread only, except what jobs carry.
  */
 #ifndef GW_DAEMON_H
 #define GW_DAEMON_H
