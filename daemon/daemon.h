@@ -82,6 +82,7 @@ struct gw_daemon {
 	unsigned ngpus;
 
 	struct gw_worker_pool *workers;
+	struct gw_worker_pool *tracer; /* the one thread that ptraces (opengine.c) */
 	struct gw_server *server;
 	struct gw_lease_table leases;
 	struct gw_quota quota;         /* operations per non-root uid */
