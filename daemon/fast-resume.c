@@ -304,17 +304,7 @@ static const struct gw_step resume_always[] = {
 	{ .thread = GW_STEP_TRACER, .when = gw_fastop_frozen, .run = gw_fastop_thaw },
 };
 
-static const struct gw_op_plan resume_plan = {
-	.operation = "resume",
-	.steps = resume_steps,
-	.nsteps = sizeof(resume_steps) / sizeof(resume_steps[0]),
-	.always = resume_always,
-	.nalways = 1,
-	.gpus = gw_fastop_gpus,
-	.total_bytes = gw_fastop_total_bytes,
-	.add_result = gw_fastop_add_result,
-	.finish = gw_fastop_finish,
-};
+static const struct gw_op_plan resume_plan = GW_FASTOP_PLAN("resume", resume_steps, resume_always);
 
 int gw_fast_resume(struct gw_daemon *d, struct gw_request *req, pid_t pid,
 		   struct gw_fast_params *p)

@@ -410,17 +410,7 @@ static const struct gw_step suspend_always[] = {
 	{ .thread = GW_STEP_WORKER, .when = discard_wanted, .run = discard },
 };
 
-static const struct gw_op_plan suspend_plan = {
-	.operation = "suspend",
-	.steps = suspend_steps,
-	.nsteps = N(suspend_steps),
-	.always = suspend_always,
-	.nalways = N(suspend_always),
-	.gpus = gw_fastop_gpus,
-	.total_bytes = gw_fastop_total_bytes,
-	.add_result = gw_fastop_add_result,
-	.finish = gw_fastop_finish,
-};
+static const struct gw_op_plan suspend_plan = GW_FASTOP_PLAN("suspend", suspend_steps, suspend_always);
 
 int gw_fast_suspend(struct gw_daemon *d, struct gw_request *req, pid_t pid,
 		    struct gw_fast_params *p)

@@ -71,13 +71,13 @@ void gw_fastop_close_fds(struct gw_fast_op *f)
 
 void gw_fastop_export_free(struct gw_fast_op *f)
 {
-	for (size_t i = 0; f->scans && i < f->nx; i++)
-		free(f->scans[i]);
+	while (f->scans && f->nx > 0)
+		free(f->scans[--f->nx]);
 	free(f->scans);
-	free(f->maps);
-	free(f->xranges);
 	f->scans = NULL;
+	free(f->maps);
 	f->maps = NULL;
+	free(f->xranges);
 	f->xranges = NULL;
 	f->nx = 0;
 }

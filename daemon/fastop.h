@@ -89,10 +89,15 @@ void gw_fastop_cuda_error(struct gw_fast_op *f);
 /* Errors of the image rather than of the driver: a checksum mismatch, a file cut short... */
 const char *gw_fastop_job_error_name(int r);
 
-/* Plan hooks. */
+/* Plan hooks, and a suspend's or resume's plan: its steps and the thaw. */
 uint64_t gw_fastop_gpus(struct gw_op *op);
 uint64_t gw_fastop_total_bytes(const struct gw_op *op);
 void gw_fastop_add_result(const struct gw_op *op, cJSON *result);
+#define GW_FASTOP_PLAN(name, steps_, always_)                                                \
+	{ .operation = name, .steps = steps_, .nsteps = sizeof(steps_) / sizeof((steps_)[0]),  \
+	  .always = always_, .nalways = sizeof(always_) / sizeof((always_)[0]),                \
+	  .gpus = gw_fastop_gpus, .total_bytes = gw_fastop_total_bytes,                        \
+	  .add_result = gw_fastop_add_result, .finish = gw_fastop_finish }
 
 /* Driver steps (workers): each acts on the pinned process or on nothing. */
 int gw_fastop_lock(struct gw_op *op);

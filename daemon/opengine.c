@@ -27,14 +27,11 @@ void gw_op_init(struct gw_op *op, struct gw_daemon *d, struct gw_request *req,
 {
 	struct timeval tv = { 0, GW_PROGRESS_INTERVAL_MS * 1000 };
 
-	memset(op, 0, sizeof(*op));
-	op->d = d;
-	op->req = req;
-	op->plan = plan;
-	op->pid = pid;
-	op->owner = owner;
-	op->want_progress = want_progress;
-	op->start_ms = op->step_start_ms = gw_now_ms();
+	*op = (struct gw_op){
+		.d = d, .req = req, .plan = plan, .pid = pid, .owner = owner,
+		.want_progress = want_progress, .start_ms = gw_now_ms(),
+	};
+	op->step_start_ms = op->start_ms;
 	pthread_mutex_init(&op->job_lock, NULL);
 	if (!want_progress)
 		return;
