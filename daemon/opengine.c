@@ -310,6 +310,7 @@ static int submit_gpus(struct gw_op *op, const struct gw_step *s)
 {
 	uint64_t mask = op->plan->gpus(op);
 
+	op->step_r = 0;
 	for (unsigned g = 0; g < 64; g++) {
 		if (!(mask & ((uint64_t)1 << g)))
 			continue;
