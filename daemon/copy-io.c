@@ -517,13 +517,40 @@ static void *lane_main(void *arg)
 	return NULL;
 }
 
+/* Wait for the lanes with threads; their figures into s, the first failure (unless ret is one
+ * already) into err. */
+static int lanes_join(struct io_lane *lanes, unsigned nlanes, struct gw_copy_store *s, int ret,
+		      char *err, size_t errlen)
+{
+	unsigned started = 0;
+	uint64_t io_ns = 0;
+
+	for (unsigned i = 1; i < nlanes; i++)
+		if (lanes[i].started)
+			pthread_join(lanes[i].thread, NULL);
+	for (unsigned i = 0; i < nlanes; i++) {
+		io_ns = lanes[i].io_ns > io_ns ? lanes[i].io_ns : io_ns;
+		s->io_bytes += lanes[i].io_bytes;
+		s->pieces += lanes[i].pieces;
+		started += i > 0 && lanes[i].started;
+		if (lanes[i].ret < 0 && ret == 0) {
+			ret = lanes[i].ret;
+			snprintf(err, errlen, "%s", lanes[i].err);
+		}
+	}
+	s->io_ns += io_ns; /* the lanes ran in parallel */
+	if (started + 1 > s->lanes)
+		s->lanes = started + 1; /* the lanes that had a thread (lane 0 is this one) */
+	return ret;
+}
+
 int gw_copy_file(const struct gw_copy_engine *e, const struct gw_copy_set *set,
 		 struct gw_copy_store *s, int out, char *err, size_t errlen)
 {
 	struct io_lane lanes[GW_COPY_IO_LANES];
 	struct io_plan plan;
-	unsigned per_buffer, nlanes, started = 0;
-	uint64_t items = 0, io_ns = 0;
+	unsigned per_buffer, nlanes;
+	uint64_t items = 0;
 	size_t lane_bytes;
 	int ret = 0;
 
@@ -574,23 +601,8 @@ int gw_copy_file(const struct gw_copy_engine *e, const struct gw_copy_set *set,
 	/* Lanes without a thread of their own: their queues are shared, the others take them. */
 	if (nlanes > 0 && ret == 0)
 		lane_main(&lanes[0]);
-	for (unsigned i = 1; i < nlanes; i++)
-		if (lanes[i].started)
-			pthread_join(lanes[i].thread, NULL);
-	for (unsigned i = 0; i < nlanes; i++) {
-		io_ns = lanes[i].io_ns > io_ns ? lanes[i].io_ns : io_ns;
-		s->io_bytes += lanes[i].io_bytes;
-		s->pieces += lanes[i].pieces;
-		if (lanes[i].ret < 0 && ret == 0) {
-			ret = lanes[i].ret;
-			snprintf(err, errlen, "%s", lanes[i].err);
-		}
-	}
-	s->io_ns += io_ns; /* the lanes ran in parallel */
-	for (unsigned i = 1; i < nlanes; i++)
-		started += lanes[i].started;
-	if (nlanes > 0 && started + 1 > s->lanes)
-		s->lanes = started + 1; /* the lanes that had a thread (lane 0 is this one) */
+	if (nlanes > 0)
+		ret = lanes_join(lanes, nlanes, s, ret, err, errlen);
 	if (ret == 0)
 		ret = gw_copy_sync_all(e, err, errlen); /* the memsets */
 	else

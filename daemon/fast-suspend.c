@@ -289,7 +289,6 @@ static int check_copied(struct gw_op *op, int r)
 
 	(void)r;
 	gw_fastop_close_fds(f); /* the app's exported fds: our imports are gone, these must go */
-	gw_image_unmap(f->image);
 	gw_fastop_export_free(f);
 	if (f->step_error && op->job_error) {
 		gw_op_fail(op, f->step_error, "%s", f->step_err);
@@ -308,14 +307,17 @@ static int check_copied(struct gw_op *op, int r)
 	return 0;
 }
 
-/* A worker: the image is complete in its store; a file's header and tables go last. */
+/* A worker: the image is complete in its store; a file's header and tables go last (the file's
+ * mapping goes first: unmapping a large one takes a while). */
 static int seal(struct gw_op *op)
 {
 	struct gw_fast_op *f = GW_FAST(op);
 	struct gw_vimg *v = &f->image->v;
 	uint64_t io_ns = gw_fastcopy_io_ns(f);
-	double copy_s = (gw_now_ms() - op->step_start_ms) / 1e3;
+	double copy_s;
 
+	gw_image_unmap(f->image);
+	copy_s = (gw_now_ms() - op->step_start_ms) / 1e3;
 	if (f->image->fd < 0)
 		return 0;
 	v->write_bps = io_ns ? (uint64_t)((double)v->data_bytes / ((double)io_ns / 1e9)) : 0;
@@ -401,6 +403,7 @@ static int discard_wanted(struct gw_op *op)
 
 static int discard(struct gw_op *op)
 {
+	gw_image_unmap(GW_FAST(op)->image);
 	gw_image_discard(GW_FAST(op)->image);
 	return 0;
 }

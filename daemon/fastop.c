@@ -31,8 +31,10 @@ struct gw_fast_op *gw_fastop_new(struct gw_daemon *d, struct gw_request *req, pi
 	gw_pin_move(&f->pin, &p->pin);
 	f->image_fd = -1;
 	f->agent = kind == GW_FAST_PREFILL ? NULL : gw_fast_agent(d, pid);
-	if (f->agent)
+	if (f->agent) {
 		f->agent->busy = 1;
+		f->agent_tid = f->agent->tid;
+	}
 	f->next = d->fast_ops;
 	d->fast_ops = f;
 	if (kind != GW_FAST_PREFILL)
@@ -372,7 +374,7 @@ int gw_fastop_check_cuda(struct gw_op *op, int r)
 int gw_fastop_freeze(struct gw_op *op)
 {
 	struct gw_fast_op *f = GW_FAST(op);
-	pid_t keep[2] = { f->agent->tid, f->restore_tid };
+	pid_t keep[2] = { f->agent_tid, f->restore_tid };
 
 	if (f->caller_froze)
 		return 0;

@@ -29,6 +29,7 @@ struct gw_fast_op {
 	struct gw_pin pin;  /* the process, pinned when the request came */
 	unsigned timeout_ms;
 
+	pid_t agent_tid;   /* the agent's thread, as the operation began: never frozen */
 	pid_t restore_tid;
 	struct gw_frozen frozen;
 	struct gw_image *image;
