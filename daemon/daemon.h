@@ -89,9 +89,9 @@ struct gw_daemon {
 	struct gw_waiter *waiters;     /* drain/undrain requests waiting for GPU states */
 	struct gw_pid_job *pid_jobs;   /* operations in flight, one per pid at most */
 	struct gw_pid_record *pid_records; /* GPUs seen per locked process */
-	struct gw_agent *agents;       /* shimmed processes (fastpath.c) */
+	struct gw_agent *agents;       /* shimmed processes (agents.c) */
 	struct gw_fast_op *fast_ops;   /* fast-path operations in flight */
-	struct gw_prefill *prefills;   /* VRAM filled ahead of a resume (fastpath.c) */
+	struct gw_prefill *prefills;   /* VRAM filled ahead of a resume (imagestore.c) */
 	struct gw_hostpool hostpool;   /* pinned memory for VRAM images */
 	int hostpool_started;
 	int hostpool_pending;          /* being pinned at start-up */

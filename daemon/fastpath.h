@@ -7,9 +7,13 @@
  * suspend: lock -> freeze all threads but the agent and the CUDA restore thread -> unlock ->
  *          agent exports its ranges -> copy to pinned host blocks -> agent releases the memory
  *          (keeping its VA) -> lock -> driver checkpoint -> thaw
- * resume:  freeze -> driver restore -> unlock -> create + fill new memory -> agent maps it at the
+ * resume:  create + fill new memory -> freeze -> driver restore -> unlock -> agent maps it at the
  *          old addresses -> thaw
  * A failure part-way puts the process back as it was: running, unlocked, its data in VRAM.
+ *
+ * This header is the path's face to the request handlers. Behind it: agents.h (the agent
+ * registry), imagestore.h (images and prefills), fast-suspend.c and fast-resume.c (the step
+ * tables), fastop.h (what they share), all run by the operation engine (opengine.h).
  */
 #ifndef GW_FASTPATH_H
 #define GW_FASTPATH_H

@@ -83,7 +83,7 @@ int gw_image_alloc_blocks(struct gw_image *image, struct gw_hostpool *pool, size
 }
 
 /*
- * A single file is written through a shared mapping when the kernel can pre-fault it (copy.c
+ * A single file is written through a shared mapping when the kernel can pre-fault it (copy-io.c
  * says why) and the file is root's: a store into a mapping whose file another process truncates
  * meanwhile takes SIGBUS, and a user must not be able to kill the daemon by truncating their own
  * image. Other files are written with pwrite, where a truncation is just a failed dump; so are
