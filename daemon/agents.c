@@ -10,6 +10,7 @@
 #include "daemon.h"
 #include "imagestore.h"
 #include "log.h"
+#include "opengine.h"
 
 #define GW_FAST_MAX_RANGES 4096
 
@@ -44,7 +45,7 @@ static void on_agent_exit(evutil_socket_t fd, short what, void *arg)
 	gw_info("pid %d exited: its agent record%s dropped", a->pid,
 		a->image ? " and the VRAM image held for it are" : " is");
 	gw_agent_remove(d, a);
-	gw_daemon_gpus_changed(d);
+	gw_op_changed(d);
 }
 
 /* Pin a (bound to the process in pin, which is moved in) and watch for its exit. */

@@ -52,26 +52,33 @@ void gw_op_release(struct gw_op *op)
 	pthread_mutex_destroy(&op->job_lock);
 }
 
-/* in_flight of every GPU an operation may touch: a drain waits for them. Only here. */
-static void count_gpus(struct gw_daemon *d, uint64_t mask, int delta)
+/* in_flight of every GPU an operation may touch: a drain waits for them. The only writes of it
+ * in the engine's code (gpu.c's gw_gpu_op_begin/end once the GPU table owns the counts). */
+static void count_gpus(struct gw_daemon *d, uint64_t mask, int begin)
 {
-	for (unsigned i = 0; i < d->ngpus; i++)
-		if (mask & ((uint64_t)1 << i))
-			d->gpus[i].in_flight = (unsigned)((int)d->gpus[i].in_flight + delta);
+	for (unsigned i = 0; i < d->ngpus; i++) {
+		if (!(mask & ((uint64_t)1 << i)))
+			continue;
+		if (begin)
+			d->gpus[i].in_flight++;
+		else
+			d->gpus[i].in_flight--;
+	}
 }
 
 void gw_op_gpus_begin(struct gw_op *op, uint64_t mask)
 {
-	count_gpus(op->d, mask & ~op->gpu_mask, +1);
+	count_gpus(op->d, mask & ~op->gpu_mask, 1);
 	op->gpu_mask |= mask;
 }
 
 void gw_op_gpus_end(struct gw_op *op)
 {
-	count_gpus(op->d, op->gpu_mask, -1);
+	count_gpus(op->d, op->gpu_mask, 0);
 	op->gpu_mask = 0;
 }
 
+/* The one call of the daemon's "operations changed": drains advance, waiters wake. */
 void gw_op_changed(struct gw_daemon *d)
 {
 	gw_daemon_gpus_changed(d);
