@@ -18,7 +18,7 @@
  * set's ranges in flight over the GPU's streams, one synchronisation) or files: the image file
  * (version 1) or its segment files (version 2), by up to eight I/O lanes per GPU (threads, each
  * with a slice of the pinned staging buffers and a stream) that take pieces of all the set's
- * ranges from one queue per file, DMA overlapping file I/O (copy.c says how).
+ * ranges from one queue per file, DMA overlapping file I/O (copy-io.c says how).
  */
 #ifndef GW_COPY_H
 #define GW_COPY_H

@@ -60,26 +60,19 @@ struct gw_daemon {
 	int driver_ready;          /* cuInit succeeded */
 	char driver_error[256];
 
-	/* The GPU table (gpu.h), written by gpu.c only. gpus/ngpus are read-only views of it for
-	 * the modules that still index it directly. */
-	union {
-		struct gw_gpu_table gpu_table;
-		struct {
-			struct gw_gpu gpus[GW_GPU_MAX];
-			unsigned ngpus;
-		};
-	};
+	struct gw_gpu_table gpu_table; /* gpu.h: written by gpu.c only */
 
 	struct gw_worker_pool *workers;
+	struct gw_worker_pool *tracer; /* the one thread that ptraces (opengine.c) */
 	struct gw_server *server;
 	struct gw_lease_table leases;
 	struct gw_quota quota;         /* operations per non-root uid */
 	struct gw_waiter *waiters;     /* drain/undrain requests waiting for GPU states */
 	struct gw_pid_job *pid_jobs;   /* operations in flight, one per pid at most */
 	struct gw_pid_record *pid_records; /* GPUs seen per locked process */
-	struct gw_agent *agents;       /* shimmed processes (fastpath.c) */
+	struct gw_agent *agents;       /* shimmed processes (agents.c) */
 	struct gw_fast_op *fast_ops;   /* fast-path operations in flight */
-	struct gw_prefill *prefills;   /* VRAM filled ahead of a resume (fastpath.c) */
+	struct gw_prefill *prefills;   /* VRAM filled ahead of a resume (imagestore.c) */
 	struct gw_hostpool hostpool;   /* pinned memory for VRAM images */
 	int hostpool_started;
 	int hostpool_pending;          /* being pinned at start-up */
@@ -108,17 +101,6 @@ struct gw_daemon {
 int gw_daemon_init(struct gw_daemon *d, const struct gw_options *opts);
 int gw_daemon_run(struct gw_daemon *d);
 void gw_daemon_finish(struct gw_daemon *d);
-
-/* Former daemon.c entry points, now the GPU table's (gpu.h); kept for fastpath.c and ops.c
- * until they call gw_gpu_table_changed() themselves. */
-static inline void gw_daemon_gpus_changed(struct gw_daemon *d)
-{
-	gw_gpu_table_changed(&d->gpu_table);
-}
-static inline void gw_daemon_update_status(struct gw_daemon *d)
-{
-	gw_gpu_table_changed(&d->gpu_table);
-}
 
 /* Process operations (ops.c) */
 struct gw_pid_op_params {

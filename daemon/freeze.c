@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,20 +30,52 @@ static int is_frozen(const struct gw_frozen *f, pid_t tid)
 	return 0;
 }
 
-/* Wait for tid's ptrace stop, polling so a thread stuck in the kernel cannot hang us. */
+/* The thread's state letter in /proc ('t': a ptrace stop), or 0 when it is gone. */
+static char thread_state(pid_t tid)
+{
+	char path[64], buf[512], *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' ? p[2] : 0;
+}
+
+/*
+ * Wait for tid's ptrace stop, polling so a thread stuck in the kernel cannot hang us. The stop
+ * is seen by waitpid, or in /proc when another thread of the daemon collected it first (the
+ * loop reaps its dead tracees on SIGCHLD, and ptrace stops raise SIGCHLD too).
+ */
 static int wait_stopped(pid_t tid, double deadline)
 {
 	for (;;) {
 		int status;
 		pid_t r = waitpid(tid, &status, __WALL | WNOHANG);
+		char state;
 
 		if (r == tid) {
 			if (WIFEXITED(status) || WIFSIGNALED(status))
 				return -ESRCH;
 			return 0;
 		}
+		if (r < 0 && errno == ECHILD)
+			return -ESRCH; /* dead, and collected already */
 		if (r < 0 && errno != EINTR)
 			return -errno;
+		state = thread_state(tid);
+		if (state == 't')
+			return 0;
+		if (state == 0 || state == 'Z' || state == 'X')
+			return -ESRCH;
 		if (gw_now_ms() > deadline)
 			return -ETIMEDOUT;
 		struct timespec ts = { 0, 200000 };

@@ -2,8 +2,10 @@
 /*
  * Freezing a process's threads with ptrace (PTRACE_SEIZE + PTRACE_INTERRUPT), all but a few
  * (the shim's agent thread and the CUDA restore thread must keep running). ptrace requests must
- * come from the tracing thread: freeze and thaw run on the event loop thread. Tracees are let go
- * by the kernel if the daemon dies, so a crash never leaves an app frozen.
+ * come from the tracing thread: freeze and thaw of a process run on the same thread, the
+ * operation engine's tracer (opengine.h), never on the loop (a freeze waits up to seconds).
+ * Tracees are let go by the kernel if the daemon (or that thread) dies, so a crash never leaves
+ * an app frozen.
  */
 #ifndef GW_FREEZE_H
 #define GW_FREEZE_H

@@ -92,24 +92,25 @@ void gw_hostpool_give(struct gw_hostpool *pool, void *const *blocks, size_t n)
 	pthread_mutex_unlock(&pool->lock);
 }
 
-size_t gw_hostpool_free_bytes(struct gw_hostpool *pool)
+/* Bytes in *blocks, read under the pool's lock. */
+static size_t locked_bytes(struct gw_hostpool *pool, const size_t *blocks)
 {
 	size_t n;
 
 	pthread_mutex_lock(&pool->lock);
-	n = pool->nfree * (size_t)GW_HOSTPOOL_BLOCK_BYTES;
+	n = *blocks * (size_t)GW_HOSTPOOL_BLOCK_BYTES;
 	pthread_mutex_unlock(&pool->lock);
 	return n;
 }
 
+size_t gw_hostpool_free_bytes(struct gw_hostpool *pool)
+{
+	return locked_bytes(pool, &pool->nfree);
+}
+
 size_t gw_hostpool_total_bytes(struct gw_hostpool *pool)
 {
-	size_t n;
-
-	pthread_mutex_lock(&pool->lock);
-	n = pool->total_blocks * (size_t)GW_HOSTPOOL_BLOCK_BYTES;
-	pthread_mutex_unlock(&pool->lock);
-	return n;
+	return locked_bytes(pool, &pool->total_blocks);
 }
 
 void gw_hostpool_finish(struct gw_hostpool *pool)

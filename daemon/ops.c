@@ -17,21 +17,16 @@
 #include "log.h"
 #include "gw-ckpt.h"
 #include "gw-pidgpu.h"
+#include "opengine.h"
 
-#define GW_OP_MAX_STEPS 4
-
+/* An operation of the driver path: one worker step, the shared checkpoint sequence, whose
+ * driver steps it records itself. */
 struct gw_pid_job {
+	struct gw_op op;
 	struct gw_pid_job *next;
-	struct gw_daemon *d;
-	struct gw_request *req;
 	struct gw_pid_op_params p;
 
 	/* filled by the worker */
-	struct {
-		const char *name;
-		double ms;
-	} steps[GW_OP_MAX_STEPS];
-	unsigned nsteps;
 	struct gw_ckpt_outcome outcome;
 	int gone;                 /* the process exited before a step */
 	CUprocessState state;
@@ -80,11 +75,7 @@ static void after_step(void *ctx, enum gw_ckpt_step step, CUresult r, double ms)
 	struct gw_pid_job *job = ctx;
 
 	(void)r;
-	if (job->nsteps < GW_OP_MAX_STEPS) {
-		job->steps[job->nsteps].name = gw_ckpt_step_name(step);
-		job->steps[job->nsteps].ms = ms;
-		job->nsteps++;
-	}
+	gw_op_record(&job->op, gw_ckpt_step_name(step), ms);
 }
 
 static const enum gw_ckpt_step single_steps[GW_OP_KIND_COUNT] = {
@@ -94,10 +85,10 @@ static const enum gw_ckpt_step single_steps[GW_OP_KIND_COUNT] = {
 	[GW_OP_UNLOCK] = GW_CKPT_UNLOCK,
 };
 
-static void pid_job_work(void *data)
+static int pid_job_work(struct gw_op *op)
 {
-	struct gw_pid_job *job = data;
-	const struct gw_cuda *cuda = job->d->cuda;
+	struct gw_pid_job *job = GW_OP_OF(op, struct gw_pid_job);
+	const struct gw_cuda *cuda = op->d->cuda;
 	struct gw_ckpt_observer obs = { before_step, after_step, job };
 	struct gw_ckpt_args args = {
 		.lock_timeout_ms = job->p.timeout_ms,
@@ -117,6 +108,7 @@ static void pid_job_work(void *data)
 	job->total_ms = gw_now_ms() - start;
 	job->have_state = gw_pin_alive(&job->p.pin) &&
 		cuda->cuCheckpointProcessGetState(job->p.pid, &job->state) == CUDA_SUCCESS;
+	return 0;
 }
 
 static int job_failed(const struct gw_pid_job *job)
@@ -147,7 +139,7 @@ static void record_source_gpus(struct gw_daemon *d, pid_t pid)
 	}
 	rec->count = 0;
 	for (int i = 0; i < n; i++) {
-		struct gw_gpu *gpu = gw_gpu_find(d->gpus, d->ngpus, pci[i]);
+		struct gw_gpu *gpu = gw_gpu_find(d->gpu_table.gpus, d->gpu_table.count, pci[i]);
 
 		if (gpu && rec->count < GW_GPU_MAX)
 			rec->gpus[rec->count++] = gpu->index;
@@ -188,36 +180,21 @@ int gw_ops_pid_busy(const struct gw_daemon *d, pid_t pid)
 	return gw_fast_busy(d, pid);
 }
 
-static cJSON *job_result(const struct gw_pid_job *job)
+static cJSON *job_result(struct gw_pid_job *job)
 {
-	cJSON *result = cJSON_CreateObject(), *steps;
+	struct gw_op_result *res = &job->op.res;
 
-	if (!result)
-		return NULL;
-	cJSON_AddNumberToObject(result, "pid", job->p.pid);
-	cJSON_AddStringToObject(result, "operation", gw_op_kind_name(job->p.kind));
-	if (job->have_state)
-		cJSON_AddStringToObject(result, "state", state_name(job->state));
-	else
-		cJSON_AddNullToObject(result, "state");
-	cJSON_AddStringToObject(result, "path", "driver");
-	cJSON_AddNumberToObject(result, "duration_ms", job->total_ms);
-	steps = cJSON_AddArrayToObject(result, "steps");
-	for (unsigned i = 0; steps && i < job->nsteps; i++) {
-		cJSON *s = cJSON_CreateObject();
-
-		if (!s)
-			break;
-		cJSON_AddStringToObject(s, "step", job->steps[i].name);
-		cJSON_AddNumberToObject(s, "duration_ms", job->steps[i].ms);
-		cJSON_AddItemToArray(steps, s);
-	}
-	return result;
+	res->pid = job->p.pid;
+	res->path = "driver";
+	res->state = job->have_state ? state_name(job->state) : NULL;
+	res->state_null = !job->have_state;
+	res->duration_ms = job->total_ms;
+	return gw_op_result_json(&job->op);
 }
 
 static void fail_job(struct gw_pid_job *job)
 {
-	const struct gw_cuda *cuda = job->d->cuda;
+	const struct gw_cuda *cuda = job->op.d->cuda;
 	const struct gw_ckpt_outcome *o = &job->outcome;
 	CUresult r = o->result;
 	const char *call = gw_ckpt_step_call(o->failed_step);
@@ -232,27 +209,27 @@ static void fail_job(struct gw_pid_job *job)
 				 "it runs on" :
 				 gw_cuda_describe(cuda, o->undo_result, text, sizeof(text)));
 	if (job->gone)
-		gw_request_fail(job->req, GW_ERROR_NO_SUCH_PROCESS, extra,
+		gw_request_fail(job->op.req, GW_ERROR_NO_SUCH_PROCESS, extra,
 				"pid %d exited before the operation was done%s", job->p.pid, tail);
 	else if (r == CUDA_ERROR_NOT_FOUND)
-		gw_request_fail(job->req, GW_ERROR_NOT_CUDA, extra,
+		gw_request_fail(job->op.req, GW_ERROR_NOT_CUDA, extra,
 				"pid %d is not a CUDA process (%s): the driver does not know it%s",
 				job->p.pid, call, tail);
 	else if (r == CUDA_ERROR_ILLEGAL_STATE)
-		gw_request_fail(job->req, GW_ERROR_ILLEGAL_STATE, extra,
+		gw_request_fail(job->op.req, GW_ERROR_ILLEGAL_STATE, extra,
 				"%s(pid %d): the process is %s, which this step does not accept%s",
 				call, job->p.pid,
 				job->have_state ? state_name(job->state) : "in an unknown state", tail);
 	else
-		gw_request_fail(job->req, gw_error_for_errno(gw_cuda_errno(r)), extra,
+		gw_request_fail(job->op.req, gw_error_for_errno(gw_cuda_errno(r)), extra,
 				"%s(pid %d): %s%s", call, job->p.pid,
 				gw_cuda_describe(cuda, r, text, sizeof(text)), tail);
 }
 
-static void pid_job_done(void *data)
+static void pid_job_done(struct gw_op *op)
 {
-	struct gw_pid_job *job = data;
-	struct gw_daemon *d = job->d;
+	struct gw_pid_job *job = GW_OP_OF(op, struct gw_pid_job);
+	struct gw_daemon *d = op->d;
 	struct gw_op_stats *stats = &d->stats[job->p.kind];
 
 	for (struct gw_pid_job **p = &d->pid_jobs; *p; p = &(*p)->next)
@@ -260,15 +237,18 @@ static void pid_job_done(void *data)
 			*p = job->next;
 			break;
 		}
-	gw_gpu_op_end(&d->gpu_table, job->p.gpu_mask);
+	gw_op_release(op);
 	gw_quota_give(&d->quota, job->p.owner);
-	gw_op_stats_record(stats, !job_failed(job), job->total_ms, 0);
-	if (!job_failed(job)) {
+	gw_op_stats_record(stats, !op->failed && !job_failed(job), job->total_ms, 0);
+	if (op->failed) {
+		gw_warn("%s pid %d failed: %s", gw_op_kind_name(job->p.kind), job->p.pid, op->error);
+		gw_request_fail(op->req, op->error_name, NULL, "%s", op->error);
+	} else if (!job_failed(job)) {
 		gw_info("%s pid %d: %s in %.1f ms", gw_op_kind_name(job->p.kind), job->p.pid,
 			job->have_state ? state_name(job->state) : "?", job->total_ms);
 		if (job->have_state && job->state == CU_PROCESS_STATE_RUNNING)
 			forget_source_gpus(d, job->p.pid);
-		gw_request_reply(job->req, job_result(job));
+		gw_request_reply(op->req, job_result(job));
 	} else {
 		gw_warn("%s pid %d failed in %s: CUresult %d%s", gw_op_kind_name(job->p.kind),
 			job->p.pid, gw_ckpt_step_call(job->outcome.failed_step), job->outcome.result,
@@ -277,40 +257,52 @@ static void pid_job_done(void *data)
 	}
 	gw_pin_close(&job->p.pin);
 	free(job);
-	gw_daemon_gpus_changed(d);
 }
+
+static const struct gw_step pid_steps[] = {
+	{ .thread = GW_STEP_WORKER, .run = pid_job_work },
+};
+
+/* One plan per kind: the reply's "operation" is its name. */
+#define PID_PLAN(kind) { .operation = #kind, .steps = pid_steps, .nsteps = 1, .finish = pid_job_done }
+static const struct gw_op_plan pid_plans[GW_OP_KIND_COUNT] = {
+	[GW_OP_LOCK] = PID_PLAN(lock),
+	[GW_OP_CHECKPOINT] = PID_PLAN(checkpoint),
+	[GW_OP_RESTORE] = PID_PLAN(restore),
+	[GW_OP_UNLOCK] = PID_PLAN(unlock),
+	[GW_OP_SUSPEND] = PID_PLAN(suspend),
+	[GW_OP_RESUME] = PID_PLAN(resume),
+};
 
 int gw_ops_start(struct gw_daemon *d, struct gw_request *req, struct gw_pid_op_params *p)
 {
 	struct gw_pid_job *job = calloc(1, sizeof(*job));
-	int r;
 
 	if (!job)
 		return -ENOMEM;
-	job->d = d;
-	job->req = req;
+	if (!d->workers) {
+		free(job);
+		return -ESHUTDOWN;
+	}
+	gw_op_init(&job->op, d, req, &pid_plans[p->kind], p->pid, p->owner, 0);
 	job->p = *p;
 	job->p.pin.pidfd = -1;
 	gw_pin_move(&job->p.pin, &p->pin);
 	/* Before the driver releases the process's device handles, note which GPUs it uses. */
 	if (p->kind == GW_OP_LOCK || p->kind == GW_OP_SUSPEND)
 		record_source_gpus(d, p->pid);
-	r = gw_worker_submit_class(d->workers, p->owner == 0 ? GW_WORK_PRIVILEGED : GW_WORK_USER,
-				   pid_job_work, pid_job_done, job);
-	if (r < 0) {
-		gw_pin_move(&p->pin, &job->p.pin);
-		free(job);
-		return r;
-	}
 	job->next = d->pid_jobs;
 	d->pid_jobs = job;
-	gw_gpu_op_begin(&d->gpu_table, p->gpu_mask);
-	gw_daemon_update_status(d);
+	gw_op_gpus_begin(&job->op, p->gpu_mask);
+	gw_gpu_table_changed(&d->gpu_table);
+	gw_op_start(&job->op);
 	return 0;
 }
 
 void gw_ops_finish(struct gw_daemon *d)
 {
+	/* Operations on the tracer thread end now, while their requests can still be answered. */
+	gw_opengine_finish(d);
 	while (d->pid_records)
 		forget_source_gpus(d, d->pid_records->pid);
 }
