@@ -11,7 +11,9 @@ Parts (--only a,b,c,d):
      criu dump of the whole process, criu restore; restore -> first token (from starting
      `criu restore` to the restored server's first token), greedy output identical to before the
      dump, RESUME_DEVICES_LATE's time and CRIU's restore phases from its -v4 log and
-     --display-stats; both stacks, images on a plain tmpfs.
+     --display-stats; both stacks, images on a plain tmpfs. --a-thp-again always: gpu-warmd's
+     images restored once more with the host's transparent huge pages set to "always" (CRIU's
+     restore of the process's memory faults in 2 MiB pages then), the host's mode put back after.
   b  gw-vram-app with DENSE GiB of data through criu: dump and restore times with the image dir on
      a huge-page tmpfs (huge=always) and on a plain tmpfs; both stacks.
   c  warmctl suspend/resume --image of DENSE GiB on both tmpfs kinds: times, copy rates, steps.
@@ -636,11 +638,14 @@ def part_a(run):
                     r["fast_path"] = bool(fast)
                     if not fast:
                         log("  WARNING: the dump log does not say 'fast path' (the shim's agent was not used?)")
+                r["thp"] = thp_get()
                 r["restore"] = run.criu.restore(stack, img, f"a-{stack}", after=lambda: s.complete(1))
                 ids, _, _, _ = s.complete(32)
                 r["identical"] = ids == ids0
                 check(ids == ids0, f"greedy output after the restore identical to before the dump "
                       f"({len(ids)} tokens)")
+                for mode in (m for m in a.a_thp_again.split(",") if m and shim):
+                    r[f"restore_thp_{mode}"] = restore_again_thp(run, s, stack, img, mode, ids0)
                 shutil.rmtree(img, ignore_errors=True)
             except Exception as e:  # noqa: BLE001
                 r["error"] = str(e)[-3000:]
@@ -652,6 +657,44 @@ def part_a(run):
                 run.save()
     finally:
         umount(mnt)
+
+
+THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+
+def thp_get():
+    """The host's transparent huge page mode ("always", "madvise", "never"), or None."""
+    try:
+        with open(THP_ENABLED) as f:
+            m = re.search(r"\[(\w+)\]", f.read())
+        return m.group(1) if m else None
+    except OSError:
+        return None
+
+
+def thp_set(mode):
+    with open(THP_ENABLED, "w") as f:
+        f.write(mode)
+
+
+def restore_again_thp(run, s, stack, img, mode, ids0):
+    """Kill the restored server and restore the same images again with the host's THP mode set to
+    `mode` for this restore only (CRIU fills the process's anonymous memory with preadv: with THP
+    "always" its page faults take 2 MiB pages)."""
+    kill_tree(s.pid)
+    reap()
+    old = thp_get()
+    log(f"  again with transparent_hugepage={mode} (host setting: {old})")
+    try:
+        thp_set(mode)
+        r = run.criu.restore(stack, img, f"a-{stack}-thp-{mode}", after=lambda: s.complete(1))
+    finally:
+        if old:
+            thp_set(old)
+    ids, _, _, _ = s.complete(32)
+    r["identical"] = ids == ids0
+    check(ids == ids0, f"THP {mode}: greedy output after the restore identical to before the dump")
+    return r
 
 
 def part_b(run):
@@ -820,6 +863,10 @@ def rows(res):
             out.append(("a", "model server", stack, a.get("tmpfs"), g(a, stack, "dump", "wall_s"),
                         g(a, stack, "restore", "wall_s"), g(a, stack, "restore", "to_first_token_s"),
                         g(a, "baseline", "restore", "to_first_token_s") if stack == "gpuwarm" else None))
+        for key in sorted(k for k in g(a, stack) or {} if k.startswith("restore_thp_")):
+            out.append(("a", f"model server, THP {key[len('restore_thp_'):]}", stack, a.get("tmpfs"), None,
+                        g(a, stack, key, "wall_s"), g(a, stack, key, "to_first_token_s"),
+                        g(a, "baseline", "restore", "to_first_token_s")))
     b = res.get("b", {})
     for kind in KINDS:
         for stack in ("gpuwarm", "baseline"):
@@ -1012,6 +1059,9 @@ def main():
                          "skipped and named (default 420)")
     ap.add_argument("--tmpfs-gib", type=int, default=40, help="tmpfs size (raised when a part needs more)")
     ap.add_argument("--a-tmpfs", choices=KINDS, default="plain", help="tmpfs kind for part a's images")
+    ap.add_argument("--a-thp-again", default="",
+                    help="part a, gpu-warmd: restore the same images again with the host's transparent "
+                         "huge pages set to each mode listed (e.g. always), then put back")
     ap.add_argument("--server-script", default=os.path.join(HERE, "..", "workloads", "model_server.py"))
     ap.add_argument("--server-args", default="", help="extra model_server.py arguments")
     a = ap.parse_args()
