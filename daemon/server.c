@@ -13,17 +13,14 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "gw-framer.h"
 #include "log.h"
 
-#define GW_READ_CHUNK 65536
 #define GW_ACCEPT_PAUSE_MS 1000 /* after EMFILE and friends: stop accepting this long */
 
 struct gw_outframe {
 	struct gw_outframe *next;
-	char *buf; /* header + payload */
-	size_t len, off;
-	int fds[GW_FRAME_MAX_FDS];
-	unsigned nfds;
+	struct gw_frame_out out; /* owns its fds */
 };
 
 struct gw_conn {
@@ -32,13 +29,7 @@ struct gw_conn {
 	int fd;
 	struct ucred peer;
 	struct event *read_ev, *write_ev, *timer_ev;
-	struct gw_frame_decoder decoder;
-	char in[GW_READ_CHUNK];
-	size_t in_len, in_pos;
-	/* The descriptors of the one frame they arrived with (the kernel hands a batch over with
-	 * the read that holds its frame's first byte), until that frame completes and claims them. */
-	int fdq[GW_FRAME_MAX_FDS];
-	unsigned fdq_len;
+	struct gw_framer *framer; /* frames in, with the fds each announces */
 	/* Deadlines are absolute: bytes trickling in do not extend them. */
 	double accepted_ms;    /* Hello must complete within handshake_timeout_ms of this */
 	double frame_start_ms; /* the first byte of the frame being received; 0: none */
@@ -102,8 +93,7 @@ static int conn_flush(struct gw_conn *conn)
 {
 	while (conn->out_head) {
 		struct gw_outframe *f = conn->out_head;
-		ssize_t n = gw_sendmsg_fds(conn->fd, f->buf + f->off, f->len - f->off,
-					   f->off == 0 ? f->fds : NULL, f->off == 0 ? f->nfds : 0);
+		ssize_t n = gw_frame_out_send(&f->out, conn->fd);
 
 		if (n == -EAGAIN) {
 			event_add(conn->write_ev, NULL);
@@ -111,18 +101,13 @@ static int conn_flush(struct gw_conn *conn)
 		}
 		if (n < 0)
 			return (int)n;
-		if (f->off == 0)
-			for (unsigned i = 0; i < f->nfds; i++)
-				close(f->fds[i]);
-		f->nfds = 0;
-		f->off += (size_t)n;
 		conn->out_bytes -= (size_t)n;
-		if (f->off < f->len)
+		if (!gw_frame_out_done(&f->out))
 			continue;
 		conn->out_head = f->next;
 		if (!conn->out_head)
 			conn->out_tail = NULL;
-		free(f->buf);
+		gw_frame_out_finish(&f->out);
 		free(f);
 	}
 	event_del(conn->write_ev);
@@ -135,32 +120,25 @@ static int conn_flush(struct gw_conn *conn)
 static int conn_queue(struct gw_conn *conn, char *payload, const int *fds, unsigned nfds)
 {
 	struct gw_outframe *f;
-	size_t len;
 
 	if (!payload)
 		goto fail;
-	len = strlen(payload);
 	f = calloc(1, sizeof(*f));
 	if (!f)
 		goto fail;
-	f->buf = malloc(GW_FRAME_HEADER_SIZE + len);
-	if (!f->buf || gw_frame_header_encode(len, (uint8_t *)f->buf) < 0) {
-		free(f->buf);
+	if (gw_frame_out_init(&f->out, payload, strlen(payload), fds, nfds, true) < 0) {
 		free(f);
-		goto fail;
+		free(payload);
+		conn_close(conn, "out of memory");
+		return -ENOMEM;
 	}
-	memcpy(f->buf + GW_FRAME_HEADER_SIZE, payload, len);
 	free(payload);
-	f->len = GW_FRAME_HEADER_SIZE + len;
-	for (unsigned i = 0; i < nfds; i++)
-		f->fds[i] = fds[i];
-	f->nfds = nfds;
 	if (conn->out_tail)
 		conn->out_tail->next = f;
 	else
 		conn->out_head = f;
 	conn->out_tail = f;
-	conn->out_bytes += f->len;
+	conn->out_bytes += f->out.len;
 	if (conn->out_bytes > conn->server->limits.max_output_bytes) {
 		conn_close(conn, "too much unread output");
 		return -ENOBUFS;
@@ -200,9 +178,7 @@ static void conn_free(struct gw_conn *conn)
 		struct gw_outframe *f = conn->out_head;
 
 		conn->out_head = f->next;
-		for (unsigned i = 0; i < f->nfds; i++)
-			close(f->fds[i]);
-		free(f->buf);
+		gw_frame_out_finish(&f->out);
 		free(f);
 	}
 	free(conn);
@@ -279,16 +255,6 @@ static void call_finish(struct gw_conn *conn, const struct gw_message *msg, int 
 	done(data, msg, fds, nfds);
 	if (!conn->dead)
 		conn_arm_timer(conn);
-}
-
-static void deliver_call_reply(struct gw_conn *conn, const struct gw_message *msg)
-{
-	int fds[GW_FRAME_MAX_FDS];
-	unsigned nfds = msg->nfds;
-
-	memcpy(fds, conn->fdq, nfds * sizeof(int));
-	conn->fdq_len = 0;
-	call_finish(conn, msg, fds, nfds);
 }
 
 static void on_call_timeout(evutil_socket_t fd, short what, void *arg)
@@ -382,94 +348,69 @@ static int handle_hello(struct gw_conn *conn, struct gw_message *msg)
 	return 0;
 }
 
-/*
- * A frame's descriptors: the batch that arrived with its first byte, exactly as many as its
- * "fds" member announces. A frame announcing none leaves a batch for a later frame of the same
- * read; conn_process_input() refuses a batch that no frame claims.
- */
-static int claim_fds(struct gw_conn *conn, const struct gw_message *msg)
-{
-	if (msg->nfds == 0)
-		return 0;
-	return msg->nfds == conn->fdq_len ? 0 : -EBADMSG;
-}
-
 static void protocol_error(struct gw_conn *conn, uint64_t id, const char *message)
 {
 	send_error(conn, id, GW_ERROR_INVALID_REQUEST, message);
 }
 
-/* One complete frame: parse, check, hand over. Returns < 0 when the connection must close. */
-static int conn_handle_frame(struct gw_conn *conn, char *payload, size_t len)
+/* A message before the Hello: only the Hello itself. Returns < 0 when the connection must close. */
+static int conn_handshake(struct gw_conn *conn, struct gw_message *msg)
 {
-	struct gw_request *req;
-	struct gw_message msg;
-	char text[160];
 	int r;
 
-	r = gw_message_parse(payload, len, &msg);
-	free(payload);
-	if (r < 0) {
-		protocol_error(conn, 0, r == -ENOMEM ? "out of memory" : "malformed message");
+	if (msg->nfds > 0) {
+		protocol_error(conn, msg->id, GW_METHOD_HELLO " carries no file descriptors");
 		return -EBADMSG;
 	}
-	/* A frame that announces none while a batch waits, with nothing after it in this read: no
-	 * later frame can claim the batch (it came with this read), so it was this frame's. */
-	if (msg.nfds == 0 && conn->fdq_len > 0 && conn->in_pos >= conn->in_len &&
-	    gw_frame_decoder_idle(&conn->decoder)) {
-		snprintf(text, sizeof(text), "%u file descriptors came with a message that "
-			 "announced none", conn->fdq_len);
-		protocol_error(conn, msg.id, text);
-		gw_message_finish(&msg);
-		return -EBADMSG;
+	r = handle_hello(conn, msg);
+	if (r == 0 && !conn->dead) {
+		conn->last_active_ms = gw_now_ms();
+		conn_arm_timer(conn); /* from now on the idle timeout applies */
 	}
-	if (claim_fds(conn, &msg) < 0) {
-		snprintf(text, sizeof(text), "the message announces %u file descriptors but %u "
-			 "came with it", msg.nfds, conn->fdq_len);
-		protocol_error(conn, msg.id, text);
-		gw_message_finish(&msg);
-		return -EBADMSG;
-	}
-	if (msg.kind != GW_MESSAGE_REQUEST) {
-		if (conn->call_done && msg.id == conn->call_id) {
-			deliver_call_reply(conn, &msg);
-			gw_message_finish(&msg);
+	return r;
+}
+
+/* One complete message (consumed) with its fds (consumed): check, hand over. Returns < 0 when
+ * the connection must close. */
+static int conn_handle_message(struct gw_conn *conn, struct gw_message *msg, int *fds,
+			       unsigned nfds)
+{
+	struct gw_request *req;
+	int r;
+
+	if (msg->kind != GW_MESSAGE_REQUEST) {
+		if (conn->call_done && msg->id == conn->call_id) {
+			call_finish(conn, msg, fds, nfds);
+			gw_message_finish(msg);
 			return 0;
 		}
-		protocol_error(conn, msg.id, "expected a request");
-		gw_message_finish(&msg);
-		return -EBADMSG;
+		protocol_error(conn, msg->id, "expected a request");
+		r = -EBADMSG;
+		goto fail;
 	}
 	if (!conn->hello_done) {
-		if (msg.nfds > 0) {
-			protocol_error(conn, msg.id, GW_METHOD_HELLO " carries no file descriptors");
-			gw_message_finish(&msg);
-			return -EBADMSG;
-		}
-		r = handle_hello(conn, &msg);
-		gw_message_finish(&msg);
-		if (r == 0 && !conn->dead) {
-			conn->last_active_ms = gw_now_ms();
-			conn_arm_timer(conn); /* from now on the idle timeout applies */
-		}
-		return r;
+		r = conn_handshake(conn, msg);
+		goto fail;
 	}
 	req = calloc(1, sizeof(*req));
 	if (!req) {
-		gw_message_finish(&msg);
-		return -ENOMEM;
+		r = -ENOMEM;
+		goto fail;
 	}
 	req->conn = conn;
-	req->id = msg.id;
-	req->msg = msg;
+	req->id = msg->id;
+	req->msg = *msg;
 	req->peer = conn->peer;
-	req->nfds = msg.nfds;
-	memcpy(req->fds, conn->fdq, msg.nfds * sizeof(int));
-	if (msg.nfds)
-		conn->fdq_len = 0;
+	req->nfds = nfds;
+	memcpy(req->fds, fds, nfds * sizeof(int));
 	conn->pending = req;
 	conn->server->cb.dispatch(conn->server->cb_data, req);
 	return 0;
+fail:
+	for (unsigned i = 0; i < nfds; i++)
+		close(fds[i]);
+	gw_message_finish(msg);
+	return r;
 }
 
 static void conn_fail_input(struct gw_conn *conn, const char *why)
@@ -479,46 +420,51 @@ static void conn_fail_input(struct gw_conn *conn, const char *why)
 		conn_close(conn, why);
 }
 
+/* The framer refused the stream (its fds are closed): tell the peer why, then close. */
+static void conn_framing_error(struct gw_conn *conn)
+{
+	uint64_t id = 0;
+	char text[160];
+
+	snprintf(text, sizeof(text), "%s", gw_framer_error(conn->framer, &id));
+	protocol_error(conn, id, text);
+	if (!conn->dead)
+		conn_fail_input(conn, text);
+}
+
 static void conn_process_input(struct gw_conn *conn)
 {
 	conn->processing = 1;
-	while (!conn->pending && !conn->dead && !conn->closing && conn->in_pos < conn->in_len) {
-		char *payload = NULL;
-		size_t len = 0;
-		ssize_t n = gw_frame_decoder_feed(&conn->decoder, conn->in + conn->in_pos,
-						  conn->in_len - conn->in_pos, &payload, &len);
+	while (!conn->pending && !conn->dead && !conn->closing) {
+		int fds[GW_FRAME_MAX_FDS];
+		unsigned nfds = 0;
+		struct gw_message msg;
+		int r = gw_framer_next(conn->framer, &msg, fds, &nfds);
 
-		if (n < 0) {
-			protocol_error(conn, 0, n == -EMSGSIZE ? "frame too large" : "bad frame header");
-			conn_fail_input(conn, n == -EMSGSIZE ? "oversized frame" : "bad frame");
+		if (r < 0) {
+			conn_framing_error(conn);
 			break;
 		}
-		conn->in_pos += (size_t)n;
-		if (payload)
-			conn->frame_start_ms = 0;
-		else if (!gw_frame_decoder_idle(&conn->decoder) && conn->frame_start_ms == 0)
-			conn->frame_start_ms = gw_now_ms();
-		if (payload && conn_handle_frame(conn, payload, len) < 0) {
+		if (r == 0) {
+			/* a half-received frame: its clock starts with its first byte */
+			if (gw_framer_busy(conn->framer) && conn->frame_start_ms == 0)
+				conn->frame_start_ms = gw_now_ms();
+			break;
+		}
+		conn->frame_start_ms = 0;
+		if (conn_handle_message(conn, &msg, fds, nfds) < 0) {
 			if (!conn->dead)
 				conn_fail_input(conn, "protocol error");
 			break;
 		}
 		/* The first byte of the next frame may already be in: its clock starts now. */
-		if (!conn->dead && conn->in_pos < conn->in_len && conn->frame_start_ms == 0)
+		if (!conn->dead && gw_framer_buffered(conn->framer) > 0 && conn->frame_start_ms == 0)
 			conn->frame_start_ms = gw_now_ms();
 	}
 	conn->processing = 0;
 	if (conn->dead || conn->closing)
 		return;
-	/* Everything read is consumed and no frame is half-received, yet descriptors are left:
-	 * they came with a frame that did not announce them. */
-	if (!conn->pending && conn->in_pos >= conn->in_len && conn->fdq_len > 0 &&
-	    gw_frame_decoder_idle(&conn->decoder)) {
-		protocol_error(conn, 0, "file descriptors came with a message that announced none");
-		conn_fail_input(conn, "unannounced file descriptors");
-		return;
-	}
-	if (!conn->pending && conn->in_pos >= conn->in_len)
+	if (!conn->pending && gw_framer_buffered(conn->framer) == 0)
 		event_add(conn->read_ev, NULL);
 	else
 		event_del(conn->read_ev);
@@ -528,37 +474,22 @@ static void conn_process_input(struct gw_conn *conn)
 static void on_conn_read(evutil_socket_t fd, short what, void *arg)
 {
 	struct gw_conn *conn = arg;
-	int fds[GW_FRAME_MAX_FDS];
-	unsigned nfds = GW_FRAME_MAX_FDS;
 	ssize_t n;
 
+	(void)fd;
 	(void)what;
-	n = gw_recv_with_fds(fd, conn->in, sizeof(conn->in), fds, &nfds);
+	n = gw_framer_fill(conn->framer);
 	if (n == -EAGAIN)
 		return;
-	if (n == -EMSGSIZE) {
-		/* More than one message may carry: gw_recv_with_fds closed them all. */
-		protocol_error(conn, 0, "too many file descriptors in one message");
-		conn_fail_input(conn, "too many file descriptors");
+	if (n == -EMSGSIZE || n == -EPROTO) {
+		conn_framing_error(conn);
 		return;
 	}
 	if (n <= 0) {
-		/* (a failed read hands over no descriptors: gw_recv_with_fds closed any) */
+		/* (a failed read hands over no descriptors: the framer closed any) */
 		conn_close(conn, n == 0 ? NULL : "read failed");
 		return;
 	}
-	if (nfds > 0 && conn->fdq_len > 0) {
-		/* A second batch while the first is unclaimed: one of them was never announced. */
-		for (unsigned i = 0; i < nfds; i++)
-			close(fds[i]);
-		protocol_error(conn, 0, "file descriptors came with a message that announced none");
-		conn_fail_input(conn, "unannounced file descriptors");
-		return;
-	}
-	memcpy(conn->fdq, fds, nfds * sizeof(int));
-	conn->fdq_len = nfds;
-	conn->in_len = (size_t)n;
-	conn->in_pos = 0;
 	conn_process_input(conn);
 }
 
@@ -659,11 +590,9 @@ static void conn_close(struct gw_conn *conn, const char *why)
 	event_free(conn->read_ev);
 	event_free(conn->write_ev);
 	event_free(conn->timer_ev);
+	gw_framer_destroy(conn->framer);
+	conn->framer = NULL;
 	close(conn->fd);
-	for (unsigned i = 0; i < conn->fdq_len; i++)
-		close(conn->fdq[i]);
-	conn->fdq_len = 0;
-	gw_frame_decoder_finish(&conn->decoder);
 	if (conn->prev)
 		conn->prev->next = conn->next;
 	else
@@ -695,24 +624,16 @@ static unsigned clients_of_uid(const struct gw_server *server, uid_t uid)
 static void refuse(int fd, const char *limit, const char *message)
 {
 	cJSON *extra = cJSON_CreateObject();
+	struct gw_frame_out out = { 0 };
 	char *payload;
 
 	if (extra)
 		cJSON_AddStringToObject(extra, "limit", limit);
 	payload = gw_error_encode(0, GW_ERROR_LIMIT, message, extra);
-	if (payload) {
-		/* Non-blocking: a frame this small fits an empty socket buffer. */
-		size_t len = strlen(payload);
-		uint8_t header[GW_FRAME_HEADER_SIZE];
-		char *buf = malloc(GW_FRAME_HEADER_SIZE + len);
-
-		if (buf && gw_frame_header_encode(len, header) == 0) {
-			memcpy(buf, header, sizeof(header));
-			memcpy(buf + sizeof(header), payload, len);
-			(void)gw_sendmsg_fds(fd, buf, sizeof(header) + len, NULL, 0);
-		}
-		free(buf);
-	}
+	/* Non-blocking: a frame this small fits an empty socket buffer. */
+	if (payload && gw_frame_out_init(&out, payload, strlen(payload), NULL, 0, false) == 0)
+		(void)gw_frame_out_send(&out, fd);
+	gw_frame_out_finish(&out);
 	free(payload);
 	cJSON_Delete(extra);
 	close(fd);
@@ -777,7 +698,8 @@ static void pause_accepting(struct gw_server *server, int err)
 
 static int conn_setup(struct gw_server *server, struct gw_conn *conn)
 {
-	gw_frame_decoder_init(&conn->decoder, GW_FRAME_MAX_PAYLOAD);
+	if (gw_framer_create(conn->fd, GW_FRAME_MAX_PAYLOAD, &conn->framer) < 0)
+		return -ENOMEM;
 	conn->read_ev = event_new(server->base, conn->fd, EV_READ | EV_PERSIST, on_conn_read, conn);
 	conn->write_ev = event_new(server->base, conn->fd, EV_WRITE | EV_PERSIST, on_conn_write,
 				   conn);
@@ -793,7 +715,8 @@ static int conn_setup(struct gw_server *server, struct gw_conn *conn)
 		event_free(conn->write_ev);
 	if (conn->timer_ev)
 		event_free(conn->timer_ev);
-	gw_frame_decoder_finish(&conn->decoder);
+	gw_framer_destroy(conn->framer);
+	conn->framer = NULL;
 	return -ENOMEM;
 }
 
