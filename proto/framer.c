@@ -120,9 +120,10 @@ ssize_t gw_framer_fill(struct gw_framer *framer)
 		return framer_fail(framer, -EPROTO, 0,
 				   "file descriptors came with a message that announced none");
 	}
-	if (nfds)
+	if (nfds) {
 		memcpy(framer->batch, fds, nfds * sizeof(int));
-	framer->nbatch = nfds;
+		framer->nbatch = nfds;
+	}
 	framer->len = (size_t)n;
 	framer->pos = 0;
 	return n;
