@@ -7,13 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "clock.h"
 #include "gw-framer.h"
+#include "listener.h"
 #include "log.h"
 
 #define GW_ACCEPT_PAUSE_MS 1000 /* after EMFILE and friends: stop accepting this long */
@@ -313,41 +311,6 @@ void *gw_conn_get_data(const struct gw_conn *conn)
 	return conn->data;
 }
 
-static int handle_hello(struct gw_conn *conn, struct gw_message *msg)
-{
-	uint64_t version = 0;
-	char text[160];
-	cJSON *result;
-
-	if (strcmp(msg->method, GW_METHOD_HELLO) != 0) {
-		send_error(conn, msg->id, GW_ERROR_HELLO_REQUIRED,
-			   "the first request must be " GW_METHOD_HELLO);
-		return -EPROTO;
-	}
-	if (gw_json_get_u64(msg->body, "version", 0, UINT32_MAX, &version) < 0) {
-		send_error(conn, msg->id, GW_ERROR_INVALID_REQUEST,
-			   GW_METHOD_HELLO " needs an integer \"version\"");
-		return -EPROTO;
-	}
-	if (version != GW_PROTO_VERSION) {
-		snprintf(text, sizeof(text), "protocol version mismatch (client %llu, server %d)",
-			 (unsigned long long)version, GW_PROTO_VERSION);
-		send_error(conn, msg->id, GW_ERROR_PROTOCOL_VERSION, text);
-		return -EPROTO;
-	}
-	result = cJSON_CreateObject();
-	if (!result || !cJSON_AddNumberToObject(result, "version", GW_PROTO_VERSION) ||
-	    !cJSON_AddStringToObject(result, "server", "gpu-warmd " GW_VERSION) ||
-	    !cJSON_AddNumberToObject(result, "pid", getpid())) {
-		cJSON_Delete(result);
-		return -ENOMEM;
-	}
-	conn->hello_done = 1;
-	conn_queue(conn, gw_reply_encode(msg->id, result, 0), NULL, 0);
-	cJSON_Delete(result);
-	return 0;
-}
-
 static void protocol_error(struct gw_conn *conn, uint64_t id, const char *message)
 {
 	send_error(conn, id, GW_ERROR_INVALID_REQUEST, message);
@@ -356,18 +319,25 @@ static void protocol_error(struct gw_conn *conn, uint64_t id, const char *messag
 /* A message before the Hello: only the Hello itself. Returns < 0 when the connection must close. */
 static int conn_handshake(struct gw_conn *conn, struct gw_message *msg)
 {
-	int r;
+	const char *error_name = NULL;
+	cJSON *result = NULL;
+	char text[160];
+	int r = gw_listener_hello(msg, &result, &error_name, text, sizeof(text));
 
-	if (msg->nfds > 0) {
-		protocol_error(conn, msg->id, GW_METHOD_HELLO " carries no file descriptors");
-		return -EBADMSG;
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0) {
+		send_error(conn, msg->id, error_name, text);
+		return -EPROTO;
 	}
-	r = handle_hello(conn, msg);
-	if (r == 0 && !conn->dead) {
+	conn->hello_done = 1;
+	conn_queue(conn, gw_reply_encode(msg->id, result, 0), NULL, 0);
+	cJSON_Delete(result);
+	if (!conn->dead) {
 		conn->last_active_ms = gw_now_ms();
 		conn_arm_timer(conn); /* from now on the idle timeout applies */
 	}
-	return r;
+	return 0;
 }
 
 /* One complete message (consumed) with its fds (consumed): check, hand over. Returns < 0 when
@@ -620,54 +590,6 @@ static unsigned clients_of_uid(const struct gw_server *server, uid_t uid)
 	return n;
 }
 
-/* Tell a refused client why, in an error frame it can read before we close. */
-static void refuse(int fd, const char *limit, const char *message)
-{
-	cJSON *extra = cJSON_CreateObject();
-	struct gw_frame_out out = { 0 };
-	char *payload;
-
-	if (extra)
-		cJSON_AddStringToObject(extra, "limit", limit);
-	payload = gw_error_encode(0, GW_ERROR_LIMIT, message, extra);
-	/* Non-blocking: a frame this small fits an empty socket buffer. */
-	if (payload && gw_frame_out_init(&out, payload, strlen(payload), NULL, 0, false) == 0)
-		(void)gw_frame_out_send(&out, fd);
-	gw_frame_out_finish(&out);
-	free(payload);
-	cJSON_Delete(extra);
-	close(fd);
-}
-
-/* May a client of uid connect now? NULL, or the limit it hits (message in text). */
-static const char *admission(const struct gw_server *server, uid_t uid, char *text, size_t len)
-{
-	const struct gw_server_limits *l = &server->limits;
-	unsigned users = server->nconns - server->nconns_root;
-	unsigned user_cap = l->max_clients > l->root_reserve ? l->max_clients - l->root_reserve : 0;
-
-	if (server->nconns >= l->max_clients) {
-		snprintf(text, len, "gpu-warmd serves %u clients, its limit (--max-clients %u)",
-			 server->nconns, l->max_clients);
-		return GW_LIMIT_MAX_CLIENTS;
-	}
-	if (uid == 0)
-		return NULL; /* root (CRIU's plugin) is exempt from the rest */
-	if (users >= user_cap) {
-		snprintf(text, len, "gpu-warmd serves %u non-root clients, its limit (--max-clients "
-			 "%u less --root-reserve %u kept for root)", users, l->max_clients,
-			 l->root_reserve);
-		return GW_LIMIT_MAX_CLIENTS;
-	}
-	if (clients_of_uid(server, uid) >= l->max_clients_per_uid) {
-		snprintf(text, len, "uid %u has %u connections to gpu-warmd, its limit "
-			 "(--max-clients-per-uid %u)", (unsigned)uid, l->max_clients_per_uid,
-			 l->max_clients_per_uid);
-		return GW_LIMIT_MAX_CLIENTS_PER_UID;
-	}
-	return NULL;
-}
-
 static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
 {
 	struct gw_server *server = arg;
@@ -726,6 +648,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
 
 	(void)what;
 	for (;;) {
+		struct gw_admission_counts counts;
 		struct gw_conn *conn;
 		const char *limit;
 		char text[256];
@@ -754,11 +677,15 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
 			close(fd);
 			continue;
 		}
-		limit = admission(server, conn->peer.uid, text, sizeof(text));
+		counts.clients = server->nconns;
+		counts.root_clients = server->nconns_root;
+		counts.uid_clients = clients_of_uid(server, conn->peer.uid);
+		limit = gw_listener_admit(&server->limits, &counts, conn->peer.uid, text,
+					  sizeof(text));
 		if (limit) {
 			gw_warn("client pid %d uid %u refused: %s", conn->peer.pid, conn->peer.uid,
 				text);
-			refuse(fd, limit, text);
+			gw_listener_refuse(fd, limit, text);
 			free(conn);
 			continue;
 		}
@@ -821,104 +748,14 @@ void gw_server_destroy(struct gw_server *server)
 	free(server);
 }
 
-/* Is somebody listening on path? */
-static int socket_is_live(const struct sockaddr_un *addr)
-{
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), live;
-
-	if (fd < 0)
-		return 0;
-	live = connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) == 0;
-	close(fd);
-	return live;
-}
-
-static int make_parent_dir(const char *path)
-{
-	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	char *slash;
-
-	snprintf(dir, sizeof(dir), "%s", path);
-	slash = strrchr(dir, '/');
-	if (!slash || slash == dir)
-		return 0;
-	*slash = '\0';
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
-static int bind_own(struct gw_server *server, const char *path, mode_t mode, gid_t gid, char *err,
-		    size_t errlen)
-{
-	struct sockaddr_un addr = { .sun_family = AF_UNIX };
-	int fd, r;
-
-	if (strlen(path) >= sizeof(addr.sun_path)) {
-		snprintf(err, errlen, "socket path %s is longer than %zu bytes", path,
-			 sizeof(addr.sun_path) - 1);
-		return -ENAMETOOLONG;
-	}
-	memcpy(addr.sun_path, path, strlen(path) + 1);
-	r = make_parent_dir(path);
-	if (r < 0) {
-		snprintf(err, errlen, "cannot create the directory of %s: %s", path, strerror(-r));
-		return r;
-	}
-	if (socket_is_live(&addr)) {
-		snprintf(err, errlen,
-			 "another daemon already listens on %s; stop it or pass --socket", path);
-		return -EADDRINUSE;
-	}
-	(void)unlink(path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		r = -errno;
-		snprintf(err, errlen, "socket: %s", strerror(errno));
-		return r;
-	}
-	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
-	    chmod(path, mode) < 0 || (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) < 0) ||
-	    listen(fd, 128) < 0) {
-		r = -errno;
-		snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(errno));
-		close(fd);
-		return r;
-	}
-	server->listen_fd = fd;
-	server->path = strdup(path);
-	if (!server->path)
-		return -ENOMEM;
-	return 0;
-}
-
 int gw_server_listen(struct gw_server *server, const char *path, mode_t mode, gid_t gid,
 		     int *ret_activated, char *err, size_t errlen)
 {
-	int n = sd_listen_fds(1), r;
+	int fd = gw_listener_open(path, mode, gid, &server->activated, &server->path, err, errlen);
 
-	if (n > 1) {
-		snprintf(err, errlen, "systemd passed %d sockets; expected one", n);
-		return -EINVAL;
-	}
-	if (n == 1) {
-		int fd = SD_LISTEN_FDS_START;
-
-		if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
-			snprintf(err, errlen, "the socket systemd passed is not a listening "
-					      "Unix stream socket");
-			return -EINVAL;
-		}
-		if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0 ||
-		    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
-			return -errno;
-		server->listen_fd = fd;
-		server->activated = 1;
-	} else {
-		r = bind_own(server, path, mode, gid, err, errlen);
-		if (r < 0)
-			return r;
-	}
+	if (fd < 0)
+		return fd;
+	server->listen_fd = fd;
 	server->accept_ev = event_new(server->base, server->listen_fd, EV_READ | EV_PERSIST,
 				      on_accept, server);
 	if (!server->accept_ev || event_add(server->accept_ev, NULL) < 0) {
