@@ -19,7 +19,7 @@
 struct gw_client;
 
 struct gw_client_error {
-	char name[128];     /* GW_ERROR_* from the daemon, or "" for a local/transport error */
+	char name[GW_ERROR_NAME_MAX]; /* GW_ERROR_* from the daemon, "" for a local/transport one */
 	char message[512];  /* human text: the daemon's message, or what failed locally */
 	int cuda_error;     /* the driver's CUresult when name is GW_ERROR_CUDA, else 0 */
 };

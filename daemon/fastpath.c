@@ -889,8 +889,9 @@ static void finish(struct gw_fast_op *op)
 			op->kind == FAST_SUSPEND ? "suspend" : "resume", op->pid,
 			(double)op->image->v.vram_bytes / 1048576.0,
 			(double)op->image->v.data_bytes / 1048576.0, total);
-		gw_request_reply(op->req, op_result(op, op->kind == FAST_SUSPEND ? "checkpointed" :
-										  "running"));
+		gw_request_reply(op->req, op_result(op, op->kind == FAST_SUSPEND ?
+							GW_PROCESS_STATE_CHECKPOINTED :
+							GW_PROCESS_STATE_RUNNING));
 		cJSON_Delete(op->error_extra);
 	}
 	/* A suspend that failed leaves no half-written image behind. */
@@ -2222,12 +2223,12 @@ void gw_fast_conn_closed(struct gw_daemon *d, struct gw_conn *conn)
 static const char *agent_state(const struct gw_agent *a)
 {
 	if (a->busy)
-		return "busy";
+		return GW_AGENT_STATE_BUSY;
 	if (a->image)
-		return "suspended";
+		return GW_AGENT_STATE_SUSPENDED;
 	if (!a->conn)
-		return "detached";
-	return "running";
+		return GW_AGENT_STATE_DETACHED;
+	return GW_AGENT_STATE_RUNNING;
 }
 
 static cJSON *agent_json(const struct gw_agent *a)

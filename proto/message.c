@@ -11,7 +11,6 @@
 
 #include "gw-proto.h"
 
-#define GW_ERROR_NAME_MAX 128
 #define GW_NUMBER_TOKEN_MAX 63
 #define GW_TWO_POW_53 9007199254740992.0
 

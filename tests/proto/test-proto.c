@@ -314,7 +314,7 @@ GW_TEST(request_roundtrip)
 	GW_ASSERT_INT_EQ(msg.id, 42);
 	GW_ASSERT_INT_EQ(msg.nfds, 3);
 	GW_ASSERT_STR_EQ(msg.method, GW_METHOD_PROCESS_RESTORE);
-	GW_ASSERT_INT_EQ(gw_json_get_u64(msg.body, "pid", 1, 4194304, &pid), 0);
+	GW_ASSERT_INT_EQ(gw_json_get_u64(msg.body, "pid", 1, GW_PID_MAX, &pid), 0);
 	GW_ASSERT_INT_EQ(pid, 123);
 	GW_ASSERT(cJSON_Compare(msg.body, params, 1));
 	gw_message_finish(&msg);
