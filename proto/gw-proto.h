@@ -55,6 +55,26 @@
 #define GW_STRING_MAX 4096                /* bytes of any string member a peer may send */
 #define GW_JSON_MAX_DEPTH 16
 
+/* Request params members (docs/protocol.md METHODS), as libgpuwarm's gw_req_*() build them. */
+#define GW_PARAM_VERSION "version"                /* Hello */
+#define GW_PARAM_CLIENT "client"                  /* Hello */
+#define GW_PARAM_PID "pid"
+#define GW_PARAM_TIMEOUT_MS "timeout_ms"          /* Drain; ProcessLock, Suspend: the lock's */
+#define GW_PARAM_GPU "gpu"                        /* a GPU selector */
+#define GW_PARAM_GPUS "gpus"                      /* Drain, Undrain: selectors */
+#define GW_PARAM_GPU_PAIRS "gpu_pairs"            /* [["GPU-old", "GPU-new"], ...] */
+#define GW_PARAM_WAIT "wait"                      /* Drain */
+#define GW_PARAM_LEASE "lease"                    /* LeaseRelease */
+#define GW_PARAM_MIN_FREE_MIB "min_free_mib"      /* LeaseAcquire */
+#define GW_PARAM_IMAGE_FD "image_fd"              /* index among the request's fds */
+#define GW_PARAM_SEGMENT_FDS "segment_fds"        /* indexes among the request's fds */
+#define GW_PARAM_SPARSE "sparse"                  /* Suspend */
+#define GW_PARAM_CHUNK_BYTES "chunk_bytes"        /* Suspend */
+#define GW_PARAM_PROGRESS "progress"              /* Suspend, Resume: send progress messages */
+#define GW_PARAM_THREADS_FROZEN "threads_frozen"  /* Resume, root */
+#define GW_PARAM_AGENT_PID "agent_pid"            /* Resume, root */
+#define GW_PARAM_AGENT_TID "agent_tid"            /* Resume, root */
+
 /* A progress message's members (Suspend, Resume: params "progress": true):
  *   "step"        the step running now ("copy", "fill", ...)
  *   "done_bytes"  data bytes moved so far, "total_bytes" of how many (0: not known yet)
