@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests of proto/: framing, message validation, encoders, typed getters (fd passing:
- * test-sockio.c, the frame reader and writer: test-framer.c). */
+/* Unit tests of proto/: encoders, message validation, typed getters, corpus and documentation
+ * (the frame decoder: test-frame.c; fd passing: test-sockio.c; the framer: test-framer.c). */
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdint.h>
