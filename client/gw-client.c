@@ -7,6 +7,8 @@
  */
 #include "gw-client.h"
 
+#include "gw-framer.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -25,7 +27,6 @@
 #define GW_VERSION "0.0.0"
 #endif
 
-#define CLIENT_RBUF_SIZE 16384
 #define CLIENT_SERVER_MAX 256
 
 struct gw_client {
@@ -34,14 +35,10 @@ struct gw_client {
 	uint64_t next_id;
 	char *server;
 	uint64_t server_pid;
-	struct gw_frame_decoder dec;
-	int pending_fds[GW_FRAME_MAX_FDS]; /* received, not yet claimed by a message */
-	unsigned npending;
-	size_t roff, rlen;
+	struct gw_framer *framer;
 	bool got_message; /* a message was read on this connection */
 	gw_client_progress_fn progress_fn;
 	void *progress_data;
-	char rbuf[CLIENT_RBUF_SIZE];
 };
 
 __attribute__((format(printf, 3, 4)))
@@ -130,90 +127,47 @@ static int mark_broken(struct gw_client *c, int r)
 static int client_send(struct gw_client *c, const char *payload, const int *fds, unsigned nfds,
 		       int64_t deadline, struct gw_client_error *err)
 {
-	size_t len = strlen(payload), total, off = 0;
-	uint8_t *buf;
-	int r;
+	size_t len = strlen(payload);
+	struct gw_frame_out out;
+	int timeout = -1, r;
 
-	if (len < GW_FRAME_MIN_PAYLOAD || len > GW_FRAME_MAX_PAYLOAD)
-		return fail(err, -EMSGSIZE, "request of %zu bytes exceeds the frame limit", len);
-	total = GW_FRAME_HEADER_SIZE + len;
-	buf = malloc(total);
-	if (!buf)
-		return fail(err, -ENOMEM, "out of memory");
-	r = gw_frame_header_encode(len, buf);
-	if (r < 0) {
-		free(buf);
+	r = gw_frame_out_init(&out, payload, len, fds, nfds, false);
+	if (r == -EMSGSIZE)
 		return fail(err, r, "request of %zu bytes exceeds the frame limit", len);
-	}
-	memcpy(buf + GW_FRAME_HEADER_SIZE, payload, len);
+	if (r < 0)
+		return fail(err, r, "out of memory");
+	if (deadline >= 0) {
+		int64_t left = deadline - now_ms();
 
-	while (off < total) {
-		/* the fds ride with the frame's first byte */
-		ssize_t n = gw_sendmsg_fds(c->fd, buf + off, total - off, off ? NULL : fds,
-					   off ? 0 : nfds);
-
-		if (n == -EAGAIN) {
-			r = wait_fd(c->fd, POLLOUT, deadline);
-			if (r == -ETIMEDOUT) {
-				r = fail(err, r, "timed out sending the request");
-				goto out;
-			}
-			if (r < 0) {
-				r = fail(err, r, "poll: %s", errstr(-r).text);
-				goto out;
-			}
-			continue;
-		}
-		if (n == -EINTR)
-			continue;
-		if (n <= 0) {
-			r = n ? (int)n : -EIO;
-			if (r == -EPIPE || r == -ECONNRESET)
-				r = fail(err, r, "the daemon closed the connection");
-			else
-				r = fail(err, r, "sending the request: %s", errstr(-r).text);
-			goto out;
-		}
-		off += (size_t)n;
+		timeout = left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
 	}
-	r = 0;
-out:
-	free(buf);
-	return r;
+	r = gw_frame_out_flush(&out, c->fd, timeout);
+	gw_frame_out_finish(&out);
+	if (r == -ETIMEDOUT)
+		return fail(err, r, "timed out sending the request");
+	if (r == -EPIPE || r == -ECONNRESET)
+		return fail(err, r, "the daemon closed the connection");
+	if (r < 0)
+		return fail(err, r, "sending the request: %s", errstr(-r).text);
+	return 0;
 }
 
-/* Read until one whole message is parsed into *ret_msg. */
+/* Read until one whole message is parsed into *ret_msg, with the fds it announced in
+ * ret_fds[0 .. *ret_nfds) (capacity GW_FRAME_MAX_FDS). */
 static int client_read_message(struct gw_client *c, int64_t deadline, struct gw_message *ret_msg,
-			       struct gw_client_error *err)
+			       int *ret_fds, unsigned *ret_nfds, struct gw_client_error *err)
 {
 	for (;;) {
 		ssize_t n;
-		unsigned nfds;
-		int r;
+		int r = gw_framer_next(c->framer, ret_msg, ret_fds, ret_nfds);
 
-		while (c->roff < c->rlen) {
-			char *payload = NULL;
-			size_t plen = 0;
-
-			n = gw_frame_decoder_feed(&c->dec, c->rbuf + c->roff, c->rlen - c->roff,
-						  &payload, &plen);
-			if (n == -ENOMEM)
-				return fail(err, -ENOMEM, "out of memory");
-			if (n < 0)
-				return fail(err, -EPROTO, "malformed frame from the daemon: %s",
-					    errstr((int)-n).text);
-			c->roff += (size_t)n;
-			if (!payload)
-				continue;
-			r = gw_message_parse(payload, plen, ret_msg);
-			free(payload);
-			if (r == -ENOMEM)
-				return fail(err, r, "out of memory");
-			if (r < 0)
-				return fail(err, -EPROTO, "malformed message from the daemon");
+		if (r > 0)
 			return 0;
-		}
-		c->roff = c->rlen = 0;
+		if (r == -ENOMEM)
+			return fail(err, r, "out of memory");
+		if (r < 0)
+			return fail(err, -EPROTO, "malformed message from the daemon: %s",
+				    gw_framer_error(c->framer, NULL));
 
 		r = wait_fd(c->fd, POLLIN, deadline);
 		if (r == -ETIMEDOUT)
@@ -221,34 +175,17 @@ static int client_read_message(struct gw_client *c, int64_t deadline, struct gw_
 		if (r < 0)
 			return fail(err, r, "poll: %s", errstr(-r).text);
 
-		nfds = GW_FRAME_MAX_FDS - c->npending;
-		n = gw_recv_with_fds(c->fd, c->rbuf, sizeof(c->rbuf), c->pending_fds + c->npending,
-				     &nfds);
+		n = gw_framer_fill(c->framer);
 		if (n == -EAGAIN || n == -EINTR)
 			continue;
-		if (n == -EMSGSIZE)
-			return fail(err, -EPROTO, "the daemon sent too many fds");
+		if (n == -EMSGSIZE || n == -EPROTO)
+			return fail(err, -EPROTO, "the daemon sent fds wrongly: %s",
+				    gw_framer_error(c->framer, NULL));
 		if (n == 0 || n == -ECONNRESET || n == -EPIPE)
 			return fail(err, -ECONNRESET, "the daemon closed the connection");
 		if (n < 0)
 			return fail(err, (int)n, "receiving: %s", errstr((int)-n).text);
-		if (nfds > GW_FRAME_MAX_FDS - c->npending)
-			return fail(err, -EPROTO, "fd bookkeeping failed");
-		c->npending += nfds;
-		c->rlen = (size_t)n;
 	}
-}
-
-/* Take the n fds a message announced from the front of the pending queue. */
-static int claim_fds(struct gw_client *c, unsigned n, int *fds, struct gw_client_error *err)
-{
-	if (n > c->npending)
-		return fail(err, -EPROTO, "the reply announced %u fds but %u arrived", n,
-			    c->npending);
-	memcpy(fds, c->pending_fds, n * sizeof(int));
-	memmove(c->pending_fds, c->pending_fds + n, (c->npending - n) * sizeof(int));
-	c->npending -= n;
-	return 0;
 }
 
 static void fill_remote_error(const struct gw_message *msg, struct gw_client_error *err)
@@ -262,6 +199,52 @@ static void fill_remote_error(const struct gw_message *msg, struct gw_client_err
 	err->cuda_error = 0;
 	if (cJSON_IsNumber(cuda) && cuda->valuedouble >= INT_MIN && cuda->valuedouble <= INT_MAX)
 		err->cuda_error = (int)cuda->valuedouble;
+}
+
+/* The first frame of the connection is an error with id 0: the daemon refused the connection
+ * itself (a limit) and closed it. Its name and message are the answer. */
+static int client_refused(struct gw_client *c, struct gw_message *msg, int *fds, unsigned nfds,
+			  struct gw_client_error *err)
+{
+	c->got_message = true;
+	fill_remote_error(msg, err);
+	gw_message_finish(msg);
+	close_fds(fds, nfds);
+	mark_broken(c, -EREMOTEIO);
+	return -EREMOTEIO;
+}
+
+/* Read until the answer to request id, handing its progress messages to the callback. */
+static int client_await(struct gw_client *c, uint64_t id, int64_t deadline,
+			struct gw_message *ret_msg, int *ret_fds, unsigned *ret_nfds,
+			struct gw_client_error *err)
+{
+	for (;;) {
+		int r = client_read_message(c, deadline, ret_msg, ret_fds, ret_nfds, err);
+
+		if (r < 0)
+			return r;
+		if (ret_msg->kind != GW_MESSAGE_PROGRESS || ret_msg->id != id)
+			return 0;
+		/* News of this request, which still runs. */
+		if (c->progress_fn)
+			c->progress_fn(c->progress_data, ret_msg->body);
+		close_fds(ret_fds, *ret_nfds);
+		gw_message_finish(ret_msg);
+	}
+}
+
+/* Is msg an answer to request id? 0 or -EPROTO. */
+static int check_answer(const struct gw_message *msg, uint64_t id, struct gw_client_error *err)
+{
+	if (msg->kind == GW_MESSAGE_REQUEST)
+		return fail(err, -EPROTO, "the daemon sent a request (%s) instead of a reply",
+			    msg->method);
+	if (msg->id != id && !(msg->kind == GW_MESSAGE_ERROR && msg->error_name &&
+			       strcmp(msg->error_name, GW_ERROR_PROTOCOL_VERSION) == 0))
+		return fail(err, -EPROTO, "reply id %llu does not match request id %llu",
+			    (unsigned long long)msg->id, (unsigned long long)id);
+	return 0;
 }
 
 /*
@@ -299,9 +282,10 @@ static int client_roundtrip(struct gw_client *c, const char *method, const cJSON
 		 * closes: the frame may be waiting for us even though our request could not go. */
 		struct gw_client_error why = *err;
 
-		if (client_read_message(c, now_ms() + 1000, &msg, err) == 0) {
+		if (client_read_message(c, now_ms() + 1000, &msg, ret_fds, ret_nfds, err) == 0) {
 			if (msg.kind == GW_MESSAGE_ERROR && msg.id == 0)
-				goto refused;
+				return client_refused(c, &msg, ret_fds, *ret_nfds, err);
+			close_fds(ret_fds, *ret_nfds);
 			gw_message_finish(&msg);
 		}
 		*err = why;
@@ -309,55 +293,20 @@ static int client_roundtrip(struct gw_client *c, const char *method, const cJSON
 	if (r < 0)
 		return mark_broken(c, r);
 
-	for (;;) {
-		r = client_read_message(c, deadline, &msg, err);
-		if (r < 0)
-			return mark_broken(c, r);
-		if (msg.kind != GW_MESSAGE_PROGRESS || msg.id != id)
-			break;
-		/* News of this request, which still runs. */
-		if (c->progress_fn)
-			c->progress_fn(c->progress_data, msg.body);
-		gw_message_finish(&msg);
-	}
-	if (!c->got_message && msg.kind == GW_MESSAGE_ERROR && msg.id == 0)
-		goto refused;
-	c->got_message = true;
-
-	if (msg.kind == GW_MESSAGE_REQUEST) {
-		r = fail(err, -EPROTO, "the daemon sent a request (%s) instead of a reply",
-			 msg.method);
-		goto broken;
-	}
-	if (msg.id != id && !(msg.kind == GW_MESSAGE_ERROR && msg.error_name &&
-			      strcmp(msg.error_name, GW_ERROR_PROTOCOL_VERSION) == 0)) {
-		r = fail(err, -EPROTO, "reply id %llu does not match request id %llu",
-			 (unsigned long long)msg.id, (unsigned long long)id);
-		goto broken;
-	}
-	if (msg.nfds > GW_FRAME_MAX_FDS) {
-		r = fail(err, -EPROTO, "the reply announced too many fds");
-		goto broken;
-	}
-	r = claim_fds(c, msg.nfds, ret_fds, err);
+	r = client_await(c, id, deadline, &msg, ret_fds, ret_nfds, err);
 	if (r < 0)
-		goto broken;
-	*ret_nfds = msg.nfds;
+		return mark_broken(c, r);
+	if (!c->got_message && msg.kind == GW_MESSAGE_ERROR && msg.id == 0)
+		return client_refused(c, &msg, ret_fds, *ret_nfds, err);
+	c->got_message = true;
+	r = check_answer(&msg, id, err);
+	if (r < 0) {
+		close_fds(ret_fds, *ret_nfds);
+		gw_message_finish(&msg);
+		return mark_broken(c, r);
+	}
 	*ret_msg = msg;
 	return 0;
-
-broken:
-	gw_message_finish(&msg);
-	return mark_broken(c, r);
-
-refused:
-	/* The first frame of the connection is an error with id 0: the daemon refused the
-	 * connection itself (a limit) and closed it. Its name and message are the answer. */
-	c->got_message = true;
-	fill_remote_error(&msg, err);
-	gw_message_finish(&msg);
-	mark_broken(c, -EREMOTEIO);
-	return -EREMOTEIO;
 }
 
 static int client_hello(struct gw_client *c, const char *client_name, int timeout_ms,
@@ -475,12 +424,16 @@ int gw_client_connect(const char *path, const char *client_name, int timeout_ms,
 	if (!c)
 		return fail(err, -ENOMEM, "out of memory");
 	c->next_id = 1;
-	gw_frame_decoder_init(&c->dec, GW_FRAME_MAX_PAYLOAD);
 
 	r = client_open_socket(path, timeout_ms, err);
 	if (r < 0)
 		goto fail;
 	c->fd = r;
+	r = gw_framer_create(c->fd, GW_FRAME_MAX_PAYLOAD, &c->framer);
+	if (r < 0) {
+		r = fail(err, r, "out of memory");
+		goto fail_fd;
+	}
 
 	left = 0;
 	if (deadline >= 0) {
@@ -500,10 +453,9 @@ int gw_client_connect(const char *path, const char *client_name, int timeout_ms,
 	return 0;
 
 fail_fd:
+	gw_framer_destroy(c->framer);
 	close(c->fd);
 fail:
-	gw_frame_decoder_finish(&c->dec);
-	close_fds(c->pending_fds, c->npending);
 	free(c->server);
 	free(c);
 	return r;
@@ -513,9 +465,8 @@ void gw_client_close(struct gw_client *client)
 {
 	if (!client)
 		return;
+	gw_framer_destroy(client->framer);
 	close(client->fd);
-	close_fds(client->pending_fds, client->npending);
-	gw_frame_decoder_finish(&client->dec);
 	free(client->server);
 	free(client);
 }

@@ -118,7 +118,9 @@ static void operations(const cJSON *ops, const cJSON *bounds)
 
 int wc_cmd_metrics(struct wc_ctx *ctx, const struct wc_args *args)
 {
-	static const char *const states[] = { "priming", "ready", "draining", "drained", "failed" };
+	static const char *const states[] = { GW_GPU_STATE_PRIMING, GW_GPU_STATE_READY,
+					      GW_GPU_STATE_DRAINING, GW_GPU_STATE_DRAINED,
+					      GW_GPU_STATE_FAILED };
 	const cJSON *daemon, *driver, *gpus, *g;
 	cJSON *result = NULL;
 	int r;

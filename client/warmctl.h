@@ -27,7 +27,7 @@ enum wc_exit {
 	WC_EXIT_VERSION = 5,     /* protocol version mismatch */
 };
 
-#define WC_PID_MAX 4194304
+#define WC_PID_MAX GW_PID_MAX
 #define WC_MAX_GPUS 64          /* GPU selectors on one command line */
 #define WC_MAX_GPU_PAIRS 64
 #define WC_GPU_SELECTOR_MAX 48  /* a canonical UUID is 40 chars */

@@ -309,12 +309,12 @@ void gw_fast_conn_closed(struct gw_daemon *d, struct gw_conn *conn)
 static const char *agent_state(const struct gw_agent *a)
 {
 	if (a->busy)
-		return "busy";
+		return GW_AGENT_STATE_BUSY;
 	if (a->image)
-		return "suspended";
+		return GW_AGENT_STATE_SUSPENDED;
 	if (!a->conn)
-		return "detached";
-	return "running";
+		return GW_AGENT_STATE_DETACHED;
+	return GW_AGENT_STATE_RUNNING;
 }
 
 static cJSON *agent_json(const struct gw_agent *a)

@@ -225,7 +225,7 @@ static void on_waiter_timeout(evutil_socket_t fd, short what, void *arg)
 	struct gw_waiter *w = arg;
 	struct gw_daemon *d = w->d;
 	struct gw_request *req = w->req;
-	const char *want = w->kind == GW_WAIT_DRAINED ? "drained" : "ready";
+	const char *want = w->kind == GW_WAIT_DRAINED ? GW_GPU_STATE_DRAINED : GW_GPU_STATE_READY;
 
 	(void)fd;
 	(void)what;

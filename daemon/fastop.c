@@ -232,7 +232,7 @@ void gw_fastop_finish(struct gw_op *op)
 			(double)f->image->v.data_bytes / 1048576.0, total);
 		op->res.pid = op->pid;
 		op->res.path = "fast";
-		op->res.state = suspend ? "checkpointed" : "running";
+		op->res.state = suspend ? GW_PROCESS_STATE_CHECKPOINTED : GW_PROCESS_STATE_RUNNING;
 		op->res.duration_ms = total;
 		op->res.bytes = f->image->v.data_bytes;
 		gw_request_reply(op->req, gw_op_result_json(op));

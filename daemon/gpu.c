@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "gpu.h"
+#include "gw-proto.h"
 #include "log.h"
 #include "scan-ptx.h"
 
@@ -14,16 +15,16 @@ const char *gw_gpu_state_name(enum gw_gpu_state state)
 {
 	switch (state) {
 	case GW_GPU_PRIMING:
-		return "priming";
+		return GW_GPU_STATE_PRIMING;
 	case GW_GPU_READY:
-		return "ready";
+		return GW_GPU_STATE_READY;
 	case GW_GPU_DRAINING:
 	case GW_GPU_RELEASING:
-		return "draining";
+		return GW_GPU_STATE_DRAINING;
 	case GW_GPU_DRAINED:
-		return "drained";
+		return GW_GPU_STATE_DRAINED;
 	case GW_GPU_FAILED:
-		return "failed";
+		return GW_GPU_STATE_FAILED;
 	}
 	return "unknown";
 }

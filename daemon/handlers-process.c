@@ -63,7 +63,8 @@ static int check_pid_call(struct gw_daemon *d, struct gw_request *req, struct gw
 
 void gw_handle_process_state(struct gw_daemon *d, struct gw_request *req)
 {
-	static const char *const names[] = { "running", "locked", "checkpointed", "failed" };
+	static const char *const names[] = { GW_PROCESS_STATE_RUNNING, GW_PROCESS_STATE_LOCKED,
+					     GW_PROCESS_STATE_CHECKPOINTED, GW_PROCESS_STATE_FAILED };
 	struct gw_pin pin;
 	CUprocessState state;
 	cJSON *result;
@@ -98,7 +99,7 @@ void gw_handle_process_state(struct gw_daemon *d, struct gw_request *req)
 	if (result) {
 		cJSON_AddNumberToObject(result, "pid", pid);
 		cJSON_AddStringToObject(result, "state",
-					(unsigned)state < 4 ? names[state] : "unknown");
+					(unsigned)state < 4 ? names[state] : GW_PROCESS_STATE_UNKNOWN);
 		cJSON_AddNumberToObject(result, "restore_tid", tid);
 		cJSON_AddBoolToObject(result, "busy", gw_ops_pid_busy(d, pid));
 	}

@@ -46,15 +46,15 @@ static const char *state_name(CUprocessState s)
 {
 	switch (s) {
 	case CU_PROCESS_STATE_RUNNING:
-		return "running";
+		return GW_PROCESS_STATE_RUNNING;
 	case CU_PROCESS_STATE_LOCKED:
-		return "locked";
+		return GW_PROCESS_STATE_LOCKED;
 	case CU_PROCESS_STATE_CHECKPOINTED:
-		return "checkpointed";
+		return GW_PROCESS_STATE_CHECKPOINTED;
 	case CU_PROCESS_STATE_FAILED:
-		return "failed";
+		return GW_PROCESS_STATE_FAILED;
 	}
-	return "unknown";
+	return GW_PROCESS_STATE_UNKNOWN;
 }
 
 /* ---- worker side ---- */

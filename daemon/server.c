@@ -7,23 +7,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "clock.h"
+#include "gw-framer.h"
+#include "listener.h"
 #include "log.h"
 
-#define GW_READ_CHUNK 65536
 #define GW_ACCEPT_PAUSE_MS 1000 /* after EMFILE and friends: stop accepting this long */
 
 struct gw_outframe {
 	struct gw_outframe *next;
-	char *buf; /* header + payload */
-	size_t len, off;
-	int fds[GW_FRAME_MAX_FDS];
-	unsigned nfds;
+	struct gw_frame_out out; /* owns its fds */
 };
 
 struct gw_conn {
@@ -32,13 +27,7 @@ struct gw_conn {
 	int fd;
 	struct ucred peer;
 	struct event *read_ev, *write_ev, *timer_ev;
-	struct gw_frame_decoder decoder;
-	char in[GW_READ_CHUNK];
-	size_t in_len, in_pos;
-	/* The descriptors of the one frame they arrived with (the kernel hands a batch over with
-	 * the read that holds its frame's first byte), until that frame completes and claims them. */
-	int fdq[GW_FRAME_MAX_FDS];
-	unsigned fdq_len;
+	struct gw_framer *framer; /* frames in, with the fds each announces */
 	/* Deadlines are absolute: bytes trickling in do not extend them. */
 	double accepted_ms;    /* Hello must complete within handshake_timeout_ms of this */
 	double frame_start_ms; /* the first byte of the frame being received; 0: none */
@@ -102,8 +91,7 @@ static int conn_flush(struct gw_conn *conn)
 {
 	while (conn->out_head) {
 		struct gw_outframe *f = conn->out_head;
-		ssize_t n = gw_sendmsg_fds(conn->fd, f->buf + f->off, f->len - f->off,
-					   f->off == 0 ? f->fds : NULL, f->off == 0 ? f->nfds : 0);
+		ssize_t n = gw_frame_out_send(&f->out, conn->fd);
 
 		if (n == -EAGAIN) {
 			event_add(conn->write_ev, NULL);
@@ -111,18 +99,13 @@ static int conn_flush(struct gw_conn *conn)
 		}
 		if (n < 0)
 			return (int)n;
-		if (f->off == 0)
-			for (unsigned i = 0; i < f->nfds; i++)
-				close(f->fds[i]);
-		f->nfds = 0;
-		f->off += (size_t)n;
 		conn->out_bytes -= (size_t)n;
-		if (f->off < f->len)
+		if (!gw_frame_out_done(&f->out))
 			continue;
 		conn->out_head = f->next;
 		if (!conn->out_head)
 			conn->out_tail = NULL;
-		free(f->buf);
+		gw_frame_out_finish(&f->out);
 		free(f);
 	}
 	event_del(conn->write_ev);
@@ -135,32 +118,25 @@ static int conn_flush(struct gw_conn *conn)
 static int conn_queue(struct gw_conn *conn, char *payload, const int *fds, unsigned nfds)
 {
 	struct gw_outframe *f;
-	size_t len;
 
 	if (!payload)
 		goto fail;
-	len = strlen(payload);
 	f = calloc(1, sizeof(*f));
 	if (!f)
 		goto fail;
-	f->buf = malloc(GW_FRAME_HEADER_SIZE + len);
-	if (!f->buf || gw_frame_header_encode(len, (uint8_t *)f->buf) < 0) {
-		free(f->buf);
+	if (gw_frame_out_init(&f->out, payload, strlen(payload), fds, nfds, true) < 0) {
 		free(f);
-		goto fail;
+		free(payload);
+		conn_close(conn, "out of memory");
+		return -ENOMEM;
 	}
-	memcpy(f->buf + GW_FRAME_HEADER_SIZE, payload, len);
 	free(payload);
-	f->len = GW_FRAME_HEADER_SIZE + len;
-	for (unsigned i = 0; i < nfds; i++)
-		f->fds[i] = fds[i];
-	f->nfds = nfds;
 	if (conn->out_tail)
 		conn->out_tail->next = f;
 	else
 		conn->out_head = f;
 	conn->out_tail = f;
-	conn->out_bytes += f->len;
+	conn->out_bytes += f->out.len;
 	if (conn->out_bytes > conn->server->limits.max_output_bytes) {
 		conn_close(conn, "too much unread output");
 		return -ENOBUFS;
@@ -200,9 +176,7 @@ static void conn_free(struct gw_conn *conn)
 		struct gw_outframe *f = conn->out_head;
 
 		conn->out_head = f->next;
-		for (unsigned i = 0; i < f->nfds; i++)
-			close(f->fds[i]);
-		free(f->buf);
+		gw_frame_out_finish(&f->out);
 		free(f);
 	}
 	free(conn);
@@ -281,16 +255,6 @@ static void call_finish(struct gw_conn *conn, const struct gw_message *msg, int 
 		conn_arm_timer(conn);
 }
 
-static void deliver_call_reply(struct gw_conn *conn, const struct gw_message *msg)
-{
-	int fds[GW_FRAME_MAX_FDS];
-	unsigned nfds = msg->nfds;
-
-	memcpy(fds, conn->fdq, nfds * sizeof(int));
-	conn->fdq_len = 0;
-	call_finish(conn, msg, fds, nfds);
-}
-
 static void on_call_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	struct gw_conn *conn = arg;
@@ -347,129 +311,76 @@ void *gw_conn_get_data(const struct gw_conn *conn)
 	return conn->data;
 }
 
-static int handle_hello(struct gw_conn *conn, struct gw_message *msg)
-{
-	uint64_t version = 0;
-	char text[160];
-	cJSON *result;
-
-	if (strcmp(msg->method, GW_METHOD_HELLO) != 0) {
-		send_error(conn, msg->id, GW_ERROR_HELLO_REQUIRED,
-			   "the first request must be " GW_METHOD_HELLO);
-		return -EPROTO;
-	}
-	if (gw_json_get_u64(msg->body, "version", 0, UINT32_MAX, &version) < 0) {
-		send_error(conn, msg->id, GW_ERROR_INVALID_REQUEST,
-			   GW_METHOD_HELLO " needs an integer \"version\"");
-		return -EPROTO;
-	}
-	if (version != GW_PROTO_VERSION) {
-		snprintf(text, sizeof(text), "protocol version mismatch (client %llu, server %d)",
-			 (unsigned long long)version, GW_PROTO_VERSION);
-		send_error(conn, msg->id, GW_ERROR_PROTOCOL_VERSION, text);
-		return -EPROTO;
-	}
-	result = cJSON_CreateObject();
-	if (!result || !cJSON_AddNumberToObject(result, "version", GW_PROTO_VERSION) ||
-	    !cJSON_AddStringToObject(result, "server", "gpu-warmd " GW_VERSION) ||
-	    !cJSON_AddNumberToObject(result, "pid", getpid())) {
-		cJSON_Delete(result);
-		return -ENOMEM;
-	}
-	conn->hello_done = 1;
-	conn_queue(conn, gw_reply_encode(msg->id, result, 0), NULL, 0);
-	cJSON_Delete(result);
-	return 0;
-}
-
-/*
- * A frame's descriptors: the batch that arrived with its first byte, exactly as many as its
- * "fds" member announces. A frame announcing none leaves a batch for a later frame of the same
- * read; conn_process_input() refuses a batch that no frame claims.
- */
-static int claim_fds(struct gw_conn *conn, const struct gw_message *msg)
-{
-	if (msg->nfds == 0)
-		return 0;
-	return msg->nfds == conn->fdq_len ? 0 : -EBADMSG;
-}
-
 static void protocol_error(struct gw_conn *conn, uint64_t id, const char *message)
 {
 	send_error(conn, id, GW_ERROR_INVALID_REQUEST, message);
 }
 
-/* One complete frame: parse, check, hand over. Returns < 0 when the connection must close. */
-static int conn_handle_frame(struct gw_conn *conn, char *payload, size_t len)
+/* A message before the Hello: only the Hello itself. Returns < 0 when the connection must close. */
+static int conn_handshake(struct gw_conn *conn, struct gw_message *msg)
+{
+	const char *error_name = NULL;
+	cJSON *result = NULL;
+	char text[160];
+	int r = gw_listener_hello(msg, &result, &error_name, text, sizeof(text));
+
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0) {
+		send_error(conn, msg->id, error_name, text);
+		return -EPROTO;
+	}
+	conn->hello_done = 1;
+	conn_queue(conn, gw_reply_encode(msg->id, result, 0), NULL, 0);
+	cJSON_Delete(result);
+	if (!conn->dead) {
+		conn->last_active_ms = gw_now_ms();
+		conn_arm_timer(conn); /* from now on the idle timeout applies */
+	}
+	return 0;
+}
+
+/* One complete message (consumed) with its fds (consumed): check, hand over. Returns < 0 when
+ * the connection must close. */
+static int conn_handle_message(struct gw_conn *conn, struct gw_message *msg, int *fds,
+			       unsigned nfds)
 {
 	struct gw_request *req;
-	struct gw_message msg;
-	char text[160];
 	int r;
 
-	r = gw_message_parse(payload, len, &msg);
-	free(payload);
-	if (r < 0) {
-		protocol_error(conn, 0, r == -ENOMEM ? "out of memory" : "malformed message");
-		return -EBADMSG;
-	}
-	/* A frame that announces none while a batch waits, with nothing after it in this read: no
-	 * later frame can claim the batch (it came with this read), so it was this frame's. */
-	if (msg.nfds == 0 && conn->fdq_len > 0 && conn->in_pos >= conn->in_len &&
-	    gw_frame_decoder_idle(&conn->decoder)) {
-		snprintf(text, sizeof(text), "%u file descriptors came with a message that "
-			 "announced none", conn->fdq_len);
-		protocol_error(conn, msg.id, text);
-		gw_message_finish(&msg);
-		return -EBADMSG;
-	}
-	if (claim_fds(conn, &msg) < 0) {
-		snprintf(text, sizeof(text), "the message announces %u file descriptors but %u "
-			 "came with it", msg.nfds, conn->fdq_len);
-		protocol_error(conn, msg.id, text);
-		gw_message_finish(&msg);
-		return -EBADMSG;
-	}
-	if (msg.kind != GW_MESSAGE_REQUEST) {
-		if (conn->call_done && msg.id == conn->call_id) {
-			deliver_call_reply(conn, &msg);
-			gw_message_finish(&msg);
+	if (msg->kind != GW_MESSAGE_REQUEST) {
+		if (conn->call_done && msg->id == conn->call_id) {
+			call_finish(conn, msg, fds, nfds);
+			gw_message_finish(msg);
 			return 0;
 		}
-		protocol_error(conn, msg.id, "expected a request");
-		gw_message_finish(&msg);
-		return -EBADMSG;
+		protocol_error(conn, msg->id, "expected a request");
+		r = -EBADMSG;
+		goto fail;
 	}
 	if (!conn->hello_done) {
-		if (msg.nfds > 0) {
-			protocol_error(conn, msg.id, GW_METHOD_HELLO " carries no file descriptors");
-			gw_message_finish(&msg);
-			return -EBADMSG;
-		}
-		r = handle_hello(conn, &msg);
-		gw_message_finish(&msg);
-		if (r == 0 && !conn->dead) {
-			conn->last_active_ms = gw_now_ms();
-			conn_arm_timer(conn); /* from now on the idle timeout applies */
-		}
-		return r;
+		r = conn_handshake(conn, msg);
+		goto fail;
 	}
 	req = calloc(1, sizeof(*req));
 	if (!req) {
-		gw_message_finish(&msg);
-		return -ENOMEM;
+		r = -ENOMEM;
+		goto fail;
 	}
 	req->conn = conn;
-	req->id = msg.id;
-	req->msg = msg;
+	req->id = msg->id;
+	req->msg = *msg;
 	req->peer = conn->peer;
-	req->nfds = msg.nfds;
-	memcpy(req->fds, conn->fdq, msg.nfds * sizeof(int));
-	if (msg.nfds)
-		conn->fdq_len = 0;
+	req->nfds = nfds;
+	memcpy(req->fds, fds, nfds * sizeof(int));
 	conn->pending = req;
 	conn->server->cb.dispatch(conn->server->cb_data, req);
 	return 0;
+fail:
+	for (unsigned i = 0; i < nfds; i++)
+		close(fds[i]);
+	gw_message_finish(msg);
+	return r;
 }
 
 static void conn_fail_input(struct gw_conn *conn, const char *why)
@@ -479,46 +390,51 @@ static void conn_fail_input(struct gw_conn *conn, const char *why)
 		conn_close(conn, why);
 }
 
+/* The framer refused the stream (its fds are closed): tell the peer why, then close. */
+static void conn_framing_error(struct gw_conn *conn)
+{
+	uint64_t id = 0;
+	char text[160];
+
+	snprintf(text, sizeof(text), "%s", gw_framer_error(conn->framer, &id));
+	protocol_error(conn, id, text);
+	if (!conn->dead)
+		conn_fail_input(conn, text);
+}
+
 static void conn_process_input(struct gw_conn *conn)
 {
 	conn->processing = 1;
-	while (!conn->pending && !conn->dead && !conn->closing && conn->in_pos < conn->in_len) {
-		char *payload = NULL;
-		size_t len = 0;
-		ssize_t n = gw_frame_decoder_feed(&conn->decoder, conn->in + conn->in_pos,
-						  conn->in_len - conn->in_pos, &payload, &len);
+	while (!conn->pending && !conn->dead && !conn->closing) {
+		int fds[GW_FRAME_MAX_FDS];
+		unsigned nfds = 0;
+		struct gw_message msg;
+		int r = gw_framer_next(conn->framer, &msg, fds, &nfds);
 
-		if (n < 0) {
-			protocol_error(conn, 0, n == -EMSGSIZE ? "frame too large" : "bad frame header");
-			conn_fail_input(conn, n == -EMSGSIZE ? "oversized frame" : "bad frame");
+		if (r < 0) {
+			conn_framing_error(conn);
 			break;
 		}
-		conn->in_pos += (size_t)n;
-		if (payload)
-			conn->frame_start_ms = 0;
-		else if (!gw_frame_decoder_idle(&conn->decoder) && conn->frame_start_ms == 0)
-			conn->frame_start_ms = gw_now_ms();
-		if (payload && conn_handle_frame(conn, payload, len) < 0) {
+		if (r == 0) {
+			/* a half-received frame: its clock starts with its first byte */
+			if (gw_framer_busy(conn->framer) && conn->frame_start_ms == 0)
+				conn->frame_start_ms = gw_now_ms();
+			break;
+		}
+		conn->frame_start_ms = 0;
+		if (conn_handle_message(conn, &msg, fds, nfds) < 0) {
 			if (!conn->dead)
 				conn_fail_input(conn, "protocol error");
 			break;
 		}
 		/* The first byte of the next frame may already be in: its clock starts now. */
-		if (!conn->dead && conn->in_pos < conn->in_len && conn->frame_start_ms == 0)
+		if (!conn->dead && gw_framer_buffered(conn->framer) > 0 && conn->frame_start_ms == 0)
 			conn->frame_start_ms = gw_now_ms();
 	}
 	conn->processing = 0;
 	if (conn->dead || conn->closing)
 		return;
-	/* Everything read is consumed and no frame is half-received, yet descriptors are left:
-	 * they came with a frame that did not announce them. */
-	if (!conn->pending && conn->in_pos >= conn->in_len && conn->fdq_len > 0 &&
-	    gw_frame_decoder_idle(&conn->decoder)) {
-		protocol_error(conn, 0, "file descriptors came with a message that announced none");
-		conn_fail_input(conn, "unannounced file descriptors");
-		return;
-	}
-	if (!conn->pending && conn->in_pos >= conn->in_len)
+	if (!conn->pending && gw_framer_buffered(conn->framer) == 0)
 		event_add(conn->read_ev, NULL);
 	else
 		event_del(conn->read_ev);
@@ -528,37 +444,22 @@ static void conn_process_input(struct gw_conn *conn)
 static void on_conn_read(evutil_socket_t fd, short what, void *arg)
 {
 	struct gw_conn *conn = arg;
-	int fds[GW_FRAME_MAX_FDS];
-	unsigned nfds = GW_FRAME_MAX_FDS;
 	ssize_t n;
 
+	(void)fd;
 	(void)what;
-	n = gw_recv_with_fds(fd, conn->in, sizeof(conn->in), fds, &nfds);
+	n = gw_framer_fill(conn->framer);
 	if (n == -EAGAIN)
 		return;
-	if (n == -EMSGSIZE) {
-		/* More than one message may carry: gw_recv_with_fds closed them all. */
-		protocol_error(conn, 0, "too many file descriptors in one message");
-		conn_fail_input(conn, "too many file descriptors");
+	if (n == -EMSGSIZE || n == -EPROTO) {
+		conn_framing_error(conn);
 		return;
 	}
 	if (n <= 0) {
-		/* (a failed read hands over no descriptors: gw_recv_with_fds closed any) */
+		/* (a failed read hands over no descriptors: the framer closed any) */
 		conn_close(conn, n == 0 ? NULL : "read failed");
 		return;
 	}
-	if (nfds > 0 && conn->fdq_len > 0) {
-		/* A second batch while the first is unclaimed: one of them was never announced. */
-		for (unsigned i = 0; i < nfds; i++)
-			close(fds[i]);
-		protocol_error(conn, 0, "file descriptors came with a message that announced none");
-		conn_fail_input(conn, "unannounced file descriptors");
-		return;
-	}
-	memcpy(conn->fdq, fds, nfds * sizeof(int));
-	conn->fdq_len = nfds;
-	conn->in_len = (size_t)n;
-	conn->in_pos = 0;
 	conn_process_input(conn);
 }
 
@@ -659,11 +560,9 @@ static void conn_close(struct gw_conn *conn, const char *why)
 	event_free(conn->read_ev);
 	event_free(conn->write_ev);
 	event_free(conn->timer_ev);
+	gw_framer_destroy(conn->framer);
+	conn->framer = NULL;
 	close(conn->fd);
-	for (unsigned i = 0; i < conn->fdq_len; i++)
-		close(conn->fdq[i]);
-	conn->fdq_len = 0;
-	gw_frame_decoder_finish(&conn->decoder);
 	if (conn->prev)
 		conn->prev->next = conn->next;
 	else
@@ -689,62 +588,6 @@ static unsigned clients_of_uid(const struct gw_server *server, uid_t uid)
 	for (const struct gw_conn *c = server->conns; c; c = c->next)
 		n += c->peer.uid == uid;
 	return n;
-}
-
-/* Tell a refused client why, in an error frame it can read before we close. */
-static void refuse(int fd, const char *limit, const char *message)
-{
-	cJSON *extra = cJSON_CreateObject();
-	char *payload;
-
-	if (extra)
-		cJSON_AddStringToObject(extra, "limit", limit);
-	payload = gw_error_encode(0, GW_ERROR_LIMIT, message, extra);
-	if (payload) {
-		/* Non-blocking: a frame this small fits an empty socket buffer. */
-		size_t len = strlen(payload);
-		uint8_t header[GW_FRAME_HEADER_SIZE];
-		char *buf = malloc(GW_FRAME_HEADER_SIZE + len);
-
-		if (buf && gw_frame_header_encode(len, header) == 0) {
-			memcpy(buf, header, sizeof(header));
-			memcpy(buf + sizeof(header), payload, len);
-			(void)gw_sendmsg_fds(fd, buf, sizeof(header) + len, NULL, 0);
-		}
-		free(buf);
-	}
-	free(payload);
-	cJSON_Delete(extra);
-	close(fd);
-}
-
-/* May a client of uid connect now? NULL, or the limit it hits (message in text). */
-static const char *admission(const struct gw_server *server, uid_t uid, char *text, size_t len)
-{
-	const struct gw_server_limits *l = &server->limits;
-	unsigned users = server->nconns - server->nconns_root;
-	unsigned user_cap = l->max_clients > l->root_reserve ? l->max_clients - l->root_reserve : 0;
-
-	if (server->nconns >= l->max_clients) {
-		snprintf(text, len, "gpu-warmd serves %u clients, its limit (--max-clients %u)",
-			 server->nconns, l->max_clients);
-		return GW_LIMIT_MAX_CLIENTS;
-	}
-	if (uid == 0)
-		return NULL; /* root (CRIU's plugin) is exempt from the rest */
-	if (users >= user_cap) {
-		snprintf(text, len, "gpu-warmd serves %u non-root clients, its limit (--max-clients "
-			 "%u less --root-reserve %u kept for root)", users, l->max_clients,
-			 l->root_reserve);
-		return GW_LIMIT_MAX_CLIENTS;
-	}
-	if (clients_of_uid(server, uid) >= l->max_clients_per_uid) {
-		snprintf(text, len, "uid %u has %u connections to gpu-warmd, its limit "
-			 "(--max-clients-per-uid %u)", (unsigned)uid, l->max_clients_per_uid,
-			 l->max_clients_per_uid);
-		return GW_LIMIT_MAX_CLIENTS_PER_UID;
-	}
-	return NULL;
 }
 
 static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
@@ -777,7 +620,8 @@ static void pause_accepting(struct gw_server *server, int err)
 
 static int conn_setup(struct gw_server *server, struct gw_conn *conn)
 {
-	gw_frame_decoder_init(&conn->decoder, GW_FRAME_MAX_PAYLOAD);
+	if (gw_framer_create(conn->fd, GW_FRAME_MAX_PAYLOAD, &conn->framer) < 0)
+		return -ENOMEM;
 	conn->read_ev = event_new(server->base, conn->fd, EV_READ | EV_PERSIST, on_conn_read, conn);
 	conn->write_ev = event_new(server->base, conn->fd, EV_WRITE | EV_PERSIST, on_conn_write,
 				   conn);
@@ -793,7 +637,8 @@ static int conn_setup(struct gw_server *server, struct gw_conn *conn)
 		event_free(conn->write_ev);
 	if (conn->timer_ev)
 		event_free(conn->timer_ev);
-	gw_frame_decoder_finish(&conn->decoder);
+	gw_framer_destroy(conn->framer);
+	conn->framer = NULL;
 	return -ENOMEM;
 }
 
@@ -803,6 +648,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
 
 	(void)what;
 	for (;;) {
+		struct gw_admission_counts counts;
 		struct gw_conn *conn;
 		const char *limit;
 		char text[256];
@@ -831,11 +677,15 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
 			close(fd);
 			continue;
 		}
-		limit = admission(server, conn->peer.uid, text, sizeof(text));
+		counts.clients = server->nconns;
+		counts.root_clients = server->nconns_root;
+		counts.uid_clients = clients_of_uid(server, conn->peer.uid);
+		limit = gw_listener_admit(&server->limits, &counts, conn->peer.uid, text,
+					  sizeof(text));
 		if (limit) {
 			gw_warn("client pid %d uid %u refused: %s", conn->peer.pid, conn->peer.uid,
 				text);
-			refuse(fd, limit, text);
+			gw_listener_refuse(fd, limit, text);
 			free(conn);
 			continue;
 		}
@@ -898,104 +748,14 @@ void gw_server_destroy(struct gw_server *server)
 	free(server);
 }
 
-/* Is somebody listening on path? */
-static int socket_is_live(const struct sockaddr_un *addr)
-{
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), live;
-
-	if (fd < 0)
-		return 0;
-	live = connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) == 0;
-	close(fd);
-	return live;
-}
-
-static int make_parent_dir(const char *path)
-{
-	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	char *slash;
-
-	snprintf(dir, sizeof(dir), "%s", path);
-	slash = strrchr(dir, '/');
-	if (!slash || slash == dir)
-		return 0;
-	*slash = '\0';
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
-static int bind_own(struct gw_server *server, const char *path, mode_t mode, gid_t gid, char *err,
-		    size_t errlen)
-{
-	struct sockaddr_un addr = { .sun_family = AF_UNIX };
-	int fd, r;
-
-	if (strlen(path) >= sizeof(addr.sun_path)) {
-		snprintf(err, errlen, "socket path %s is longer than %zu bytes", path,
-			 sizeof(addr.sun_path) - 1);
-		return -ENAMETOOLONG;
-	}
-	memcpy(addr.sun_path, path, strlen(path) + 1);
-	r = make_parent_dir(path);
-	if (r < 0) {
-		snprintf(err, errlen, "cannot create the directory of %s: %s", path, strerror(-r));
-		return r;
-	}
-	if (socket_is_live(&addr)) {
-		snprintf(err, errlen,
-			 "another daemon already listens on %s; stop it or pass --socket", path);
-		return -EADDRINUSE;
-	}
-	(void)unlink(path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		r = -errno;
-		snprintf(err, errlen, "socket: %s", strerror(errno));
-		return r;
-	}
-	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
-	    chmod(path, mode) < 0 || (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) < 0) ||
-	    listen(fd, 128) < 0) {
-		r = -errno;
-		snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(errno));
-		close(fd);
-		return r;
-	}
-	server->listen_fd = fd;
-	server->path = strdup(path);
-	if (!server->path)
-		return -ENOMEM;
-	return 0;
-}
-
 int gw_server_listen(struct gw_server *server, const char *path, mode_t mode, gid_t gid,
 		     int *ret_activated, char *err, size_t errlen)
 {
-	int n = sd_listen_fds(1), r;
+	int fd = gw_listener_open(path, mode, gid, &server->activated, &server->path, err, errlen);
 
-	if (n > 1) {
-		snprintf(err, errlen, "systemd passed %d sockets; expected one", n);
-		return -EINVAL;
-	}
-	if (n == 1) {
-		int fd = SD_LISTEN_FDS_START;
-
-		if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
-			snprintf(err, errlen, "the socket systemd passed is not a listening "
-					      "Unix stream socket");
-			return -EINVAL;
-		}
-		if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0 ||
-		    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
-			return -errno;
-		server->listen_fd = fd;
-		server->activated = 1;
-	} else {
-		r = bind_own(server, path, mode, gid, err, errlen);
-		if (r < 0)
-			return r;
-	}
+	if (fd < 0)
+		return fd;
+	server->listen_fd = fd;
 	server->accept_ev = event_new(server->base, server->listen_fd, EV_READ | EV_PERSIST,
 				      on_accept, server);
 	if (!server->accept_ev || event_add(server->accept_ev, NULL) < 0) {

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The socket side of the daemon: listening (socket activation or our own bind), connections,
- * framing, the Hello handshake, limits (clients, clients per uid, frame size, handshake and idle
- * time, queued output), and request/reply plumbing. What a request means is handlers.c's job.
+ * The socket side of the daemon: connections on the listening socket (listener.c adopts or
+ * binds it, admits clients by the limits and checks the Hello), frames in and out through
+ * proto's framer (gw-framer.h), the timeouts (handshake, frame, idle), the output limit, and
+ * request/reply plumbing. Everything here runs on the event loop thread (worker.h). What a
+ * request means is handlers.c's job.
  *
  * A connection handles one request at a time: while a request is outstanding (a handler may
  * answer later, from a worker's completion) nothing more is read from it.

@@ -1,12 +1,28 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * A pool of threads for blocking driver work (priming, pinning, checkpoint calls). work() runs on
- * a pool thread and must touch only its own job data; done() then runs on the event loop thread,
- * where all daemon state lives.
+ * The daemon's threads, and the pool that runs its blocking work.
  *
- * Two classes of jobs: the daemon's own and root's (CRIU's plugin) run first, and one thread
- * takes nothing else, so no number of users' long driver waits (a lock waits up to its timeout)
- * can delay them; users' jobs take the remaining threads in the order they came.
+ * One event loop thread owns the daemon's state: the socket side (server.c: accepting, frames
+ * in and out through proto's framer, timers, every gw_request and its reply), the GPU table,
+ * leases, operations and their progress messages. Anything that blocks (priming or releasing a
+ * GPU, pinning the image pool, the driver's checkpoint calls on a pid, the fast path's VRAM
+ * copies and image file I/O) is a job of this pool: work() runs on a pool thread, then done()
+ * runs on the loop thread (woken through an eventfd), where the results are applied and the
+ * request is answered. Every submitted job gets its done(): gw_worker_pool_destroy() waits for
+ * the running ones and runs the pending done() callbacks on the caller's (the loop's) thread.
+ *
+ * work() touches its job's data, the driver (through the GPU context it makes current), and
+ * only state made for sharing and guarded for it: the image pool (hostpool.c, its lock), a GPU's
+ * staging buffers (gw_gpu.staging_lock, held for a whole copy), and a fast-path operation's
+ * error slot (its job_lock: an operation runs one job per GPU at once) and progress counter
+ * (atomics that the loop's progress timer reads). Never the server, leases or requests. A job
+ * may run short-lived threads of its own (the copy engine's I/O lanes, copy.c), joined before
+ * work() returns.
+ *
+ * The pool has --workers threads plus one per GPU, so that an operation's jobs on every GPU can
+ * run together. Two classes of jobs: the daemon's own and root's (CRIU's plugin) run first, and
+ * one thread takes nothing else, so no number of users' long driver waits (a lock waits up to
+ * its timeout) can delay them; users' jobs take the remaining threads in the order they came.
  */
 #ifndef GW_WORKER_H
 #define GW_WORKER_H

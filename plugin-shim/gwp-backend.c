@@ -26,7 +26,6 @@
 #define LONG_CALL_MS (600 * 1000) /* checkpoint and restore move VRAM: GiBs take seconds */
 #define UNLOCK_CALL_MS 60000
 #define MAX_LEASES 64
-#define PID_MAX 4194304
 #define MAX_PREFILLS 64
 
 struct gwp_backend {
@@ -239,7 +238,7 @@ static int daemon_state(struct gwp_backend *be, pid_t pid, enum gwp_state *ret_s
 	if (gw_json_get_string(result, "state", 32, &state) < 0 ||
 	    gwp_state_parse(state, ret_state) < 0)
 		*ret_state = GWP_STATE_UNKNOWN;
-	if (gw_json_get_u64(result, "restore_tid", 0, PID_MAX, &tid) < 0)
+	if (gw_json_get_u64(result, "restore_tid", 0, GW_PID_MAX, &tid) < 0)
 		tid = 0;
 	*ret_tid = (pid_t)tid;
 	cJSON_Delete(result);
@@ -319,7 +318,7 @@ static int daemon_gpus(struct gwp_backend *be, struct gwp_backend_gpu *gpus, uns
 			state = "";
 		snprintf(gpus[n].gpu.uuid, GWP_UUID_LEN, "%s", uuid);
 		snprintf(gpus[n].pci, GWP_PCI_LEN, "%s", pci);
-		gpus[n].gpu.usable = strcmp(state, "ready") == 0;
+		gpus[n].gpu.usable = strcmp(state, GW_GPU_STATE_READY) == 0;
 		n++;
 	}
 	cJSON_Delete(result);

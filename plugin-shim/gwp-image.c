@@ -16,7 +16,6 @@
 #include "gw-proto.h"
 #include "gw-vimg.h"
 
-#define PID_MAX 4194304
 
 void gwp_image_name(int pid, char *buf, size_t len)
 {
@@ -153,7 +152,7 @@ static int get_int(const cJSON *o, const char *key, uint64_t min, int *ret)
 {
 	uint64_t v;
 
-	if (gw_json_get_u64(o, key, min, PID_MAX, &v) < 0)
+	if (gw_json_get_u64(o, key, min, GW_PID_MAX, &v) < 0)
 		return -EBADMSG;
 	*ret = (int)v;
 	return 0;

@@ -10,11 +10,11 @@
 #include "gw-proto.h"
 
 static const char *const state_names[] = {
-	[GWP_STATE_RUNNING] = "running",
-	[GWP_STATE_LOCKED] = "locked",
-	[GWP_STATE_CHECKPOINTED] = "checkpointed",
-	[GWP_STATE_FAILED] = "failed",
-	[GWP_STATE_UNKNOWN] = "unknown",
+	[GWP_STATE_RUNNING] = GW_PROCESS_STATE_RUNNING,
+	[GWP_STATE_LOCKED] = GW_PROCESS_STATE_LOCKED,
+	[GWP_STATE_CHECKPOINTED] = GW_PROCESS_STATE_CHECKPOINTED,
+	[GWP_STATE_FAILED] = GW_PROCESS_STATE_FAILED,
+	[GWP_STATE_UNKNOWN] = GW_PROCESS_STATE_UNKNOWN,
 };
 
 const char *gwp_state_name(enum gwp_state state)

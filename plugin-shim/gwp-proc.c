@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "gw-proto.h"
+
 /* The line of a status file that starts with key ("NSpid:"), without the key. */
 static int status_line(const char *proc_root, pid_t pid, pid_t tid, const char *key, char *buf,
 		       size_t len)
@@ -46,7 +48,7 @@ int gwp_proc_inner_tid(const char *proc_root, pid_t pid, pid_t tid, pid_t *ret_i
 		return -EBADMSG;
 	errno = 0;
 	v = strtol(last, &tok, 10);
-	if (errno || *tok || v <= 0 || v > 4194304)
+	if (errno || *tok || v <= 0 || v > GW_PID_MAX)
 		return -EBADMSG;
 	*ret_inner = (pid_t)v;
 	return 0;

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * gpu-warmd wire contract. This header is the whole protocol: framing, message shapes, method
- * and error names, limits. docs/protocol.md documents it with byte-level examples.
+ * and error names, the values of state members, limits; every program spells these only through
+ * it. docs/protocol.md documents it with byte-level examples. Reading and writing frames on a
+ * socket is gw-framer.h's job (one reader, one writer for the daemon, libgpuwarm and the shim).
  *
  * Transport: a SOCK_STREAM Unix socket. Every message is one frame:
  *
@@ -11,7 +13,7 @@
  *
  * File descriptors ride as SCM_RIGHTS ancillary data on the sendmsg() that carries the frame's
  * first byte; a message that carries fds says how many in its "fds" member, so the receiver can
- * tell a lost fd from none.
+ * tell a lost fd from none. A receiver refuses fds that no message announces (gw-framer.h).
  *
  * Messages:
  *   request  {"id": u64, "method": "gpuwarm.Name", "params": {...}, "fds": n?}
@@ -49,8 +51,29 @@
  * this many, checked as "image_fd" is; given with "image_fd" (the head file) only. */
 #define GW_IMAGE_MAX_SEGMENTS 16
 #define GW_METHOD_MAX 64                  /* bytes of a method name, NUL included */
+#define GW_ERROR_NAME_MAX 128             /* bytes of an error name, NUL included */
 #define GW_STRING_MAX 4096                /* bytes of any string member a peer may send */
 #define GW_JSON_MAX_DEPTH 16
+
+/* Request params members (docs/protocol.md METHODS), as libgpuwarm's gw_req_*() build them. */
+#define GW_PARAM_VERSION "version"                /* Hello */
+#define GW_PARAM_CLIENT "client"                  /* Hello */
+#define GW_PARAM_PID "pid"
+#define GW_PARAM_TIMEOUT_MS "timeout_ms"          /* Drain; ProcessLock, Suspend: the lock's */
+#define GW_PARAM_GPU "gpu"                        /* a GPU selector */
+#define GW_PARAM_GPUS "gpus"                      /* Drain, Undrain: selectors */
+#define GW_PARAM_GPU_PAIRS "gpu_pairs"            /* [["GPU-old", "GPU-new"], ...] */
+#define GW_PARAM_WAIT "wait"                      /* Drain */
+#define GW_PARAM_LEASE "lease"                    /* LeaseRelease */
+#define GW_PARAM_MIN_FREE_MIB "min_free_mib"      /* LeaseAcquire */
+#define GW_PARAM_IMAGE_FD "image_fd"              /* index among the request's fds */
+#define GW_PARAM_SEGMENT_FDS "segment_fds"        /* indexes among the request's fds */
+#define GW_PARAM_SPARSE "sparse"                  /* Suspend */
+#define GW_PARAM_CHUNK_BYTES "chunk_bytes"        /* Suspend */
+#define GW_PARAM_PROGRESS "progress"              /* Suspend, Resume: send progress messages */
+#define GW_PARAM_THREADS_FROZEN "threads_frozen"  /* Resume, root */
+#define GW_PARAM_AGENT_PID "agent_pid"            /* Resume, root */
+#define GW_PARAM_AGENT_TID "agent_tid"            /* Resume, root */
 
 /* A progress message's members (Suspend, Resume: params "progress": true):
  *   "step"        the step running now ("copy", "fill", ...)
@@ -59,7 +82,7 @@
 #define GW_PROGRESS_INTERVAL_MS 250 /* at most this often during a copy, besides at each step */
 
 /* Limits of request members. */
-#define GW_PID_MAX 4194304                /* the kernel's PID_MAX_LIMIT */
+#define GW_PID_MAX 4194304                /* pids and tids: the kernel's PID_MAX_LIMIT */
 #define GW_LOCK_TIMEOUT_MAX_MS 60000      /* ProcessLock/Suspend "timeout_ms": a lock holds a
 					   * worker thread while it waits */
 
@@ -70,6 +93,27 @@
 #define GW_LIMIT_LEASES "leases"
 #define GW_LIMIT_IMAGE_POOL "image_pool"                 /* --image-pool-mib */
 #define GW_LIMIT_IMAGE_TABLES "image_tables"             /* an image's tables, non-root */
+
+/* The "state" of a GPU (Status "gpus", Drain/Undrain results). */
+#define GW_GPU_STATE_PRIMING "priming"   /* context and staging memory being set up */
+#define GW_GPU_STATE_READY "ready"       /* primed, accepting work */
+#define GW_GPU_STATE_DRAINING "draining" /* no new work; in-flight operations finishing */
+#define GW_GPU_STATE_DRAINED "drained"   /* context and pinned memory released */
+#define GW_GPU_STATE_FAILED "failed"     /* see its "error" */
+
+/* The "state" of a process as the driver's cuCheckpointProcessGetState reports it
+ * (ProcessState, ProcessLock/Checkpoint/Restore/Unlock, Suspend, Resume). */
+#define GW_PROCESS_STATE_RUNNING "running"
+#define GW_PROCESS_STATE_LOCKED "locked"
+#define GW_PROCESS_STATE_CHECKPOINTED "checkpointed"
+#define GW_PROCESS_STATE_FAILED "failed"
+#define GW_PROCESS_STATE_UNKNOWN "unknown" /* not a wire value: a state that could not be read */
+
+/* The "state" of a shimmed process in Status "processes" (its agent as the daemon sees it). */
+#define GW_AGENT_STATE_RUNNING "running"
+#define GW_AGENT_STATE_SUSPENDED "suspended" /* its VRAM is in an image the daemon holds */
+#define GW_AGENT_STATE_BUSY "busy"           /* an operation runs */
+#define GW_AGENT_STATE_DETACHED "detached"
 
 #define GW_DEFAULT_SOCKET "/run/gpu-warmd/gpu-warmd.sock"
 #define GW_SOCKET_ENV "GPUWARM_SOCKET"
@@ -198,7 +242,8 @@ struct gw_message {
 /*
  * Parse and validate one frame's payload: a JSON object no deeper than GW_JSON_MAX_DEPTH with
  * exactly one of method/result/error/progress, an integer id in [0, 2^53], a method name of
- * [A-Za-z0-9.] < GW_METHOD_MAX, params/result objects, fds in [0, GW_FRAME_MAX_FDS].
+ * [A-Za-z0-9.] < GW_METHOD_MAX, params/result/progress objects, an error object with a name of
+ * [A-Za-z0-9.] < GW_ERROR_NAME_MAX and a string message, fds in [0, GW_FRAME_MAX_FDS].
  * Returns 0 or -EBADMSG (malformed; ret untouched), -ENOMEM.
  */
 int gw_message_parse(const char *payload, size_t len, struct gw_message *ret_msg);
@@ -219,21 +264,21 @@ char *gw_error_encode(uint64_t id, const char *name, const char *message, const 
 int gw_json_get_string(const cJSON *obj, const char *key, size_t max_len, const char **ret);
 int gw_json_get_u64(const cJSON *obj, const char *key, uint64_t min, uint64_t max, uint64_t *ret);
 int gw_json_get_bool(const cJSON *obj, const char *key, int *ret);
-/* An array of at most max_items strings each shorter than GW_STRING_MAX. */
 /* A hex string "0x..." (at most 16 digits) as a 64-bit address. */
 int gw_json_get_hex_u64(const cJSON *obj, const char *key, uint64_t *ret);
+/* An array of at most max_items strings each shorter than GW_STRING_MAX. */
 int gw_json_get_string_array(const cJSON *obj, const char *key, size_t max_items,
 			     const cJSON **ret_array);
 
-/* ---- socket I/O with fd passing ---- */
+/* ---- socket I/O with fd passing (gw-framer.h builds frames on these) ---- */
 
 /* One sendmsg() of buf[0..len) with fds attached (nfds <= GW_FRAME_MAX_FDS, may be 0), MSG_NOSIGNAL.
  * Returns bytes sent (possibly short) or a negative errno (-EAGAIN on a full non-blocking socket).
- * To send a frame, send header + payload as one buffer, fds with its first byte. */
+ * A frame's fds go with its first byte (struct gw_frame_out does this). */
 ssize_t gw_sendmsg_fds(int sock, const void *buf, size_t len, const int *fds, unsigned nfds);
 
 /* Encode and send a whole frame on a blocking socket, retrying short writes and EINTR.
- * Returns 0 or a negative errno. */
+ * Returns 0 or a negative errno (-EAGAIN when SO_SNDTIMEO ran out). */
 int gw_send_frame(int sock, const char *payload, size_t len, const int *fds, unsigned nfds);
 
 /*

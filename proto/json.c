@@ -24,7 +24,9 @@ static const cJSON *member(const cJSON *obj, const char *key, int *r)
 	return item;
 }
 
-int gw_json_get_string(const cJSON *obj, const char *key, size_t max_len, const char **ret)
+/* The string value of member key: 0 with *ret, -ENOENT (absent or null), -EINVAL (not a
+ * string). */
+static int string_member(const cJSON *obj, const char *key, const char **ret)
 {
 	const cJSON *item;
 	int r;
@@ -34,9 +36,20 @@ int gw_json_get_string(const cJSON *obj, const char *key, size_t max_len, const 
 		return r;
 	if (!cJSON_IsString(item) || !item->valuestring)
 		return -EINVAL;
-	if (strnlen(item->valuestring, max_len) >= max_len)
-		return -EINVAL;
 	*ret = item->valuestring;
+	return 0;
+}
+
+int gw_json_get_string(const cJSON *obj, const char *key, size_t max_len, const char **ret)
+{
+	const char *s;
+	int r = string_member(obj, key, &s);
+
+	if (r < 0)
+		return r;
+	if (strnlen(s, max_len) >= max_len)
+		return -EINVAL;
+	*ret = s;
 	return 0;
 }
 
@@ -103,18 +116,13 @@ int gw_json_get_string_array(const cJSON *obj, const char *key, size_t max_items
 
 int gw_json_get_hex_u64(const cJSON *obj, const char *key, uint64_t *ret)
 {
-	const cJSON *item;
 	const char *s;
 	uint64_t v = 0;
 	size_t n;
-	int r;
+	int r = string_member(obj, key, &s);
 
-	item = member(obj, key, &r);
-	if (!item)
+	if (r < 0)
 		return r;
-	if (!cJSON_IsString(item) || !item->valuestring)
-		return -EINVAL;
-	s = item->valuestring;
 	if (s[0] != '0' || s[1] != 'x')
 		return -EINVAL;
 	s += 2;

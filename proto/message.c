@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Message parsing, validation and encoding. */
 #include <errno.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <locale.h>
 #include <math.h>
@@ -10,7 +11,6 @@
 
 #include "gw-proto.h"
 
-#define GW_ERROR_NAME_MAX 128
 #define GW_NUMBER_TOKEN_MAX 63
 #define GW_TWO_POW_53 9007199254740992.0
 
@@ -283,15 +283,13 @@ static int id_value(const cJSON *item, uint64_t *ret)
 	return 0;
 }
 
-int gw_message_parse(const char *payload, size_t len, struct gw_message *ret_msg)
+/* payload as a JSON tree within the JSON rules of docs/protocol.md, or -EBADMSG/-ENOMEM. */
+static int parse_document(const char *payload, size_t len, cJSON **ret_root)
 {
-	const cJSON *id = NULL, *method = NULL, *params = NULL, *result = NULL, *error = NULL, *progress = NULL;
-	const cJSON *fds = NULL, *item, *name = NULL, *message = NULL;
-	struct gw_message msg = { 0 };
 	const char *end = NULL;
 	cJSON *root;
 	size_t i;
-	int r = -EBADMSG;
+	int r;
 
 	if (!payload || len < GW_FRAME_MIN_PAYLOAD || len > GW_FRAME_MAX_PAYLOAD)
 		return -EBADMSG;
@@ -304,6 +302,7 @@ int gw_message_parse(const char *payload, size_t len, struct gw_message *ret_msg
 	root = cJSON_ParseWithLengthOpts(payload, len, &end, 0);
 	if (!root)
 		return -EBADMSG; /* cJSON does not tell allocation failure from bad syntax */
+	r = -EBADMSG;
 	/* Only whitespace may follow the value. */
 	for (; end && end < payload + len; end++)
 		if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r')
@@ -313,104 +312,157 @@ int gw_message_parse(const char *payload, size_t len, struct gw_message *ret_msg
 	r = check_tree(root, 1);
 	if (r < 0)
 		goto fail;
-	r = -EBADMSG;
+	*ret_root = root;
+	return 0;
+fail:
+	cJSON_Delete(root);
+	return r;
+}
 
-	/* Known top-level members, each at most once; unknown members are ignored. */
-	for (item = root->child; item; item = item->next) {
+/* The known top-level members of a message. */
+struct members {
+	const cJSON *id, *method, *params, *result, *error, *progress, *fds;
+};
+
+/* Each known member at most once; unknown members are ignored. */
+static int collect_members(const cJSON *root, struct members *m)
+{
+	static const struct {
+		const char *name;
+		size_t offset;
+	} known[] = {
+		{ "id", offsetof(struct members, id) },
+		{ "method", offsetof(struct members, method) },
+		{ "params", offsetof(struct members, params) },
+		{ "result", offsetof(struct members, result) },
+		{ "error", offsetof(struct members, error) },
+		{ "progress", offsetof(struct members, progress) },
+		{ "fds", offsetof(struct members, fds) },
+	};
+
+	memset(m, 0, sizeof(*m));
+	for (const cJSON *item = root->child; item; item = item->next) {
+		if (!item->string)
+			return -EBADMSG;
+		for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++) {
+			const cJSON **slot = (const cJSON **)((char *)m + known[k].offset);
+
+			if (strcmp(item->string, known[k].name) != 0)
+				continue;
+			if (*slot)
+				return -EBADMSG;
+			*slot = item;
+			break;
+		}
+	}
+	return 0;
+}
+
+/* A request: a valid method name, params an object ({} added to root when absent). */
+static int take_request(cJSON *root, const struct members *m, struct gw_message *msg)
+{
+	const cJSON *params = m->params;
+
+	if (!cJSON_IsString(m->method) || !name_valid(m->method->valuestring, GW_METHOD_MAX))
+		return -EBADMSG;
+	if (params && !cJSON_IsObject(params))
+		return -EBADMSG;
+	if (!params) {
+		params = cJSON_AddObjectToObject(root, "params");
+		if (!params)
+			return -ENOMEM;
+	}
+	msg->kind = GW_MESSAGE_REQUEST;
+	strcpy(msg->method, m->method->valuestring);
+	msg->body = params;
+	return 0;
+}
+
+/* An error: an object with a valid "name" and a string "message", each once. */
+static int take_error(const cJSON *error, struct gw_message *msg)
+{
+	const cJSON *name = NULL, *message = NULL;
+
+	if (!cJSON_IsObject(error))
+		return -EBADMSG;
+	for (const cJSON *item = error->child; item; item = item->next) {
 		const cJSON **slot = NULL;
 
 		if (!item->string)
-			goto fail;
-		if (strcmp(item->string, "id") == 0)
-			slot = &id;
-		else if (strcmp(item->string, "method") == 0)
-			slot = &method;
-		else if (strcmp(item->string, "params") == 0)
-			slot = &params;
-		else if (strcmp(item->string, "result") == 0)
-			slot = &result;
-		else if (strcmp(item->string, "error") == 0)
-			slot = &error;
-		else if (strcmp(item->string, "progress") == 0)
-			slot = &progress;
-		else if (strcmp(item->string, "fds") == 0)
-			slot = &fds;
+			continue;
+		if (strcmp(item->string, "name") == 0)
+			slot = &name;
+		else if (strcmp(item->string, "message") == 0)
+			slot = &message;
 		if (!slot)
 			continue;
 		if (*slot)
-			goto fail;
+			return -EBADMSG;
 		*slot = item;
 	}
+	if (!cJSON_IsString(name) || !name_valid(name->valuestring, GW_ERROR_NAME_MAX))
+		return -EBADMSG;
+	if (!cJSON_IsString(message)) /* length checked by check_tree() */
+		return -EBADMSG;
+	msg->kind = GW_MESSAGE_ERROR;
+	msg->body = error;
+	msg->error_name = name->valuestring;
+	msg->error_message = message->valuestring;
+	return 0;
+}
 
-	if (!id || id_value(id, &msg.id) < 0)
-		goto fail;
-	if (fds) {
+/* id, fds and exactly one of method/result/error/progress, each of its shape. */
+static int take_message(cJSON *root, const struct members *m, struct gw_message *msg)
+{
+	if (!m->id || id_value(m->id, &msg->id) < 0)
+		return -EBADMSG;
+	if (m->fds) {
 		uint64_t n;
 
-		if (id_value(fds, &n) < 0 || n > GW_FRAME_MAX_FDS)
-			goto fail;
-		msg.nfds = (unsigned)n;
+		if (id_value(m->fds, &n) < 0 || n > GW_FRAME_MAX_FDS)
+			return -EBADMSG;
+		msg->nfds = (unsigned)n;
 	}
-	if (!!method + !!result + !!error + !!progress != 1)
-		goto fail;
+	if (!!m->method + !!m->result + !!m->error + !!m->progress != 1)
+		return -EBADMSG;
+	if (m->method)
+		return take_request(root, m, msg);
+	if (m->params)
+		return -EBADMSG;
+	if (m->error)
+		return take_error(m->error, msg);
+	if (m->result && cJSON_IsObject(m->result)) {
+		msg->kind = GW_MESSAGE_REPLY;
+		msg->body = m->result;
+		return 0;
+	}
+	if (m->progress && cJSON_IsObject(m->progress)) {
+		msg->kind = GW_MESSAGE_PROGRESS;
+		msg->body = m->progress;
+		return 0;
+	}
+	return -EBADMSG;
+}
 
-	if (method) {
-		if (!cJSON_IsString(method) || !name_valid(method->valuestring, GW_METHOD_MAX))
-			goto fail;
-		if (params && !cJSON_IsObject(params))
-			goto fail;
-		if (!params) {
-			params = cJSON_AddObjectToObject(root, "params");
-			if (!params) {
-				r = -ENOMEM;
-				goto fail;
-			}
-		}
-		msg.kind = GW_MESSAGE_REQUEST;
-		strcpy(msg.method, method->valuestring);
-		msg.body = params;
-	} else if (result) {
-		if (params || !cJSON_IsObject(result))
-			goto fail;
-		msg.kind = GW_MESSAGE_REPLY;
-		msg.body = result;
-	} else if (progress) {
-		if (params || !cJSON_IsObject(progress))
-			goto fail;
-		msg.kind = GW_MESSAGE_PROGRESS;
-		msg.body = progress;
-	} else {
-		if (params || !cJSON_IsObject(error))
-			goto fail;
-		for (item = error->child; item; item = item->next) {
-			if (!item->string)
-				continue;
-			if (strcmp(item->string, "name") == 0) {
-				if (name)
-					goto fail;
-				name = item;
-			} else if (strcmp(item->string, "message") == 0) {
-				if (message)
-					goto fail;
-				message = item;
-			}
-		}
-		if (!cJSON_IsString(name) || !name_valid(name->valuestring, GW_ERROR_NAME_MAX))
-			goto fail;
-		if (!cJSON_IsString(message)) /* length checked by check_tree() */
-			goto fail;
-		msg.kind = GW_MESSAGE_ERROR;
-		msg.body = error;
-		msg.error_name = name->valuestring;
-		msg.error_message = message->valuestring;
+int gw_message_parse(const char *payload, size_t len, struct gw_message *ret_msg)
+{
+	struct gw_message msg = { 0 };
+	struct members m;
+	cJSON *root;
+	int r = parse_document(payload, len, &root);
+
+	if (r < 0)
+		return r;
+	r = collect_members(root, &m);
+	if (r == 0)
+		r = take_message(root, &m, &msg);
+	if (r < 0) {
+		cJSON_Delete(root);
+		return r;
 	}
 	msg.root = root;
 	*ret_msg = msg;
 	return 0;
-
-fail:
-	cJSON_Delete(root);
-	return r;
 }
 
 void gw_message_finish(struct gw_message *msg)

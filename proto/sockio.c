@@ -7,7 +7,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "gw-proto.h"
+#include "gw-framer.h"
 
 union gw_cmsg_buf {
 	struct cmsghdr align;
@@ -53,41 +53,17 @@ ssize_t gw_sendmsg_fds(int sock, const void *buf, size_t len, const int *fds, un
 
 int gw_send_frame(int sock, const char *payload, size_t len, const int *fds, unsigned nfds)
 {
-	uint8_t header[GW_FRAME_HEADER_SIZE];
-	struct iovec iov[2];
-	size_t total, sent = 0;
-	int r;
+	struct gw_frame_out out;
+	int r = gw_frame_out_init(&out, payload, len, fds, nfds, false);
 
-	if (!payload)
-		return -EINVAL;
-	r = gw_frame_header_encode(len, header);
-	if (r < 0)
-		return r;
-	if (nfds > GW_FRAME_MAX_FDS || (nfds && !fds))
-		return -EINVAL;
-	total = sizeof(header) + len;
-	while (sent < total) {
-		int iovcnt = 0;
-		ssize_t n;
+	while (r == 0 && !gw_frame_out_done(&out)) {
+		ssize_t n = gw_frame_out_send(&out, sock);
 
-		if (sent < sizeof(header)) {
-			iov[iovcnt].iov_base = header + sent;
-			iov[iovcnt++].iov_len = sizeof(header) - sent;
-			iov[iovcnt].iov_base = (void *)payload;
-			iov[iovcnt++].iov_len = len;
-		} else {
-			iov[iovcnt].iov_base = (void *)(payload + (sent - sizeof(header)));
-			iov[iovcnt++].iov_len = total - sent;
-		}
-		/* The fds ride with the first byte only. */
-		n = sendmsg_iov(sock, iov, iovcnt, sent == 0 ? fds : NULL, sent == 0 ? nfds : 0);
 		if (n < 0)
-			return (int)n;
-		if (n == 0)
-			return -EPIPE;
-		sent += (size_t)n;
+			r = (int)n;
 	}
-	return 0;
+	gw_frame_out_finish(&out);
+	return r;
 }
 
 static void close_cmsg_fds(struct msghdr *mh)

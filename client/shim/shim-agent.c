@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "gw-client.h"
+#include "gw-framer.h"
 #include "shim-driver.h"
 
 #ifndef GW_VERSION
@@ -38,8 +39,6 @@
 #define RETRY_MS 5000
 #define UPDATE_MIN_MS 1000
 #define SEND_TIMEOUT_S 10
-#define MAX_PENDING_FDS (2 * GW_FRAME_MAX_FDS)
-#define RBUF_SIZE 16384
 
 enum agent_state { AGENT_IDLE, AGENT_CONNECTING, AGENT_ATTACHED, AGENT_DOWN };
 
@@ -108,10 +107,7 @@ struct conn {
 	uint64_t next_id;
 	uint64_t attach_id;
 	bool attached;
-	struct gw_frame_decoder dec;
-	int pending[MAX_PENDING_FDS];
-	unsigned npending;
-	char rbuf[RBUF_SIZE];
+	struct gw_framer *framer;
 };
 
 static int send_payload(struct conn *cn, char *payload, const int *fds, unsigned nfds)
@@ -214,18 +210,11 @@ static int answer(struct conn *cn, const struct gw_message *msg, const int *fds,
 	return r;
 }
 
-/* One whole message. Returns 0, or a negative errno / -ECONNREFUSED (attach rejected). */
-static int handle(struct conn *cn, const struct gw_message *msg)
+/* One whole message with its fds (closed here). Returns 0, or a negative errno /
+ * -ECONNREFUSED (attach rejected). */
+static int handle(struct conn *cn, const struct gw_message *msg, const int *fds, unsigned n)
 {
-	int fds[GW_FRAME_MAX_FDS];
-	unsigned n = msg->nfds;
 	int r = 0;
-
-	if (n > cn->npending)
-		return -EPROTO; /* the fds it announced did not come */
-	memcpy(fds, cn->pending, n * sizeof(int));
-	memmove(cn->pending, cn->pending + n, (cn->npending - n) * sizeof(int));
-	cn->npending -= n;
 
 	switch (msg->kind) {
 	case GW_MESSAGE_REQUEST:
@@ -258,10 +247,7 @@ static int handle(struct conn *cn, const struct gw_message *msg)
 /* Reads what is there and handles every complete message. */
 static int receive(struct conn *cn)
 {
-	unsigned nfds = MAX_PENDING_FDS - cn->npending;
-	ssize_t n = gw_recv_with_fds(cn->fd, cn->rbuf, sizeof(cn->rbuf), cn->pending + cn->npending,
-				     &nfds);
-	size_t off = 0;
+	ssize_t n = gw_framer_fill(cn->framer);
 
 	if (n == -EAGAIN || n == -EINTR)
 		return 0;
@@ -269,30 +255,19 @@ static int receive(struct conn *cn)
 		return -ECONNRESET;
 	if (n < 0)
 		return (int)n;
-	cn->npending += nfds;
-	while (off < (size_t)n) {
+	for (;;) {
+		int fds[GW_FRAME_MAX_FDS];
+		unsigned nfds = 0;
 		struct gw_message msg;
-		char *payload = NULL;
-		size_t plen = 0;
-		ssize_t used = gw_frame_decoder_feed(&cn->dec, cn->rbuf + off, (size_t)n - off,
-						     &payload, &plen);
-		int r;
+		int r = gw_framer_next(cn->framer, &msg, fds, &nfds);
 
-		if (used < 0)
-			return (int)used;
-		off += (size_t)used;
-		if (!payload)
-			continue;
-		r = gw_message_parse(payload, plen, &msg);
-		free(payload);
-		if (r < 0)
+		if (r <= 0)
 			return r;
-		r = handle(cn, &msg);
+		r = handle(cn, &msg, fds, nfds);
 		gw_message_finish(&msg);
 		if (r < 0)
 			return r;
 	}
-	return 0;
 }
 
 static void drain(int fd)
@@ -368,7 +343,11 @@ static enum session_end session(void)
 	}
 	cn->fd = gw_client_fd(client);
 	cn->next_id = 1u << 20;
-	gw_frame_decoder_init(&cn->dec, GW_FRAME_MAX_PAYLOAD);
+	if (gw_framer_create(cn->fd, GW_FRAME_MAX_PAYLOAD, &cn->framer) < 0) {
+		free(cn);
+		gw_client_close(client);
+		return SESSION_UNREACHABLE;
+	}
 	/* blocking sends with a deadline; reads only after poll() */
 	flags = fcntl(cn->fd, F_GETFL);
 	if (flags >= 0)
@@ -386,8 +365,7 @@ static enum session_end session(void)
 	ag.sock_fd = -1;
 	ag.client = NULL;
 	pthread_mutex_unlock(&ag.lock);
-	close_fds(cn->pending, cn->npending);
-	gw_frame_decoder_finish(&cn->dec);
+	gw_framer_destroy(cn->framer);
 	gw_client_close(client);
 	if (r == -ECONNREFUSED)
 		end = SESSION_REJECTED;

@@ -206,63 +206,52 @@ CUresult cuMulticastBindMem(CUmemGenericAllocationHandle mc, size_t mc_offset,
 
 /* ---- what to hand out ---- */
 
+/* Which lookup hands a wrapper out. */
+enum shim_lookup {
+	BY_DLSYM = 1, /* exported names, as dlsym is asked for them */
+	BY_PROC = 2,  /* as cuGetProcAddress is asked (the driver picks the ABI by version) */
+	BY_BOTH = BY_DLSYM | BY_PROC,
+};
+
 struct shim_wrap {
 	const char *name;
 	void *fn;
 	int min_version; /* cuGetProcAddress: the CUDA version from which this ABI is returned */
+	unsigned lookups;
 };
 
-/* Exported names, as dlsym is asked for them. */
-static const struct shim_wrap dlsym_wraps[] = {
-	{ "cuGetProcAddress_v2", (void *)w_gpa_v2, 0 },
-	{ "cuGetProcAddress", (void *)w_gpa_v1, 0 },
-	{ "cuMemAlloc_v2", (void *)w_mem_alloc, 0 },
-	{ "cuMemFree_v2", (void *)w_mem_free, 0 },
-	{ "cuMemAllocPitch_v2", (void *)w_mem_alloc_pitch, 0 },
-	{ "cuMemCreate", (void *)w_mem_create, 0 },
-	{ "cuMemRelease", (void *)w_mem_release, 0 },
-	{ "cuMemMap", (void *)w_mem_map, 0 },
-	{ "cuMemUnmap", (void *)w_mem_unmap, 0 },
-	{ "cuMemSetAccess", (void *)w_mem_set_access, 0 },
-	{ "cuMemAddressFree", (void *)w_mem_address_free, 0 },
-	{ "cuMemExportToShareableHandle", (void *)w_mem_export, 0 },
-	{ "cuMemGetAllocationPropertiesFromHandle", (void *)w_mem_get_props, 0 },
-	{ "cuMemRetainAllocationHandle", (void *)w_mem_retain, 0 },
-	{ "cuMulticastBindMem", (void *)w_multicast_bind_mem, 0 },
+static const struct shim_wrap wraps[] = {
+	{ "cuGetProcAddress_v2", (void *)w_gpa_v2, 0, BY_DLSYM },
+	{ "cuGetProcAddress", (void *)w_gpa_v1, 0, BY_DLSYM },
+	{ "cuMemAlloc", (void *)w_mem_alloc, 3020, BY_PROC },
+	{ "cuMemFree", (void *)w_mem_free, 3020, BY_PROC },
+	{ "cuMemAllocPitch", (void *)w_mem_alloc_pitch, 3020, BY_PROC },
+	{ "cuMemAlloc_v2", (void *)w_mem_alloc, 0, BY_BOTH },
+	{ "cuMemFree_v2", (void *)w_mem_free, 0, BY_BOTH },
+	{ "cuMemAllocPitch_v2", (void *)w_mem_alloc_pitch, 0, BY_BOTH },
+	{ "cuMemCreate", (void *)w_mem_create, 0, BY_BOTH },
+	{ "cuMemRelease", (void *)w_mem_release, 0, BY_BOTH },
+	{ "cuMemMap", (void *)w_mem_map, 0, BY_BOTH },
+	{ "cuMemUnmap", (void *)w_mem_unmap, 0, BY_BOTH },
+	{ "cuMemSetAccess", (void *)w_mem_set_access, 0, BY_BOTH },
+	{ "cuMemAddressFree", (void *)w_mem_address_free, 0, BY_BOTH },
+	{ "cuMemExportToShareableHandle", (void *)w_mem_export, 0, BY_BOTH },
+	{ "cuMemGetAllocationPropertiesFromHandle", (void *)w_mem_get_props, 0, BY_BOTH },
+	{ "cuMemRetainAllocationHandle", (void *)w_mem_retain, 0, BY_BOTH },
+	{ "cuMulticastBindMem", (void *)w_multicast_bind_mem, 0, BY_BOTH },
 };
 
-/* Base names, as cuGetProcAddress is asked for them (the driver picks the ABI by version). */
-static const struct shim_wrap proc_wraps[] = {
-	{ "cuMemAlloc", (void *)w_mem_alloc, 3020 },
-	{ "cuMemFree", (void *)w_mem_free, 3020 },
-	{ "cuMemAllocPitch", (void *)w_mem_alloc_pitch, 3020 },
-	{ "cuMemAlloc_v2", (void *)w_mem_alloc, 0 },
-	{ "cuMemFree_v2", (void *)w_mem_free, 0 },
-	{ "cuMemAllocPitch_v2", (void *)w_mem_alloc_pitch, 0 },
-	{ "cuMemCreate", (void *)w_mem_create, 0 },
-	{ "cuMemRelease", (void *)w_mem_release, 0 },
-	{ "cuMemMap", (void *)w_mem_map, 0 },
-	{ "cuMemUnmap", (void *)w_mem_unmap, 0 },
-	{ "cuMemSetAccess", (void *)w_mem_set_access, 0 },
-	{ "cuMemAddressFree", (void *)w_mem_address_free, 0 },
-	{ "cuMemExportToShareableHandle", (void *)w_mem_export, 0 },
-	{ "cuMemGetAllocationPropertiesFromHandle", (void *)w_mem_get_props, 0 },
-	{ "cuMemRetainAllocationHandle", (void *)w_mem_retain, 0 },
-	{ "cuMulticastBindMem", (void *)w_multicast_bind_mem, 0 },
-};
-
-static const struct shim_wrap *find_wrap(const struct shim_wrap *w, size_t n, const char *name)
+static const struct shim_wrap *find_wrap(enum shim_lookup lookup, const char *name)
 {
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(w[i].name, name) == 0)
-			return &w[i];
+	for (size_t i = 0; i < sizeof(wraps) / sizeof(wraps[0]); i++)
+		if ((wraps[i].lookups & lookup) && strcmp(wraps[i].name, name) == 0)
+			return &wraps[i];
 	return NULL;
 }
 
 void *shim_entry_for_dlsym(const char *name, void *fn)
 {
-	const struct shim_wrap *w =
-		find_wrap(dlsym_wraps, sizeof(dlsym_wraps) / sizeof(dlsym_wraps[0]), name);
+	const struct shim_wrap *w = find_wrap(BY_DLSYM, name);
 
 	if (!w || shim_is_own(fn) || !shim_driver_adopt(fn))
 		return fn;
@@ -276,7 +265,7 @@ void *shim_entry_for_proc(const char *name, int cuda_version, void *fn)
 	/* PyTorch asks for cuGetProcAddress itself and uses that for everything after */
 	if (strcmp(name, "cuGetProcAddress") == 0)
 		return cuda_version >= 12000 ? (void *)w_gpa_v2 : (void *)w_gpa_v1;
-	w = find_wrap(proc_wraps, sizeof(proc_wraps) / sizeof(proc_wraps[0]), name);
+	w = find_wrap(BY_PROC, name);
 	if (!w || cuda_version < w->min_version)
 		return fn;
 	return w->fn;

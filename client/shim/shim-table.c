@@ -66,20 +66,38 @@ static int grow(void **array, size_t *cap, size_t need)
 	return 0;
 }
 
-/* Index of the first range with va >= the given one. */
-static size_t lower_bound(const struct shim_table *t, CUdeviceptr va)
+/* The first index in [0, n) whose entry is not below key; below() is true up to some index
+ * and false from it on (the arrays are sorted). */
+static size_t bisect(const struct shim_table *t, size_t n,
+		     bool (*below)(const struct shim_table *t, size_t i, uint64_t key), uint64_t key)
 {
-	size_t lo = 0, hi = t->nranges;
+	size_t lo = 0, hi = n;
 
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 
-		if (t->ranges[mid]->va < va)
+		if (below(t, mid, key))
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
 	return lo;
+}
+
+static bool range_below(const struct shim_table *t, size_t i, uint64_t va)
+{
+	return t->ranges[i]->va < va;
+}
+
+static bool phys_below(const struct shim_table *t, size_t i, uint64_t vid)
+{
+	return t->phys[i]->vid < vid;
+}
+
+/* Index of the first range with va >= the given one. */
+static size_t lower_bound(const struct shim_table *t, CUdeviceptr va)
+{
+	return bisect(t, t->nranges, range_below, va);
 }
 
 static bool overlaps(const struct shim_range *r, CUdeviceptr va, size_t size)
@@ -148,17 +166,7 @@ size_t shim_table_index_from(const struct shim_table *t, CUdeviceptr va)
 
 static size_t phys_lower_bound(const struct shim_table *t, uint64_t vid)
 {
-	size_t lo = 0, hi = t->nphys;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (t->phys[mid]->vid < vid)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
+	return bisect(t, t->nphys, phys_below, vid);
 }
 
 int shim_table_add_phys(struct shim_table *t, struct shim_phys *p)

@@ -275,75 +275,79 @@ static void destroy_all(const struct shim_driver *d, struct shim_phys **dead, si
 		(void)phys_destroy(d, dead[i]);
 }
 
-CUresult shim_vmm_unmap(CUdeviceptr va, size_t size)
+/* Stop tracking what lies in [va, va + size) (at most n ranges) and destroy its memory; with
+ * inflight, also end the operation counted in ops_inflight, in the same critical section. */
+static void forget_ranges(const struct shim_driver *d, CUdeviceptr va, size_t size, size_t n,
+			  bool untrack, bool inflight)
 {
-	const struct shim_driver *d = shim_driver_get();
-	size_t n, released, released_bytes, ndead = 0;
-	struct shim_phys **dead;
-	CUresult r;
-
-	if (!d)
-		return CUDA_ERROR_NOT_INITIALIZED;
-	if (!d->cuMemUnmap)
-		return CUDA_ERROR_NOT_SUPPORTED;
-	if (!size || va + size < va)
-		return d->cuMemUnmap(va, size);
-	pthread_mutex_lock(&shim_tbl.lock);
-	n = count_locked(va, size, &released, &released_bytes);
-	if (n)
-		shim_tbl.ops_inflight++;
-	pthread_mutex_unlock(&shim_tbl.lock);
-	if (!n)
-		return d->cuMemUnmap(va, size);
-
-	dead = calloc(n, sizeof(*dead));
-	/* memory the agent released is not mapped in the driver any more */
-	if (released == n && released_bytes == size)
-		r = CUDA_SUCCESS;
-	else
-		r = d->cuMemUnmap(va, size);
+	struct shim_phys **dead = untrack ? calloc(n, sizeof(*dead)) : NULL;
+	size_t ndead = 0;
 
 	pthread_mutex_lock(&shim_tbl.lock);
-	shim_tbl.ops_inflight--;
-	if (r == CUDA_SUCCESS)
+	if (inflight)
+		shim_tbl.ops_inflight--;
+	if (untrack)
 		ndead = untrack_locked(va, size, dead, dead ? n : 0);
 	pthread_mutex_unlock(&shim_tbl.lock);
 	if (dead)
 		destroy_all(d, dead, ndead);
 	free(dead);
-	if (r == CUDA_SUCCESS)
+	if (untrack)
 		shim_agent_changed();
+}
+
+/* How many tracked ranges lie in [va, va + size) (0 for an empty or wrapping span); with
+ * begin_op, an operation on them is counted in ops_inflight. */
+static size_t tracked_in(CUdeviceptr va, size_t size, bool begin_op, size_t *ret_released,
+			 size_t *ret_released_bytes)
+{
+	size_t n;
+
+	if (!size || va + size < va)
+		return 0;
+	pthread_mutex_lock(&shim_tbl.lock);
+	n = count_locked(va, size, ret_released, ret_released_bytes);
+	if (n && begin_op)
+		shim_tbl.ops_inflight++;
+	pthread_mutex_unlock(&shim_tbl.lock);
+	return n;
+}
+
+CUresult shim_vmm_unmap(CUdeviceptr va, size_t size)
+{
+	const struct shim_driver *d = shim_driver_get();
+	size_t n, released = 0, released_bytes = 0;
+	CUresult r;
+
+	if (!d || !d->cuMemUnmap)
+		return d ? CUDA_ERROR_NOT_SUPPORTED : CUDA_ERROR_NOT_INITIALIZED;
+	n = tracked_in(va, size, true, &released, &released_bytes);
+	if (!n)
+		return d->cuMemUnmap(va, size);
+	/* memory the agent released is not mapped in the driver any more */
+	if (released == n && released_bytes == size)
+		r = CUDA_SUCCESS;
+	else
+		r = d->cuMemUnmap(va, size);
+	forget_ranges(d, va, size, n, r == CUDA_SUCCESS, true);
 	return r;
 }
 
 CUresult shim_vmm_address_free(CUdeviceptr va, size_t size)
 {
 	const struct shim_driver *d = shim_driver_get();
-	size_t n, released, released_bytes, ndead = 0;
-	struct shim_phys **dead;
+	size_t n, released, released_bytes;
 	CUresult r;
 
-	if (!d)
-		return CUDA_ERROR_NOT_INITIALIZED;
-	if (!d->cuMemAddressFree)
-		return CUDA_ERROR_NOT_SUPPORTED;
+	if (!d || !d->cuMemAddressFree)
+		return d ? CUDA_ERROR_NOT_SUPPORTED : CUDA_ERROR_NOT_INITIALIZED;
 	r = d->cuMemAddressFree(va, size);
-	if (r != CUDA_SUCCESS || !size || va + size < va)
+	if (r != CUDA_SUCCESS)
 		return r;
 	/* whatever the shim still tracks there (memory the agent released) is gone with the VA */
-	pthread_mutex_lock(&shim_tbl.lock);
-	n = count_locked(va, size, &released, &released_bytes);
-	pthread_mutex_unlock(&shim_tbl.lock);
-	if (!n)
-		return r;
-	dead = calloc(n, sizeof(*dead));
-	pthread_mutex_lock(&shim_tbl.lock);
-	ndead = untrack_locked(va, size, dead, dead ? n : 0);
-	pthread_mutex_unlock(&shim_tbl.lock);
-	if (dead)
-		destroy_all(d, dead, ndead);
-	free(dead);
-	shim_agent_changed();
+	n = tracked_in(va, size, false, &released, &released_bytes);
+	if (n)
+		forget_ranges(d, va, size, n, true, false);
 	return r;
 }
 

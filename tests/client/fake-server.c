@@ -12,6 +12,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "gw-framer.h"
 #include "gw-test.h"
 
 #define FAKE_MAX_RECORDS 64
@@ -128,22 +129,39 @@ void fake_hello(struct fake_conn *c, const struct gw_message *req, unsigned vers
 	fake_reply(c, req->id, result, NULL, 0);
 }
 
+/* Hand every complete message read to the handler. Returns false when the connection ends. */
+static bool handle_read(struct fake_server *s, struct fake_conn *conn, struct gw_framer *framer)
+{
+	for (;;) {
+		int fds[GW_FRAME_MAX_FDS];
+		unsigned nfds = 0;
+		struct gw_message msg;
+		int r = gw_framer_next(framer, &msg, fds, &nfds);
+		bool close_it;
+
+		if (r <= 0)
+			return r == 0;
+		record(s, &msg);
+		close_it = s->fn(conn, &msg, fds, nfds, s->userdata) == FAKE_CLOSE;
+		gw_message_finish(&msg);
+		if (close_it)
+			return false;
+	}
+}
+
 /* Serve one connection until EOF, a handler's FAKE_CLOSE, or stop. */
 static void serve(struct fake_server *s, int fd)
 {
 	struct fake_conn conn = { .fd = fd, .server = s };
-	struct gw_frame_decoder dec;
-	int pending[GW_FRAME_MAX_FDS];
-	unsigned npending = 0;
-	char buf[4096];
-	bool done = false;
+	struct gw_framer *framer = NULL;
 
-	gw_frame_decoder_init(&dec, GW_FRAME_MAX_PAYLOAD);
-	while (!done) {
+	if (gw_framer_create(fd, GW_FRAME_MAX_PAYLOAD, &framer) < 0) {
+		close(fd);
+		return;
+	}
+	for (;;) {
 		struct pollfd p[2] = { { .fd = fd, .events = POLLIN },
 				       { .fd = s->stop_pipe[0], .events = POLLIN } };
-		unsigned nfds = GW_FRAME_MAX_FDS - npending;
-		size_t off = 0;
 		ssize_t n;
 
 		if (poll(p, 2, -1) < 0) {
@@ -153,47 +171,13 @@ static void serve(struct fake_server *s, int fd)
 		}
 		if (p[1].revents)
 			break;
-		n = gw_recv_with_fds(fd, buf, sizeof(buf), pending + npending, &nfds);
+		n = gw_framer_fill(framer);
 		if (n == -EAGAIN || n == -EINTR)
 			continue;
-		if (n <= 0)
+		if (n <= 0 || !handle_read(s, &conn, framer))
 			break;
-		npending += nfds;
-		while (!done && off < (size_t)n) {
-			struct gw_message msg;
-			char *payload = NULL;
-			size_t plen;
-			ssize_t used = gw_frame_decoder_feed(&dec, buf + off, (size_t)n - off,
-							     &payload, &plen);
-			int fds[GW_FRAME_MAX_FDS];
-			unsigned take;
-
-			if (used < 0) {
-				done = true;
-				break;
-			}
-			off += (size_t)used;
-			if (!payload)
-				continue;
-			if (gw_message_parse(payload, plen, &msg) < 0) {
-				free(payload);
-				done = true;
-				break;
-			}
-			free(payload);
-			record(s, &msg);
-			take = msg.nfds <= npending ? msg.nfds : npending;
-			memcpy(fds, pending, take * sizeof(int));
-			memmove(pending, pending + take, (npending - take) * sizeof(int));
-			npending -= take;
-			if (s->fn(&conn, &msg, fds, take, s->userdata) == FAKE_CLOSE)
-				done = true;
-			gw_message_finish(&msg);
-		}
 	}
-	for (unsigned i = 0; i < npending; i++)
-		close(pending[i]);
-	gw_frame_decoder_finish(&dec);
+	gw_framer_destroy(framer);
 	close(fd);
 }
 

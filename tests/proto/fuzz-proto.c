@@ -41,8 +41,8 @@ static void exercise_getters(const cJSON *obj)
 		r = gw_json_get_string(obj, item->string, GW_STRING_MAX, &s);
 		CHECK(r == 0 || r == -EINVAL || r == -ENOENT);
 		CHECK(r != 0 || (s && strlen(s) < GW_STRING_MAX));
-		r = gw_json_get_u64(obj, item->string, 1, 4194304, &u);
-		CHECK(r != 0 || (u >= 1 && u <= 4194304));
+		r = gw_json_get_u64(obj, item->string, 1, GW_PID_MAX, &u);
+		CHECK(r != 0 || (u >= 1 && u <= GW_PID_MAX));
 		r = gw_json_get_u64(obj, item->string, 0, UINT64_MAX, &u);
 		CHECK(r != 0 || u <= (UINT64_C(1) << 53));
 		r = gw_json_get_hex_u64(obj, item->string, &u);

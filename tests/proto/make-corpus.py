@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Regenerate the seed corpus of fuzz-proto: corpus/{frames,messages,broken}/."""
+"""Regenerate the seed corpus of fuzz-proto: corpus/{frames,messages,broken}/, and of
+fuzz-framer: corpus/streams/ (several frames in a row, some announcing fds)."""
 import json
 import os
 import struct
@@ -143,6 +144,23 @@ BROKEN = {
 }
 
 
+def stream(*names):
+    return b''.join(frame(FRAMES[n]) for n in names)
+
+
+# Conversations as one byte stream each: the framer fuzzer cuts them into chunks, attaching
+# to a frame's first chunk the fds it announces.
+STREAMS = {
+    'hello-status.bin': stream('req-hello', 'req-status', 'req-drain'),
+    'agent-map.bin': stream('req-agent-map', 'req-status', 'req-agent-map'),
+    'agent-export.bin': stream('rep-agent-ping', 'rep-agent-export', 'rep-agent-export'),
+    'suspend-resume.bin': stream('req-suspend', 'rep-suspend', 'req-resume', 'err-cuda'),
+    'progress.bin': frame({'id': 4, 'progress': {'step': 'copy', 'done_bytes': 1 << 30,
+                                                 'total_bytes': 1 << 31, 'elapsed_ms': 250}}) +
+                    stream('rep-suspend'),
+}
+
+
 def write(sub, name, data):
     d = os.path.join(OUT, sub)
     os.makedirs(d, exist_ok=True)
@@ -159,6 +177,8 @@ def main():
         write('messages', name + '.json', text)
     for name, data in BROKEN.items():
         write('broken', name, data)
+    for name, data in STREAMS.items():
+        write('streams', name, data)
     return 0
 
 
