@@ -23,6 +23,7 @@ for deb in "$@"; do
 	gpu-warmd)
 		want "$list" /usr/sbin/gpu-warmd
 		want "$list" /usr/bin/warmctl
+		want "$list" /etc/cdi/gpu-warmd.json
 		want "$list" /lib/systemd/system/gpu-warmd.service
 		want "$list" /lib/systemd/system/gpu-warmd.socket
 		want "$list" /usr/lib/sysusers.d/gpu-warmd.conf
