@@ -88,13 +88,17 @@ class Podman:
         raise Failed(msg)
 
 
+# Health and completion URLs are the server's own: never through a proxy of the environment.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def http(url, body=None, timeout=10.0):
     """GET (body None) or POST JSON: (status, bytes). Connection errors: (0, reason)."""
     data = body.encode() if isinstance(body, str) else body
     req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
                                  headers={"Content-Type": "application/json"} if data else {})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with _opener.open(req, timeout=timeout) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
@@ -153,12 +157,13 @@ def print_stats(text):
     return out
 
 
-def check_body(body):
+def body_error(body):
+    """Why body is not a JSON request body, or None."""
     try:
         json.loads(body)
     except ValueError as e:
-        raise SystemExit(f"error: the request body is not JSON: {e}")
-    return body
+        return f"the request body is not JSON: {e}"
+    return None
 
 
 def emit(result, as_json):
