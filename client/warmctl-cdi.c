@@ -28,14 +28,16 @@
 #define CDI_DEVICE "shim"
 #define CDI_SOCKET_NAME "gpu-warmd.sock"
 
-/* The file libcjson was loaded from (warmctl links the one the shim links), "" when unknown. */
+/* The file libcjson was loaded from (warmctl links the one the shim links) when it is the
+ * system's (under /usr or /lib): "" otherwise. A private copy elsewhere (a directory in
+ * LD_LIBRARY_PATH, under /dev/shm...) is not mounted: the container then needs its own. */
 static void cjson_path(char *buf, size_t len)
 {
 	Dl_info info;
 
 	buf[0] = '\0';
-	if (dladdr((void *)cJSON_Parse, &info) && info.dli_fname && info.dli_fname[0] == '/' &&
-	    strstr(info.dli_fname, "libcjson"))
+	if (dladdr((void *)cJSON_Parse, &info) && info.dli_fname && strstr(info.dli_fname, "libcjson") &&
+	    (strncmp(info.dli_fname, "/usr/", 5) == 0 || strncmp(info.dli_fname, "/lib", 4) == 0))
 		snprintf(buf, len, "%s", info.dli_fname);
 }
 

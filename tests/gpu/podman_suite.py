@@ -161,7 +161,8 @@ class Setup:
         print(f"{CRIU_CONF}:\n" + open(CRIU_CONF).read().rstrip())
         return bindir, plugins
 
-    def podman(self, have_cgroups):
+    def podman(self, have_cgroups, cdi_dirs=()):
+        """podman's environment; cdi_dirs: where podman reads CDI specs (default: its own)."""
         pr = self.podman_root
         storage = f"{self.work}/storage"
         helpers = [d for d in (f"{pr}/usr/libexec/podman", f"{pr}/usr/lib/podman") if os.path.isdir(d)]
@@ -179,6 +180,7 @@ conmon_path = ["{pr}/usr/bin/conmon"]
 helper_binaries_dir = {json.dumps(helpers)}
 runtime = "crun"
 tmp_dir = "{self.work}/libpod-tmp"
+{f'cdi_spec_dirs = {json.dumps(list(cdi_dirs))}' if cdi_dirs else ''}
 
 [engine.runtimes]
 crun = ["{pr}/usr/bin/crun"]
@@ -264,6 +266,19 @@ def make_image(podman, work):
     podman.run("import", path, IMAGE)
     print(f"image {IMAGE} imported from {path} (host dirs bind-mounted beside /usr: {binds or 'none'})")
     return binds
+
+
+def python_binds(src):
+    """The directories that hold this interpreter (on the GPU machine a venv outside /usr, with
+    torch), to bind into the container for the model server."""
+    extra = []
+    for path in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))):
+        top = "/".join(path.split("/")[:3])
+        if top in ("", "/usr", src) or path.startswith("/usr/") or top in extra:
+            continue
+        if os.path.isdir(top):
+            extra.append(top)
+    return extra
 
 
 def container_args(build, carry_lib, src, binds, extra_binds):
@@ -564,16 +579,8 @@ def main():
               f"runtime {h.get('ociRuntime', {}).get('path')} {h.get('ociRuntime', {}).get('version', '').splitlines()[:1]}, "
               f"conmon {h.get('conmon', {}).get('path')}, storage {info.get('store', {}).get('graphDriverName')}")
         binds = make_image(podman, work)
-        # python3 for --model: the suite's own interpreter (on the GPU machine a venv outside /usr)
-        extra = []
-        for path in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))):
-            top = "/".join(path.split("/")[:3])
-            if top in ("", "/usr", src) or path.startswith("/usr/") or top in extra:
-                continue
-            if os.path.isdir(top):
-                extra.append(top)
         os.makedirs(SOCK_DIR, exist_ok=True)
-        cargs = container_args(build, carry_lib, src, binds, extra)
+        cargs = container_args(build, carry_lib, src, binds, python_binds(src))
         print("container flags: " + " ".join(cargs))
 
         daemon = start_daemon(build, work)
