@@ -9,7 +9,7 @@ scripts/criu-debs.sh), without touching the machine's package state:
   - the shared libraries those binaries need and the machine lacks: symlinked into WORK/libs,
     which an /etc/ld.so.conf.d file names (podman hands its runtime only PATH and
     XDG_RUNTIME_DIR, so LD_LIBRARY_PATH would not reach crun, conmon or criu);
-  - criu: WORK/bin/criu, a wrapper that execs CRIU_ROOT's criu 4.1.1 with its libraries, first in
+  - criu: WORK/bin/criu, a wrapper that execs CRIU_ROOT's criu (4.2) with its libraries, first in
     PATH (podman checks criu through PATH; crun's libcriu runs `criu swrk` through PATH);
   - CRIU's plugin directory: `libdir WORK/criu-plugins` in /etc/criu/default.conf, which every
     criu reads, `criu swrk` too (crun 1.21 passes no configuration file of its own over RPC);
