@@ -99,7 +99,7 @@ static int read_entry(struct gw_tar *t, const struct gw_tar_entry *e, uint64_t m
 	long n;
 
 	if (e->size > max) {
-		snprintf(err, errlen, "%s: %" PRIu64 " bytes, more than the %" PRIu64 " read",
+		snprintf(err, errlen, "%.200s: %" PRIu64 " bytes, more than the %" PRIu64 " read",
 			 e->name, e->size, max);
 		return -E2BIG;
 	}
@@ -273,10 +273,14 @@ static int take_entry(struct arc *a, struct gw_tar *t, const struct gw_tar_entry
 	a->entries++;
 	if (e->type != '0')
 		return 0;
-	if (numbered(b, "gpuwarm-vram-", ".img", &id))
-		return (a->vram_bytes += e->size), take_image(a, t, e, err, errlen);
-	if (strncmp(b, "gpuwarm-vram-", 13) == 0 && strstr(b, ".img.seg-"))
-		return (a->vram_bytes += e->size), take_segment(a, t, e, err, errlen);
+	if (numbered(b, "gpuwarm-vram-", ".img", &id)) {
+		a->vram_bytes += e->size;
+		return take_image(a, t, e, err, errlen);
+	}
+	if (strncmp(b, "gpuwarm-vram-", 13) == 0 && strstr(b, ".img.seg-")) {
+		a->vram_bytes += e->size;
+		return take_segment(a, t, e, err, errlen);
+	}
 	if (numbered(b, "gpuwarm-", ".json", &id))
 		return take_json(a, t, e, true, err, errlen);
 	if (!in_criu) {
@@ -286,14 +290,16 @@ static int take_entry(struct arc *a, struct gw_tar *t, const struct gw_tar_entry
 	}
 	a->criu_files++;
 	a->criu_bytes += e->size;
-	if (strcmp(b, "inventory.img") == 0)
+	if (strcmp(b, "inventory.img") == 0) {
 		a->inventory = true;
-	else if (numbered(b, "pages-", ".img", &id))
-		a->page_bytes += e->size, add_sized(a->pages, b, e->size);
-	else if (numbered(b, "core-", ".img", &id))
+	} else if (numbered(b, "pages-", ".img", &id)) {
+		a->page_bytes += e->size;
+		add_sized(a->pages, b, e->size);
+	} else if (numbered(b, "core-", ".img", &id)) {
 		a->threads++;
-	else if (numbered(b, "mm-", ".img", &id) && cJSON_GetArraySize(a->pids) < ARC_MAX_LISTED)
+	} else if (numbered(b, "mm-", ".img", &id) && cJSON_GetArraySize(a->pids) < ARC_MAX_LISTED) {
 		cJSON_AddItemToArray(a->pids, cJSON_CreateNumber((double)id));
+	}
 	return 0;
 }
 
