@@ -167,7 +167,8 @@ static int take_image(struct arc *a, struct gw_tar *t, const struct gw_tar_entry
 	} else if (gw_vimg_decode_header(&im->v, buf, (size_t)n, why, sizeof(why)) == 0) {
 		tables = gw_vimg_table_bytes(&im->v);
 		if (tables > ARC_MAX_TABLE_BYTES || GW_VIMG_HEADER_BYTES + tables > e->size) {
-			snprintf(why, sizeof(why), "tables of %" PRIu64 " bytes do not fit", tables);
+			snprintf(why, sizeof(why), "tables of %" PRIu64 " bytes do not fit",
+				 tables);
 		} else {
 			uint8_t *all = realloc(buf, GW_VIMG_HEADER_BYTES + (size_t)tables);
 
@@ -297,7 +298,8 @@ static int take_entry(struct arc *a, struct gw_tar *t, const struct gw_tar_entry
 		add_sized(a->pages, b, e->size);
 	} else if (numbered(b, "core-", ".img", &id)) {
 		a->threads++;
-	} else if (numbered(b, "mm-", ".img", &id) && cJSON_GetArraySize(a->pids) < ARC_MAX_LISTED) {
+	} else if (numbered(b, "mm-", ".img", &id) &&
+		   cJSON_GetArraySize(a->pids) < ARC_MAX_LISTED) {
 		cJSON_AddItemToArray(a->pids, cJSON_CreateNumber((double)id));
 	}
 	return 0;
@@ -330,9 +332,11 @@ static void match_segments(struct arc *a)
 			cJSON_AddNumberToObject(x, "data_bytes", (double)im->v.seg_bytes[k]);
 			cJSON_AddNumberToObject(x, "file_bytes", (double)want);
 			if (!s || s->bytes != want || !s->magic_ok) {
-				cJSON_AddStringToObject(x, "error", !s ? "not in the archive" :
-							s->bytes != want ? "size does not fit the image" :
-							"not a segment file");
+				const char *why = !s ? "not in the archive" :
+						  s->bytes != want ? "size does not fit the image" :
+						  "not a segment file";
+
+				cJSON_AddStringToObject(x, "error", why);
 				bad = true;
 			}
 			cJSON_AddItemToArray(list, x);
@@ -384,8 +388,9 @@ static void print_records(const cJSON *records)
 		char f[256], pid[32], vpid[32], state[32];
 		const cJSON *gpus = cJSON_GetObjectItemCaseSensitive(r, "gpus"), *g;
 
-		printf("  %s: pid %s (%s in the container), %s, %s%s", wc_str(r, "file", f, sizeof(f)),
-		       wc_num(r, "pid", 0, pid, sizeof(pid)), wc_num(r, "vpid", 0, vpid, sizeof(vpid)),
+		printf("  %s: pid %s (%s in the container), %s, %s%s",
+		       wc_str(r, "file", f, sizeof(f)), wc_num(r, "pid", 0, pid, sizeof(pid)),
+		       wc_num(r, "vpid", 0, vpid, sizeof(vpid)),
 		       wc_str(r, "state", state, sizeof(state)),
 		       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "fast")) ?
 			       "fast path" : "driver path",
@@ -407,8 +412,8 @@ static void print_archive(const struct arc *a)
 
 	printf("%s: %s%s, %.1f MiB (%.1f MiB unpacked), %" PRIu64 " entries\n",
 	       wc_str(r, "archive", b1, sizeof(b1)),
-	       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "compressed")) ? "gzip-compressed tar"
-									       : "tar",
+	       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "compressed")) ?
+		       "gzip-compressed tar" : "tar",
 	       a->inventory ? " with a CRIU checkpoint" : " without a CRIU checkpoint",
 	       MIB(num(r, "archive_bytes")), MIB(num(r, "unpacked_bytes")),
 	       a->entries);

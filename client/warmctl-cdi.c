@@ -36,7 +36,8 @@ static void cjson_path(char *buf, size_t len)
 	Dl_info info;
 
 	buf[0] = '\0';
-	if (dladdr((void *)cJSON_Parse, &info) && info.dli_fname && strstr(info.dli_fname, "libcjson") &&
+	if (dladdr((void *)cJSON_Parse, &info) && info.dli_fname &&
+	    strstr(info.dli_fname, "libcjson") &&
 	    (strncmp(info.dli_fname, "/usr/", 5) == 0 || strncmp(info.dli_fname, "/lib", 4) == 0))
 		snprintf(buf, len, "%s", info.dli_fname);
 }
@@ -163,7 +164,8 @@ int wc_cmd_cdi(struct wc_ctx *ctx, const struct wc_args *args)
 		return WC_EXIT_FAILED;
 	}
 	if (!args->cdi_output) { /* the spec itself, whatever --json says */
-		code = printf("%s\n", text) < 0 || fflush(stdout) != 0 ? WC_EXIT_FAILED : WC_EXIT_OK;
+		code = printf("%s\n", text) < 0 || fflush(stdout) != 0 ? WC_EXIT_FAILED :
+									WC_EXIT_OK;
 		free(text);
 		return code;
 	}

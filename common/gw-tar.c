@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <zlib.h>
@@ -19,6 +20,8 @@ struct gw_tar {
 	const uint8_t *mem;
 	size_t mem_len, mem_pos;
 	bool gz, z_ready, z_end;
+	bool seekable;      /* a plain regular file: data skipped with lseek() */
+	uint64_t file_size; /* when seekable */
 	z_stream z;
 	uint8_t *in; /* compressed input (gz only) */
 	uint64_t raw_bytes, out_bytes;
@@ -149,10 +152,15 @@ static int open_common(struct gw_tar *t, struct gw_tar **ret)
 int gw_tar_open_fd(int fd, struct gw_tar **ret)
 {
 	struct gw_tar *t = calloc(1, sizeof(*t));
+	struct stat st;
 
 	if (!t)
 		return -ENOMEM;
 	t->fd = fd;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && lseek(fd, 0, SEEK_CUR) == 0) {
+		t->seekable = true;
+		t->file_size = (uint64_t)st.st_size;
+	}
 	return open_common(t, ret);
 }
 
@@ -202,6 +210,16 @@ static int skip(struct gw_tar *t, uint64_t n, char *err, size_t errlen)
 {
 	uint8_t buf[8192];
 
+	if (n > 0 && !t->gz && t->seekable && t->z.avail_in == 0) { /* the peeked bytes are read */
+		if (t->file_size < t->raw_bytes || t->file_size - t->raw_bytes < n)
+			return fail(err, errlen, -EBADMSG, "the archive ends inside an entry");
+		if (lseek(t->fd, (off_t)n, SEEK_CUR) < 0)
+			return fail(err, errlen, -errno, "seeking in the archive: %s",
+				    strerror(errno));
+		t->raw_bytes += n;
+		t->out_bytes += n;
+		return 0;
+	}
 	while (n > 0) {
 		size_t want = n < sizeof(buf) ? (size_t)n : sizeof(buf);
 		long got = plain_read(t, buf, want, err, errlen);
@@ -331,7 +349,8 @@ static int parse_pax(const char *p, size_t len, struct pending *pd, char *err, s
 			return fail(err, errlen, -EBADMSG, "a pax record without '='");
 		if (eq - sp - 1 == 4 && memcmp(sp + 1, "path", 4) == 0) {
 			if (set_name(pd->e, eq + 1, (size_t)(rec + n - 1 - (eq + 1))) < 0)
-				return fail(err, errlen, -EBADMSG, "a pax path too long or with NUL");
+				return fail(err, errlen, -EBADMSG,
+					    "a pax path too long or with NUL");
 			pd->has_name = true;
 		} else if (eq - sp - 1 == 4 && memcmp(sp + 1, "size", 4) == 0) {
 			uint64_t v = 0;
@@ -420,10 +439,12 @@ int gw_tar_next(struct gw_tar *t, struct gw_tar_entry *e, char *err, size_t errl
 		if (memcmp(h, zero, sizeof(h)) == 0)
 			return t->headers ? 0 : fail(err, errlen, -EBADMSG, "an empty tar archive");
 		if (!checksum_ok(h))
-			return fail(err, errlen, -EBADMSG, t->headers ? "a header with a bad checksum "
-						  "(corrupt archive)" : "not a tar archive");
+			return fail(err, errlen, -EBADMSG, "%s", t->headers ?
+				    "a header with a bad checksum (corrupt archive)" :
+				    "not a tar archive");
 		if (++t->headers > GW_TAR_MAX_ENTRIES)
-			return fail(err, errlen, -E2BIG, "more than %u entries", GW_TAR_MAX_ENTRIES);
+			return fail(err, errlen, -E2BIG, "more than %u entries",
+				    GW_TAR_MAX_ENTRIES);
 		if (parse_number(h + 124, 12, &size) < 0 || size > GW_TAR_MAX_ENTRY_BYTES)
 			return fail(err, errlen, -EBADMSG, "a header with a bad size");
 		type = h[156] ? (char)h[156] : '0';

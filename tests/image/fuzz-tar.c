@@ -63,7 +63,8 @@ static void walk(const uint8_t *buf, size_t size)
 		CHECK(strncmp(e->name, "./", 2) != 0);
 		CHECK(e->size <= GW_TAR_MAX_ENTRY_BYTES);
 		/* read some entries' data in odd-sized pieces, skip the others' */
-		while (n++ % 2 == 0 && (k = gw_tar_read(t, data, sizeof(data), err, sizeof(err))) > 0)
+		while (n++ % 2 == 0 &&
+		       (k = gw_tar_read(t, data, sizeof(data), err, sizeof(err))) > 0)
 			got += (uint64_t)k;
 		CHECK(got <= e->size);
 		fuzz_proto_payloads++;
