@@ -57,7 +57,10 @@ static void header(struct arc *a, const char *name, char type, uint64_t size, bo
 		for (int i = 0; i < 8; i++)
 			h[135 - i] = (uint8_t)(size >> (8 * i));
 	} else {
-		snprintf((char *)h + 124, 12, "%011llo", (unsigned long long)size);
+		char octal[32];
+
+		snprintf(octal, sizeof(octal), "%011llo", (unsigned long long)size);
+		memcpy(h + 124, octal, 11);
 	}
 	h[156] = (uint8_t)type;
 	memcpy(h + 257, "ustar", 6);
