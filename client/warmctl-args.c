@@ -219,6 +219,9 @@ enum {
 	OPT_VERIFY,
 	OPT_WIDE,
 	OPT_SEGMENTS,
+	OPT_OUTPUT,
+	OPT_SHIM,
+	OPT_SOCKET_DIR,
 };
 
 static const struct option command_options[] = {
@@ -238,6 +241,9 @@ static const struct option command_options[] = {
 	{ "segments", required_argument, NULL, OPT_SEGMENTS },
 	{ "verify", no_argument, NULL, OPT_VERIFY },
 	{ "wide", no_argument, NULL, OPT_WIDE },
+	{ "output", required_argument, NULL, OPT_OUTPUT },
+	{ "shim", required_argument, NULL, OPT_SHIM },
+	{ "socket-dir", required_argument, NULL, OPT_SOCKET_DIR },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -264,6 +270,10 @@ static unsigned option_flag(int opt)
 		return WC_OPT_VERIFY;
 	case OPT_WIDE:
 		return WC_OPT_WIDE;
+	case OPT_OUTPUT:
+	case OPT_SHIM:
+	case OPT_SOCKET_DIR:
+		return WC_OPT_CDI;
 	default:
 		return 0; /* accepted by every command */
 	}
@@ -397,6 +407,14 @@ int wc_parse_command_args(struct wc_ctx *ctx, int argc, char **argv, struct wc_a
 			break;
 		case OPT_WIDE:
 			args.wide = true;
+			break;
+		case OPT_OUTPUT:
+		case OPT_SHIM:
+		case OPT_SOCKET_DIR:
+			if (!*optarg)
+				return wc_usage_error(ctx, "empty %s", argv[optind - 1]);
+			*(opt == OPT_OUTPUT ? &args.cdi_output : opt == OPT_SHIM ?
+			  &args.cdi_shim : &args.cdi_socket_dir) = optarg;
 			break;
 		case OPT_SEGMENTS:
 			if (wc_parse_u64(optarg, 1, GW_IMAGE_MAX_SEGMENTS, &args.segments) < 0)

@@ -86,9 +86,25 @@ static const char help_inspect[] =
 	"much all-zero chunks, the CRIU image's own size next to it, and the restore\n"
 	"time predicted from the link speeds the daemon measured last, and its segment\n"
 	"files (FILE.seg-N) with their sizes. Reads files only; needs no daemon.\n"
+	"An exported checkpoint (`podman container checkpoint --export`, tar or\n"
+	"tar.gz) is read once from front to back: CRIU's processes and page images,\n"
+	"the plugin's records, the VRAM images and podman's files, with their sizes.\n"
 	"\nOptions:\n"
 	"  --verify         read every data chunk (from the segment files too) and\n"
-	"                   check it against its checksum\n";
+	"                   check it against its checksum (not for archives)\n";
+
+static const char help_cdi[] =
+	"Print a CDI (Container Device Interface) spec that gives a container the shim\n"
+	"with one flag, `podman run --device gpu-warmd.dev/gpuwarm=shim`: the shim\n"
+	"library and the libcjson it needs bind-mounted read-only at the host's paths,\n"
+	"the daemon's socket directory bind-mounted, LD_PRELOAD and GPUWARM_SOCKET set.\n"
+	"The spec goes to stdout, whatever --json says, or into FILE. podman reads\n"
+	"specs from /etc/cdi and /var/run/cdi; the package installs one into /etc/cdi.\n"
+	"\nOptions:\n"
+	"  --output FILE    write the spec to FILE (replaced atomically), e.g.\n"
+	"                   /var/run/cdi/gpu-warmd.json\n"
+	"  --shim PATH      the shim library (default: where it is installed)\n"
+	"  --socket-dir DIR the daemon's socket directory (default /run/gpu-warmd)\n";
 
 static const char help_state[] =
 	"Print the CUDA checkpoint state of PID (running, locked, checkpointed or\n"
@@ -205,12 +221,21 @@ const struct wc_command wc_commands[] = {
 	},
 	{
 		.name = "inspect",
-		.synopsis = "inspect FILE|DIR [--verify]",
-		.summary = "show what a VRAM image (or a checkpoint directory) holds",
+		.synopsis = "inspect FILE|DIR|ARCHIVE [--verify]",
+		.summary = "show what a VRAM image, checkpoint directory or exported archive holds",
 		.help = help_inspect,
 		.options = WC_OPT_VERIFY,
 		.positional = WC_POS_PATH,
 		.run = wc_cmd_inspect,
+	},
+	{
+		.name = "cdi",
+		.synopsis = "cdi [--output FILE] [--shim PATH] [--socket-dir DIR]",
+		.summary = "print the CDI spec that gives a container the shim (podman --device)",
+		.help = help_cdi,
+		.options = WC_OPT_CDI,
+		.positional = WC_POS_NONE,
+		.run = wc_cmd_cdi,
 	},
 	{
 		.name = "state",

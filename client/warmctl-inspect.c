@@ -15,6 +15,7 @@
 
 #include "gw-cuda.h"
 #include "gw-vimg.h"
+#include "warmctl-inspect.h"
 
 #define MIB(x) ((double)(x) / 1048576.0)
 
@@ -168,16 +169,78 @@ static void uuid_text(const uint8_t *u, char *buf, size_t len)
 	gw_cuda_uuid_format(&uuid, buf, len);
 }
 
+/* A decoded image's header and tables, and the restore time they predict, into o. */
+void wc_inspect_image_fields(cJSON *o, const struct gw_vimg *v)
+{
+	char id[33];
+	double rate, device, fixed;
+	uint64_t zero_runs = 0;
+	cJSON *ranges;
+
+	for (int i = 0; i < 16; i++)
+		snprintf(id + 2 * i, 3, "%02x", v->id[i]);
+	cJSON_AddNumberToObject(o, "format_version", v->version);
+	cJSON_AddStringToObject(o, "id", id);
+	cJSON_AddNumberToObject(o, "pid", v->pid);
+	cJSON_AddNumberToObject(o, "created_unix_s", (double)(v->created_ns / 1000000000u));
+	cJSON_AddNumberToObject(o, "chunk_bytes", (double)v->chunk_bytes);
+	cJSON_AddBoolToObject(o, "sparse", (v->flags & GW_VIMG_F_SPARSE) != 0);
+	cJSON_AddNumberToObject(o, "vram_bytes", (double)v->vram_bytes);
+	cJSON_AddNumberToObject(o, "data_bytes", (double)v->data_bytes);
+	cJSON_AddNumberToObject(o, "zero_bytes", (double)v->zero_bytes);
+	cJSON_AddNumberToObject(o, "file_bytes", (double)v->file_bytes);
+	cJSON_AddNumberToObject(o, "table_bytes", (double)(v->data_offset));
+	cJSON_AddNumberToObject(o, "segments", v->nsegments);
+	if (v->nsegments) {
+		uint64_t all = v->file_bytes;
+
+		for (uint32_t k = 0; k < v->nsegments; k++)
+			all += gw_vimg_segment_file_bytes(v, k);
+		cJSON_AddNumberToObject(o, "stripe_bytes", (double)v->stripe_bytes);
+		cJSON_AddNumberToObject(o, "all_files_bytes", (double)all);
+	}
+	ranges = cJSON_AddArrayToObject(o, "ranges");
+	for (uint32_t i = 0; ranges && i < v->nranges; i++) {
+		const struct gw_vimg_range *rg = &v->ranges[i];
+		cJSON *x = cJSON_CreateObject();
+		char va[32], gpu[64];
+		uint64_t zr = 0;
+
+		if (!x)
+			break;
+		for (uint32_t k = 0; k < rg->nruns; k++)
+			zr += v->runs[rg->first_run + k].zero;
+		zero_runs += zr;
+		snprintf(va, sizeof(va), "0x%" PRIx64, rg->va);
+		uuid_text(rg->uuid, gpu, sizeof(gpu));
+		cJSON_AddStringToObject(x, "va", va);
+		cJSON_AddNumberToObject(x, "size", (double)rg->size);
+		cJSON_AddStringToObject(x, "gpu_uuid", gpu);
+		cJSON_AddNumberToObject(x, "device", rg->app_device);
+		cJSON_AddNumberToObject(x, "data_bytes", (double)rg->data_bytes);
+		cJSON_AddNumberToObject(x, "zero_bytes", (double)(rg->size - rg->data_bytes));
+		cJSON_AddNumberToObject(x, "runs", rg->nruns);
+		cJSON_AddNumberToObject(x, "zero_runs", (double)zr);
+		cJSON_AddItemToArray(ranges, x);
+	}
+	cJSON_AddNumberToObject(o, "zero_runs", (double)zero_runs);
+	cJSON_AddNumberToObject(o, "predicted_restore_s",
+				gw_vimg_predict_restore_s(v, &rate, &device, &fixed));
+	cJSON_AddNumberToObject(o, "predicted_from_read_bytes_per_s", rate);
+	cJSON_AddNumberToObject(o, "predicted_from_device_bytes_per_s", device);
+	cJSON_AddNumberToObject(o, "predicted_fixed_s", fixed);
+	cJSON_AddNumberToObject(o, "dump_copy_bytes_per_s", (double)v->copy_out_bps);
+	cJSON_AddNumberToObject(o, "dump_write_bytes_per_s", (double)v->write_bps);
+}
+
 /* One image file as JSON ({"path", "error"} when it is not a usable image). */
 static cJSON *inspect_file(const char *path, bool verify, int *bad)
 {
-	cJSON *o = cJSON_CreateObject(), *ranges;
+	cJSON *o = cJSON_CreateObject();
 	struct data_files f = { .nfds = 0 };
 	int segments_bad = 0;
 	struct gw_vimg v;
-	char err[256] = "", id[33], first_bad[96] = "";
-	double rate, device, fixed;
-	uint64_t zero_runs = 0;
+	char err[256] = "", first_bad[96] = "";
 	int fd, r;
 
 	if (!o)
@@ -196,8 +259,6 @@ static cJSON *inspect_file(const char *path, bool verify, int *bad)
 		close(fd);
 		return o;
 	}
-	for (int i = 0; i < 16; i++)
-		snprintf(id + 2 * i, 3, "%02x", v.id[i]);
 	f.fds[f.nfds++] = fd;
 	if (v.nsegments) {
 		f.nfds = 0;
@@ -208,51 +269,7 @@ static cJSON *inspect_file(const char *path, bool verify, int *bad)
 			*bad = 1;
 		}
 	}
-	cJSON_AddNumberToObject(o, "format_version", v.version);
-	cJSON_AddStringToObject(o, "id", id);
-	cJSON_AddNumberToObject(o, "pid", v.pid);
-	cJSON_AddNumberToObject(o, "created_unix_s", (double)(v.created_ns / 1000000000u));
-	cJSON_AddNumberToObject(o, "chunk_bytes", (double)v.chunk_bytes);
-	cJSON_AddBoolToObject(o, "sparse", (v.flags & GW_VIMG_F_SPARSE) != 0);
-	cJSON_AddNumberToObject(o, "vram_bytes", (double)v.vram_bytes);
-	cJSON_AddNumberToObject(o, "data_bytes", (double)v.data_bytes);
-	cJSON_AddNumberToObject(o, "zero_bytes", (double)v.zero_bytes);
-	cJSON_AddNumberToObject(o, "file_bytes", (double)v.file_bytes);
-	cJSON_AddNumberToObject(o, "table_bytes", (double)(v.data_offset));
-	cJSON_AddNumberToObject(o, "segments", v.nsegments);
-	if (v.nsegments) {
-		uint64_t all = v.file_bytes;
-
-		for (uint32_t k = 0; k < v.nsegments; k++)
-			all += gw_vimg_segment_file_bytes(&v, k);
-		cJSON_AddNumberToObject(o, "stripe_bytes", (double)v.stripe_bytes);
-		cJSON_AddNumberToObject(o, "all_files_bytes", (double)all);
-	}
-	ranges = cJSON_AddArrayToObject(o, "ranges");
-	for (uint32_t i = 0; ranges && i < v.nranges; i++) {
-		const struct gw_vimg_range *rg = &v.ranges[i];
-		cJSON *x = cJSON_CreateObject();
-		char va[32], gpu[64];
-		uint64_t zr = 0;
-
-		if (!x)
-			break;
-		for (uint32_t k = 0; k < rg->nruns; k++)
-			zr += v.runs[rg->first_run + k].zero;
-		zero_runs += zr;
-		snprintf(va, sizeof(va), "0x%" PRIx64, rg->va);
-		uuid_text(rg->uuid, gpu, sizeof(gpu));
-		cJSON_AddStringToObject(x, "va", va);
-		cJSON_AddNumberToObject(x, "size", (double)rg->size);
-		cJSON_AddStringToObject(x, "gpu_uuid", gpu);
-		cJSON_AddNumberToObject(x, "device", rg->app_device);
-		cJSON_AddNumberToObject(x, "data_bytes", (double)rg->data_bytes);
-		cJSON_AddNumberToObject(x, "zero_bytes", (double)(rg->size - rg->data_bytes));
-		cJSON_AddNumberToObject(x, "runs", rg->nruns);
-		cJSON_AddNumberToObject(x, "zero_runs", (double)zr);
-		cJSON_AddItemToArray(ranges, x);
-	}
-	cJSON_AddNumberToObject(o, "zero_runs", (double)zero_runs);
+	wc_inspect_image_fields(o, &v);
 	if (!(v.flags & GW_VIMG_F_SUMS)) {
 		cJSON_AddStringToObject(o, "checksums", "none");
 	} else if (!verify) {
@@ -276,13 +293,6 @@ static cJSON *inspect_file(const char *path, bool verify, int *bad)
 			cJSON_AddStringToObject(o, "checksums", "verified");
 		}
 	}
-	cJSON_AddNumberToObject(o, "predicted_restore_s",
-				gw_vimg_predict_restore_s(&v, &rate, &device, &fixed));
-	cJSON_AddNumberToObject(o, "predicted_from_read_bytes_per_s", rate);
-	cJSON_AddNumberToObject(o, "predicted_from_device_bytes_per_s", device);
-	cJSON_AddNumberToObject(o, "predicted_fixed_s", fixed);
-	cJSON_AddNumberToObject(o, "dump_copy_bytes_per_s", (double)v.copy_out_bps);
-	cJSON_AddNumberToObject(o, "dump_write_bytes_per_s", (double)v.write_bps);
 	gw_vimg_clear(&v);
 	for (unsigned k = 0; k < f.nfds; k++)
 		if (f.fds[k] >= 0 && f.fds[k] != fd)
@@ -322,7 +332,7 @@ static int by_name(const struct dirent **a, const struct dirent **b)
 	return strcmp((*a)->d_name, (*b)->d_name);
 }
 
-static void print_image(const cJSON *o)
+void wc_inspect_print_image(const cJSON *o)
 {
 	const cJSON *err = cJSON_GetObjectItemCaseSensitive(o, "error");
 	const cJSON *ranges = cJSON_GetObjectItemCaseSensitive(o, "ranges"), *x, *segs;
@@ -388,67 +398,95 @@ static void print_image(const cJSON *o)
 	}
 }
 
+struct dir_totals {
+	uint64_t criu_bytes, criu_files, seg_bytes, seg_files;
+	bool criu_dir; /* CRIU writes inventory.img into every checkpoint */
+};
+
+/* Every file of a directory: images inspected, the others counted. 0, or an exit code. */
+static int inspect_dir(struct wc_ctx *ctx, const struct wc_args *args, cJSON *result,
+		       cJSON *images, int *bad, struct dir_totals *d)
+{
+	struct dirent **names;
+	int n = scandir(args->path, &names, NULL, by_name);
+
+	if (n < 0)
+		return wc_image_error(ctx, "%s: %s", args->path, strerror(errno));
+	for (int i = 0; i < n; i++) {
+		char path[PATH_MAX];
+		struct stat fst;
+
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", args->path, names[i]->d_name) <
+			    sizeof(path) &&
+		    stat(path, &fst) == 0 && S_ISREG(fst.st_mode)) {
+			if (is_image(path)) {
+				cJSON_AddItemToArray(images, inspect_file(path, args->verify, bad));
+			} else if (is_segment(path)) {
+				d->seg_bytes += (uint64_t)fst.st_size;
+				d->seg_files++;
+			} else {
+				d->criu_bytes += (uint64_t)fst.st_size;
+				d->criu_files++;
+				if (strcmp(names[i]->d_name, "inventory.img") == 0)
+					d->criu_dir = true;
+			}
+		}
+		free(names[i]);
+	}
+	free(names);
+	if (cJSON_GetArraySize(images) == 0 && !d->criu_dir)
+		return wc_image_error(ctx,
+				      "%s: neither a VRAM image nor a checkpoint directory "
+				      "(no gpuwarm-vram-*.img, no CRIU inventory.img)",
+				      args->path);
+	cJSON_AddBoolToObject(result, "criu_checkpoint", d->criu_dir);
+	cJSON_AddNumberToObject(result, "criu_image_bytes", (double)d->criu_bytes);
+	cJSON_AddNumberToObject(result, "criu_files", (double)d->criu_files);
+	cJSON_AddNumberToObject(result, "vram_segment_files", (double)d->seg_files);
+	cJSON_AddNumberToObject(result, "vram_segment_bytes", (double)d->seg_bytes);
+	return 0;
+}
+
+static void print_dir(const char *path, const cJSON *images, const struct dir_totals *d)
+{
+	if (cJSON_GetArraySize(images) == 0)
+		printf("%s: no VRAM image here\n", path);
+	if (d->criu_dir)
+		printf("CRIU image: %.1f MiB in %" PRIu64 " files\n", MIB(d->criu_bytes),
+		       d->criu_files);
+	else if (d->criu_files)
+		printf("other files: %.1f MiB in %" PRIu64 " files\n", MIB(d->criu_bytes),
+		       d->criu_files);
+	if (d->seg_files)
+		printf("VRAM image segments: %.1f MiB in %" PRIu64 " files\n", MIB(d->seg_bytes),
+		       d->seg_files);
+}
+
 int wc_cmd_inspect(struct wc_ctx *ctx, const struct wc_args *args)
 {
-	cJSON *result = cJSON_CreateObject(), *images;
-	uint64_t criu_bytes = 0, criu_files = 0, seg_bytes = 0, seg_files = 0;
-	bool criu_dir = false; /* CRIU writes inventory.img into every checkpoint */
+	cJSON *result, *images;
+	struct dir_totals d = { 0 };
 	struct stat st;
 	int bad = 0, code = WC_EXIT_OK;
 
+	if (stat(args->path, &st) < 0)
+		return wc_image_error(ctx, "%s: %s", args->path, strerror(errno));
+	if (S_ISREG(st.st_mode) && !is_image(args->path) && wc_inspect_is_archive(args->path))
+		return wc_inspect_archive(ctx, args);
+	result = cJSON_CreateObject();
 	images = result ? cJSON_AddArrayToObject(result, "images") : NULL;
 	if (!images) {
 		cJSON_Delete(result);
 		fprintf(stderr, "warmctl: out of memory\n");
 		return WC_EXIT_FAILED;
 	}
-	if (stat(args->path, &st) < 0) {
-		cJSON_Delete(result);
-		return wc_image_error(ctx, "%s: %s", args->path, strerror(errno));
-	}
 	if (S_ISDIR(st.st_mode)) {
-		struct dirent **names;
-		int n = scandir(args->path, &names, NULL, by_name);
+		int r = inspect_dir(ctx, args, result, images, &bad, &d);
 
-		if (n < 0) {
+		if (r) {
 			cJSON_Delete(result);
-			return wc_image_error(ctx, "%s: %s", args->path, strerror(errno));
+			return r;
 		}
-		for (int i = 0; i < n; i++) {
-			char path[PATH_MAX];
-			struct stat fst;
-
-			if ((size_t)snprintf(path, sizeof(path), "%s/%s", args->path,
-					     names[i]->d_name) < sizeof(path) &&
-			    stat(path, &fst) == 0 && S_ISREG(fst.st_mode)) {
-				if (is_image(path)) {
-					cJSON_AddItemToArray(images,
-							     inspect_file(path, args->verify, &bad));
-				} else if (is_segment(path)) {
-					seg_bytes += (uint64_t)fst.st_size;
-					seg_files++;
-				} else {
-					criu_bytes += (uint64_t)fst.st_size;
-					criu_files++;
-					if (strcmp(names[i]->d_name, "inventory.img") == 0)
-						criu_dir = true;
-				}
-			}
-			free(names[i]);
-		}
-		free(names);
-		if (cJSON_GetArraySize(images) == 0 && !criu_dir) {
-			cJSON_Delete(result);
-			return wc_image_error(ctx,
-					      "%s: neither a VRAM image nor a checkpoint directory "
-					      "(no gpuwarm-vram-*.img, no CRIU inventory.img)",
-					      args->path);
-		}
-		cJSON_AddBoolToObject(result, "criu_checkpoint", criu_dir);
-		cJSON_AddNumberToObject(result, "criu_image_bytes", (double)criu_bytes);
-		cJSON_AddNumberToObject(result, "criu_files", (double)criu_files);
-		cJSON_AddNumberToObject(result, "vram_segment_files", (double)seg_files);
-		cJSON_AddNumberToObject(result, "vram_segment_bytes", (double)seg_bytes);
 	} else {
 		cJSON_AddItemToArray(images, inspect_file(args->path, args->verify, &bad));
 	}
@@ -463,20 +501,9 @@ int wc_cmd_inspect(struct wc_ctx *ctx, const struct wc_args *args)
 		const cJSON *o;
 
 		cJSON_ArrayForEach(o, images)
-			print_image(o);
-		if (S_ISDIR(st.st_mode)) {
-			if (cJSON_GetArraySize(images) == 0)
-				printf("%s: no VRAM image here\n", args->path);
-			if (criu_dir)
-				printf("CRIU image: %.1f MiB in %" PRIu64 " files\n",
-				       MIB(criu_bytes), criu_files);
-			else if (criu_files)
-				printf("other files: %.1f MiB in %" PRIu64 " files\n",
-				       MIB(criu_bytes), criu_files);
-			if (seg_files)
-				printf("VRAM image segments: %.1f MiB in %" PRIu64 " files\n",
-				       MIB(seg_bytes), seg_files);
-		}
+			wc_inspect_print_image(o);
+		if (S_ISDIR(st.st_mode))
+			print_dir(args->path, images, &d);
 		if (fflush(stdout) != 0)
 			code = WC_EXIT_FAILED;
 	}

@@ -50,6 +50,7 @@ enum {
 	WC_OPT_DENSE = 1 << 8,  /* --dense, --chunk-kib N */
 	WC_OPT_VERIFY = 1 << 9, /* --verify */
 	WC_OPT_WIDE = 1 << 10,  /* --wide */
+	WC_OPT_CDI = 1 << 11,   /* --output FILE, --shim PATH, --socket-dir DIR */
 };
 
 /* Segment files of an image written by `suspend --image` (docs/image-format.md). */
@@ -101,6 +102,7 @@ struct wc_args {
 	bool verify;
 	bool wide;
 	const char *path; /* WC_POS_PATH */
+	const char *cdi_output, *cdi_shim, *cdi_socket_dir; /* NULL when not given */
 };
 
 struct wc_ctx {
@@ -198,5 +200,6 @@ int wc_cmd_checkpoint(struct wc_ctx *ctx, const struct wc_args *args);
 int wc_cmd_restore(struct wc_ctx *ctx, const struct wc_args *args);
 int wc_cmd_unlock(struct wc_ctx *ctx, const struct wc_args *args);
 int wc_cmd_inspect(struct wc_ctx *ctx, const struct wc_args *args);
+int wc_cmd_cdi(struct wc_ctx *ctx, const struct wc_args *args);
 
 #endif

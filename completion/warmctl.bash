@@ -5,7 +5,7 @@ _warmctl()
     local cur prev words cword
     _init_completion || return
 
-    local commands="status drain undrain suspend resume inspect state lock checkpoint restore
+    local commands="status drain undrain suspend resume inspect cdi state lock checkpoint restore
         unlock lease metrics check version help"
     local common="--json --human --socket --help"
 
@@ -16,6 +16,18 @@ _warmctl()
             ;;
         --image)
             _filedir img
+            return
+            ;;
+        --output)
+            _filedir json
+            return
+            ;;
+        --shim)
+            _filedir so
+            return
+            ;;
+        --socket-dir)
+            _filedir -d
             return
             ;;
         --timeout | --gpu | --gpu-map | --min-free-mib | --chunk-kib)
@@ -53,6 +65,7 @@ _warmctl()
         lock) opts="--timeout" ;;
         lease) opts="--gpu --min-free-mib --hold --timeout" ;;
         inspect) opts="--verify" ;;
+        cdi) opts="--output --shim --socket-dir" ;;
         help)
             COMPREPLY=($(compgen -W "$commands" -- "$cur"))
             return

@@ -23,6 +23,7 @@ for deb in "$@"; do
 	gpu-warmd)
 		want "$list" /usr/sbin/gpu-warmd
 		want "$list" /usr/bin/warmctl
+		want "$list" /etc/cdi/gpu-warmd.json
 		want "$list" /lib/systemd/system/gpu-warmd.service
 		want "$list" /lib/systemd/system/gpu-warmd.socket
 		want "$list" /usr/lib/sysusers.d/gpu-warmd.conf
@@ -31,6 +32,11 @@ for deb in "$@"; do
 		want "$list" /usr/share/man/man1/warmctl.1.gz
 		want "$list" /usr/share/man/man8/gpu-warmd.8.gz
 		want "$list" /usr/share/man/man7/gpuwarm-plugin.7.gz
+		want "$list" /usr/bin/gw-golden-checkpoint
+		want "$list" /usr/bin/gw-podman-restore
+		want "$list" /usr/share/gpu-warmd/python/gwpodman.py
+		want "$list" /usr/share/man/man1/gw-golden-checkpoint.1.gz
+		want "$list" /usr/share/man/man1/gw-podman-restore.1.gz
 		want "$list" /usr/share/bash-completion/completions/warmctl
 		want "$list" /usr/share/doc/gpu-warmd/README.md
 		want "$list" /usr/share/doc/gpu-warmd/warmctl.md

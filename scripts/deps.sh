@@ -3,7 +3,7 @@
 # the build, the man pages (go-md2man; man-db and groff to check them), and the Debian packages
 # (debhelper, dpkg-dev, lintian).
 set -eu
-pkgs="gcc meson ninja-build pkg-config python3 libevent-dev libcjson-dev libsystemd-dev systemd
+pkgs="gcc meson ninja-build pkg-config python3 libevent-dev libcjson-dev zlib1g-dev libsystemd-dev systemd
 go-md2man man-db groff-base debhelper dpkg-dev lintian"
 missing=""
 for p in $pkgs; do

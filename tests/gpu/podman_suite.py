@@ -9,7 +9,7 @@ scripts/criu-debs.sh), without touching the machine's package state:
   - the shared libraries those binaries need and the machine lacks: symlinked into WORK/libs,
     which an /etc/ld.so.conf.d file names (podman hands its runtime only PATH and
     XDG_RUNTIME_DIR, so LD_LIBRARY_PATH would not reach crun, conmon or criu);
-  - criu: WORK/bin/criu, a wrapper that execs CRIU_ROOT's criu 4.1.1 with its libraries, first in
+  - criu: WORK/bin/criu, a wrapper that execs CRIU_ROOT's criu (4.2) with its libraries, first in
     PATH (podman checks criu through PATH; crun's libcriu runs `criu swrk` through PATH);
   - CRIU's plugin directory: `libdir WORK/criu-plugins` in /etc/criu/default.conf, which every
     criu reads, `criu swrk` too (crun 1.21 passes no configuration file of its own over RPC);
@@ -161,7 +161,8 @@ class Setup:
         print(f"{CRIU_CONF}:\n" + open(CRIU_CONF).read().rstrip())
         return bindir, plugins
 
-    def podman(self, have_cgroups):
+    def podman(self, have_cgroups, cdi_dirs=()):
+        """podman's environment; cdi_dirs: where podman reads CDI specs (default: its own)."""
         pr = self.podman_root
         storage = f"{self.work}/storage"
         helpers = [d for d in (f"{pr}/usr/libexec/podman", f"{pr}/usr/lib/podman") if os.path.isdir(d)]
@@ -179,6 +180,7 @@ conmon_path = ["{pr}/usr/bin/conmon"]
 helper_binaries_dir = {json.dumps(helpers)}
 runtime = "crun"
 tmp_dir = "{self.work}/libpod-tmp"
+{f'cdi_spec_dirs = {json.dumps(list(cdi_dirs))}' if cdi_dirs else ''}
 
 [engine.runtimes]
 crun = ["{pr}/usr/bin/crun"]
@@ -264,6 +266,19 @@ def make_image(podman, work):
     podman.run("import", path, IMAGE)
     print(f"image {IMAGE} imported from {path} (host dirs bind-mounted beside /usr: {binds or 'none'})")
     return binds
+
+
+def python_binds(src):
+    """The directories that hold this interpreter (on the GPU machine a venv outside /usr, with
+    torch), to bind into the container for the model server."""
+    extra = []
+    for path in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))):
+        top = "/".join(path.split("/")[:3])
+        if top in ("", "/usr", src) or path.startswith("/usr/") or top in extra:
+            continue
+        if os.path.isdir(top):
+            extra.append(top)
+    return extra
 
 
 def container_args(build, carry_lib, src, binds, extra_binds):
@@ -564,16 +579,8 @@ def main():
               f"runtime {h.get('ociRuntime', {}).get('path')} {h.get('ociRuntime', {}).get('version', '').splitlines()[:1]}, "
               f"conmon {h.get('conmon', {}).get('path')}, storage {info.get('store', {}).get('graphDriverName')}")
         binds = make_image(podman, work)
-        # python3 for --model: the suite's own interpreter (on the GPU machine a venv outside /usr)
-        extra = []
-        for path in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))):
-            top = "/".join(path.split("/")[:3])
-            if top in ("", "/usr", src) or path.startswith("/usr/") or top in extra:
-                continue
-            if os.path.isdir(top):
-                extra.append(top)
         os.makedirs(SOCK_DIR, exist_ok=True)
-        cargs = container_args(build, carry_lib, src, binds, extra)
+        cargs = container_args(build, carry_lib, src, binds, python_binds(src))
         print("container flags: " + " ".join(cargs))
 
         daemon = start_daemon(build, work)
