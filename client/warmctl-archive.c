@@ -229,7 +229,7 @@ static int take_json(struct arc *a, struct gw_tar *t, const struct gw_tar_entry 
 		     char *err, size_t errlen)
 {
 	cJSON *j, *x;
-	char *text;
+	char *text = NULL;
 	int r = read_entry(t, e, ARC_MAX_JSON_BYTES, &text, err, errlen);
 
 	if (r == -E2BIG)

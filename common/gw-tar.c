@@ -375,7 +375,7 @@ static int parse_pax(const char *p, size_t len, struct pending *pd, char *err, s
 static int meta_entry(struct gw_tar *t, char type, uint64_t size, struct pending *pd, char *err,
 		      size_t errlen)
 {
-	char *data;
+	char *data = NULL;
 	int r;
 
 	if (type != 'L' && type != 'K' && type != 'x' && type != 'g')
