@@ -312,6 +312,77 @@ static int daemon_gpus(struct gwp_backend *be, struct gwp_backend_gpu *gpus, uns
 	return 0;
 }
 
+/* ---- the driver, through its helper process ---- */
+
+static int driver_state(struct gwp_backend *be, pid_t pid, enum gwp_state *ret_state,
+			pid_t *ret_tid, char *err, size_t len)
+{
+	struct gwp_driver_request req = { .op = GWP_DRIVER_STATE, .pid = pid };
+	struct gwp_driver_reply *rep = calloc(1, sizeof(*rep));
+	int r;
+
+	if (!rep)
+		return -ENOMEM;
+	r = gwp_driver_call(&be->driver, &req, rep, err, len);
+	if (r == 0) {
+		*ret_state = (enum gwp_state)rep->state;
+		*ret_tid = rep->tid;
+	}
+	free(rep);
+	return r;
+}
+
+static int driver_step(struct gwp_backend *be, pid_t pid, enum gwp_step step,
+		       unsigned lock_timeout_ms, const struct gwp_pair *pairs, unsigned npairs,
+		       char *err, size_t len)
+{
+	struct gwp_driver_request *req = calloc(1, sizeof(*req));
+	struct gwp_driver_reply *rep = calloc(1, sizeof(*rep));
+	int r = -ENOMEM;
+
+	if (npairs > GWP_MAX_GPUS) {
+		r = -EINVAL;
+		goto out;
+	}
+	if (!req || !rep)
+		goto out;
+	req->op = GWP_DRIVER_STEP;
+	req->pid = pid;
+	req->step = (int)step;
+	req->lock_timeout_ms = lock_timeout_ms;
+	req->npairs = npairs;
+	if (npairs)
+		memcpy(req->pairs, pairs, npairs * sizeof(*pairs));
+	r = gwp_driver_call(&be->driver, req, rep, err, len);
+out:
+	free(req);
+	free(rep);
+	return r;
+}
+
+static int driver_gpus(struct gwp_backend *be, struct gwp_backend_gpu *gpus, unsigned max,
+		       unsigned *ret_n, char *err, size_t len)
+{
+	struct gwp_driver_request req = { .op = GWP_DRIVER_GPUS };
+	struct gwp_driver_reply *rep = calloc(1, sizeof(*rep));
+	unsigned n;
+	int r;
+
+	if (!rep)
+		return -ENOMEM;
+	r = gwp_driver_call(&be->driver, &req, rep, err, len);
+	if (r == 0) {
+		n = rep->ngpus < max ? rep->ngpus : max;
+		if (n > GWP_MAX_GPUS)
+			n = GWP_MAX_GPUS;
+		memcpy(gpus, rep->gpus, n * sizeof(*gpus));
+		*ret_n = n;
+	}
+	free(rep);
+	return r;
+}
+
+/* ---- routing ---- */
 
 int gwp_backend_state(struct gwp_backend *be, pid_t pid, enum gwp_state *ret_state,
 		      pid_t *ret_restore_tid, char *err, size_t len)
@@ -324,7 +395,7 @@ int gwp_backend_state(struct gwp_backend *be, pid_t pid, enum gwp_state *ret_sta
 	}
 	if (be->daemon == GWP_AVAIL_UP)
 		return daemon_state(be, pid, ret_state, ret_restore_tid, err, len);
-	return gwp_driver_state(&be->driver, pid, ret_state, ret_restore_tid, err, len);
+	return driver_state(be, pid, ret_state, ret_restore_tid, err, len);
 }
 
 int gwp_backend_step(struct gwp_backend *be, pid_t pid, enum gwp_step step,
@@ -342,7 +413,7 @@ int gwp_backend_step(struct gwp_backend *be, pid_t pid, enum gwp_step step,
 	}
 	if (be->daemon == GWP_AVAIL_UP)
 		return daemon_step(be, pid, step, lock_timeout_ms, pairs, npairs, err, len);
-	return gwp_driver_step(&be->driver, pid, step, lock_timeout_ms, pairs, npairs, err, len);
+	return driver_step(be, pid, step, lock_timeout_ms, pairs, npairs, err, len);
 }
 
 int gwp_backend_gpus(struct gwp_backend *be, struct gwp_backend_gpu *ret_gpus, unsigned max,
@@ -356,7 +427,7 @@ int gwp_backend_gpus(struct gwp_backend *be, struct gwp_backend_gpu *ret_gpus, u
 	}
 	if (be->daemon == GWP_AVAIL_UP)
 		return daemon_gpus(be, ret_gpus, max, ret_n, err, len);
-	return gwp_driver_gpus(&be->driver, ret_gpus, max, ret_n, err, len);
+	return driver_gpus(be, ret_gpus, max, ret_n, err, len);
 }
 
 int gwp_backend_lease(struct gwp_backend *be, const char *uuid, char *err, size_t len)

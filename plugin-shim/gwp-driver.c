@@ -19,7 +19,7 @@
 /* ---- the calls, made in the helper process ---- */
 
 static int call_fail(struct gwp_driver *d, CUresult r, const char *call, pid_t pid, char *err,
-		       size_t len)
+		     size_t len)
 {
 	char text[160];
 
@@ -29,7 +29,7 @@ static int call_fail(struct gwp_driver *d, CUresult r, const char *call, pid_t p
 }
 
 static int call_state(struct gwp_driver *d, pid_t pid, enum gwp_state *ret_state,
-			pid_t *ret_tid, char *err, size_t len)
+		      pid_t *ret_tid, char *err, size_t len)
 {
 	CUprocessState st;
 	CUresult r;
@@ -47,8 +47,8 @@ static int call_state(struct gwp_driver *d, pid_t pid, enum gwp_state *ret_state
 }
 
 static int call_step(struct gwp_driver *d, pid_t pid, enum gwp_step step,
-		       unsigned lock_timeout_ms, const struct gwp_pair *pairs, unsigned npairs,
-		       char *err, size_t len)
+		     unsigned lock_timeout_ms, const struct gwp_pair *pairs, unsigned npairs,
+		     char *err, size_t len)
 {
 	static const enum gw_ckpt_step steps[] = {
 		[GWP_STEP_LOCK] = GW_CKPT_LOCK,
@@ -78,7 +78,7 @@ static int call_step(struct gwp_driver *d, pid_t pid, enum gwp_step step,
 }
 
 static int call_gpus(struct gwp_driver *d, struct gwp_backend_gpu *gpus, unsigned max,
-		       unsigned *ret_n, char *err, size_t len)
+		     unsigned *ret_n, char *err, size_t len)
 {
 	const struct gw_cuda *cu = d->cuda;
 	unsigned n = 0;
@@ -123,26 +123,6 @@ static int call_gpus(struct gwp_driver *d, struct gwp_backend_gpu *gpus, unsigne
  * parent closes its end at the end of the hook (gwp_backend_idle()) or goes away. SIGCHLD stays
  * blocked while it lives, so that CRIU's own SIGCHLD handler (restore) never sees it end.
  */
-
-enum helper_op { HELPER_STATE = 1, HELPER_STEP, HELPER_GPUS };
-
-struct helper_request {
-	int op;
-	pid_t pid;
-	int step;
-	unsigned lock_timeout_ms;
-	unsigned npairs;
-	struct gwp_pair pairs[GWP_MAX_GPUS];
-};
-
-struct helper_reply {
-	int r;          /* what the call returned; for the greeting, 0 or -ENOTSUP */
-	char err[512];  /* its reason; for the greeting, the library's path or why it is unusable */
-	int state;
-	pid_t tid;
-	unsigned ngpus;
-	struct gwp_backend_gpu gpus[GWP_MAX_GPUS];
-};
 
 /* In the helper: load the driver as load_driver() did in-process. */
 static int helper_load(struct gwp_driver *d, char *why, size_t len)
@@ -193,7 +173,7 @@ static int helper_fds(int fd)
 	return 0;
 }
 
-static void helper_send(int fd, const struct helper_reply *rep)
+static void helper_send(int fd, const struct gwp_driver_reply *rep)
 {
 	while (send(fd, rep, sizeof(*rep), MSG_NOSIGNAL) < 0)
 		if (errno != EINTR)
@@ -202,8 +182,8 @@ static void helper_send(int fd, const struct helper_reply *rep)
 
 __attribute__((noreturn)) static void helper_main(struct gwp_driver *d, int fd, pid_t parent)
 {
-	struct helper_reply *rep = calloc(1, sizeof(*rep));
-	struct helper_request req;
+	struct gwp_driver_reply *rep = calloc(1, sizeof(*rep));
+	struct gwp_driver_request req;
 	struct sigaction dfl;
 	sigset_t none;
 
@@ -237,18 +217,18 @@ __attribute__((noreturn)) static void helper_main(struct gwp_driver *d, int fd, 
 			_exit(1);
 		memset(rep, 0, sizeof(*rep));
 		switch (req.op) {
-		case HELPER_STATE:
+		case GWP_DRIVER_STATE:
 			rep->r = call_state(d, req.pid, &state, &rep->tid, rep->err,
 					      sizeof(rep->err));
 			rep->state = (int)state;
 			break;
-		case HELPER_STEP:
+		case GWP_DRIVER_STEP:
 			rep->r = call_step(d, req.pid, (enum gwp_step)req.step, req.lock_timeout_ms,
 					     req.pairs, req.npairs < GWP_MAX_GPUS ? req.npairs :
 										   GWP_MAX_GPUS,
 					     rep->err, sizeof(rep->err));
 			break;
-		case HELPER_GPUS:
+		case GWP_DRIVER_GPUS:
 			rep->r = call_gpus(d, rep->gpus, GWP_MAX_GPUS, &rep->ngpus, rep->err,
 					     sizeof(rep->err));
 			break;
@@ -261,7 +241,8 @@ __attribute__((noreturn)) static void helper_main(struct gwp_driver *d, int fd, 
 }
 
 /* The reply to what was sent, or -EIO (err says why) when the helper is gone. */
-static int helper_recv(struct gwp_driver *d, struct helper_reply *rep, char *err, size_t len)
+static int helper_recv(struct gwp_driver *d, struct gwp_driver_reply *rep, char *err,
+		       size_t len)
 {
 	ssize_t n;
 	int status;
@@ -306,7 +287,7 @@ void gwp_driver_stop(struct gwp_driver *d)
 /* Fork the helper and read its greeting: 0, or a negative errno with d->why set. */
 int gwp_driver_start(struct gwp_driver *d)
 {
-	struct helper_reply *rep;
+	struct gwp_driver_reply *rep;
 	pid_t parent = getpid(), pid;
 	sigset_t chld;
 	int sv[2], r;
@@ -354,9 +335,8 @@ int gwp_driver_start(struct gwp_driver *d)
 	return r;
 }
 
-/* One request to the helper, started when this hook has none yet. */
-static int helper_call(struct gwp_driver *d, const struct helper_request *req,
-		       struct helper_reply *rep, char *err, size_t len)
+int gwp_driver_call(struct gwp_driver *d, const struct gwp_driver_request *req,
+		    struct gwp_driver_reply *rep, char *err, size_t len)
 {
 	ssize_t n;
 	int r;
@@ -387,73 +367,3 @@ static int helper_call(struct gwp_driver *d, const struct helper_request *req,
 		snprintf(err, len, "%s", rep->err);
 	return rep->r;
 }
-
-int gwp_driver_state(struct gwp_driver *d, pid_t pid, enum gwp_state *ret_state,
-			pid_t *ret_tid, char *err, size_t len)
-{
-	struct helper_request req = { .op = HELPER_STATE, .pid = pid };
-	struct helper_reply *rep = calloc(1, sizeof(*rep));
-	int r;
-
-	if (!rep)
-		return -ENOMEM;
-	r = helper_call(d, &req, rep, err, len);
-	if (r == 0) {
-		*ret_state = (enum gwp_state)rep->state;
-		*ret_tid = rep->tid;
-	}
-	free(rep);
-	return r;
-}
-
-int gwp_driver_step(struct gwp_driver *d, pid_t pid, enum gwp_step step,
-		       unsigned lock_timeout_ms, const struct gwp_pair *pairs, unsigned npairs,
-		       char *err, size_t len)
-{
-	struct helper_request *req = calloc(1, sizeof(*req));
-	struct helper_reply *rep = calloc(1, sizeof(*rep));
-	int r = -ENOMEM;
-
-	if (npairs > GWP_MAX_GPUS) {
-		r = -EINVAL;
-		goto out;
-	}
-	if (!req || !rep)
-		goto out;
-	req->op = HELPER_STEP;
-	req->pid = pid;
-	req->step = (int)step;
-	req->lock_timeout_ms = lock_timeout_ms;
-	req->npairs = npairs;
-	if (npairs)
-		memcpy(req->pairs, pairs, npairs * sizeof(*pairs));
-	r = helper_call(d, req, rep, err, len);
-out:
-	free(req);
-	free(rep);
-	return r;
-}
-
-int gwp_driver_gpus(struct gwp_driver *d, struct gwp_backend_gpu *gpus, unsigned max,
-		       unsigned *ret_n, char *err, size_t len)
-{
-	struct helper_request req = { .op = HELPER_GPUS };
-	struct helper_reply *rep = calloc(1, sizeof(*rep));
-	unsigned n;
-	int r;
-
-	if (!rep)
-		return -ENOMEM;
-	r = helper_call(d, &req, rep, err, len);
-	if (r == 0) {
-		n = rep->ngpus < max ? rep->ngpus : max;
-		if (n > GWP_MAX_GPUS)
-			n = GWP_MAX_GPUS;
-		memcpy(gpus, rep->gpus, n * sizeof(*gpus));
-		*ret_n = n;
-	}
-	free(rep);
-	return r;
-}
-
-/* ---- routing ---- */

@@ -34,14 +34,31 @@ int gwp_driver_start(struct gwp_driver *d);
 /* The helper exits (the next call starts another). */
 void gwp_driver_stop(struct gwp_driver *d);
 
-/* As gwp_backend_state(), _step() and _gpus(), through the helper. A helper that cannot be
- * started again sets d->avail to GWP_AVAIL_DOWN and answers -ENOTSUP. */
-int gwp_driver_state(struct gwp_driver *d, pid_t pid, enum gwp_state *ret_state,
-		     pid_t *ret_tid, char *err, size_t len);
-int gwp_driver_step(struct gwp_driver *d, pid_t pid, enum gwp_step step,
-		    unsigned lock_timeout_ms, const struct gwp_pair *pairs, unsigned npairs,
-		    char *err, size_t len);
-int gwp_driver_gpus(struct gwp_driver *d, struct gwp_backend_gpu *gpus, unsigned max,
-		    unsigned *ret_n, char *err, size_t len);
+/* What the helper is asked and answers (over a socketpair, as they are). */
+enum gwp_driver_op { GWP_DRIVER_STATE = 1, GWP_DRIVER_STEP, GWP_DRIVER_GPUS };
+
+struct gwp_driver_request {
+	int op;                   /* enum gwp_driver_op */
+	pid_t pid;                /* state, step */
+	int step;                 /* enum gwp_step */
+	unsigned lock_timeout_ms;
+	unsigned npairs;
+	struct gwp_pair pairs[GWP_MAX_GPUS];
+};
+
+struct gwp_driver_reply {
+	int r;          /* what the call returned; for the greeting, 0 or -ENOTSUP */
+	char err[512];  /* its reason; for the greeting, the library's path or why it is unusable */
+	int state;      /* enum gwp_state */
+	pid_t tid;      /* the CUDA restore thread */
+	unsigned ngpus;
+	struct gwp_backend_gpu gpus[GWP_MAX_GPUS];
+};
+
+/* One request to the helper, started when this hook has none yet: 0 or a negative errno (err
+ * says why). A helper that cannot be started again sets d->avail to GWP_AVAIL_DOWN and answers
+ * -ENOTSUP. */
+int gwp_driver_call(struct gwp_driver *d, const struct gwp_driver_request *req,
+		    struct gwp_driver_reply *rep, char *err, size_t len);
 
 #endif
