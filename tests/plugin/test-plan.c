@@ -9,6 +9,7 @@
 #include "criu-plugin-abi.h"
 #include "gw-test.h"
 #include "gwp-image.h"
+#include "gw-ckpt.h"
 #include "gwp-plan.h"
 #include "gw-proto.h"
 #include "gwp-proc.h"
@@ -63,6 +64,28 @@ GW_TEST(next_step)
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
 		GW_ASSERT_STR_EQ(gwp_step_name(gwp_next_step(t[i].cur, t[i].target)),
 				 gwp_step_name(t[i].step));
+}
+
+/* The graph the plugin walks is the daemon's: the resume of a locked process is only its unlock. */
+GW_TEST(ckpt_next_step)
+{
+	enum gw_ckpt_step step = GW_CKPT_LOCK;
+
+	GW_ASSERT_INT_EQ(gw_ckpt_next_step(CU_PROCESS_STATE_LOCKED, CU_PROCESS_STATE_RUNNING, &step),
+			 1);
+	GW_ASSERT_INT_EQ(step, GW_CKPT_UNLOCK);
+	GW_ASSERT_INT_EQ(gw_ckpt_next_step(CU_PROCESS_STATE_CHECKPOINTED, CU_PROCESS_STATE_RUNNING,
+					   &step), 1);
+	GW_ASSERT_INT_EQ(step, GW_CKPT_RESTORE);
+	GW_ASSERT_INT_EQ(gw_ckpt_next_step(CU_PROCESS_STATE_RUNNING, CU_PROCESS_STATE_CHECKPOINTED,
+					   &step), 1);
+	GW_ASSERT_INT_EQ(step, GW_CKPT_LOCK);
+	step = GW_CKPT_CHECKPOINT;
+	GW_ASSERT_INT_EQ(gw_ckpt_next_step(CU_PROCESS_STATE_RUNNING, CU_PROCESS_STATE_RUNNING, &step),
+			 0);
+	GW_ASSERT_INT_EQ(gw_ckpt_next_step(CU_PROCESS_STATE_FAILED, CU_PROCESS_STATE_RUNNING, &step),
+			 -EINVAL);
+	GW_ASSERT_INT_EQ(step, GW_CKPT_CHECKPOINT); /* untouched */
 }
 
 GW_TEST(state_names)
