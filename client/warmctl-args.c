@@ -326,7 +326,8 @@ int wc_parse_global_args(struct wc_ctx *ctx, int argc, char **argv)
 			wc_print_main_help();
 			return WC_EXIT_OK;
 		case 'V':
-			/* warmctl's own version, no daemon needed (`warmctl version` asks it too) */
+			/* warmctl's own version, no daemon needed (`warmctl version` asks it
+			 * too) */
 			printf("warmctl %s\n", GW_VERSION);
 			return fflush(stdout) == 0 ? WC_EXIT_OK : WC_EXIT_FAILED;
 		case OPT_TIMEOUT:

@@ -69,23 +69,24 @@ GW_TEST(next_step)
 /* The graph the plugin walks is the daemon's: the resume of a locked process is only its unlock. */
 GW_TEST(ckpt_next_step)
 {
-	enum gw_ckpt_step step = GW_CKPT_LOCK;
+	static const struct {
+		CUprocessState cur, target;
+		int r;
+		enum gw_ckpt_step step; /* with r 1 */
+	} t[] = {
+		{ CU_PROCESS_STATE_LOCKED, CU_PROCESS_STATE_RUNNING, 1, GW_CKPT_UNLOCK },
+		{ CU_PROCESS_STATE_CHECKPOINTED, CU_PROCESS_STATE_RUNNING, 1, GW_CKPT_RESTORE },
+		{ CU_PROCESS_STATE_RUNNING, CU_PROCESS_STATE_CHECKPOINTED, 1, GW_CKPT_LOCK },
+		{ CU_PROCESS_STATE_RUNNING, CU_PROCESS_STATE_RUNNING, 0, GW_CKPT_CHECKPOINT },
+		{ CU_PROCESS_STATE_FAILED, CU_PROCESS_STATE_RUNNING, -EINVAL, GW_CKPT_CHECKPOINT },
+	};
 
-	GW_ASSERT_INT_EQ(gw_ckpt_next_step(CU_PROCESS_STATE_LOCKED, CU_PROCESS_STATE_RUNNING, &step),
-			 1);
-	GW_ASSERT_INT_EQ(step, GW_CKPT_UNLOCK);
-	GW_ASSERT_INT_EQ(gw_ckpt_next_step(CU_PROCESS_STATE_CHECKPOINTED, CU_PROCESS_STATE_RUNNING,
-					   &step), 1);
-	GW_ASSERT_INT_EQ(step, GW_CKPT_RESTORE);
-	GW_ASSERT_INT_EQ(gw_ckpt_next_step(CU_PROCESS_STATE_RUNNING, CU_PROCESS_STATE_CHECKPOINTED,
-					   &step), 1);
-	GW_ASSERT_INT_EQ(step, GW_CKPT_LOCK);
-	step = GW_CKPT_CHECKPOINT;
-	GW_ASSERT_INT_EQ(gw_ckpt_next_step(CU_PROCESS_STATE_RUNNING, CU_PROCESS_STATE_RUNNING, &step),
-			 0);
-	GW_ASSERT_INT_EQ(gw_ckpt_next_step(CU_PROCESS_STATE_FAILED, CU_PROCESS_STATE_RUNNING, &step),
-			 -EINVAL);
-	GW_ASSERT_INT_EQ(step, GW_CKPT_CHECKPOINT); /* untouched */
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		enum gw_ckpt_step step = GW_CKPT_CHECKPOINT;
+
+		GW_ASSERT_INT_EQ(gw_ckpt_next_step(t[i].cur, t[i].target, &step), t[i].r);
+		GW_ASSERT_INT_EQ(step, t[i].step); /* untouched unless r is 1 */
+	}
 }
 
 GW_TEST(state_names)
