@@ -115,11 +115,34 @@ GW_TEST(stale_record_of_earlier_dump)
 	pt_finish();
 }
 
+/* Dump a, whose record must name the one GPU uuid at pci. */
+static void dump_on_gpu(struct pt *p, const struct pt_app *a, const char *pid, const char *uuid,
+			const char *pci)
+{
+	struct gwp_image img;
+
+	GW_ASSERT_INT_EQ(pt_criu(p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
+	GW_ASSERT_INT_EQ(pt_image(p, a->pid, &img), 0);
+	GW_ASSERT_INT_EQ(img.ngpus, 1);
+	GW_ASSERT_STR_EQ(img.gpus[0].uuid, uuid);
+	GW_ASSERT_STR_EQ(img.gpus[0].pci, pci);
+}
+
+/* After its restore, a runs again and its data checks out on GPU uuid. */
+static void assert_restored_onto(const struct pt *p, struct pt_app *a, const char *uuid)
+{
+	char line[256], gpu[64];
+
+	pt_assert_hook(p, "RESUME_DEVICES_LATE", a->pid, "0");
+	GW_ASSERT_INT_EQ(pt_app_verify(a, line, sizeof(line)), 1);
+	pt_verify_gpu(line, gpu, sizeof(gpu));
+	GW_ASSERT_STR_EQ(gpu, uuid);
+}
+
 /* The app used GPU 0; GPU 0 is drained before the restore: it comes back on GPU 1. */
 GW_TEST(restore_onto_other_gpu_when_drained)
 {
-	char pid[16], line[256], gpu[64], gpu0[64], gpu1[64], expect[256];
-	struct gwp_image img;
+	char pid[16], gpu0[64], gpu1[64], expect[256];
 	struct pt_app a;
 	struct pt p;
 	cJSON *params, *status;
@@ -139,11 +162,7 @@ GW_TEST(restore_onto_other_gpu_when_drained)
 	setenv("GPUWARM_PROC_ROOT", pt_fake_proc(&p, a.pid, 0, 2), 1);
 	pt_num(pid, sizeof(pid), a.pid);
 
-	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
-	GW_ASSERT_INT_EQ(pt_image(&p, a.pid, &img), 0);
-	GW_ASSERT_INT_EQ(img.ngpus, 1);
-	GW_ASSERT_STR_EQ(img.gpus[0].uuid, gpu0);
-	GW_ASSERT_STR_EQ(img.gpus[0].pci, "0000:3b:00.0");
+	dump_on_gpu(&p, &a, pid, gpu0, "0000:3b:00.0");
 
 	params = cJSON_Parse("{\"gpus\": [\"0\"]}");
 	GW_ASSERT_INT_EQ(pt_daemon_call(&p, GW_METHOD_DRAIN, params, NULL), 0);
@@ -152,10 +171,7 @@ GW_TEST(restore_onto_other_gpu_when_drained)
 	snprintf(expect, sizeof(expect), "GPU %s is gone or drained: restoring onto %s", gpu0,
 		 gpu1);
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), expect);
-	pt_assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
-	GW_ASSERT_INT_EQ(pt_app_verify(&a, line, sizeof(line)), 1);
-	pt_verify_gpu(line, gpu, sizeof(gpu));
-	GW_ASSERT_STR_EQ(gpu, gpu1);
+	assert_restored_onto(&p, &a, gpu1);
 	status = pt_daemon_status(&p); /* the restore's lease is given back */
 	GW_ASSERT(status);
 	GW_ASSERT_INT_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(status, "leases")), 0);
@@ -166,8 +182,7 @@ GW_TEST(restore_onto_other_gpu_when_drained)
 /* Without the daemon: the app used GPU 1, the restoring side sees one GPU only. */
 GW_TEST(restore_onto_other_gpu_when_absent)
 {
-	char pid[16], line[256], gpu[64], gpu0[64], gpu1[64];
-	struct gwp_image img;
+	char pid[16], gpu0[64], gpu1[64];
 	struct pt_app a;
 	struct pt p;
 
@@ -180,19 +195,12 @@ GW_TEST(restore_onto_other_gpu_when_absent)
 	setenv("GPUWARM_PROC_ROOT", pt_fake_proc(&p, a.pid, 1, 2), 1);
 	pt_num(pid, sizeof(pid), a.pid);
 
-	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
-	GW_ASSERT_INT_EQ(pt_image(&p, a.pid, &img), 0);
-	GW_ASSERT_INT_EQ(img.ngpus, 1);
-	GW_ASSERT_STR_EQ(img.gpus[0].uuid, gpu1);
-	GW_ASSERT_STR_EQ(img.gpus[0].pci, "0000:3c:00.0");
+	dump_on_gpu(&p, &a, pid, gpu1, "0000:3c:00.0");
 
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), PT_ARGS("FAKECUDA_GPUS=1")),
 			 0);
-	pt_assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "is gone or drained: restoring onto");
-	GW_ASSERT_INT_EQ(pt_app_verify(&a, line, sizeof(line)), 1);
-	pt_verify_gpu(line, gpu, sizeof(gpu));
-	GW_ASSERT_STR_EQ(gpu, gpu0);
+	assert_restored_onto(&p, &a, gpu0);
 	pt_finish();
 }
 
