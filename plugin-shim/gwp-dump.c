@@ -98,15 +98,14 @@ static int probe(struct gwp_plugin *p, int pid, enum gwp_state *ret_state, pid_t
 	return 1;
 }
 
-/* A task for pid, on the list: from here on the exit hook answers for it. */
-static struct gwp_task *task_add(struct gwp_plugin *p, pid_t pid, enum gwp_state state,
+/* pid's task, with what its record starts with. */
+static struct gwp_task *task_new(struct gwp_plugin *p, pid_t pid, enum gwp_state state,
 				 pid_t tid)
 {
-	struct gwp_task *t = calloc(1, sizeof(*t));
+	struct gwp_task *t = gwp_task_add(p, pid);
 
 	if (!t)
 		return NULL;
-	t->pid = pid;
 	t->restore_tid = tid;
 	t->initial = state;
 	t->img.pid = pid;
@@ -116,8 +115,6 @@ static struct gwp_task *task_add(struct gwp_plugin *p, pid_t pid, enum gwp_state
 		t->img.vpid = pid;
 	if (gwp_proc_inner_tid("/proc", pid, tid, &t->img.restore_vtid) < 0)
 		t->img.restore_vtid = tid;
-	t->next = p->tasks;
-	p->tasks = t;
 	return t;
 }
 
@@ -186,7 +183,7 @@ int gwp_dump_pause(struct gwp_plugin *p, int pid)
 	r = probe(p, pid, &state, &tid);
 	if (r <= 0)
 		return r;
-	t = task_add(p, pid, state, tid);
+	t = task_new(p, pid, state, tid);
 	if (!t) {
 		LOG(p, ERROR, "PAUSE_DEVICES: out of memory");
 		return -1;

@@ -136,6 +136,18 @@ struct gwp_task *gwp_task_find(const struct gwp_plugin *p, pid_t pid)
 	return NULL;
 }
 
+struct gwp_task *gwp_task_add(struct gwp_plugin *p, pid_t pid)
+{
+	struct gwp_task *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return NULL;
+	t->pid = pid;
+	t->next = p->tasks;
+	p->tasks = t;
+	return t;
+}
+
 /* ---- init and exit ---- */
 
 static int gpu_machine(void)

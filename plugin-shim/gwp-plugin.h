@@ -53,7 +53,10 @@ double gwp_now_ms(void);
 /* Where /proc/<pid>/fd and /proc/driver/nvidia are read to learn a process's GPUs, and a
  * restored process's NSpid: $GPUWARM_PROC_ROOT (tests) or /proc. */
 const char *gwp_proc_root(void);
+/* The task list: pid's task, or NULL; a new task for pid (NULL: out of memory), on the list
+ * from then on, so that the exit hook answers for it. Freed at exit. */
 struct gwp_task *gwp_task_find(const struct gwp_plugin *p, pid_t pid);
+struct gwp_task *gwp_task_add(struct gwp_plugin *p, pid_t pid);
 
 /* gwp-drive.c: step pid towards target (gwp_next_step() from its state, read again after each
  * step) with its CUDA restore thread tid let run. */
