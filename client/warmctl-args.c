@@ -224,59 +224,208 @@ enum {
 	OPT_SOCKET_DIR,
 };
 
-static const struct option command_options[] = {
-	{ "help", no_argument, NULL, 'h' },
-	{ "json", no_argument, NULL, OPT_JSON },
-	{ "human", no_argument, NULL, OPT_HUMAN },
-	{ "socket", required_argument, NULL, OPT_SOCKET },
-	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
-	{ "no-wait", no_argument, NULL, OPT_NO_WAIT },
-	{ "gpu", required_argument, NULL, OPT_GPU },
-	{ "gpu-map", required_argument, NULL, OPT_GPU_MAP },
-	{ "min-free-mib", required_argument, NULL, OPT_MIN_FREE },
-	{ "hold", no_argument, NULL, OPT_HOLD },
-	{ "image", required_argument, NULL, OPT_IMAGE },
-	{ "dense", no_argument, NULL, OPT_DENSE },
-	{ "chunk-kib", required_argument, NULL, OPT_CHUNK_KIB },
-	{ "segments", required_argument, NULL, OPT_SEGMENTS },
-	{ "verify", no_argument, NULL, OPT_VERIFY },
-	{ "wide", no_argument, NULL, OPT_WIDE },
-	{ "output", required_argument, NULL, OPT_OUTPUT },
-	{ "shim", required_argument, NULL, OPT_SHIM },
-	{ "socket-dir", required_argument, NULL, OPT_SOCKET_DIR },
-	{ NULL, 0, NULL, 0 },
+/* Where an option may stand: before COMMAND, after it, or both. */
+enum { AT_GLOBAL = 1 << 0, AT_COMMAND = 1 << 1, AT_BOTH = AT_GLOBAL | AT_COMMAND };
+
+/* Every option of warmctl, once: the getopt tables of both places are made from it. */
+static const struct wc_option {
+	const char *name;
+	int id;
+	bool value;     /* takes a value */
+	unsigned at;    /* AT_* */
+	unsigned flag;  /* the WC_OPT_* a command needs to take it; 0: every command does */
+} all_options[] = {
+	{ .name = "help", .id = 'h', .at = AT_BOTH },
+	{ .name = "version", .id = 'V', .at = AT_GLOBAL },
+	{ .name = "json", .id = OPT_JSON, .at = AT_BOTH },
+	{ .name = "human", .id = OPT_HUMAN, .at = AT_BOTH },
+	{ .name = "socket", .id = OPT_SOCKET, .value = true, .at = AT_BOTH },
+	{ .name = "timeout", .id = OPT_TIMEOUT, .value = true, .at = AT_BOTH },
+	{ .name = "no-wait", .id = OPT_NO_WAIT, .at = AT_COMMAND, .flag = WC_OPT_NO_WAIT },
+	{ .name = "gpu", .id = OPT_GPU, .value = true, .at = AT_COMMAND, .flag = WC_OPT_GPU },
+	{ .name = "gpu-map", .id = OPT_GPU_MAP, .value = true, .at = AT_COMMAND,
+	  .flag = WC_OPT_GPU_MAP },
+	{ .name = "min-free-mib", .id = OPT_MIN_FREE, .value = true, .at = AT_COMMAND,
+	  .flag = WC_OPT_MIN_FREE },
+	{ .name = "hold", .id = OPT_HOLD, .at = AT_COMMAND, .flag = WC_OPT_HOLD },
+	{ .name = "image", .id = OPT_IMAGE, .value = true, .at = AT_COMMAND,
+	  .flag = WC_OPT_IMAGE },
+	{ .name = "dense", .id = OPT_DENSE, .at = AT_COMMAND, .flag = WC_OPT_DENSE },
+	{ .name = "chunk-kib", .id = OPT_CHUNK_KIB, .value = true, .at = AT_COMMAND,
+	  .flag = WC_OPT_DENSE },
+	{ .name = "segments", .id = OPT_SEGMENTS, .value = true, .at = AT_COMMAND,
+	  .flag = WC_OPT_DENSE },
+	{ .name = "verify", .id = OPT_VERIFY, .at = AT_COMMAND, .flag = WC_OPT_VERIFY },
+	{ .name = "wide", .id = OPT_WIDE, .at = AT_COMMAND, .flag = WC_OPT_WIDE },
+	{ .name = "output", .id = OPT_OUTPUT, .value = true, .at = AT_COMMAND, .flag = WC_OPT_CDI },
+	{ .name = "shim", .id = OPT_SHIM, .value = true, .at = AT_COMMAND, .flag = WC_OPT_CDI },
+	{ .name = "socket-dir", .id = OPT_SOCKET_DIR, .value = true, .at = AT_COMMAND,
+	  .flag = WC_OPT_CDI },
 };
 
-static unsigned option_flag(int opt)
+#define NOPTIONS (sizeof(all_options) / sizeof(all_options[0]))
+
+/* getopt_long's table of the options that may stand at `at`, NULL-terminated. */
+static void getopt_table(unsigned at, struct option ret[NOPTIONS + 1])
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < NOPTIONS; i++) {
+		if (!(all_options[i].at & at))
+			continue;
+		ret[n].name = all_options[i].name;
+		ret[n].has_arg = all_options[i].value ? required_argument : no_argument;
+		ret[n].flag = NULL;
+		ret[n].val = all_options[i].id;
+		n++;
+	}
+	memset(&ret[n], 0, sizeof(ret[n]));
+}
+
+static unsigned option_flag(int id)
+{
+	for (size_t i = 0; i < NOPTIONS; i++)
+		if (all_options[i].id == id)
+			return all_options[i].flag;
+	return 0;
+}
+
+/* The options taken in both places but --timeout: -1 when opt is one (and is applied), 0 when it
+ * is not, else the exit code. */
+static int common_option(struct wc_ctx *ctx, int opt, char **argv)
 {
 	switch (opt) {
-	case OPT_NO_WAIT:
-		return WC_OPT_NO_WAIT;
+	case OPT_JSON:
+		ctx->json = true;
+		return -1;
+	case OPT_HUMAN:
+		ctx->json = false;
+		return -1;
+	case OPT_SOCKET:
+		if (!*optarg)
+			return wc_usage_error(ctx, "empty --socket");
+		ctx->socket_path = optarg;
+		return -1;
+	case ':':
+		return wc_usage_error(ctx, "option '%s' needs a value", argv[optind - 1]);
+	}
+	return 0;
+}
+
+static int timeout_option(struct wc_ctx *ctx, int *ret_ms)
+{
+	if (wc_parse_seconds(optarg, ret_ms) < 0)
+		return wc_usage_error(ctx, "invalid --timeout '%s': " WC_SECONDS_FORM, optarg,
+				      WC_TIMEOUT_MAX_S);
+	return -1;
+}
+
+int wc_parse_global_args(struct wc_ctx *ctx, int argc, char **argv)
+{
+	struct option table[NOPTIONS + 1];
+	int opt, r;
+
+	getopt_table(AT_GLOBAL, table);
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "+:hV", table, NULL)) != -1) {
+		switch (opt) {
+		case 'h':
+			wc_print_main_help();
+			return WC_EXIT_OK;
+		case 'V':
+			/* warmctl's own version, no daemon needed (`warmctl version` asks it
+			 * too) */
+			printf("warmctl %s\n", GW_VERSION);
+			return fflush(stdout) == 0 ? WC_EXIT_OK : WC_EXIT_FAILED;
+		case OPT_TIMEOUT:
+			r = timeout_option(ctx, &ctx->reply_timeout_ms);
+			break;
+		default:
+			r = common_option(ctx, opt, argv);
+			if (r == 0)
+				r = wc_usage_error(ctx, "unknown option '%s'", argv[optind - 1]);
+		}
+		if (r >= 0)
+			return r;
+	}
+	return -1;
+}
+
+/* A command's own option opt (one the command takes): -1 applied, else the exit code. */
+static int command_option(struct wc_ctx *ctx, int opt, struct wc_args *args)
+{
+	char why[512];
+
+	switch (opt) {
 	case OPT_GPU:
-		return WC_OPT_GPU;
+		if (args->gpu[0])
+			return wc_usage_error(ctx, "--gpu given twice");
+		if (wc_parse_gpu(optarg, args->gpu) < 0)
+			return wc_usage_error(ctx, "invalid --gpu '%s': " GPU_FORMS, optarg);
+		break;
 	case OPT_GPU_MAP:
-		return WC_OPT_GPU_MAP;
+		if (wc_parse_gpu_map(optarg, args->pairs, WC_MAX_GPU_PAIRS, &args->npairs, why,
+				     sizeof(why)) < 0)
+			return wc_usage_error(ctx, "%s", why);
+		break;
 	case OPT_MIN_FREE:
-		return WC_OPT_MIN_FREE;
-	case OPT_HOLD:
-		return WC_OPT_HOLD;
+		if (wc_parse_u64(optarg, 1, UINT64_C(1) << 30, &args->min_free_mib) < 0)
+			return wc_usage_error(ctx, "invalid --min-free-mib '%s': expected an "
+					      "integer 1..%llu", optarg, 1ULL << 30);
+		args->has_min_free = true;
+		break;
 	case OPT_IMAGE:
-		return WC_OPT_IMAGE;
-	case OPT_DENSE:
+		if (!*optarg)
+			return wc_usage_error(ctx, "empty --image");
+		args->image = optarg;
+		break;
 	case OPT_CHUNK_KIB:
+		if (wc_parse_u64(optarg, 64, 1u << 20, &args->chunk_kib) < 0 ||
+		    (args->chunk_kib & (args->chunk_kib - 1)))
+			return wc_usage_error(ctx, "invalid --chunk-kib '%s': expected a power of "
+					      "two from 64 to 1048576", optarg);
+		break;
 	case OPT_SEGMENTS:
-		return WC_OPT_DENSE;
+		if (wc_parse_u64(optarg, 1, GW_IMAGE_MAX_SEGMENTS, &args->segments) < 0)
+			return wc_usage_error(ctx, "invalid --segments '%s': expected an integer "
+					      "1..%d", optarg, GW_IMAGE_MAX_SEGMENTS);
+		break;
+	case OPT_NO_WAIT:
+		args->no_wait = true;
+		break;
+	case OPT_HOLD:
+		args->hold = true;
+		break;
+	case OPT_DENSE:
+		args->dense = true;
+		break;
 	case OPT_VERIFY:
-		return WC_OPT_VERIFY;
+		args->verify = true;
+		break;
 	case OPT_WIDE:
-		return WC_OPT_WIDE;
+		args->wide = true;
+		break;
 	case OPT_OUTPUT:
 	case OPT_SHIM:
 	case OPT_SOCKET_DIR:
-		return WC_OPT_CDI;
-	default:
-		return 0; /* accepted by every command */
+		if (!*optarg)
+			return wc_usage_error(ctx, "empty --%s", opt == OPT_OUTPUT ? "output" :
+						     opt == OPT_SHIM ? "shim" : "socket-dir");
+		*(opt == OPT_OUTPUT ? &args->cdi_output : opt == OPT_SHIM ? &args->cdi_shim :
+					&args->cdi_socket_dir) = optarg;
+		break;
 	}
+	return -1;
+}
+
+/* An option getopt does not know: a negative PID is named as such. */
+static int unknown_option(struct wc_ctx *ctx, char **argv)
+{
+	const char *arg = argv[optind - 1];
+
+	if (ctx->cmd->positional == WC_POS_PID && arg[0] == '-' && isdigit((unsigned char)arg[1]))
+		return wc_usage_error(ctx, "invalid PID '%s': " PID_FORM, arg, WC_PID_MAX);
+	return wc_usage_error(ctx, "unknown option '%s'", arg);
 }
 
 static int parse_operands(struct wc_ctx *ctx, int n, char **operands, struct wc_args *args)
@@ -322,8 +471,8 @@ static int parse_operands(struct wc_ctx *ctx, int n, char **operands, struct wc_
 int wc_parse_command_args(struct wc_ctx *ctx, int argc, char **argv, struct wc_args *ret_args)
 {
 	const struct wc_command *cmd = ctx->cmd;
+	struct option table[NOPTIONS + 1];
 	struct wc_args args;
-	char why[512];
 	int opt, r;
 
 	/* --help wins over everything else on the line, valid or not */
@@ -335,102 +484,25 @@ int wc_parse_command_args(struct wc_ctx *ctx, int argc, char **argv, struct wc_a
 	}
 
 	memset(&args, 0, sizeof(args));
+	getopt_table(AT_COMMAND, table);
 	opterr = 0;
 	optind = 0; /* reinitialise getopt for a second pass over another argv */
-	while ((opt = getopt_long(argc, argv, ":h", command_options, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":h", table, NULL)) != -1) {
 		unsigned flag = option_flag(opt);
 
 		if (flag && !(cmd->options & flag))
 			return wc_usage_error(ctx, "option '%s' does not apply here",
 					      argv[optind - 1]);
-		switch (opt) {
-		case OPT_JSON:
-			ctx->json = true;
-			break;
-		case OPT_HUMAN:
-			ctx->json = false;
-			break;
-		case OPT_SOCKET:
-			if (!*optarg)
-				return wc_usage_error(ctx, "empty --socket");
-			ctx->socket_path = optarg;
-			break;
-		case OPT_TIMEOUT:
-			if (wc_parse_seconds(optarg, cmd->options & WC_OPT_OP_TIMEOUT ?
-							     &args.op_timeout_ms :
-							     &ctx->reply_timeout_ms) < 0)
-				return wc_usage_error(ctx,
-						      "invalid --timeout '%s': " WC_SECONDS_FORM,
-						      optarg, WC_TIMEOUT_MAX_S);
-			break;
-		case OPT_NO_WAIT:
-			args.no_wait = true;
-			break;
-		case OPT_GPU:
-			if (args.gpu[0])
-				return wc_usage_error(ctx, "--gpu given twice");
-			if (wc_parse_gpu(optarg, args.gpu) < 0)
-				return wc_usage_error(ctx, "invalid --gpu '%s': " GPU_FORMS,
-						      optarg);
-			break;
-		case OPT_GPU_MAP:
-			if (wc_parse_gpu_map(optarg, args.pairs, WC_MAX_GPU_PAIRS, &args.npairs,
-					     why, sizeof(why)) < 0)
-				return wc_usage_error(ctx, "%s", why);
-			break;
-		case OPT_MIN_FREE:
-			if (wc_parse_u64(optarg, 1, UINT64_C(1) << 30, &args.min_free_mib) < 0)
-				return wc_usage_error(ctx,
-						      "invalid --min-free-mib '%s': expected an "
-						      "integer 1..%llu", optarg, 1ULL << 30);
-			args.has_min_free = true;
-			break;
-		case OPT_HOLD:
-			args.hold = true;
-			break;
-		case OPT_IMAGE:
-			if (!*optarg)
-				return wc_usage_error(ctx, "empty --image");
-			args.image = optarg;
-			break;
-		case OPT_DENSE:
-			args.dense = true;
-			break;
-		case OPT_CHUNK_KIB:
-			if (wc_parse_u64(optarg, 64, 1u << 20, &args.chunk_kib) < 0 ||
-			    (args.chunk_kib & (args.chunk_kib - 1)))
-				return wc_usage_error(ctx, "invalid --chunk-kib '%s': expected a "
-						      "power of two from 64 to 1048576", optarg);
-			break;
-		case OPT_VERIFY:
-			args.verify = true;
-			break;
-		case OPT_WIDE:
-			args.wide = true;
-			break;
-		case OPT_OUTPUT:
-		case OPT_SHIM:
-		case OPT_SOCKET_DIR:
-			if (!*optarg)
-				return wc_usage_error(ctx, "empty %s", argv[optind - 1]);
-			*(opt == OPT_OUTPUT ? &args.cdi_output : opt == OPT_SHIM ?
-			  &args.cdi_shim : &args.cdi_socket_dir) = optarg;
-			break;
-		case OPT_SEGMENTS:
-			if (wc_parse_u64(optarg, 1, GW_IMAGE_MAX_SEGMENTS, &args.segments) < 0)
-				return wc_usage_error(ctx, "invalid --segments '%s': expected an "
-						      "integer 1..%d", optarg,
-						      GW_IMAGE_MAX_SEGMENTS);
-			break;
-		case ':':
-			return wc_usage_error(ctx, "option '%s' needs a value", argv[optind - 1]);
-		default:
-			if (cmd->positional == WC_POS_PID && argv[optind - 1][0] == '-' &&
-			    isdigit((unsigned char)argv[optind - 1][1]))
-				return wc_usage_error(ctx, "invalid PID '%s': " PID_FORM,
-						      argv[optind - 1], WC_PID_MAX);
-			return wc_usage_error(ctx, "unknown option '%s'", argv[optind - 1]);
-		}
+		if (opt == OPT_TIMEOUT)
+			r = timeout_option(ctx, cmd->options & WC_OPT_OP_TIMEOUT ?
+							&args.op_timeout_ms :
+							&ctx->reply_timeout_ms);
+		else if (flag)
+			r = command_option(ctx, opt, &args);
+		else if ((r = common_option(ctx, opt, argv)) == 0)
+			r = unknown_option(ctx, argv);
+		if (r >= 0)
+			return r;
 	}
 	if (args.gpu[0] && args.has_min_free)
 		return wc_usage_error(ctx, "--gpu and --min-free-mib exclude each other");

@@ -17,6 +17,8 @@
 #define HELP_PERM_PID                                                                             \
 	"Needs root or the uid that owns PID (its real, effective and saved uid).\n"
 
+#define SYNOPSIS_status "status [--wide]"
+#define SUMMARY_status "show the daemon, GPUs, shimmed processes, image pool and leases"
 static const char help_status[] =
 	"Show the daemon (version, protocol, pid, uptime, socket, clients, staging\n"
 	"size), the CUDA driver (library, version, checkpoint and VMM API), the image\n"
@@ -31,6 +33,8 @@ static const char help_status[] =
 	"  --wide           every column, however wide the table gets\n"
 	HELP_REPLY_TIMEOUT("30");
 
+#define SYNOPSIS_drain "drain [GPU...] [--timeout S] [--no-wait]"
+#define SUMMARY_drain "stop using GPUs and release their context and pinned memory"
 static const char help_drain[] =
 	"Drain the named GPUs, all of them when none is named: the daemon refuses\n"
 	"new leases and operations on them, waits for the operations in flight, then\n"
@@ -43,12 +47,17 @@ static const char help_drain[] =
 	"                   with gpuwarm.Error.Timeout and the GPUs stay draining\n"
 	"  --no-wait        do not wait: the reply comes as soon as draining has started\n";
 
+#define SYNOPSIS_undrain "undrain [GPU...]"
+#define SUMMARY_undrain "make drained GPUs usable again"
 static const char help_undrain[] =
 	"Undrain the named GPUs, all of them when none is named: the daemon creates\n"
 	"the context again and pins the staging memory, and replies when that is done.\n"
 	"Prints each GPU's new state. Idempotent. Needs root.\n"
 	"\nOptions:\n" HELP_REPLY_TIMEOUT("300");
 
+#define SYNOPSIS_suspend \
+	"suspend PID [--timeout S] [--image FILE [--segments N]] [--dense] [--chunk-kib N]"
+#define SUMMARY_suspend "lock and checkpoint a CUDA process (frees its GPU memory)"
 static const char help_suspend[] =
 	"Lock the CUDA process PID (its running GPU work completes, new work blocks)\n"
 	"and checkpoint its GPU state, through the daemon. Prints the total time and\n"
@@ -68,6 +77,8 @@ static const char help_suspend[] =
 	"  --dense          copy every chunk, zero or not (for comparisons)\n"
 	"  --chunk-kib N    image chunk size (a power of two; default: the daemon's)\n";
 
+#define SYNOPSIS_resume "resume PID [--gpu GPU] [--gpu-map OLD=NEW[,OLD=NEW...]] [--image FILE]"
+#define SUMMARY_resume "restore and unlock a suspended CUDA process"
 static const char help_resume[] =
 	"Restore the GPU state of the suspended process PID and unlock it, through the\n"
 	"daemon, so it runs again. Prints the total time and the time of each step.\n"
@@ -80,6 +91,8 @@ static const char help_resume[] =
 	"                   (FILE.seg-0 ...); fast path only\n"
 	HELP_REPLY_TIMEOUT("300");
 
+#define SYNOPSIS_inspect "inspect FILE|DIR|ARCHIVE [--verify]"
+#define SUMMARY_inspect "show what a VRAM image, checkpoint directory or exported archive holds"
 static const char help_inspect[] =
 	"Show what a VRAM image file holds, or every image in a directory (a CRIU or\n"
 	"podman checkpoint directory): its ranges and GPUs, how much is data and how\n"
@@ -93,6 +106,8 @@ static const char help_inspect[] =
 	"  --verify         read every data chunk (from the segment files too) and\n"
 	"                   check it against its checksum (not for archives)\n";
 
+#define SYNOPSIS_cdi "cdi [--output FILE] [--shim PATH] [--socket-dir DIR]"
+#define SUMMARY_cdi "print the CDI spec that gives a container the shim (podman --device)"
 static const char help_cdi[] =
 	"Print a CDI (Container Device Interface) spec that gives a container the shim\n"
 	"with one flag, `podman run --device gpu-warmd.dev/gpuwarm=shim`: the shim\n"
@@ -106,11 +121,15 @@ static const char help_cdi[] =
 	"  --shim PATH      the shim library (default: where it is installed)\n"
 	"  --socket-dir DIR the daemon's socket directory (default /run/gpu-warmd)\n";
 
+#define SYNOPSIS_state "state PID"
+#define SUMMARY_state "show a process's checkpoint state and restore thread"
 static const char help_state[] =
 	"Print the CUDA checkpoint state of PID (running, locked, checkpointed or\n"
 	"failed) and the id of its CUDA restore thread.\n" HELP_PERM_PID
 	"\nOptions:\n" HELP_REPLY_TIMEOUT("30");
 
+#define SYNOPSIS_lock "lock PID [--timeout S]"
+#define SUMMARY_lock "step 1 of suspend: lock a process's CUDA work"
 static const char help_lock[] =
 	"Lock the CUDA process PID: its running GPU work completes and new work\n"
 	"blocks until unlock. The first step of suspend.\n" HELP_PERM_PID
@@ -118,21 +137,29 @@ static const char help_lock[] =
 	"  --timeout S      how long the lock may wait for the process's GPU work, in\n"
 	"                   seconds (default: the daemon's, 10)\n";
 
+#define SYNOPSIS_checkpoint "checkpoint PID"
+#define SUMMARY_checkpoint "step 2 of suspend: checkpoint a locked process"
 static const char help_checkpoint[] =
 	"Checkpoint the GPU state of the locked process PID into host memory and free\n"
 	"its GPU memory. The second step of suspend.\n" HELP_PERM_PID
 	"\nOptions:\n" HELP_REPLY_TIMEOUT("300");
 
+#define SYNOPSIS_restore "restore PID [--gpu GPU] [--gpu-map OLD=NEW[,OLD=NEW...]]"
+#define SUMMARY_restore "step 1 of resume: restore a checkpointed process (stays locked)"
 static const char help_restore[] =
 	"Restore the GPU state of the checkpointed process PID; it stays locked until\n"
 	"unlock. The first step of resume.\n" HELP_PERM_PID
 	"\nOptions:\n" HELP_GPU_MAP HELP_REPLY_TIMEOUT("300");
 
+#define SYNOPSIS_unlock "unlock PID"
+#define SUMMARY_unlock "step 2 of resume: let a locked process run again"
 static const char help_unlock[] =
 	"Unlock the locked process PID so its CUDA calls proceed. The last step of\n"
 	"resume.\n" HELP_PERM_PID
 	"\nOptions:\n" HELP_REPLY_TIMEOUT("300");
 
+#define SYNOPSIS_lease "lease [--gpu GPU | --min-free-mib N] [--hold]"
+#define SUMMARY_lease "acquire a GPU lease and print it"
 static const char help_lease[] =
 	"Acquire a lease on a ready GPU (any; the one named by --gpu; or one with at\n"
 	"least N MiB free) and print it. A lease lasts as long as its connection:\n"
@@ -145,12 +172,16 @@ static const char help_lease[] =
 	"                   if the daemon closes the connection first, exit 3\n"
 	HELP_REPLY_TIMEOUT("30");
 
+#define SYNOPSIS_version "version"
+#define SUMMARY_version "show warmctl's version and the daemon's"
 static const char help_version[] =
 	"Print warmctl's version and, when the daemon is reachable, its version (the\n"
 	"server string of its hello). The daemon's is null (JSON) or \"not reachable\"\n"
 	"(text) when it cannot be reached; the exit status is 0 either way.\n"
 	"\nOptions:\n" HELP_REPLY_TIMEOUT("30");
 
+#define SYNOPSIS_check "check"
+#define SUMMARY_check "check the CRIU set-up: criu, its plugins, which one handles CUDA"
 static const char help_check[] =
 	"Check the host's CRIU set-up: the criu found in PATH and its version, the\n"
 	"directory criu loads plugins from ($CRIU_LIBS_DIR, else /usr/lib/criu), the\n"
@@ -160,6 +191,8 @@ static const char help_check[] =
 	"whether gpu-warmd answers. Exit status 0 whatever it finds.\n"
 	"\nOptions:\n" HELP_REPLY_TIMEOUT("30");
 
+#define SYNOPSIS_metrics "metrics"
+#define SUMMARY_metrics "print the daemon's state as Prometheus metrics"
 static const char help_metrics[] =
 	"Print the daemon's state as Prometheus text exposition: build info, uptime,\n"
 	"clients, leases, image pool, per GPU (labels gpu, UUID, pci_bus_id, modelName as\n"
@@ -168,159 +201,35 @@ static const char help_metrics[] =
 	"VRAM bytes the fast path moved. Always text, whatever --json says.\n"
 	"\nOptions:\n" HELP_REPLY_TIMEOUT("30");
 
+/* One command: its name, what it takes, how long its reply may take; its words are
+ * SYNOPSIS_NAME, SUMMARY_NAME (its line in `warmctl --help`) and help_NAME (the rest of
+ * `warmctl NAME --help`), and what runs it is wc_cmd_NAME. */
+#define COMMAND(id, pos, timeout_ms, opts)                                                        \
+	{                                                                                         \
+		.name = #id, .synopsis = SYNOPSIS_##id, .summary = SUMMARY_##id,                  \
+		.help = help_##id, .options = opts, .positional = pos,                            \
+		.default_timeout_ms = timeout_ms, .run = wc_cmd_##id,                             \
+	}
+
 const struct wc_command wc_commands[] = {
-	{
-		.name = "status",
-		.synopsis = "status [--wide]",
-		.summary = "show the daemon, GPUs, shimmed processes, image pool and leases",
-		.help = help_status,
-		.options = WC_OPT_WIDE,
-		.positional = WC_POS_NONE,
-		.default_timeout_ms = WC_DEFAULT_TIMEOUT_MS,
-		.run = wc_cmd_status,
-	},
-	{
-		.name = "drain",
-		.synopsis = "drain [GPU...] [--timeout S] [--no-wait]",
-		.summary = "stop using GPUs and release their context and pinned memory",
-		.help = help_drain,
-		.options = WC_OPT_OP_TIMEOUT | WC_OPT_NO_WAIT,
-		.positional = WC_POS_GPUS,
-		.default_timeout_ms = WC_SLOW_TIMEOUT_MS,
-		.run = wc_cmd_drain,
-	},
-	{
-		.name = "undrain",
-		.synopsis = "undrain [GPU...]",
-		.summary = "make drained GPUs usable again",
-		.help = help_undrain,
-		.positional = WC_POS_GPUS,
-		.default_timeout_ms = WC_SLOW_TIMEOUT_MS,
-		.run = wc_cmd_undrain,
-	},
-	{
-		.name = "suspend",
-		.synopsis = "suspend PID [--timeout S] [--image FILE [--segments N]] [--dense] "
-			    "[--chunk-kib N]",
-		.summary = "lock and checkpoint a CUDA process (frees its GPU memory)",
-		.help = help_suspend,
-		.options = WC_OPT_OP_TIMEOUT | WC_OPT_IMAGE | WC_OPT_DENSE,
-		.positional = WC_POS_PID,
-		.default_timeout_ms = WC_SLOW_TIMEOUT_MS,
-		.run = wc_cmd_suspend,
-	},
-	{
-		.name = "resume",
-		.synopsis = "resume PID [--gpu GPU] [--gpu-map OLD=NEW[,OLD=NEW...]] [--image FILE]",
-		.summary = "restore and unlock a suspended CUDA process",
-		.help = help_resume,
-		.options = WC_OPT_GPU | WC_OPT_GPU_MAP | WC_OPT_IMAGE,
-		.positional = WC_POS_PID,
-		.default_timeout_ms = WC_SLOW_TIMEOUT_MS,
-		.run = wc_cmd_resume,
-	},
-	{
-		.name = "inspect",
-		.synopsis = "inspect FILE|DIR|ARCHIVE [--verify]",
-		.summary = "show what a VRAM image, checkpoint directory or exported archive holds",
-		.help = help_inspect,
-		.options = WC_OPT_VERIFY,
-		.positional = WC_POS_PATH,
-		.run = wc_cmd_inspect,
-	},
-	{
-		.name = "cdi",
-		.synopsis = "cdi [--output FILE] [--shim PATH] [--socket-dir DIR]",
-		.summary = "print the CDI spec that gives a container the shim (podman --device)",
-		.help = help_cdi,
-		.options = WC_OPT_CDI,
-		.positional = WC_POS_NONE,
-		.run = wc_cmd_cdi,
-	},
-	{
-		.name = "state",
-		.synopsis = "state PID",
-		.summary = "show a process's checkpoint state and restore thread",
-		.help = help_state,
-		.positional = WC_POS_PID,
-		.default_timeout_ms = WC_DEFAULT_TIMEOUT_MS,
-		.run = wc_cmd_state,
-	},
-	{
-		.name = "lock",
-		.synopsis = "lock PID [--timeout S]",
-		.summary = "step 1 of suspend: lock a process's CUDA work",
-		.help = help_lock,
-		.options = WC_OPT_OP_TIMEOUT,
-		.positional = WC_POS_PID,
-		.default_timeout_ms = WC_SLOW_TIMEOUT_MS,
-		.run = wc_cmd_lock,
-	},
-	{
-		.name = "checkpoint",
-		.synopsis = "checkpoint PID",
-		.summary = "step 2 of suspend: checkpoint a locked process",
-		.help = help_checkpoint,
-		.positional = WC_POS_PID,
-		.default_timeout_ms = WC_SLOW_TIMEOUT_MS,
-		.run = wc_cmd_checkpoint,
-	},
-	{
-		.name = "restore",
-		.synopsis = "restore PID [--gpu GPU] [--gpu-map OLD=NEW[,OLD=NEW...]]",
-		.summary = "step 1 of resume: restore a checkpointed process (stays locked)",
-		.help = help_restore,
-		.options = WC_OPT_GPU | WC_OPT_GPU_MAP,
-		.positional = WC_POS_PID,
-		.default_timeout_ms = WC_SLOW_TIMEOUT_MS,
-		.run = wc_cmd_restore,
-	},
-	{
-		.name = "unlock",
-		.synopsis = "unlock PID",
-		.summary = "step 2 of resume: let a locked process run again",
-		.help = help_unlock,
-		.positional = WC_POS_PID,
-		.default_timeout_ms = WC_SLOW_TIMEOUT_MS,
-		.run = wc_cmd_unlock,
-	},
-	{
-		.name = "lease",
-		.synopsis = "lease [--gpu GPU | --min-free-mib N] [--hold]",
-		.summary = "acquire a GPU lease and print it",
-		.help = help_lease,
-		.options = WC_OPT_GPU | WC_OPT_MIN_FREE | WC_OPT_HOLD,
-		.positional = WC_POS_NONE,
-		.default_timeout_ms = WC_DEFAULT_TIMEOUT_MS,
-		.run = wc_cmd_lease,
-	},
-	{
-		.name = "metrics",
-		.synopsis = "metrics",
-		.summary = "print the daemon's state as Prometheus metrics",
-		.help = help_metrics,
-		.positional = WC_POS_NONE,
-		.default_timeout_ms = WC_DEFAULT_TIMEOUT_MS,
-		.run = wc_cmd_metrics,
-	},
-	{
-		.name = "check",
-		.synopsis = "check",
-		.summary = "check the CRIU set-up: criu, its plugins, which one handles CUDA",
-		.help = help_check,
-		.positional = WC_POS_NONE,
-		.default_timeout_ms = WC_DEFAULT_TIMEOUT_MS,
-		.run = wc_cmd_check,
-	},
-	{
-		.name = "version",
-		.synopsis = "version",
-		.summary = "show warmctl's version and the daemon's",
-		.help = help_version,
-		.positional = WC_POS_NONE,
-		.default_timeout_ms = WC_DEFAULT_TIMEOUT_MS,
-		.run = wc_cmd_version,
-	},
+	COMMAND(status, WC_POS_NONE, WC_DEFAULT_TIMEOUT_MS, WC_OPT_WIDE),
+	COMMAND(drain, WC_POS_GPUS, WC_SLOW_TIMEOUT_MS, WC_OPT_OP_TIMEOUT | WC_OPT_NO_WAIT),
+	COMMAND(undrain, WC_POS_GPUS, WC_SLOW_TIMEOUT_MS, 0),
+	COMMAND(suspend, WC_POS_PID, WC_SLOW_TIMEOUT_MS,
+		WC_OPT_OP_TIMEOUT | WC_OPT_IMAGE | WC_OPT_DENSE),
+	COMMAND(resume, WC_POS_PID, WC_SLOW_TIMEOUT_MS, WC_OPT_GPU | WC_OPT_GPU_MAP | WC_OPT_IMAGE),
+	COMMAND(inspect, WC_POS_PATH, 0, WC_OPT_VERIFY),
+	COMMAND(cdi, WC_POS_NONE, 0, WC_OPT_CDI),
+	COMMAND(state, WC_POS_PID, WC_DEFAULT_TIMEOUT_MS, 0),
+	COMMAND(lock, WC_POS_PID, WC_SLOW_TIMEOUT_MS, WC_OPT_OP_TIMEOUT),
+	COMMAND(checkpoint, WC_POS_PID, WC_SLOW_TIMEOUT_MS, 0),
+	COMMAND(restore, WC_POS_PID, WC_SLOW_TIMEOUT_MS, WC_OPT_GPU | WC_OPT_GPU_MAP),
+	COMMAND(unlock, WC_POS_PID, WC_SLOW_TIMEOUT_MS, 0),
+	COMMAND(lease, WC_POS_NONE, WC_DEFAULT_TIMEOUT_MS,
+		WC_OPT_GPU | WC_OPT_MIN_FREE | WC_OPT_HOLD),
+	COMMAND(metrics, WC_POS_NONE, WC_DEFAULT_TIMEOUT_MS, 0),
+	COMMAND(check, WC_POS_NONE, WC_DEFAULT_TIMEOUT_MS, 0),
+	COMMAND(version, WC_POS_NONE, WC_DEFAULT_TIMEOUT_MS, 0),
 	{ .name = NULL },
 };
 

@@ -132,6 +132,9 @@ int wc_parse_gpu(const char *text, char ret_selector[WC_GPU_SELECTOR_MAX]);
 /* OLD=NEW[,OLD=NEW...] of UUIDs, appended to pairs[*n..max). */
 int wc_parse_gpu_map(const char *text, struct wc_gpu_pair *pairs, size_t max, size_t *n,
 		     char *why, size_t whylen);
+/* Parse the options before COMMAND (getopt's optind then points at it). Returns -1 when
+ * parsing succeeded, else the exit code to leave with (0 after --help or --version). */
+int wc_parse_global_args(struct wc_ctx *ctx, int argc, char **argv);
 /* Parse a command's options and operands (argv[0] is the command name). Returns -1 when
  * parsing succeeded, else the exit code to leave with (0 after --help). */
 int wc_parse_command_args(struct wc_ctx *ctx, int argc, char **argv, struct wc_args *ret_args);

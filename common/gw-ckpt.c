@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "gw-ckpt.h"
 
+#include <errno.h>
 #include <string.h>
 #include <time.h>
 
@@ -40,6 +41,20 @@ const char *gw_ckpt_step_call(enum gw_ckpt_step step)
 		return "cuCheckpointProcessUnlock";
 	}
 	return "?";
+}
+
+int gw_ckpt_next_step(CUprocessState cur, CUprocessState target, enum gw_ckpt_step *ret_step)
+{
+	if ((unsigned)cur > CU_PROCESS_STATE_CHECKPOINTED ||
+	    (unsigned)target > CU_PROCESS_STATE_CHECKPOINTED)
+		return -EINVAL;
+	if (cur == target)
+		return 0;
+	if (cur < target) /* deeper: running -> locked -> checkpointed */
+		*ret_step = cur == CU_PROCESS_STATE_RUNNING ? GW_CKPT_LOCK : GW_CKPT_CHECKPOINT;
+	else
+		*ret_step = cur == CU_PROCESS_STATE_CHECKPOINTED ? GW_CKPT_RESTORE : GW_CKPT_UNLOCK;
+	return 1;
 }
 
 CUresult gw_ckpt_step(const struct gw_cuda *cuda, pid_t pid, enum gw_ckpt_step step,
@@ -126,6 +141,7 @@ int gw_ckpt_suspend(const struct gw_cuda *cuda, pid_t pid, const struct gw_ckpt_
 int gw_ckpt_resume(const struct gw_cuda *cuda, pid_t pid, const struct gw_ckpt_args *args,
 		   const struct gw_ckpt_observer *obs, struct gw_ckpt_outcome *ret)
 {
+	enum gw_ckpt_step next;
 	CUprocessState state;
 
 	outcome_init(ret);
@@ -133,8 +149,10 @@ int gw_ckpt_resume(const struct gw_cuda *cuda, pid_t pid, const struct gw_ckpt_a
 		ret->stopped = 1;
 		return -1;
 	}
+	/* Only a process whose next step to running is the unlock skips the restore. */
 	if (cuda->cuCheckpointProcessGetState(pid, &state) != CUDA_SUCCESS ||
-	    state != CU_PROCESS_STATE_LOCKED) {
+	    gw_ckpt_next_step(state, CU_PROCESS_STATE_RUNNING, &next) != 1 ||
+	    next != GW_CKPT_UNLOCK) {
 		if (!run(cuda, pid, GW_CKPT_RESTORE, args, obs, ret))
 			return -1;
 	}

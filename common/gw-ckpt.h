@@ -39,6 +39,15 @@ struct gw_ckpt_args {
 	unsigned npairs;
 };
 
+/*
+ * The one step that moves a process from state cur towards target along
+ *   running -lock-> locked -checkpoint-> checkpointed -restore-> locked -unlock-> running:
+ * 1 with *ret_step set, 0 when it is there already, -EINVAL when no step leads there (a failed
+ * or unknown state). The resume rule above is its case of a locked process: only the unlock is
+ * left. The CRIU plugin walks a process through its hooks with it (gwp_next_step()).
+ */
+int gw_ckpt_next_step(CUprocessState cur, CUprocessState target, enum gw_ckpt_step *ret_step);
+
 /* One step on pid; its CUresult. */
 CUresult gw_ckpt_step(const struct gw_cuda *cuda, pid_t pid, enum gw_ckpt_step step,
 		      const struct gw_ckpt_args *args);

@@ -1,24 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 #include "gwp-backend.h"
 
-#include <dirent.h>
-#include <dlfcn.h>
 #include <errno.h>
-#include <signal.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
-#include <sys/wait.h>
-#include <fcntl.h>
-#include <unistd.h>
 
-#include "gw-ckpt.h"
 #include "gw-client.h"
-#include "gw-cuda.h"
+#include "gwp-driver.h"
 
 #define CONNECT_TIMEOUT_MS 3000
 #define QUICK_CALL_MS 10000       /* state, status, leases */
@@ -36,13 +28,7 @@ struct gwp_backend {
 	struct gw_client *client;
 	char daemon_why[512];   /* why the daemon is down */
 
-	enum gwp_avail driver;
-	struct gw_cuda *cuda;   /* only in the driver helper process */
-	char driver_why[512];
-	char driver_path[256];  /* the library the helper loaded */
-	pid_t helper;           /* the driver helper process, 0 when none */
-	int helper_fd;
-	sigset_t helper_mask;   /* the signal mask before it, SIGCHLD blocked while it lives */
+	struct gwp_driver driver; /* the fallback (gwp-driver.h) */
 
 	int lost;               /* the daemon was there and went away */
 	struct gw_client *prefills[MAX_PREFILLS]; /* send-only connections, closed at free */
@@ -62,13 +48,11 @@ int gwp_backend_new(const struct gwp_criu *criu, struct gwp_backend **ret_be)
 	if (!be)
 		return -ENOMEM;
 	be->criu = criu;
+	be->driver.criu = criu;
 	snprintf(be->socket, sizeof(be->socket), "%s", env && *env ? env : GW_DEFAULT_SOCKET);
 	*ret_be = be;
 	return 0;
 }
-
-static int helper_start(struct gwp_backend *be);
-static void helper_stop(struct gwp_backend *be);
 
 void gwp_backend_free(struct gwp_backend *be)
 {
@@ -78,14 +62,14 @@ void gwp_backend_free(struct gwp_backend *be)
 	gw_client_close(be->client);
 	for (unsigned i = 0; i < be->nprefills; i++)
 		gw_client_close(be->prefills[i]);
-	helper_stop(be);
+	gwp_driver_stop(&be->driver);
 	free(be);
 }
 
 void gwp_backend_idle(struct gwp_backend *be)
 {
 	if (be)
-		helper_stop(be);
+		gwp_driver_stop(&be->driver);
 }
 
 static void connect_daemon(struct gwp_backend *be)
@@ -109,7 +93,8 @@ static void connect_daemon(struct gwp_backend *be)
 /* Whether the driver is usable, asked of a helper process that stays for the calls to come. */
 static void load_driver(struct gwp_backend *be)
 {
-	be->driver = helper_start(be) == 0 ? GWP_AVAIL_UP : GWP_AVAIL_DOWN;
+	be->driver.avail = gwp_driver_start(&be->driver) == 0 ? GWP_AVAIL_UP :
+								    GWP_AVAIL_DOWN;
 }
 
 /* Daemon gone: close, say so once, later calls take the driver. */
@@ -128,19 +113,19 @@ static void daemon_lost(struct gwp_backend *be, const char *why)
 int gwp_backend_ready(struct gwp_backend *be)
 {
 	for (;;) {
-		switch (gwp_route(be->daemon, be->driver)) {
+		switch (gwp_route(be->daemon, be->driver.avail)) {
 		case GWP_ROUTE_CONNECT_DAEMON:
 			connect_daemon(be);
 			break;
 		case GWP_ROUTE_LOAD_DRIVER:
 			load_driver(be);
-			if (be->driver == GWP_AVAIL_UP && be->lost)
+			if (be->driver.avail == GWP_AVAIL_UP && be->lost)
 				LOG(be, GWP_CRIU_LOG_INFO, "using the driver directly (%s)",
-				    be->driver_path);
-			else if (be->driver == GWP_AVAIL_UP)
+				    be->driver.path);
+			else if (be->driver.avail == GWP_AVAIL_UP)
 				LOG(be, GWP_CRIU_LOG_INFO, "gpu-warmd not reachable at %s (%s): "
 				    "using the driver directly (%s)", be->socket, be->daemon_why,
-				    be->driver_path);
+				    be->driver.path);
 			break;
 		case GWP_ROUTE_DAEMON:
 		case GWP_ROUTE_DRIVER:
@@ -149,7 +134,7 @@ int gwp_backend_ready(struct gwp_backend *be)
 			if (!be->said_none)
 				LOG(be, GWP_CRIU_LOG_WARN, "gpu-warmd not reachable at %s (%s) and no "
 				    "usable CUDA driver (%s): standing aside, the CUDA hooks answer "
-				    "-ENOTSUP", be->socket, be->daemon_why, be->driver_why);
+				    "-ENOTSUP", be->socket, be->daemon_why, be->driver.why);
 			be->said_none = 1;
 			return -ENOTSUP;
 		}
@@ -160,7 +145,7 @@ const char *gwp_backend_route(const struct gwp_backend *be)
 {
 	if (be->daemon == GWP_AVAIL_UP)
 		return "gpu-warmd";
-	if (be->driver == GWP_AVAIL_UP)
+	if (be->driver.avail == GWP_AVAIL_UP)
 		return "the driver";
 	return "nothing";
 }
@@ -326,388 +311,18 @@ static int daemon_gpus(struct gwp_backend *be, struct gwp_backend_gpu *gpus, uns
 	return 0;
 }
 
-/* ---- the driver ---- */
-
-static int driver_fail(struct gwp_backend *be, CUresult r, const char *call, pid_t pid, char *err,
-		       size_t len)
-{
-	char text[160];
-
-	snprintf(err, len, "%s(pid %d): %s", call, (int)pid,
-		 gw_cuda_describe(be->cuda, r, text, sizeof(text)));
-	return gw_cuda_errno(r);
-}
+/* ---- the driver, through its helper process ---- */
 
 static int driver_state(struct gwp_backend *be, pid_t pid, enum gwp_state *ret_state,
 			pid_t *ret_tid, char *err, size_t len)
 {
-	CUprocessState st;
-	CUresult r;
-	int tid = 0;
-
-	r = be->cuda->cuCheckpointProcessGetState(pid, &st);
-	if (r != CUDA_SUCCESS)
-		return driver_fail(be, r, "cuCheckpointProcessGetState", pid, err, len);
-	if (be->cuda->cuCheckpointProcessGetRestoreThreadId(pid, &tid) != CUDA_SUCCESS)
-		tid = 0;
-	*ret_state = (unsigned)st <= CU_PROCESS_STATE_FAILED ? (enum gwp_state)st :
-							       GWP_STATE_UNKNOWN;
-	*ret_tid = tid;
-	return 0;
-}
-
-static int driver_step(struct gwp_backend *be, pid_t pid, enum gwp_step step,
-		       unsigned lock_timeout_ms, const struct gwp_pair *pairs, unsigned npairs,
-		       char *err, size_t len)
-{
-	static const enum gw_ckpt_step steps[] = {
-		[GWP_STEP_LOCK] = GW_CKPT_LOCK,
-		[GWP_STEP_CHECKPOINT] = GW_CKPT_CHECKPOINT,
-		[GWP_STEP_RESTORE] = GW_CKPT_RESTORE,
-		[GWP_STEP_UNLOCK] = GW_CKPT_UNLOCK,
-	};
-	CUcheckpointGpuPair cp[GWP_MAX_GPUS];
-	struct gw_ckpt_args args = { .lock_timeout_ms = lock_timeout_ms, .pairs = cp,
-				     .npairs = npairs };
-	CUresult r;
-
-	if (step < GWP_STEP_LOCK || step > GWP_STEP_UNLOCK || npairs > GWP_MAX_GPUS)
-		return -EINVAL;
-	for (unsigned i = 0; i < npairs; i++) {
-		if (gw_cuda_uuid_parse(pairs[i].old_uuid, &cp[i].oldUuid) < 0 ||
-		    gw_cuda_uuid_parse(pairs[i].new_uuid, &cp[i].newUuid) < 0) {
-			snprintf(err, len, "bad GPU pair %s -> %s", pairs[i].old_uuid,
-				 pairs[i].new_uuid);
-			return -EINVAL;
-		}
-	}
-	r = gw_ckpt_step(be->cuda, pid, steps[step], &args);
-	if (r != CUDA_SUCCESS)
-		return driver_fail(be, r, gw_ckpt_step_call(steps[step]), pid, err, len);
-	return 0;
-}
-
-static int driver_gpus(struct gwp_backend *be, struct gwp_backend_gpu *gpus, unsigned max,
-		       unsigned *ret_n, char *err, size_t len)
-{
-	const struct gw_cuda *cu = be->cuda;
-	unsigned n = 0;
-	int count = 0;
-	CUresult r;
-
-	r = cu->cuDeviceGetCount(&count);
-	if (r != CUDA_SUCCESS)
-		return driver_fail(be, r, "cuDeviceGetCount", 0, err, len);
-	for (int i = 0; i < count && n < max; i++) {
-		int domain = 0, bus = 0, dev = 0;
-		CUdevice d;
-		CUuuid uuid;
-
-		if (cu->cuDeviceGet(&d, i) != CUDA_SUCCESS ||
-		    cu->cuDeviceGetUuid(&uuid, d) != CUDA_SUCCESS)
-			continue;
-		gw_cuda_uuid_format(&uuid, gpus[n].gpu.uuid, GWP_UUID_LEN);
-		gpus[n].gpu.usable = 1;
-		gpus[n].pci[0] = '\0';
-		if (cu->cuDeviceGetAttribute(&domain, CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID, d) ==
-			    CUDA_SUCCESS &&
-		    cu->cuDeviceGetAttribute(&bus, CU_DEVICE_ATTRIBUTE_PCI_BUS_ID, d) ==
-			    CUDA_SUCCESS &&
-		    cu->cuDeviceGetAttribute(&dev, CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID, d) ==
-			    CUDA_SUCCESS)
-			snprintf(gpus[n].pci, GWP_PCI_LEN, "%04x:%02x:%02x.0", (unsigned)domain,
-				 (unsigned)bus & 0xff, (unsigned)dev & 0xff);
-		n++;
-	}
-	*ret_n = n;
-	return 0;
-}
-
-/*
- * ---- the driver helper process ----
- *
- * The driver is never loaded into CRIU's process: an initialized driver has threads, and a
- * multi-threaded CRIU cannot setns() into a container's mount namespace ("Can't setns 26/mnt:
- * Invalid argument"). A child forked on the first driver call of a hook loads it, makes the
- * calls the parent sends it over a socketpair (one request, one reply), and _exit()s when the
- * parent closes its end at the end of the hook (gwp_backend_idle()) or goes away. SIGCHLD stays
- * blocked while it lives, so that CRIU's own SIGCHLD handler (restore) never sees it end.
- */
-
-enum helper_op { HELPER_STATE = 1, HELPER_STEP, HELPER_GPUS };
-
-struct helper_request {
-	int op;
-	pid_t pid;
-	int step;
-	unsigned lock_timeout_ms;
-	unsigned npairs;
-	struct gwp_pair pairs[GWP_MAX_GPUS];
-};
-
-struct helper_reply {
-	int r;          /* what the call returned; for the greeting, 0 or -ENOTSUP */
-	char err[512];  /* its reason; for the greeting, the library's path or why it is unusable */
-	int state;
-	pid_t tid;
-	unsigned ngpus;
-	struct gwp_backend_gpu gpus[GWP_MAX_GPUS];
-};
-
-/* In the helper: load the driver as load_driver() did in-process. */
-static int helper_load(struct gwp_backend *be, char *why, size_t len)
-{
-	char err[256], text[160];
-	CUresult r;
-
-	if (gw_cuda_load(NULL, &be->cuda, err, sizeof(err)) < 0) {
-		snprintf(why, len, "%s", err);
-		return -ENOTSUP;
-	}
-	if (!gw_cuda_has_checkpoint(be->cuda)) {
-		snprintf(why, len, "%s has no checkpoint API (cuCheckpointProcess* needs driver 550 "
-			 "or newer)", be->cuda->path);
-		return -ENOTSUP;
-	}
-	r = be->cuda->cuInit(0);
-	if (r != CUDA_SUCCESS) {
-		snprintf(why, len, "cuInit: %s", gw_cuda_describe(be->cuda, r, text, sizeof(text)));
-		return -ENOTSUP;
-	}
-	snprintf(why, len, "%s", be->cuda->path);
-	return 0;
-}
-
-/* In the helper: every descriptor but fd (moved to 3) and stdin/out/err closed. */
-static int helper_fds(int fd)
-{
-	DIR *d;
-	struct dirent *e;
-
-	if (fd != 3 && (dup2(fd, 3) < 0 || close(fd) < 0))
-		return -1;
-#ifdef SYS_close_range
-	if (syscall(SYS_close_range, 4U, ~0U, 0U) == 0)
-		return 0;
-#endif
-	d = opendir("/proc/self/fd");
-	if (!d)
-		return -1;
-	while ((e = readdir(d))) {
-		int n = atoi(e->d_name);
-
-		if (n > 3 && n != dirfd(d))
-			close(n);
-	}
-	closedir(d);
-	return 0;
-}
-
-static void helper_send(int fd, const struct helper_reply *rep)
-{
-	while (send(fd, rep, sizeof(*rep), MSG_NOSIGNAL) < 0)
-		if (errno != EINTR)
-			_exit(1);
-}
-
-__attribute__((noreturn)) static void helper_main(struct gwp_backend *be, int fd, pid_t parent)
-{
-	struct helper_reply *rep = calloc(1, sizeof(*rep));
-	struct helper_request req;
-	struct sigaction dfl;
-	sigset_t none;
-
-	/* CRIU's handlers are not for this process, nor its blocked signals. */
-	memset(&dfl, 0, sizeof(dfl));
-	dfl.sa_handler = SIG_DFL;
-	sigemptyset(&dfl.sa_mask);
-	for (int sig = 1; sig < NSIG; sig++)
-		if (sig != SIGKILL && sig != SIGSTOP)
-			sigaction(sig, &dfl, NULL);
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-	if (!rep || prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent ||
-	    helper_fds(fd) < 0)
-		_exit(1);
-	fd = 3;
-	be->criu = NULL; /* no logging from here: CRIU's log is the parent's */
-	rep->r = helper_load(be, rep->err, sizeof(rep->err));
-	helper_send(fd, rep);
-	if (rep->r < 0)
-		_exit(0);
-	for (;;) {
-		ssize_t n = recv(fd, &req, sizeof(req), 0);
-		enum gwp_state state = GWP_STATE_UNKNOWN;
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n == 0)
-			_exit(0);
-		if (n != (ssize_t)sizeof(req))
-			_exit(1);
-		memset(rep, 0, sizeof(*rep));
-		switch (req.op) {
-		case HELPER_STATE:
-			rep->r = driver_state(be, req.pid, &state, &rep->tid, rep->err,
-					      sizeof(rep->err));
-			rep->state = (int)state;
-			break;
-		case HELPER_STEP:
-			rep->r = driver_step(be, req.pid, (enum gwp_step)req.step, req.lock_timeout_ms,
-					     req.pairs, req.npairs < GWP_MAX_GPUS ? req.npairs :
-										   GWP_MAX_GPUS,
-					     rep->err, sizeof(rep->err));
-			break;
-		case HELPER_GPUS:
-			rep->r = driver_gpus(be, rep->gpus, GWP_MAX_GPUS, &rep->ngpus, rep->err,
-					     sizeof(rep->err));
-			break;
-		default:
-			rep->r = -EINVAL;
-			snprintf(rep->err, sizeof(rep->err), "unknown request %d", req.op);
-		}
-		helper_send(fd, rep);
-	}
-}
-
-/* The reply to what was sent, or -EIO (err says why) when the helper is gone. */
-static int helper_recv(struct gwp_backend *be, struct helper_reply *rep, char *err, size_t len)
-{
-	ssize_t n;
-	int status;
-
-	do
-		n = recv(be->helper_fd, rep, sizeof(*rep), 0);
-	while (n < 0 && errno == EINTR);
-	if (n == (ssize_t)sizeof(*rep))
-		return 0;
-	if (n < 0)
-		snprintf(err, len, "the driver helper process %d: %s", (int)be->helper,
-			 strerror(errno));
-	else if (n == 0 && waitpid(be->helper, &status, 0) == be->helper) {
-		be->helper = -be->helper; /* reaped: helper_stop() only restores the mask */
-		if (WIFSIGNALED(status))
-			snprintf(err, len, "the driver helper process %d died of signal %d", -be->helper,
-				 WTERMSIG(status));
-		else
-			snprintf(err, len, "the driver helper process %d exited with status %d",
-				 -be->helper, WEXITSTATUS(status));
-	} else {
-		snprintf(err, len, "the driver helper process %d answered nonsense", (int)be->helper);
-	}
-	return -EIO;
-}
-
-static void helper_stop(struct gwp_backend *be)
-{
-	int status;
-
-	if (!be->helper)
-		return;
-	close(be->helper_fd);
-	be->helper_fd = -1;
-	if (be->helper > 0)
-		while (waitpid(be->helper, &status, 0) < 0 && errno == EINTR)
-			;
-	be->helper = 0;
-	sigprocmask(SIG_SETMASK, &be->helper_mask, NULL);
-}
-
-/* Fork the helper and read its greeting: 0, or a negative errno with be->driver_why set. */
-static int helper_start(struct gwp_backend *be)
-{
-	struct helper_reply *rep;
-	pid_t parent = getpid(), pid;
-	sigset_t chld;
-	int sv[2], r;
-
-	if (be->helper)
-		return 0;
-	rep = calloc(1, sizeof(*rep));
-	if (!rep || socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
-		snprintf(be->driver_why, sizeof(be->driver_why), "cannot start a driver helper "
-			 "process: %s", rep ? strerror(errno) : "out of memory");
-		free(rep);
-		return -ENOMEM;
-	}
-	sigemptyset(&chld);
-	sigaddset(&chld, SIGCHLD);
-	sigprocmask(SIG_BLOCK, &chld, &be->helper_mask);
-	pid = fork();
-	if (pid == 0) {
-		close(sv[0]);
-		helper_main(be, sv[1], parent);
-	}
-	close(sv[1]);
-	if (pid < 0) {
-		r = -errno;
-		close(sv[0]);
-		sigprocmask(SIG_SETMASK, &be->helper_mask, NULL);
-		snprintf(be->driver_why, sizeof(be->driver_why), "cannot start a driver helper "
-			 "process: %s", strerror(-r));
-		free(rep);
-		return r;
-	}
-	be->helper = pid;
-	be->helper_fd = sv[0];
-	LOG(be, GWP_CRIU_LOG_DEBUG, "driver helper process %d started", (int)pid);
-	r = helper_recv(be, rep, be->driver_why, sizeof(be->driver_why));
-	if (r == 0 && rep->r < 0) {
-		snprintf(be->driver_why, sizeof(be->driver_why), "%s", rep->err);
-		r = rep->r;
-	} else if (r == 0) {
-		snprintf(be->driver_path, sizeof(be->driver_path), "%.255s", rep->err);
-	}
-	if (r < 0)
-		helper_stop(be);
-	free(rep);
-	return r;
-}
-
-/* One request to the helper, started when this hook has none yet. */
-static int helper_call(struct gwp_backend *be, const struct helper_request *req,
-		       struct helper_reply *rep, char *err, size_t len)
-{
-	ssize_t n;
-	int r;
-
-	if (!be->helper && helper_start(be) < 0) {
-		/* it was usable in an earlier hook */
-		be->driver = GWP_AVAIL_DOWN;
-		snprintf(err, len, "the CUDA driver is no longer usable: %s", be->driver_why);
-		return -ENOTSUP;
-	}
-	do
-		n = send(be->helper_fd, req, sizeof(*req), MSG_NOSIGNAL);
-	while (n < 0 && errno == EINTR);
-	if (n != (ssize_t)sizeof(*req)) {
-		snprintf(err, len, "the driver helper process %d: %s", (int)be->helper,
-			 n < 0 ? strerror(errno) : "short send");
-		r = -EIO;
-	} else {
-		r = helper_recv(be, rep, err, len);
-	}
-	if (r < 0) {
-		if (be->helper > 0)
-			kill(be->helper, SIGKILL);
-		helper_stop(be); /* the next call starts another */
-		return r;
-	}
-	if (rep->r < 0)
-		snprintf(err, len, "%s", rep->err);
-	return rep->r;
-}
-
-static int helper_state(struct gwp_backend *be, pid_t pid, enum gwp_state *ret_state,
-			pid_t *ret_tid, char *err, size_t len)
-{
-	struct helper_request req = { .op = HELPER_STATE, .pid = pid };
-	struct helper_reply *rep = calloc(1, sizeof(*rep));
+	struct gwp_driver_request req = { .op = GWP_DRIVER_STATE, .pid = pid };
+	struct gwp_driver_reply *rep = calloc(1, sizeof(*rep));
 	int r;
 
 	if (!rep)
 		return -ENOMEM;
-	r = helper_call(be, &req, rep, err, len);
+	r = gwp_driver_call(&be->driver, &req, rep, err, len);
 	if (r == 0) {
 		*ret_state = (enum gwp_state)rep->state;
 		*ret_tid = rep->tid;
@@ -716,12 +331,12 @@ static int helper_state(struct gwp_backend *be, pid_t pid, enum gwp_state *ret_s
 	return r;
 }
 
-static int helper_step(struct gwp_backend *be, pid_t pid, enum gwp_step step,
+static int driver_step(struct gwp_backend *be, pid_t pid, enum gwp_step step,
 		       unsigned lock_timeout_ms, const struct gwp_pair *pairs, unsigned npairs,
 		       char *err, size_t len)
 {
-	struct helper_request *req = calloc(1, sizeof(*req));
-	struct helper_reply *rep = calloc(1, sizeof(*rep));
+	struct gwp_driver_request *req = calloc(1, sizeof(*req));
+	struct gwp_driver_reply *rep = calloc(1, sizeof(*rep));
 	int r = -ENOMEM;
 
 	if (npairs > GWP_MAX_GPUS) {
@@ -730,31 +345,31 @@ static int helper_step(struct gwp_backend *be, pid_t pid, enum gwp_step step,
 	}
 	if (!req || !rep)
 		goto out;
-	req->op = HELPER_STEP;
+	req->op = GWP_DRIVER_STEP;
 	req->pid = pid;
 	req->step = (int)step;
 	req->lock_timeout_ms = lock_timeout_ms;
 	req->npairs = npairs;
 	if (npairs)
 		memcpy(req->pairs, pairs, npairs * sizeof(*pairs));
-	r = helper_call(be, req, rep, err, len);
+	r = gwp_driver_call(&be->driver, req, rep, err, len);
 out:
 	free(req);
 	free(rep);
 	return r;
 }
 
-static int helper_gpus(struct gwp_backend *be, struct gwp_backend_gpu *gpus, unsigned max,
+static int driver_gpus(struct gwp_backend *be, struct gwp_backend_gpu *gpus, unsigned max,
 		       unsigned *ret_n, char *err, size_t len)
 {
-	struct helper_request req = { .op = HELPER_GPUS };
-	struct helper_reply *rep = calloc(1, sizeof(*rep));
+	struct gwp_driver_request req = { .op = GWP_DRIVER_GPUS };
+	struct gwp_driver_reply *rep = calloc(1, sizeof(*rep));
 	unsigned n;
 	int r;
 
 	if (!rep)
 		return -ENOMEM;
-	r = helper_call(be, &req, rep, err, len);
+	r = gwp_driver_call(&be->driver, &req, rep, err, len);
 	if (r == 0) {
 		n = rep->ngpus < max ? rep->ngpus : max;
 		if (n > GWP_MAX_GPUS)
@@ -779,7 +394,7 @@ int gwp_backend_state(struct gwp_backend *be, pid_t pid, enum gwp_state *ret_sta
 	}
 	if (be->daemon == GWP_AVAIL_UP)
 		return daemon_state(be, pid, ret_state, ret_restore_tid, err, len);
-	return helper_state(be, pid, ret_state, ret_restore_tid, err, len);
+	return driver_state(be, pid, ret_state, ret_restore_tid, err, len);
 }
 
 int gwp_backend_step(struct gwp_backend *be, pid_t pid, enum gwp_step step,
@@ -797,7 +412,7 @@ int gwp_backend_step(struct gwp_backend *be, pid_t pid, enum gwp_step step,
 	}
 	if (be->daemon == GWP_AVAIL_UP)
 		return daemon_step(be, pid, step, lock_timeout_ms, pairs, npairs, err, len);
-	return helper_step(be, pid, step, lock_timeout_ms, pairs, npairs, err, len);
+	return driver_step(be, pid, step, lock_timeout_ms, pairs, npairs, err, len);
 }
 
 int gwp_backend_gpus(struct gwp_backend *be, struct gwp_backend_gpu *ret_gpus, unsigned max,
@@ -811,7 +426,7 @@ int gwp_backend_gpus(struct gwp_backend *be, struct gwp_backend_gpu *ret_gpus, u
 	}
 	if (be->daemon == GWP_AVAIL_UP)
 		return daemon_gpus(be, ret_gpus, max, ret_n, err, len);
-	return helper_gpus(be, ret_gpus, max, ret_n, err, len);
+	return driver_gpus(be, ret_gpus, max, ret_n, err, len);
 }
 
 int gwp_backend_lease(struct gwp_backend *be, const char *uuid, char *err, size_t len)

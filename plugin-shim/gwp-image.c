@@ -359,52 +359,79 @@ int gwp_image_read(int dirfd, int pid, struct gwp_image *ret_img)
 	return 0;
 }
 
-int gwp_image_find_vpid(int dirfd, const char *dump, int vpid, struct gwp_image *ret_img)
+/* fn for every gpuwarm-*.json in dirfd, by name. Returns 0 or a negative errno. */
+static int each_record_name(int dirfd, void (*fn)(int dirfd, const char *name, void *arg),
+			    void *arg)
 {
-	struct gwp_image img, found;
 	struct dirent *e;
-	int matches = 0;
 	DIR *d = open_dir(dirfd);
 
 	if (!d)
 		return -errno;
-	while ((e = readdir(d))) {
-		if (!is_record_name(e->d_name))
-			continue;
-		if (read_name(dirfd, e->d_name, &img) == 0 && img.vpid == vpid &&
-		    (!dump || strcmp(img.dump, dump) == 0)) {
-			found = img;
-			matches++;
-		}
-	}
+	while ((e = readdir(d)))
+		if (is_record_name(e->d_name))
+			fn(dirfd, e->d_name, arg);
 	closedir(d);
-	if (matches == 0)
-		return -ENOENT;
-	if (matches > 1)
-		return -ENOTUNIQ;
-	*ret_img = found;
 	return 0;
+}
+
+struct each_args {
+	const char *dump;
+	int (*fn)(const struct gwp_image *img, void *arg);
+	void *arg;
+	int n;
+};
+
+static void each_one(int dirfd, const char *name, void *arg)
+{
+	struct each_args *a = arg;
+	struct gwp_image img;
+
+	if (read_name(dirfd, name, &img) < 0 || (a->dump && strcmp(img.dump, a->dump) != 0))
+		return;
+	a->fn(&img, a->arg);
+	a->n++;
 }
 
 int gwp_image_each(int dirfd, const char *dump, int (*fn)(const struct gwp_image *img, void *arg),
 		   void *arg)
 {
-	struct gwp_image img;
-	struct dirent *e;
-	int n = 0;
-	DIR *d = open_dir(dirfd);
+	struct each_args a = { .dump = dump, .fn = fn, .arg = arg };
+	int r = each_record_name(dirfd, each_one, &a);
 
-	if (!d)
-		return -errno;
-	while ((e = readdir(d))) {
-		if (!is_record_name(e->d_name) || read_name(dirfd, e->d_name, &img) < 0 ||
-		    (dump && strcmp(img.dump, dump) != 0))
-			continue;
-		fn(&img, arg);
-		n++;
+	return r < 0 ? r : a.n;
+}
+
+struct vpid_search {
+	int vpid;
+	int matches;
+	struct gwp_image found;
+};
+
+static int match_vpid(const struct gwp_image *img, void *arg)
+{
+	struct vpid_search *s = arg;
+
+	if (img->vpid == s->vpid) {
+		s->found = *img;
+		s->matches++;
 	}
-	closedir(d);
-	return n;
+	return 0;
+}
+
+int gwp_image_find_vpid(int dirfd, const char *dump, int vpid, struct gwp_image *ret_img)
+{
+	struct vpid_search s = { .vpid = vpid };
+	int r = gwp_image_each(dirfd, dump, match_vpid, &s);
+
+	if (r < 0)
+		return r;
+	if (s.matches == 0)
+		return -ENOENT;
+	if (s.matches > 1)
+		return -ENOTUNIQ;
+	*ret_img = s.found;
+	return 0;
 }
 
 void gwp_dump_id_new(char *buf, size_t len)
@@ -476,34 +503,39 @@ int gwp_dump_marked(int dirfd, char *buf, size_t len)
 	return r;
 }
 
+struct stale_args {
+	const char *dump;
+	int removed;
+	int r;
+};
+
+static void remove_if_stale(int dirfd, const char *name, void *arg)
+{
+	struct stale_args *a = arg;
+	struct gwp_image img;
+	int pid = 0;
+
+	if (read_name(dirfd, name, &img) == 0 && strcmp(img.dump, a->dump) == 0)
+		return;
+	if (unlinkat(dirfd, name, 0) == 0)
+		a->removed++;
+	else if (errno != ENOENT && a->r == 0)
+		a->r = -errno;
+	/* Its VRAM image: this dump wrote none under that pid, or the record would be its. */
+	if (sscanf(name, "gpuwarm-%d.json", &pid) == 1 && pid > 0) {
+		int u = gwp_vram_files_unlink(dirfd, pid);
+
+		if (u < 0 && a->r == 0)
+			a->r = u;
+	}
+}
+
 int gwp_image_remove_stale(int dirfd, const char *dump)
 {
-	struct gwp_image img;
-	struct dirent *e;
-	int removed = 0, r = 0;
-	DIR *d = open_dir(dirfd);
+	struct stale_args a = { .dump = dump };
+	int r = each_record_name(dirfd, remove_if_stale, &a);
 
-	if (!d)
-		return -errno;
-	while ((e = readdir(d))) {
-		if (!is_record_name(e->d_name))
-			continue;
-		int pid = 0;
-
-		if (read_name(dirfd, e->d_name, &img) == 0 && strcmp(img.dump, dump) == 0)
-			continue;
-		if (unlinkat(dirfd, e->d_name, 0) == 0)
-			removed++;
-		else if (errno != ENOENT && r == 0)
-			r = -errno;
-		/* Its VRAM image: this dump wrote none under that pid, or the record would be its. */
-		if (sscanf(e->d_name, "gpuwarm-%d.json", &pid) == 1 && pid > 0) {
-			int u = gwp_vram_files_unlink(dirfd, pid);
-
-			if (u < 0 && r == 0)
-				r = u;
-		}
-	}
-	closedir(d);
-	return r < 0 ? r : removed;
+	if (r < 0)
+		return r;
+	return a.r < 0 ? a.r : a.removed;
 }

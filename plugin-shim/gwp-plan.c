@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "criu-plugin-abi.h"
+#include "gw-ckpt.h"
 #include "gw-proto.h"
 
 static const char *const state_names[] = {
@@ -58,13 +59,20 @@ const char *gwp_step_name(enum gwp_step step)
 
 enum gwp_step gwp_next_step(enum gwp_state cur, enum gwp_state target)
 {
-	if (cur > GWP_STATE_CHECKPOINTED || target > GWP_STATE_CHECKPOINTED)
+	static const enum gwp_step steps[] = {
+		[GW_CKPT_LOCK] = GWP_STEP_LOCK,
+		[GW_CKPT_CHECKPOINT] = GWP_STEP_CHECKPOINT,
+		[GW_CKPT_RESTORE] = GWP_STEP_RESTORE,
+		[GW_CKPT_UNLOCK] = GWP_STEP_UNLOCK,
+	};
+	enum gw_ckpt_step step;
+	int r;
+
+	/* gwp_state is CUprocessState plus "unknown", which gw_ckpt_next_step() refuses */
+	r = gw_ckpt_next_step((CUprocessState)cur, (CUprocessState)target, &step);
+	if (r < 0)
 		return GWP_STEP_STUCK;
-	if (cur == target)
-		return GWP_STEP_DONE;
-	if (cur < target) /* deeper: running -> locked -> checkpointed */
-		return cur == GWP_STATE_RUNNING ? GWP_STEP_LOCK : GWP_STEP_CHECKPOINT;
-	return cur == GWP_STATE_CHECKPOINTED ? GWP_STEP_RESTORE : GWP_STEP_UNLOCK;
+	return r == 0 ? GWP_STEP_DONE : steps[step];
 }
 
 enum gwp_mode gwp_stage_mode(const struct gwp_stage_input *in, const char **ret_why)

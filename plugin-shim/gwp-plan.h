@@ -34,7 +34,8 @@ int gwp_state_parse(const char *text, enum gwp_state *ret_state);
 const char *gwp_step_name(enum gwp_step step);
 
 /* The one driver step that moves a process from cur towards target along
- * running -lock-> locked -checkpoint-> checkpointed -restore-> locked -unlock-> running. */
+ * running -lock-> locked -checkpoint-> checkpointed -restore-> locked -unlock-> running:
+ * gw_ckpt_next_step(), the walk the daemon's resume takes too. */
 enum gwp_step gwp_next_step(enum gwp_state cur, enum gwp_state target);
 
 /* What the plugin does in a CRIU stage. */

@@ -498,97 +498,88 @@ static void usage(void)
 	exit(2);
 }
 
-int main(int argc, char **argv)
-{
-	const char *images = NULL, *libdir = NULL, *logpath = NULL, *cmd = argc > 1 ? argv[1] : "";
+struct options {
+	const char *images, *libdir, *logpath, *cmd;
 	pid_t roots[MAX_TASKS];
-	unsigned nroots = 0, timeout = 10;
-	int leave_running = 0, stop_after_pause = 0, fail_after = 0, ret = -1;
+	unsigned nroots, timeout;
+	int leave_running, stop_after_pause, fail_after;
+};
 
+static void parse_options(int argc, char **argv, struct options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->cmd = argc > 1 ? argv[1] : "";
+	o->timeout = 10;
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 
-		if (strcmp(a, "-t") == 0 && v && nroots < MAX_TASKS)
-			roots[nroots++] = (pid_t)atoi(argv[++i]);
+		if (strcmp(a, "-t") == 0 && v && o->nroots < MAX_TASKS)
+			o->roots[o->nroots++] = (pid_t)atoi(argv[++i]);
 		else if (strcmp(a, "-D") == 0 && v)
-			images = argv[++i];
+			o->images = argv[++i];
 		else if (strcmp(a, "-L") == 0 && v)
-			libdir = argv[++i];
+			o->libdir = argv[++i];
 		else if (strcmp(a, "-o") == 0 && v)
-			logpath = argv[++i];
+			o->logpath = argv[++i];
 		else if (strcmp(a, "--timeout") == 0 && v)
-			timeout = (unsigned)atoi(argv[++i]);
+			o->timeout = (unsigned)atoi(argv[++i]);
 		else if (strcmp(a, "-R") == 0 || strcmp(a, "--leave-running") == 0)
-			leave_running = 1;
+			o->leave_running = 1;
 		else if (strcmp(a, "--stop-after-pause") == 0)
-			stop_after_pause = 1;
+			o->stop_after_pause = 1;
 		else if (strcmp(a, "--fail-after-checkpoint") == 0)
-			fail_after = 1;
+			o->fail_after = 1;
 		else
 			usage();
 	}
-	if (strcmp(cmd, "dump") == 0)
+	if (strcmp(o->cmd, "dump") == 0)
 		C.stage = GWP_CRIU_STAGE_DUMP;
-	else if (strcmp(cmd, "pre-dump") == 0)
+	else if (strcmp(o->cmd, "pre-dump") == 0)
 		C.stage = GWP_CRIU_STAGE_PRE_DUMP;
-	else if (strcmp(cmd, "restore") == 0)
+	else if (strcmp(o->cmd, "restore") == 0)
 		C.stage = GWP_CRIU_STAGE_RESTORE;
 	else
 		usage();
-	if (!images || !libdir || nroots == 0)
+	if (!o->images || !o->libdir || o->nroots == 0)
 		usage();
-	C.image_fd = open(images, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (C.image_fd < 0 || chdir(images) < 0) {
-		perror(images);
-		return 1;
-	}
-	if (logpath) {
-		C.log = fopen(logpath, "ae");
-		if (!C.log) {
-			perror(logpath);
-			return 1;
-		}
-	} else {
-		C.log = stderr;
-	}
-	pr(GWP_CRIU_LOG_INFO, "fake-criu %s (%d hooks)%s\n", cmd, HOOK_MAX,
-	   leave_running ? " --leave-running" : "");
-	if (C.stage == GWP_CRIU_STAGE_RESTORE)
-		inventory_load();
-	if (load_plugins(libdir) < 0) {
-		plugins_fini(-1);
-		return 1;
-	}
+}
 
-	if (C.stage == GWP_CRIU_STAGE_RESTORE) {
-		ret = 0;
-		for (unsigned i = 0; i < nroots && ret == 0; i++)
-			ret = collect(roots[i], 0);
+/* CRIU's restore: collect the tasks, POST_FORKING, RESUME_DEVICES_LATE for each. */
+static int restore(const struct options *o)
+{
+	int ret = 0;
+
+	for (unsigned i = 0; i < o->nroots && ret == 0; i++)
+		ret = collect(o->roots[i], 0);
 #ifndef FAKE_CRIU_3X
-		if (ret == 0) {
-			int r = run_post_forking();
+	if (ret == 0) {
+		int r = run_post_forking();
 
-			if (r < 0 && r != -ENOTSUP)
-				ret = -1;
-		}
-#endif
-		for (unsigned i = 0; ret == 0 && i < C.ntasks; i++)
-			run_hook(GWP_CRIU_HOOK_RESUME_DEVICES_LATE, C.tasks[i].pid);
-		report_self("RESUME_DEVICES_LATE");
-		plugins_fini(ret);
-		report_self("the plugins' exit");
-		release_tasks();
-		pr(GWP_CRIU_LOG_INFO, "restore %s\n", ret ? "FAILED" : "finished");
-		return ret ? 1 : 0;
+		if (r < 0 && r != -ENOTSUP)
+			ret = -1;
 	}
+#endif
+	for (unsigned i = 0; ret == 0 && i < C.ntasks; i++)
+		run_hook(GWP_CRIU_HOOK_RESUME_DEVICES_LATE, C.tasks[i].pid);
+	report_self("RESUME_DEVICES_LATE");
+	plugins_fini(ret);
+	report_self("the plugins' exit");
+	release_tasks();
+	pr(GWP_CRIU_LOG_INFO, "restore %s\n", ret ? "FAILED" : "finished");
+	return ret ? 1 : 0;
+}
+
+/* CRIU's dump (and pre-dump): seize under the --timeout alarm, CHECKPOINT_DEVICES, inventory. */
+static int dump(const struct options *o)
+{
+	int ret = 0;
 
 	setup_alarm();
-	alarm(timeout);
-	ret = 0;
-	for (unsigned i = 0; i < nroots && ret == 0; i++)
-		ret = collect(roots[i], HOOK_MAX > GWP_CRIU_HOOK_PAUSE_DEVICES);
+	alarm(o->timeout);
+	for (unsigned i = 0; i < o->nroots && ret == 0; i++)
+		ret = collect(o->roots[i], HOOK_MAX > GWP_CRIU_HOOK_PAUSE_DEVICES);
 	alarm(0);
-	if (ret == 0 && stop_after_pause) {
+	if (ret == 0 && o->stop_after_pause) {
 		pr(GWP_CRIU_LOG_INFO, "stopping after the freeze\n");
 		raise(SIGSTOP);
 	}
@@ -602,7 +593,7 @@ int main(int argc, char **argv)
 		ret = checkpoint_devices();
 #endif
 	report_self("CHECKPOINT_DEVICES");
-	if (ret == 0 && fail_after) {
+	if (ret == 0 && o->fail_after) {
 		pr(GWP_CRIU_LOG_ERROR, "failing the dump after CHECKPOINT_DEVICES, as asked\n");
 		ret = -1;
 	}
@@ -613,4 +604,34 @@ int main(int argc, char **argv)
 	release_tasks();
 	pr(GWP_CRIU_LOG_INFO, "dump %s\n", ret ? "FAILED" : "finished");
 	return ret ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct options o;
+
+	parse_options(argc, argv, &o);
+	C.image_fd = open(o.images, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (C.image_fd < 0 || chdir(o.images) < 0) {
+		perror(o.images);
+		return 1;
+	}
+	if (o.logpath) {
+		C.log = fopen(o.logpath, "ae");
+		if (!C.log) {
+			perror(o.logpath);
+			return 1;
+		}
+	} else {
+		C.log = stderr;
+	}
+	pr(GWP_CRIU_LOG_INFO, "fake-criu %s (%d hooks)%s\n", o.cmd, HOOK_MAX,
+	   o.leave_running ? " --leave-running" : "");
+	if (C.stage == GWP_CRIU_STAGE_RESTORE)
+		inventory_load();
+	if (load_plugins(o.libdir) < 0) {
+		plugins_fini(-1);
+		return 1;
+	}
+	return C.stage == GWP_CRIU_STAGE_RESTORE ? restore(&o) : dump(&o);
 }

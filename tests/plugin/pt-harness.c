@@ -516,3 +516,51 @@ const char *pt_fake_nspid(struct pt *p, pid_t pid, pid_t inner)
 	fclose(f);
 	return root;
 }
+
+/* ---- assertions ---- */
+
+const char *pt_num(char *buf, size_t len, long v)
+{
+	snprintf(buf, len, "%ld", v);
+	return buf;
+}
+
+void pt_assert_hook(const struct pt *p, const char *hook, pid_t pid, const char *ret)
+{
+	char line[128];
+
+	snprintf(line, sizeof(line), "hook %s(%d) = %s\n", hook, (int)pid, ret);
+	GW_ASSERT_STR_CONTAINS(pt_log(p), line);
+}
+
+void pt_assert_no_hook(const struct pt *p, const char *hook, pid_t pid)
+{
+	char line[128];
+
+	snprintf(line, sizeof(line), "hook %s(%d) = ", hook, (int)pid);
+	if (strstr(pt_log(p), line))
+		GW_FAIL("%s ran for %d", hook, (int)pid);
+}
+
+void pt_assert_verified(struct pt_app *a, int n)
+{
+	char line[256];
+
+	GW_ASSERT_INT_EQ(pt_app_verify(a, line, sizeof(line)), n);
+}
+
+int pt_file_has(const char *dir, const char *name, const char *needle)
+{
+	char path[512], buf[4096];
+	size_t n = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return strstr(buf, needle) != NULL;
+}

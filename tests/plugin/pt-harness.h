@@ -98,4 +98,21 @@ void pt_gpu_uuid(int i, char *buf, size_t len);
 
 void pt_sleep_ms(unsigned ms);
 
+/* ---- assertions ---- */
+
+/* CU_PROCESS_STATE_* as pt_cuda_state() answers them. */
+enum { PT_RUNNING = 0, PT_LOCKED = 1, PT_CHECKPOINTED = 2 };
+/* What fake-criu logs for a hook that answered -ENOTSUP. */
+#define PT_ENOTSUP_TEXT "-95"
+
+/* v in buf, for PT_ARGS(). */
+const char *pt_num(char *buf, size_t len, long v);
+/* fake-criu's log says hook(pid) returned ret, or that it never ran for pid. */
+void pt_assert_hook(const struct pt *p, const char *hook, pid_t pid, const char *ret);
+void pt_assert_no_hook(const struct pt *p, const char *hook, pid_t pid);
+/* The app (and its child) checked their VRAM: n "verify ok" lines. */
+void pt_assert_verified(struct pt_app *a, int n);
+/* 1 when dir/name holds needle (in its first 4 KiB). */
+int pt_file_has(const char *dir, const char *name, const char *needle);
+
 #endif

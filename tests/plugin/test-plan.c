@@ -9,6 +9,7 @@
 #include "criu-plugin-abi.h"
 #include "gw-test.h"
 #include "gwp-image.h"
+#include "gw-ckpt.h"
 #include "gwp-plan.h"
 #include "gw-proto.h"
 #include "gwp-proc.h"
@@ -63,6 +64,29 @@ GW_TEST(next_step)
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
 		GW_ASSERT_STR_EQ(gwp_step_name(gwp_next_step(t[i].cur, t[i].target)),
 				 gwp_step_name(t[i].step));
+}
+
+/* The graph the plugin walks is the daemon's: the resume of a locked process is only its unlock. */
+GW_TEST(ckpt_next_step)
+{
+	static const struct {
+		CUprocessState cur, target;
+		int r;
+		enum gw_ckpt_step step; /* with r 1 */
+	} t[] = {
+		{ CU_PROCESS_STATE_LOCKED, CU_PROCESS_STATE_RUNNING, 1, GW_CKPT_UNLOCK },
+		{ CU_PROCESS_STATE_CHECKPOINTED, CU_PROCESS_STATE_RUNNING, 1, GW_CKPT_RESTORE },
+		{ CU_PROCESS_STATE_RUNNING, CU_PROCESS_STATE_CHECKPOINTED, 1, GW_CKPT_LOCK },
+		{ CU_PROCESS_STATE_RUNNING, CU_PROCESS_STATE_RUNNING, 0, GW_CKPT_CHECKPOINT },
+		{ CU_PROCESS_STATE_FAILED, CU_PROCESS_STATE_RUNNING, -EINVAL, GW_CKPT_CHECKPOINT },
+	};
+
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		enum gw_ckpt_step step = GW_CKPT_CHECKPOINT;
+
+		GW_ASSERT_INT_EQ(gw_ckpt_next_step(t[i].cur, t[i].target, &step), t[i].r);
+		GW_ASSERT_INT_EQ(step, t[i].step); /* untouched unless r is 1 */
+	}
 }
 
 GW_TEST(state_names)

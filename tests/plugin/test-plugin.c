@@ -22,56 +22,6 @@
 #include "gwp-image.h"
 #include "pt-harness.h"
 
-enum { RUNNING = 0, LOCKED = 1, CHECKPOINTED = 2 };
-
-#define ENOTSUP_TEXT "-95"
-
-static const char *num(char *buf, size_t len, long v)
-{
-	snprintf(buf, len, "%ld", v);
-	return buf;
-}
-
-static void assert_hook(const struct pt *p, const char *hook, pid_t pid, const char *ret)
-{
-	char line[128];
-
-	snprintf(line, sizeof(line), "hook %s(%d) = %s\n", hook, (int)pid, ret);
-	GW_ASSERT_STR_CONTAINS(pt_log(p), line);
-}
-
-static void assert_no_hook(const struct pt *p, const char *hook, pid_t pid)
-{
-	char line[128];
-
-	snprintf(line, sizeof(line), "hook %s(%d) = ", hook, (int)pid);
-	if (strstr(pt_log(p), line))
-		GW_FAIL("%s ran for %d", hook, (int)pid);
-}
-
-static void assert_verified(struct pt_app *a, int n)
-{
-	char line[256];
-
-	GW_ASSERT_INT_EQ(pt_app_verify(a, line, sizeof(line)), n);
-}
-
-static int file_has(const char *dir, const char *name, const char *needle)
-{
-	char path[512], buf[4096];
-	size_t n = 0;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	f = fopen(path, "r");
-	if (!f)
-		return 0;
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	return strstr(buf, needle) != NULL;
-}
-
 static cJSON *pid_params(pid_t pid)
 {
 	cJSON *params = cJSON_CreateObject();
@@ -136,28 +86,28 @@ GW_TEST(dump_restore_cycle)
 	pt_setup(&p);
 	pt_daemon_start(&p, NULL);
 	pt_app_start(&a, PT_ARGS("--mib", "16"), NULL);
-	num(pid, sizeof(pid), a.pid);
+	pt_num(pid, sizeof(pid), a.pid);
 
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
-	assert_hook(&p, "PAUSE_DEVICES", a.pid, "0");
-	assert_hook(&p, "CHECKPOINT_DEVICES", a.pid, "0");
+	pt_assert_hook(&p, "PAUSE_DEVICES", a.pid, "0");
+	pt_assert_hook(&p, "CHECKPOINT_DEVICES", a.pid, "0");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "lock by gpu-warmd");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "checkpoint by gpu-warmd");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "compel: interrupt-only mode");
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), CHECKPOINTED);
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_CHECKPOINTED);
 	GW_ASSERT_INT_EQ(pt_image(&p, a.pid, &img), 0);
 	GW_ASSERT_INT_EQ(img.pid, a.pid);
 	GW_ASSERT_INT_EQ(img.vpid, a.pid);
 	GW_ASSERT(img.restore_tid > 0 && img.restore_tid != a.pid);
 	GW_ASSERT_INT_EQ(img.state, GWP_STATE_RUNNING);
-	GW_ASSERT(file_has(p.images, "fake-inventory", "gpuwarm_plugin"));
+	GW_ASSERT(pt_file_has(p.images, "fake-inventory", "gpuwarm_plugin"));
 
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL), 0);
-	assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
+	pt_assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "restore by gpu-warmd");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "unlock by gpu-warmd");
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
-	assert_verified(&a, 1);
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_RUNNING);
+	pt_assert_verified(&a, 1);
 	GW_ASSERT_INT_EQ(pt_daemon_ops_ok(&p, "lock"), 1);
 	GW_ASSERT_INT_EQ(pt_daemon_ops_ok(&p, "checkpoint"), 1);
 	GW_ASSERT_INT_EQ(pt_daemon_ops_ok(&p, "restore"), 1);
@@ -173,7 +123,7 @@ GW_TEST(daemon_absent_uses_driver)
 
 	pt_setup(&p);
 	pt_app_start(&a, NULL, NULL);
-	num(pid, sizeof(pid), a.pid);
+	pt_num(pid, sizeof(pid), a.pid);
 
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
 	snprintf(expect, sizeof(expect), "gpuwarm: gpu-warmd not reachable at %s", p.socket);
@@ -181,114 +131,13 @@ GW_TEST(daemon_absent_uses_driver)
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "using the driver directly");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "lock by the driver");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "checkpoint by the driver");
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), CHECKPOINTED);
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_CHECKPOINTED);
 
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL), 0);
-	assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
+	pt_assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "restore by the driver");
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
-	assert_verified(&a, 1);
-	pt_finish();
-}
-
-/* A record as a dump inside a container writes it: the process is pid 1 in its namespace; with
- * host_pid, it was dumped under that host pid (and a restore gave it another). */
-static void as_container_pid1(const struct pt *p, pid_t pid, pid_t host_pid)
-{
-	struct gwp_image img;
-	char path[512];
-	int fd;
-
-	GW_ASSERT_INT_EQ(pt_image(p, pid, &img), 0);
-	img.vpid = 1;
-	if (host_pid) {
-		snprintf(path, sizeof(path), "%s/gpuwarm-%d.json", p->images, (int)pid);
-		GW_ASSERT(unlink(path) == 0);
-		img.pid = host_pid;
-	}
-	fd = open(p->images, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	GW_ASSERT(fd >= 0);
-	GW_ASSERT_INT_EQ(gwp_image_write(fd, &img), 0);
-	close(fd);
-}
-
-static size_t read_file(const char *dir, const char *name, char *buf, size_t len)
-{
-	char path[512];
-	size_t n = 0;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	f = fopen(path, "r");
-	if (f) {
-		n = fread(buf, 1, len, f);
-		fclose(f);
-	}
-	return n;
-}
-
-static void write_file(const char *dir, const char *name, const char *buf, size_t len)
-{
-	char path[512];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	f = fopen(path, "w");
-	GW_ASSERT(f);
-	GW_ASSERT(fwrite(buf, 1, len, f) == len);
-	fclose(f);
-}
-
-/*
- * podman's checkpoint --keep (issue 7): dumps into one images directory, each leaving a record
- * for the container's pid 1. A restore into a new pid namespace (its process under a host pid
- * no record is named after; a fake /proc gives it NSpid 1) takes the record of the latest dump.
- * Dump 1 is of app a, dump 2 of app b (the container later on). Should the plugin have removed
- * dump 1's record, it is put back, as one that a cleanup could not remove.
- */
-GW_TEST(stale_record_of_earlier_dump)
-{
-	char pid_a[16], pid_b[16], name_a[64], stale[GWP_IMAGE_MAX_BYTES], env[300];
-	struct gwp_image img;
-	struct pt_app a, b;
-	struct pt p;
-	size_t nstale;
-	int removed;
-
-	pt_setup(&p);
-	pt_daemon_start(&p, NULL);
-	pt_app_start(&a, NULL, NULL);
-	pt_app_start(&b, NULL, NULL);
-	num(pid_a, sizeof(pid_a), a.pid);
-	num(pid_b, sizeof(pid_b), b.pid);
-
-	/* dump 1, restored in place (checkpoint --keep, restore --keep) */
-	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid_a), NULL), 0);
-	as_container_pid1(&p, a.pid, 0);
-	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid_a), NULL), 0);
-	assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
-	assert_verified(&a, 1);
-	gwp_image_name(a.pid, name_a, sizeof(name_a));
-	nstale = read_file(p.images, name_a, stale, sizeof(stale));
-	GW_ASSERT(nstale > 0);
-
-	/* dump 2 into the same directory */
-	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid_b), NULL), 0);
-	assert_hook(&p, "CHECKPOINT_DEVICES", b.pid, "0");
-	removed = pt_image(&p, a.pid, &img) == -ENOENT;
-	if (removed)
-		write_file(p.images, name_a, stale, nstale);
-	as_container_pid1(&p, b.pid, 4194000);
-
-	snprintf(env, sizeof(env), "GPUWARM_PROC_ROOT=%s", pt_fake_nspid(&p, b.pid, 1));
-	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid_b), PT_ARGS(env)), 0);
-	assert_hook(&p, "RESUME_DEVICES_LATE", b.pid, "0");
-	GW_ASSERT_STR_CONTAINS(pt_log(&p), "restore by gpu-warmd");
-	GW_ASSERT_INT_EQ(pt_cuda_state(b.pid), RUNNING);
-	assert_verified(&b, 1);
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
-	assert_verified(&a, 1);
-	GW_ASSERT(removed); /* dump 2 removed dump 1's record */
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_RUNNING);
+	pt_assert_verified(&a, 1);
 	pt_finish();
 }
 
@@ -305,7 +154,7 @@ GW_TEST(driver_fallback_outside_criu_process)
 
 	pt_setup(&p);
 	pt_app_start(&a, NULL, NULL);
-	num(pid, sizeof(pid), a.pid);
+	pt_num(pid, sizeof(pid), a.pid);
 
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "using the driver directly");
@@ -316,30 +165,30 @@ GW_TEST(driver_fallback_outside_criu_process)
 	GW_ASSERT_STR_CONTAINS(pt_log(&p),
 			       "self after the plugins' exit: 1 threads, CUDA driver not mapped");
 	GW_ASSERT_INT_EQ(pt_log_count(&p, "driver helper process"), 2); /* one per hook */
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), CHECKPOINTED);
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_CHECKPOINTED);
 
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL), 0);
-	assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
+	pt_assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "restore by the driver");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "unlock by the driver");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p),
 			       "self after RESUME_DEVICES_LATE: 1 threads, CUDA driver not mapped");
 	GW_ASSERT_INT_EQ(pt_log_count(&p, "driver helper process"), 1);
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
-	assert_verified(&a, 1);
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_RUNNING);
+	pt_assert_verified(&a, 1);
 
 	/* a driver call that fails: its text comes through, the exit hook undoes the lock */
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid),
 				 PT_ARGS("FAKECUDA_FAIL=cuCheckpointProcessCheckpoint=999")), 1);
-	assert_hook(&p, "CHECKPOINT_DEVICES", a.pid, "-1");
+	pt_assert_hook(&p, "CHECKPOINT_DEVICES", a.pid, "-1");
 	snprintf(expect, sizeof(expect), "cannot checkpoint pid %d: cuCheckpointProcessCheckpoint"
 		 "(pid %d): ", (int)a.pid, (int)a.pid);
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), expect);
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "unlock by the driver");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p),
 			       "self after the plugins' exit: 1 threads, CUDA driver not mapped");
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
-	assert_verified(&a, 1);
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_RUNNING);
+	pt_assert_verified(&a, 1);
 	pt_finish();
 }
 
@@ -354,7 +203,7 @@ GW_TEST(daemon_killed_between_pause_and_checkpoint)
 	pt_setup(&p);
 	pt_daemon_start(&p, NULL);
 	pt_app_start(&a, NULL, NULL);
-	num(pid, sizeof(pid), a.pid);
+	pt_num(pid, sizeof(pid), a.pid);
 
 	criu = pt_criu_spawn(&p, "dump", PT_ARGS("-t", pid, "--stop-after-pause"), NULL);
 	GW_ASSERT(waitpid(criu, &status, WUNTRACED) == criu && WIFSTOPPED(status));
@@ -363,15 +212,15 @@ GW_TEST(daemon_killed_between_pause_and_checkpoint)
 	kill(criu, SIGCONT);
 	GW_ASSERT_INT_EQ(pt_wait(criu), 0);
 	fprintf(stderr, "%s", pt_log(&p));
-	assert_hook(&p, "CHECKPOINT_DEVICES", a.pid, "0");
+	pt_assert_hook(&p, "CHECKPOINT_DEVICES", a.pid, "0");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "is no longer usable");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "checkpoint by the driver");
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), CHECKPOINTED);
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_CHECKPOINTED);
 
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL), 0);
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "restore by the driver");
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
-	assert_verified(&a, 1);
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_RUNNING);
+	pt_assert_verified(&a, 1);
 	pt_finish();
 }
 
@@ -388,7 +237,7 @@ GW_TEST(lock_timeout_leaves_app_running)
 	pt_setup(&p);
 	pt_daemon_start(&p, NULL);
 	pt_app_start(&a, PT_ARGS("--busy"), PT_ARGS("FAKECUDA_SYNC_DELAY_MS=3000"));
-	num(pid, sizeof(pid), a.pid);
+	pt_num(pid, sizeof(pid), a.pid);
 
 	for (int attempt = 0; attempt < 6 && code == 0; attempt++) {
 		code = pt_criu(&p, 0, "dump", PT_ARGS("-t", pid, "--timeout", "1"), NULL);
@@ -397,12 +246,12 @@ GW_TEST(lock_timeout_leaves_app_running)
 	}
 	GW_ASSERT_INT_EQ(code, 1);
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "cannot lock pid");
-	assert_hook(&p, "PAUSE_DEVICES", a.pid, "-1");
-	assert_no_hook(&p, "CHECKPOINT_DEVICES", a.pid);
+	pt_assert_hook(&p, "PAUSE_DEVICES", a.pid, "-1");
+	pt_assert_no_hook(&p, "CHECKPOINT_DEVICES", a.pid);
 	snprintf(line, sizeof(line), "pid %d: running again", (int)a.pid);
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), line);
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
-	assert_verified(&a, 1);
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_RUNNING);
+	pt_assert_verified(&a, 1);
 	pt_finish();
 }
 
@@ -416,17 +265,17 @@ GW_TEST(checkpoint_fails_halfway)
 	pt_setup(&p);
 	pt_daemon_start(&p, PT_ARGS("FAKECUDA_FAIL=cuCheckpointProcessCheckpoint=999"));
 	pt_app_start(&a, NULL, NULL);
-	num(pid, sizeof(pid), a.pid);
+	pt_num(pid, sizeof(pid), a.pid);
 
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 1);
-	assert_hook(&p, "PAUSE_DEVICES", a.pid, "0");
-	assert_hook(&p, "CHECKPOINT_DEVICES", a.pid, "-1");
+	pt_assert_hook(&p, "PAUSE_DEVICES", a.pid, "0");
+	pt_assert_hook(&p, "CHECKPOINT_DEVICES", a.pid, "-1");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "cannot checkpoint pid");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "the dump failed: resuming");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "unlock by gpu-warmd");
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_RUNNING);
 	GW_ASSERT_INT_EQ(pt_image(&p, a.pid, &img), -ENOENT);
-	assert_verified(&a, 1);
+	pt_assert_verified(&a, 1);
 	pt_finish();
 }
 
@@ -440,15 +289,15 @@ GW_TEST(dump_failing_after_checkpoint)
 	pt_setup(&p);
 	pt_daemon_start(&p, NULL);
 	pt_app_start(&a, NULL, NULL);
-	num(pid, sizeof(pid), a.pid);
+	pt_num(pid, sizeof(pid), a.pid);
 
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid, "--fail-after-checkpoint"),
 				 NULL), 1);
-	assert_hook(&p, "CHECKPOINT_DEVICES", a.pid, "0");
+	pt_assert_hook(&p, "CHECKPOINT_DEVICES", a.pid, "0");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "restore by gpu-warmd");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "unlock by gpu-warmd");
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
-	assert_verified(&a, 1);
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_RUNNING);
+	pt_assert_verified(&a, 1);
 	pt_finish();
 }
 
@@ -462,16 +311,16 @@ GW_TEST(leave_running)
 	pt_setup(&p);
 	pt_daemon_start(&p, NULL);
 	pt_app_start(&a, NULL, NULL);
-	num(pid, sizeof(pid), a.pid);
+	pt_num(pid, sizeof(pid), a.pid);
 
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid, "-R"), NULL), 0);
-	assert_hook(&p, "CHECKPOINT_DEVICES", a.pid, "0");
+	pt_assert_hook(&p, "CHECKPOINT_DEVICES", a.pid, "0");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "--leave-running: resuming");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "restore by gpu-warmd");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "unlock by gpu-warmd");
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_RUNNING);
 	GW_ASSERT_INT_EQ(pt_image(&p, a.pid, &img), 0); /* the images are good */
-	assert_verified(&a, 1);
+	pt_assert_verified(&a, 1);
 	pt_finish();
 }
 
@@ -484,14 +333,14 @@ GW_TEST(pre_dump_disabled)
 	pt_setup(&p);
 	pt_daemon_start(&p, NULL);
 	pt_app_start(&a, NULL, NULL);
-	num(pid, sizeof(pid), a.pid);
+	pt_num(pid, sizeof(pid), a.pid);
 
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "pre-dump", PT_ARGS("-t", pid), NULL), 0);
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "gpuwarm: disabled: pre-dump");
-	assert_hook(&p, "PAUSE_DEVICES", a.pid, ENOTSUP_TEXT);
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
+	pt_assert_hook(&p, "PAUSE_DEVICES", a.pid, PT_ENOTSUP_TEXT);
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_RUNNING);
 	GW_ASSERT_INT_EQ(pt_daemon_ops_ok(&p, "lock"), 0);
-	assert_verified(&a, 1);
+	pt_assert_verified(&a, 1);
 	pt_finish();
 }
 
@@ -508,21 +357,21 @@ GW_TEST(non_cuda_pid_skipped)
 	pt_app_start(&a, NULL, NULL);
 	sleeper = pt_spawn(PT_ARGS("/bin/sleep", "60"));
 	pt_sleep_ms(100);
-	num(pid, sizeof(pid), a.pid);
-	num(spid, sizeof(spid), sleeper);
+	pt_num(pid, sizeof(pid), a.pid);
+	pt_num(spid, sizeof(spid), sleeper);
 
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", spid, "-t", pid), NULL), 0);
-	assert_hook(&p, "PAUSE_DEVICES", sleeper, ENOTSUP_TEXT);
-	assert_hook(&p, "CHECKPOINT_DEVICES", sleeper, ENOTSUP_TEXT);
-	assert_hook(&p, "PAUSE_DEVICES", a.pid, "0");
-	assert_hook(&p, "CHECKPOINT_DEVICES", a.pid, "0");
+	pt_assert_hook(&p, "PAUSE_DEVICES", sleeper, PT_ENOTSUP_TEXT);
+	pt_assert_hook(&p, "CHECKPOINT_DEVICES", sleeper, PT_ENOTSUP_TEXT);
+	pt_assert_hook(&p, "PAUSE_DEVICES", a.pid, "0");
+	pt_assert_hook(&p, "CHECKPOINT_DEVICES", a.pid, "0");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "is not a CUDA process");
 	GW_ASSERT_INT_EQ(pt_image(&p, sleeper, &img), -ENOENT);
 
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", spid, "-t", pid), NULL), 0);
-	assert_hook(&p, "RESUME_DEVICES_LATE", sleeper, ENOTSUP_TEXT);
-	assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
-	assert_verified(&a, 1);
+	pt_assert_hook(&p, "RESUME_DEVICES_LATE", sleeper, PT_ENOTSUP_TEXT);
+	pt_assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
+	pt_assert_verified(&a, 1);
 	pt_finish();
 }
 
@@ -534,18 +383,18 @@ GW_TEST(no_driver_enotsup)
 
 	pt_setup(&p);
 	pt_app_start(&a, NULL, NULL);
-	num(pid, sizeof(pid), a.pid);
+	pt_num(pid, sizeof(pid), a.pid);
 
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid),
 				 PT_ARGS("GPUWARM_CUDA_LIBRARY=/nonexistent/libcuda.so.1")), 0);
-	assert_hook(&p, "PAUSE_DEVICES", a.pid, ENOTSUP_TEXT);
-	assert_hook(&p, "CHECKPOINT_DEVICES", a.pid, ENOTSUP_TEXT);
+	pt_assert_hook(&p, "PAUSE_DEVICES", a.pid, PT_ENOTSUP_TEXT);
+	pt_assert_hook(&p, "CHECKPOINT_DEVICES", a.pid, PT_ENOTSUP_TEXT);
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "no usable CUDA driver");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "standing aside, the CUDA hooks answer -ENOTSUP");
 	GW_ASSERT_INT_EQ(pt_log_count(&p, "standing aside"), 1);
-	GW_ASSERT(!file_has(p.images, "fake-inventory", "gpuwarm_plugin"));
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
-	assert_verified(&a, 1);
+	GW_ASSERT(!pt_file_has(p.images, "fake-inventory", "gpuwarm_plugin"));
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_RUNNING);
+	pt_assert_verified(&a, 1);
 	pt_finish();
 }
 
@@ -560,104 +409,23 @@ GW_TEST(parent_and_child_both_cuda)
 	pt_daemon_start(&p, NULL);
 	pt_app_start(&a, PT_ARGS("--spawn-child"), NULL);
 	GW_ASSERT(a.child > 0);
-	num(pid, sizeof(pid), a.pid);
+	pt_num(pid, sizeof(pid), a.pid);
 
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
-	assert_hook(&p, "PAUSE_DEVICES", a.pid, "0");
-	assert_hook(&p, "PAUSE_DEVICES", a.child, "0");
-	assert_hook(&p, "CHECKPOINT_DEVICES", a.pid, "0");
-	assert_hook(&p, "CHECKPOINT_DEVICES", a.child, "0");
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), CHECKPOINTED);
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.child), CHECKPOINTED);
+	pt_assert_hook(&p, "PAUSE_DEVICES", a.pid, "0");
+	pt_assert_hook(&p, "PAUSE_DEVICES", a.child, "0");
+	pt_assert_hook(&p, "CHECKPOINT_DEVICES", a.pid, "0");
+	pt_assert_hook(&p, "CHECKPOINT_DEVICES", a.child, "0");
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_CHECKPOINTED);
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.child), PT_CHECKPOINTED);
 	GW_ASSERT_INT_EQ(pt_image(&p, a.child, &img), 0);
 
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL), 0);
-	assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
-	assert_hook(&p, "RESUME_DEVICES_LATE", a.child, "0");
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.child), RUNNING);
-	assert_verified(&a, 2);
-	pt_finish();
-}
-
-/* The app used GPU 0; GPU 0 is drained before the restore: it comes back on GPU 1. */
-GW_TEST(restore_onto_other_gpu_when_drained)
-{
-	char pid[16], line[256], gpu[64], gpu0[64], gpu1[64], expect[256];
-	struct gwp_image img;
-	struct pt_app a;
-	struct pt p;
-	cJSON *params, *status;
-
-	if (geteuid() != 0) { /* meson's skip code does not pass through gw-test */
-		fprintf(stderr, "not root: gpuwarm.Drain needs root; "
-				"restore_onto_other_gpu_when_absent covers the remapping\n");
-		return;
-	}
-	pt_setup(&p);
-	setenv("FAKECUDA_GPUS", "2", 1);
-	pt_gpu_uuid(0, gpu0, sizeof(gpu0));
-	pt_gpu_uuid(1, gpu1, sizeof(gpu1));
-	pt_daemon_start(&p, NULL);
-	pt_app_start(&a, NULL, NULL);
-	GW_ASSERT_STR_EQ(a.gpu, gpu0);
-	setenv("GPUWARM_PROC_ROOT", pt_fake_proc(&p, a.pid, 0, 2), 1);
-	num(pid, sizeof(pid), a.pid);
-
-	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
-	GW_ASSERT_INT_EQ(pt_image(&p, a.pid, &img), 0);
-	GW_ASSERT_INT_EQ(img.ngpus, 1);
-	GW_ASSERT_STR_EQ(img.gpus[0].uuid, gpu0);
-	GW_ASSERT_STR_EQ(img.gpus[0].pci, "0000:3b:00.0");
-
-	params = cJSON_Parse("{\"gpus\": [\"0\"]}");
-	GW_ASSERT_INT_EQ(pt_daemon_call(&p, GW_METHOD_DRAIN, params, NULL), 0);
-	cJSON_Delete(params);
-	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL), 0);
-	snprintf(expect, sizeof(expect), "GPU %s is gone or drained: restoring onto %s", gpu0,
-		 gpu1);
-	GW_ASSERT_STR_CONTAINS(pt_log(&p), expect);
-	assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
-	GW_ASSERT_INT_EQ(pt_app_verify(&a, line, sizeof(line)), 1);
-	pt_verify_gpu(line, gpu, sizeof(gpu));
-	GW_ASSERT_STR_EQ(gpu, gpu1);
-	status = pt_daemon_status(&p); /* the restore's lease is given back */
-	GW_ASSERT(status);
-	GW_ASSERT_INT_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(status, "leases")), 0);
-	cJSON_Delete(status);
-	pt_finish();
-}
-
-/* Without the daemon: the app used GPU 1, the restoring side sees one GPU only. */
-GW_TEST(restore_onto_other_gpu_when_absent)
-{
-	char pid[16], line[256], gpu[64], gpu0[64], gpu1[64];
-	struct gwp_image img;
-	struct pt_app a;
-	struct pt p;
-
-	pt_setup(&p);
-	setenv("FAKECUDA_GPUS", "2", 1);
-	pt_gpu_uuid(0, gpu0, sizeof(gpu0));
-	pt_gpu_uuid(1, gpu1, sizeof(gpu1));
-	pt_app_start(&a, PT_ARGS("--gpu", "1"), NULL);
-	GW_ASSERT_STR_EQ(a.gpu, gpu1);
-	setenv("GPUWARM_PROC_ROOT", pt_fake_proc(&p, a.pid, 1, 2), 1);
-	num(pid, sizeof(pid), a.pid);
-
-	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
-	GW_ASSERT_INT_EQ(pt_image(&p, a.pid, &img), 0);
-	GW_ASSERT_INT_EQ(img.ngpus, 1);
-	GW_ASSERT_STR_EQ(img.gpus[0].uuid, gpu1);
-	GW_ASSERT_STR_EQ(img.gpus[0].pci, "0000:3c:00.0");
-
-	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), PT_ARGS("FAKECUDA_GPUS=1")),
-			 0);
-	assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
-	GW_ASSERT_STR_CONTAINS(pt_log(&p), "is gone or drained: restoring onto");
-	GW_ASSERT_INT_EQ(pt_app_verify(&a, line, sizeof(line)), 1);
-	pt_verify_gpu(line, gpu, sizeof(gpu));
-	GW_ASSERT_STR_EQ(gpu, gpu0);
+	pt_assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
+	pt_assert_hook(&p, "RESUME_DEVICES_LATE", a.child, "0");
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_RUNNING);
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.child), PT_RUNNING);
+	pt_assert_verified(&a, 2);
 	pt_finish();
 }
 
@@ -670,14 +438,14 @@ GW_TEST(old_criu_stands_aside)
 	pt_setup(&p);
 	pt_daemon_start(&p, NULL);
 	pt_app_start(&a, NULL, NULL);
-	num(pid, sizeof(pid), a.pid);
+	pt_num(pid, sizeof(pid), a.pid);
 
 	GW_ASSERT_INT_EQ(pt_criu(&p, 1, "dump", PT_ARGS("-t", pid), NULL), 0);
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "fake-criu dump (10 hooks)");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "\"gpuwarm_plugin\" version 0x200 hooks 10");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "gpuwarm: disabled: this CRIU has no device hooks");
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
-	assert_verified(&a, 1);
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_RUNNING);
+	pt_assert_verified(&a, 1);
 	pt_finish();
 }
 
@@ -691,7 +459,7 @@ GW_TEST(inventory_guards_restore)
 	pt_setup(&p);
 	pt_daemon_start(&p, NULL);
 	pt_app_start(&a, NULL, NULL);
-	num(pid, sizeof(pid), a.pid);
+	pt_num(pid, sizeof(pid), a.pid);
 
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
 	snprintf(from, sizeof(from), "%s/gpuwarm_plugin.so", p.plugins);
@@ -699,10 +467,10 @@ GW_TEST(inventory_guards_restore)
 	GW_ASSERT(rename(from, to) == 0);
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL), 1);
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "Missing required plugin: gpuwarm_plugin");
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), CHECKPOINTED);
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_CHECKPOINTED);
 	GW_ASSERT(rename(to, from) == 0);
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL), 0);
-	assert_verified(&a, 1);
+	pt_assert_verified(&a, 1);
 	pt_finish();
 }
 
@@ -718,7 +486,7 @@ GW_TEST(already_locked_stays_locked)
 	pt_setup(&p);
 	pt_daemon_start(&p, NULL);
 	pt_app_start(&a, NULL, NULL);
-	num(pid, sizeof(pid), a.pid);
+	pt_num(pid, sizeof(pid), a.pid);
 	params = pid_params(a.pid);
 	GW_ASSERT_INT_EQ(pt_daemon_call(&p, GW_METHOD_PROCESS_LOCK, params, NULL), 0);
 
@@ -728,10 +496,10 @@ GW_TEST(already_locked_stays_locked)
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "checkpoint by gpu-warmd");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "restore by gpu-warmd");
 	GW_ASSERT_INT_EQ(pt_log_count(&p, "unlock by"), 0);
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), LOCKED);
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_LOCKED);
 	GW_ASSERT_INT_EQ(pt_daemon_call(&p, GW_METHOD_PROCESS_UNLOCK, params, NULL), 0);
 	cJSON_Delete(params);
-	assert_verified(&a, 1);
+	pt_assert_verified(&a, 1);
 	pt_finish();
 }
 
@@ -780,140 +548,20 @@ GW_TEST(coexistence_first_loaded_wins)
 
 	pt_daemon_start(&p, NULL);
 	pt_app_start(&a, NULL, NULL);
-	num(pid, sizeof(pid), a.pid);
+	pt_num(pid, sizeof(pid), a.pid);
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
-	assert_hook(&p, "PAUSE_DEVICES", a.pid, "0");
+	pt_assert_hook(&p, "PAUSE_DEVICES", a.pid, "0");
 	if (ours_first) {
 		GW_ASSERT_STR_CONTAINS(pt_log(&p), "lock by gpu-warmd");
 		GW_ASSERT_INT_EQ(pt_log_count(&p, "dummy cuda_plugin"), 0);
-		GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), CHECKPOINTED);
+		GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_CHECKPOINTED);
 		GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL), 0);
 	} else {
 		GW_ASSERT(pt_log_count(&p, "dummy cuda_plugin: PAUSE_DEVICES") == 1);
 		GW_ASSERT_INT_EQ(pt_log_count(&p, "lock by"), 0);
 	}
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
-	assert_verified(&a, 1);
-	pt_finish();
-}
-
-
-/* Start gw-vram-app under the in-process shim and wait until gpu-warmd sees its VRAM. */
-static void start_shimmed_app(struct pt *p, struct pt_app *a, const char *const *args)
-{
-	char preload[600];
-
-	if (!getenv("GW_SHIM"))
-		GW_SKIP("no in-process shim in this build");
-	snprintf(preload, sizeof(preload), "LD_PRELOAD=%s", getenv("GW_SHIM"));
-	pt_app_start(a, args, PT_ARGS(preload));
-	for (int i = 0; i < 300; i++) {
-		cJSON *st = pt_daemon_status(p), *proc;
-		int seen = 0;
-
-		cJSON_ArrayForEach(proc, cJSON_GetObjectItemCaseSensitive(st, "processes"))
-			if (cJSON_GetObjectItemCaseSensitive(proc, "pid")->valuedouble == a->pid &&
-			    cJSON_GetObjectItemCaseSensitive(proc, "vram_bytes")->valuedouble > 0)
-				seen = 1;
-		cJSON_Delete(st);
-		if (seen)
-			return;
-		pt_sleep_ms(20);
-	}
-	GW_FAIL("the shimmed app's agent never showed up");
-}
-
-/* The fast path through CRIU: the VRAM goes into gpuwarm-vram-<pid>.img among CRIU's images,
- * sparse (zero chunks left out) and checksummed, and comes back from there. */
-GW_TEST(fast_path_writes_vram_image_into_the_images)
-{
-	struct gwp_image img;
-	struct pt_app a;
-	struct pt p;
-	char pid[16], vram[600], magic[8] = "";
-	struct gw_vimg v;
-	char err[256];
-	int fd;
-
-	pt_setup(&p);
-	pt_daemon_start(&p, NULL);
-	start_shimmed_app(&p, &a, PT_ARGS("--mib", "32", "--zero-mib", "64", "--chunk-mib", "16"));
-	num(pid, sizeof(pid), a.pid);
-
-	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
-	assert_hook(&p, "PAUSE_DEVICES", a.pid, "0");
-	GW_ASSERT_STR_CONTAINS(pt_log(&p), "(fast path) into gpuwarm-vram-");
-	GW_ASSERT_INT_EQ(pt_image(&p, a.pid, &img), 0);
-	GW_ASSERT(img.fast && img.vram_file && img.agent_vtid > 0);
-	snprintf(vram, sizeof(vram), "%s/gpuwarm-vram-%d.img", p.images, (int)a.pid);
-	fd = open(vram, O_RDONLY);
-	GW_ASSERT(fd >= 0);
-	GW_ASSERT(read(fd, magic, 8) == 8 && memcmp(magic, GW_VIMG_MAGIC, 8) == 0);
-	if (gw_vimg_read_fd(fd, &v, err, sizeof(err)) < 0)
-		GW_FAIL("%s: %s", vram, err);
-	GW_ASSERT_INT_EQ(v.vram_bytes, 96u << 20);
-	GW_ASSERT_INT_EQ(v.data_bytes, 32u << 20);
-	GW_ASSERT(v.flags & GW_VIMG_F_SUMS);
-	/* its data in segment files beside it, one per I/O lane */
-	GW_ASSERT_INT_EQ(v.nsegments, GWP_VRAM_SEGMENTS);
-	for (uint32_t k = 0; k < v.nsegments; k++) {
-		char seg[640];
-		int sfd;
-
-		snprintf(seg, sizeof(seg), "%s.seg-%u", vram, k);
-		sfd = open(seg, O_RDONLY);
-		GW_ASSERT(sfd >= 0);
-		if (gw_vimg_check_segment_fd(&v, k, sfd, err, sizeof(err)) < 0)
-			GW_FAIL("%s: %s", seg, err);
-		close(sfd);
-	}
-	gw_vimg_clear(&v);
-	close(fd);
-
-	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL), 0);
-	assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
-	GW_ASSERT_STR_CONTAINS(pt_log(&p), "restored by gpu-warmd (fast path)");
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
-	assert_verified(&a, 1);
-	pt_finish();
-}
-
-/* The image in CRIU's directory is all a restore needs: a daemon that never saw the dump (it
- * was restarted in between) restores from it. */
-GW_TEST(fast_path_restore_needs_only_the_image_file)
-{
-	struct pt_app a;
-	struct pt p;
-	char pid[16];
-	cJSON *st;
-
-	pt_setup(&p);
-	pt_daemon_start(&p, NULL);
-	start_shimmed_app(&p, &a, PT_ARGS("--mib", "32", "--zero-mib", "32", "--chunk-mib", "16"));
-	num(pid, sizeof(pid), a.pid);
-	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
-	GW_ASSERT_STR_CONTAINS(pt_log(&p), "(fast path) into gpuwarm-vram-");
-
-	pt_daemon_kill(&p);
-	pt_daemon_start(&p, NULL);
-	/* the app's agent finds the new daemon by itself */
-	for (int i = 0; i < 300; i++) {
-		cJSON *proc;
-		int seen = 0;
-
-		st = pt_daemon_status(&p);
-		cJSON_ArrayForEach(proc, cJSON_GetObjectItemCaseSensitive(st, "processes"))
-			seen |= cJSON_GetObjectItemCaseSensitive(proc, "pid")->valuedouble == a.pid;
-		cJSON_Delete(st);
-		if (seen)
-			break;
-		pt_sleep_ms(50);
-	}
-	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL), 0);
-	fprintf(stderr, "%s", pt_log(&p));
-	GW_ASSERT_STR_CONTAINS(pt_log(&p), "restored by gpu-warmd (fast path)");
-	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), RUNNING);
-	assert_verified(&a, 1);
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_RUNNING);
+	pt_assert_verified(&a, 1);
 	pt_finish();
 }
 
