@@ -55,6 +55,7 @@ static void remove_tree(void)
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", test_dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", test_dir);
+	test_dir[0] = '\0';
 }
 
 const char *gwt_dir(void)
@@ -69,6 +70,7 @@ const char *gwt_dir(void)
 		chmod(test_dir, 0755);
 		setenv("FAKECUDA_STATE_DIR", test_dir, 1);
 		atexit(remove_tree);
+		gw_test_at_case_end(remove_tree);
 	}
 	return test_dir;
 }

@@ -5,6 +5,15 @@
 #include <sys/stat.h>
 #include <time.h>
 
+static void (*case_end_fns[8])(void);
+static unsigned ncase_end_fns;
+
+void gw_test_at_case_end(void (*fn)(void))
+{
+	if (ncase_end_fns < sizeof(case_end_fns) / sizeof(case_end_fns[0]))
+		case_end_fns[ncase_end_fns++] = fn;
+}
+
 /* 0: passed, 1: failed, 2: skipped. */
 static int run_case(const struct gw_test_case *tc, int timeout_s)
 {
@@ -20,6 +29,8 @@ static int run_case(const struct gw_test_case *tc, int timeout_s)
 	if (pid == 0) {
 		alarm((unsigned)timeout_s);
 		tc->fn();
+		while (ncase_end_fns)
+			case_end_fns[--ncase_end_fns]();
 		fflush(NULL);
 		_exit(0);
 	}
@@ -89,9 +100,12 @@ static void world_cleanup(void)
 {
 	char cmd[300];
 
+	if (!world_dir[0])
+		return;
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", world_dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", world_dir);
+	world_dir[0] = '\0';
 }
 
 const char *gw_test_world_runnable(const char *path)
@@ -107,6 +121,7 @@ const char *gw_test_world_runnable(const char *path)
 		if (!mkdtemp(world_dir) || chmod(world_dir, 0755) < 0)
 			GW_FAIL("cannot make a directory for %s: %s", path, strerror(errno));
 		atexit(world_cleanup);
+		gw_test_at_case_end(world_cleanup);
 	}
 	snprintf(copy, sizeof(copy), "%s/%s", world_dir, base ? base + 1 : path);
 	in = open(path, O_RDONLY | O_CLOEXEC);
