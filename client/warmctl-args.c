@@ -219,6 +219,7 @@ enum {
 	OPT_VERIFY,
 	OPT_WIDE,
 	OPT_SEGMENTS,
+	OPT_ALL,
 };
 
 static const struct option command_options[] = {
@@ -238,6 +239,7 @@ static const struct option command_options[] = {
 	{ "segments", required_argument, NULL, OPT_SEGMENTS },
 	{ "verify", no_argument, NULL, OPT_VERIFY },
 	{ "wide", no_argument, NULL, OPT_WIDE },
+	{ "all", no_argument, NULL, OPT_ALL },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -264,6 +266,8 @@ static unsigned option_flag(int opt)
 		return WC_OPT_VERIFY;
 	case OPT_WIDE:
 		return WC_OPT_WIDE;
+	case OPT_ALL:
+		return WC_OPT_ALL;
 	default:
 		return 0; /* accepted by every command */
 	}
@@ -294,6 +298,12 @@ static int parse_operands(struct wc_ctx *ctx, int n, char **operands, struct wc_
 		if (n > 1)
 			return wc_usage_error(ctx, "unexpected argument '%s'", operands[1]);
 		args->path = operands[0];
+		return -1;
+	case WC_POS_WORDS:
+		if (n > WC_MAX_WORDS)
+			return wc_usage_error(ctx, "unexpected argument '%s'", operands[WC_MAX_WORDS]);
+		for (int i = 0; i < n; i++)
+			args->words[args->nwords++] = operands[i];
 		return -1;
 	case WC_POS_GPUS:
 		if (n > WC_MAX_GPUS)
@@ -397,6 +407,9 @@ int wc_parse_command_args(struct wc_ctx *ctx, int argc, char **argv, struct wc_a
 			break;
 		case OPT_WIDE:
 			args.wide = true;
+			break;
+		case OPT_ALL:
+			args.all = true;
 			break;
 		case OPT_SEGMENTS:
 			if (wc_parse_u64(optarg, 1, GW_IMAGE_MAX_SEGMENTS, &args.segments) < 0)

@@ -13,6 +13,7 @@
 
 #include "clock.h"
 #include "fastpath.h"
+#include "imagecache.h"
 #include "log.h"
 
 struct gw_waiter {
@@ -616,6 +617,10 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_options *opts)
 	load_driver(d);
 	gw_hostpool_init(&d->hostpool, d->cuda);
 	d->hostpool_pending = d->opts.image_pool_mib > 0 && d->ngpus > 0;
+	r = gw_imagecache_create(&d->hostpool, (uint64_t)d->opts.image_cache_mib << 20,
+				 &d->imagecache);
+	if (r < 0)
+		return r;
 
 	r = gw_worker_pool_create(d->base, opts->workers + d->ngpus, &d->workers);
 	if (r < 0) {
@@ -672,6 +677,8 @@ void gw_daemon_finish(struct gw_daemon *d)
 	gw_server_destroy(d->server);
 	d->server = NULL;
 	gw_fast_finish(d);
+	gw_imagecache_destroy(d->imagecache); /* after every image that borrowed its blocks */
+	d->imagecache = NULL;
 	gw_lease_table_finish(&d->leases);
 	gw_quota_finish(&d->quota);
 	for (unsigned i = 0; i < d->ngpus; i++)

@@ -20,6 +20,7 @@
 #include "freeze.h"
 #include "gw-ckpt.h"
 #include "hostpool.h"
+#include "imagecache-ops.h"
 #include "imageio.h"
 #include "log.h"
 
@@ -241,6 +242,7 @@ static void image_free(struct gw_daemon *d, struct gw_image *image)
 	if (!image)
 		return;
 	image_unmap(image);
+	gw_imagecache_detach(d, image); /* image cache hook: borrowed blocks are not the pool's */
 	if (image->blocks)
 		gw_hostpool_give(&d->hostpool, image->blocks, image->nblocks);
 	free(image->blocks);
@@ -458,6 +460,10 @@ static void store_for(struct gw_image *image, struct gw_copy_store *s)
 	s->nsegments = image->nseg_fds;
 	if (s->nsegments)
 		s->fd = -1; /* the head holds no data */
+	if (image->cached) { /* image cache hook: the data is in the cache's blocks */
+		s->fd = -1;
+		s->nsegments = 0;
+	}
 }
 
 /* The ranges being moved: the export list while suspending, the image's while resuming. */
@@ -820,6 +826,7 @@ static cJSON *op_result(struct gw_fast_op *op, const char *state)
 	if (op_io_ns(op) > 0)
 		cJSON_AddNumberToObject(result, "file_io_ms", (double)op_io_ns(op) / 1e6);
 	gw_imageio_result(result, op->image, op->cstats, op->d->ngpus, op->kind == FAST_SUSPEND);
+	gw_imagecache_result(result, op->image); /* image cache hook: "image_cache": "hit" */
 	return result;
 }
 
@@ -891,6 +898,9 @@ static void finish(struct gw_fast_op *op)
 			(double)op->image->v.data_bytes / 1048576.0, total);
 		gw_request_reply(op->req, op_result(op, op->kind == FAST_SUSPEND ? "checkpointed" :
 										  "running"));
+		/* image cache hook: a dump's files are cached too (no-op for a memory image) */
+		if (op->kind == FAST_SUSPEND)
+			gw_imagecache_offer(d, op->image, op->owner);
 		cJSON_Delete(op->error_extra);
 	}
 	/* A suspend that failed leaves no half-written image behind. */
@@ -1071,6 +1081,9 @@ static void resume_fill(struct gw_fast_op *op)
 {
 	size_t n = op->image->v.nranges;
 
+	/* image cache hook: the files' data from RAM when the cache holds exactly these files */
+	if (gw_imagecache_attach(op->d, op->image, op->owner))
+		step_done(op, "cache hit");
 	close_fds(op);
 	op->fds = calloc(n, sizeof(*op->fds));
 	if (!op->fds) {
@@ -1250,6 +1263,7 @@ static int image_alloc_blocks(struct gw_fast_op *op)
 	struct gw_image *image = op->image;
 	size_t needed = (image->v.data_bytes + GW_HOSTPOOL_BLOCK_BYTES - 1) / GW_HOSTPOOL_BLOCK_BYTES;
 
+	gw_imagecache_yield(d, needed); /* image cache hook: suspended images win over the cache */
 	if (gw_hostpool_free_bytes(&d->hostpool) < needed * GW_HOSTPOOL_BLOCK_BYTES) {
 		set_error(op, GW_ERROR_LIMIT,
 			  "the image pool has %zu MiB free, pid %d needs %llu MiB (of %llu MiB of "

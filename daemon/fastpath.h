@@ -21,6 +21,8 @@
 #include "daemon.h"
 #include "server.h"
 
+struct gw_imagecache_entry;
+
 /* A VRAM image (common/gw-vimg.h): its data in pinned pool blocks, or in a file. */
 struct gw_image {
 	struct gw_vimg v;
@@ -32,6 +34,9 @@ struct gw_image {
 	int written_mapped; /* the suspend wrote it through the mapping (else with pwrite) */
 	int seg_fds[GW_VIMG_MAX_SEGMENTS]; /* version 2: its segment files (daemon/imageio.h) */
 	unsigned nseg_fds;
+	/* Its data borrowed from the image cache (imagecache-ops.h): blocks are the entry's, the
+	 * copy store reads them instead of the files. NULL: blocks, if any, are its own. */
+	struct gw_imagecache_entry *cached;
 };
 
 struct gw_fast_params {

@@ -16,6 +16,8 @@
 #include "daemon.h"
 #include "fastpath.h"
 #include "gw-vimg.h"
+#include "imagecache-ops.h"
+#include "imagecache.h"
 #include "imagefd.h"
 #include "imageio.h"
 #include "log.h"
@@ -231,6 +233,7 @@ static void handle_status(struct gw_daemon *d, struct gw_request *req)
 		cJSON_AddNumberToObject(o, "free_bytes", (double)gw_hostpool_free_bytes(&d->hostpool));
 		cJSON_AddNumberToObject(o, "pin_ms", d->hostpool.pin_ms);
 	}
+	cJSON_AddItemToObject(result, "image_cache", gw_imagecache_status_json(d->imagecache));
 
 	ops = cJSON_AddObjectToObject(result, "operations");
 	o = cJSON_AddArrayToObject(result, "duration_buckets_s"); /* upper bounds; then +Inf */
@@ -927,6 +930,7 @@ static const struct handler handlers[] = {
 	{ GW_METHOD_SUSPEND, handle_suspend, 0 },
 	{ GW_METHOD_RESUME, handle_resume, 0 },
 	{ GW_METHOD_PREFILL, handle_prefill, NEEDS_ROOT },
+	{ GW_METHOD_IMAGES, gw_imagecache_handle, 0 }, /* imagecache-handlers.c */
 	{ GW_METHOD_AGENT_ATTACH, gw_fast_handle_attach, 0 },
 	{ GW_METHOD_AGENT_UPDATE, gw_fast_handle_update, 0 },
 };

@@ -32,6 +32,9 @@ static void usage(FILE *out)
 		"                            buffers (default %d; 0 pins none)\n"
 		"      --image-pool-mib N    pinned host memory for VRAM images of shimmed\n"
 		"                            processes (fast path), pinned at start (default 0)\n"
+		"      --image-cache-mib N   of that pool, at most N MiB for a cache of image\n"
+		"                            files' data, for restores on this host from RAM\n"
+		"                            (default 0: off; suspended images always win)\n"
 		"      --chunk-kib N         VRAM image chunk in KiB: all-zero chunks are not\n"
 		"                            copied, each chunk is checksummed (a power of two,\n"
 		"                            64 to 1048576; default 2048)\n"
@@ -86,6 +89,7 @@ enum {
 	OPT_IDLE_TIMEOUT,
 	OPT_FOREGROUND,
 	OPT_IMAGE_POOL_MIB,
+	OPT_IMAGE_CACHE_MIB,
 	OPT_CHUNK_KIB,
 	OPT_ROOT_RESERVE,
 	OPT_MAX_OPS_PER_UID,
@@ -103,6 +107,7 @@ static int parse_options(int argc, char **argv, struct gw_options *o)
 		{ "staging-mib", required_argument, NULL, 'm' },
 		{ "workers", required_argument, NULL, OPT_WORKERS },
 		{ "image-pool-mib", required_argument, NULL, OPT_IMAGE_POOL_MIB },
+		{ "image-cache-mib", required_argument, NULL, OPT_IMAGE_CACHE_MIB },
 		{ "chunk-kib", required_argument, NULL, OPT_CHUNK_KIB },
 		{ "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
 		{ "max-clients-per-uid", required_argument, NULL, OPT_MAX_CLIENTS_PER_UID },
@@ -163,6 +168,11 @@ static int parse_options(int argc, char **argv, struct gw_options *o)
 			if (parse_uint(optarg, "--image-pool-mib", 1u << 24, &v) < 0)
 				return -EINVAL;
 			o->image_pool_mib = v;
+			break;
+		case OPT_IMAGE_CACHE_MIB:
+			if (parse_uint(optarg, "--image-cache-mib", 1u << 24, &v) < 0)
+				return -EINVAL;
+			o->image_cache_mib = v;
 			break;
 		case OPT_CHUNK_KIB:
 			if (parse_uint(optarg, "--chunk-kib", GW_VIMG_MAX_CHUNK_BYTES >> 10, &v) < 0)
