@@ -38,6 +38,7 @@ struct fill {
 	void **blocks;
 	int error;
 	const char *error_name;
+	const char *limit; /* LimitReached: which (GW_LIMIT_*) */
 	char err[256];
 	double start_ms;
 };
@@ -90,7 +91,14 @@ static void fill_end(struct fill *f)
 		}
 		gw_request_reply(f->req, result);
 	} else if (f->req) {
-		gw_request_fail(f->req, f->error_name, NULL, "%s", f->err);
+		cJSON *extra = NULL;
+
+		if (f->limit) {
+			extra = cJSON_CreateObject();
+			if (extra)
+				cJSON_AddStringToObject(extra, "limit", f->limit);
+		}
+		gw_request_fail(f->req, f->error_name, extra, "%s", f->err);
 	}
 	fill_free(f);
 }
@@ -125,6 +133,7 @@ static void work_read_head(void *data)
 	if (r < 0) {
 		f->error = r;
 		f->error_name = r == -E2BIG ? GW_ERROR_LIMIT : GW_ERROR_IMAGE;
+		f->limit = r == -E2BIG ? GW_LIMIT_IMAGE_TABLES : NULL;
 		return;
 	}
 	r = gw_imagecache_key_from_fds(&f->before, &f->v, f->head_fd, f->seg_fds, f->nseg);
@@ -207,6 +216,7 @@ static void head_read(void *data)
 			  r == -E2BIG ? "the image's %s the image cache's limit (or the pool)" :
 					"no room in the image cache: %s",
 			  r == -E2BIG ? "data exceeds" : "every entry is in use");
+		f->limit = GW_LIMIT_IMAGE_CACHE;
 		fill_end(f);
 		return;
 	}
