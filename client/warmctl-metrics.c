@@ -42,7 +42,7 @@ static void family(const char *name, const char *type, const char *help)
 	printf("# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* The image cache (status "image_cache"; absent from older daemons). */
+/* The image cache (status "image_pool"."cache"; absent from older daemons). */
 static void image_cache_metrics(const cJSON *c)
 {
 	static const char *const m[][4] = {
@@ -170,7 +170,8 @@ int wc_cmd_metrics(struct wc_ctx *ctx, const struct wc_args *args)
 	printf("gpuwarm_image_pool_bytes %.0f\n", num(daemon, "image_pool_bytes"));
 	family("gpuwarm_image_pool_free_bytes", "gauge", "Of it, not holding an image.");
 	printf("gpuwarm_image_pool_free_bytes %.0f\n", num(daemon, "image_pool_free_bytes"));
-	image_cache_metrics(cJSON_GetObjectItemCaseSensitive(result, "image_cache"));
+	image_cache_metrics(cJSON_GetObjectItemCaseSensitive(
+		cJSON_GetObjectItemCaseSensitive(result, "image_pool"), "cache"));
 	family("gpuwarm_processes_registered", "gauge", "Processes whose shim's agent is known.");
 	printf("gpuwarm_processes_registered %d\n",
 	       cJSON_GetArraySize(cJSON_GetObjectItem(result, "processes")));

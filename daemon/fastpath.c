@@ -57,6 +57,7 @@ struct gw_prefill {
 	double fill_ms;
 	struct gw_fast_op *filling; /* the prefill operation, while it runs */
 	struct gw_fast_op *waiter;  /* a resume of the same image waiting for it */
+	int from_cache;             /* filled from the image cache (imagecache-ops.h) */
 	struct event *expiry;
 };
 
@@ -96,6 +97,7 @@ struct gw_fast_op {
 	struct gw_image *parsed; /* resume from a file: read on a worker, taken on the loop */
 	struct gw_prefill *prefill; /* FAST_PREFILL: the record it fills */
 	double prefill_ms;          /* resume: the fill was done ahead, in this long */
+	int prefill_from_cache;     /* ...from the image cache */
 	/* Progress messages, when the client asked ("progress": true). */
 	int want_progress;
 	uint64_t progress_bytes;    /* data bytes moved, added to by the copy lanes */
@@ -826,7 +828,8 @@ static cJSON *op_result(struct gw_fast_op *op, const char *state)
 	if (op_io_ns(op) > 0)
 		cJSON_AddNumberToObject(result, "file_io_ms", (double)op_io_ns(op) / 1e6);
 	gw_imageio_result(result, op->image, op->cstats, op->d->ngpus, op->kind == FAST_SUSPEND);
-	gw_imagecache_result(result, op->image); /* image cache hook: "image_cache": "hit" */
+	/* image cache hook: "image_cache": "hit" */
+	gw_imagecache_result(result, op->image, op->prefill_from_cache);
 	return result;
 }
 
@@ -1601,6 +1604,7 @@ static void prefill_hand_over(struct gw_prefill *pf, struct gw_fast_op *op)
 	pf->fds = NULL;
 	pf->nfds = 0;
 	op->prefill_ms = pf->fill_ms > 0 ? pf->fill_ms : 0.001;
+	op->prefill_from_cache = pf->from_cache;
 	op->job_error = 0;
 	gw_info("resume of pid %d takes VRAM prefilled in %.1f ms", op->pid, pf->fill_ms);
 	prefill_free(pf);
@@ -1769,6 +1773,7 @@ static void prefill_done(struct gw_fast_op *op)
 		pf->fill_ms = gw_now_ms() - op->start_ms;
 		pf->vram_bytes = op->image->v.vram_bytes;
 		pf->data_bytes = op->image->v.data_bytes;
+		pf->from_cache = op->image->cached != NULL; /* image cache: for the resume's reply */
 		pf->expiry = evtimer_new(d->base, on_prefill_expiry, pf);
 		if (pf->expiry)
 			evtimer_add(pf->expiry, &ttl);

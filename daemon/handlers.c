@@ -232,8 +232,8 @@ static void handle_status(struct gw_daemon *d, struct gw_request *req)
 		cJSON_AddNumberToObject(o, "bytes", (double)gw_hostpool_total_bytes(&d->hostpool));
 		cJSON_AddNumberToObject(o, "free_bytes", (double)gw_hostpool_free_bytes(&d->hostpool));
 		cJSON_AddNumberToObject(o, "pin_ms", d->hostpool.pin_ms);
+		cJSON_AddItemToObject(o, "cache", gw_imagecache_status_json(d->imagecache));
 	}
-	cJSON_AddItemToObject(result, "image_cache", gw_imagecache_status_json(d->imagecache));
 
 	ops = cJSON_AddObjectToObject(result, "operations");
 	o = cJSON_AddArrayToObject(result, "duration_buckets_s"); /* upper bounds; then +Inf */

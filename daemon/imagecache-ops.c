@@ -333,8 +333,8 @@ void gw_imagecache_yield(struct gw_daemon *d, size_t nblocks)
 		gw_info("image cache: %u entries evicted for a suspend into the pool", n);
 }
 
-void gw_imagecache_result(cJSON *result, const struct gw_image *image)
+void gw_imagecache_result(cJSON *result, const struct gw_image *image, int prefilled_from_cache)
 {
-	if (image && image->cached)
+	if ((image && image->cached) || prefilled_from_cache)
 		cJSON_AddStringToObject(result, "image_cache", "hit");
 }

@@ -50,8 +50,9 @@ void gw_imagecache_detach(struct gw_daemon *d, struct gw_image *image);
  * pool has them free, or nothing more can go. Suspended images always win over the cache. */
 void gw_imagecache_yield(struct gw_daemon *d, size_t nblocks);
 
-/* Hook, building a Resume's reply: "image_cache": "hit" when image came from the cache. */
-void gw_imagecache_result(cJSON *result, const struct gw_image *image);
+/* Hook, building a Resume's reply: "image_cache": "hit" when image came from the cache, or the
+ * prefill the resume took did (prefilled_from_cache). */
+void gw_imagecache_result(cJSON *result, const struct gw_image *image, int prefilled_from_cache);
 
 /* Fill an entry from an image's files for owner (origin "dump" or "load"), taking head_fd and
  * segs (closed at the end). req (a load): answered when it ends, with {id, already, data_bytes,

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "gw-client.h"
 #include "gw-proto.h"
 #include "gw-test.h"
 #include "harness.h"
@@ -91,7 +92,7 @@ static double stat_of(const struct gwt_daemon *d, const char *what)
 	char path[128];
 	double v;
 
-	snprintf(path, sizeof(path), "result.image_cache.%s", what);
+	snprintf(path, sizeof(path), "result.image_pool.cache.%s", what);
 	v = gwt_json_num(j, path);
 	cJSON_Delete(j);
 	return v;
@@ -167,6 +168,60 @@ GW_TEST(cache_dump_is_cached_and_resume_hits)
 	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.image_cache"), "hit");
 	cJSON_Delete(j);
 	verify(&app);
+	gwt_app_stop(&app);
+	GW_ASSERT_INT_EQ(gwt_daemon_stop(&d), 0);
+}
+
+/* gpuwarm.Prefill of path (a single-file image), as CRIU's plugin asks at POST_FORKING. */
+static cJSON *prefill(const struct gwt_daemon *d, const char *path)
+{
+	struct gw_client_error err;
+	struct gw_client *c;
+	cJSON *params = cJSON_CreateObject(), *result = NULL;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	GW_ASSERT(fd >= 0 && params);
+	cJSON_AddNumberToObject(params, "image_fd", 0);
+	GW_ASSERT_INT_EQ(gw_client_connect(d->socket, "gwt-prefill", 5000, &c, &err), 0);
+	if (gw_client_call(c, GW_METHOD_PREFILL, params, &fd, 1, 20000, &result, NULL, NULL,
+			   &err) < 0)
+		GW_FAIL("prefill: %s %s", err.name, err.message);
+	gw_client_close(c);
+	cJSON_Delete(params);
+	close(fd);
+	return result;
+}
+
+/* CRIU's way: the prefill fills from the cache, and the resume's reply says so. */
+GW_TEST(cache_serves_the_prefill_and_the_resume_says_so)
+{
+	const char *path = path_of("criu.img");
+	struct gwt_daemon d;
+	struct gwt_app app;
+	const cJSON *s;
+	int step = 0;
+	cJSON *j;
+
+	start_daemon(&d, "256", "256");
+	start_app(&d, &app);
+	suspend_to(&d, &app, path, "1");
+	cJSON_Delete(wait_entries(&d, 1));
+	j = prefill(&d, path);
+	cJSON_ArrayForEach(s, gwt_json(j, "steps"))
+		if (strcmp(gwt_json_str(s, "step"), "cache hit") == 0)
+			step = 1;
+	GW_ASSERT(step);
+	cJSON_Delete(j);
+	j = gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid), "--image", path));
+	GW_ASSERT(cJSON_IsTrue(gwt_json(j, "result.prefilled")));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.image_cache"), "hit");
+	cJSON_Delete(j);
+	verify(&app);
+	GW_ASSERT_INT_EQ(stat_of(&d, "hits"), 1);
+	GW_ASSERT_INT_EQ(stat_of(&d, "entries"), 1); /* unpinned, still there */
+	j = gwt_ctl(&d, 0, GWT_ARGS("images"));
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.entries.0.in_use"), 0);
+	cJSON_Delete(j);
 	gwt_app_stop(&app);
 	GW_ASSERT_INT_EQ(gwt_daemon_stop(&d), 0);
 }
