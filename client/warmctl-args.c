@@ -219,6 +219,7 @@ enum {
 	OPT_VERIFY,
 	OPT_WIDE,
 	OPT_SEGMENTS,
+	OPT_ALL,
 };
 
 static const struct option command_options[] = {
@@ -238,6 +239,7 @@ static const struct option command_options[] = {
 	{ "segments", required_argument, NULL, OPT_SEGMENTS },
 	{ "verify", no_argument, NULL, OPT_VERIFY },
 	{ "wide", no_argument, NULL, OPT_WIDE },
+	{ "all", no_argument, NULL, OPT_ALL },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -264,6 +266,8 @@ static unsigned option_flag(int opt)
 		return WC_OPT_VERIFY;
 	case OPT_WIDE:
 		return WC_OPT_WIDE;
+	case OPT_ALL:
+		return WC_OPT_ALL;
 	default:
 		return 0; /* accepted by every command */
 	}
@@ -295,6 +299,12 @@ static int parse_operands(struct wc_ctx *ctx, int n, char **operands, struct wc_
 			return wc_usage_error(ctx, "unexpected argument '%s'", operands[1]);
 		args->path = operands[0];
 		return -1;
+	case WC_POS_WORDS:
+		if (n > WC_MAX_WORDS)
+			return wc_usage_error(ctx, "unexpected argument '%s'", operands[WC_MAX_WORDS]);
+		for (int i = 0; i < n; i++)
+			args->words[args->nwords++] = operands[i];
+		return -1;
 	case WC_POS_GPUS:
 		if (n > WC_MAX_GPUS)
 			return wc_usage_error(ctx, "more than %d GPUs", WC_MAX_GPUS);
@@ -309,6 +319,44 @@ static int parse_operands(struct wc_ctx *ctx, int n, char **operands, struct wc_
 	return -1;
 }
 
+/* --help wins over everything else on the line, valid or not. */
+static bool wants_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+			return true;
+	return false;
+}
+
+/* An option no command has: a negative PID reads as one, and is named so. */
+static int unknown_option(struct wc_ctx *ctx, const char *arg)
+{
+	if (ctx->cmd->positional == WC_POS_PID && arg[0] == '-' && isdigit((unsigned char)arg[1]))
+		return wc_usage_error(ctx, "invalid PID '%s': " PID_FORM, arg, WC_PID_MAX);
+	return wc_usage_error(ctx, "unknown option '%s'", arg);
+}
+
+/* The switch an option without a value sets, or NULL. */
+static bool *switch_of(struct wc_args *args, int opt)
+{
+	switch (opt) {
+	case OPT_NO_WAIT:
+		return &args->no_wait;
+	case OPT_HOLD:
+		return &args->hold;
+	case OPT_DENSE:
+		return &args->dense;
+	case OPT_VERIFY:
+		return &args->verify;
+	case OPT_WIDE:
+		return &args->wide;
+	case OPT_ALL:
+		return &args->all;
+	default:
+		return NULL;
+	}
+}
+
 int wc_parse_command_args(struct wc_ctx *ctx, int argc, char **argv, struct wc_args *ret_args)
 {
 	const struct wc_command *cmd = ctx->cmd;
@@ -316,12 +364,9 @@ int wc_parse_command_args(struct wc_ctx *ctx, int argc, char **argv, struct wc_a
 	char why[512];
 	int opt, r;
 
-	/* --help wins over everything else on the line, valid or not */
-	for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
-		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-			wc_print_command_help(cmd);
-			return WC_EXIT_OK;
-		}
+	if (wants_help(argc, argv)) {
+		wc_print_command_help(cmd);
+		return WC_EXIT_OK;
 	}
 
 	memset(&args, 0, sizeof(args));
@@ -329,10 +374,15 @@ int wc_parse_command_args(struct wc_ctx *ctx, int argc, char **argv, struct wc_a
 	optind = 0; /* reinitialise getopt for a second pass over another argv */
 	while ((opt = getopt_long(argc, argv, ":h", command_options, NULL)) != -1) {
 		unsigned flag = option_flag(opt);
+		bool *on = switch_of(&args, opt);
 
 		if (flag && !(cmd->options & flag))
 			return wc_usage_error(ctx, "option '%s' does not apply here",
 					      argv[optind - 1]);
+		if (on) {
+			*on = true;
+			continue;
+		}
 		switch (opt) {
 		case OPT_JSON:
 			ctx->json = true;
@@ -353,9 +403,6 @@ int wc_parse_command_args(struct wc_ctx *ctx, int argc, char **argv, struct wc_a
 						      "invalid --timeout '%s': " WC_SECONDS_FORM,
 						      optarg, WC_TIMEOUT_MAX_S);
 			break;
-		case OPT_NO_WAIT:
-			args.no_wait = true;
-			break;
 		case OPT_GPU:
 			if (args.gpu[0])
 				return wc_usage_error(ctx, "--gpu given twice");
@@ -375,28 +422,16 @@ int wc_parse_command_args(struct wc_ctx *ctx, int argc, char **argv, struct wc_a
 						      "integer 1..%llu", optarg, 1ULL << 30);
 			args.has_min_free = true;
 			break;
-		case OPT_HOLD:
-			args.hold = true;
-			break;
 		case OPT_IMAGE:
 			if (!*optarg)
 				return wc_usage_error(ctx, "empty --image");
 			args.image = optarg;
-			break;
-		case OPT_DENSE:
-			args.dense = true;
 			break;
 		case OPT_CHUNK_KIB:
 			if (wc_parse_u64(optarg, 64, 1u << 20, &args.chunk_kib) < 0 ||
 			    (args.chunk_kib & (args.chunk_kib - 1)))
 				return wc_usage_error(ctx, "invalid --chunk-kib '%s': expected a "
 						      "power of two from 64 to 1048576", optarg);
-			break;
-		case OPT_VERIFY:
-			args.verify = true;
-			break;
-		case OPT_WIDE:
-			args.wide = true;
 			break;
 		case OPT_SEGMENTS:
 			if (wc_parse_u64(optarg, 1, GW_IMAGE_MAX_SEGMENTS, &args.segments) < 0)
@@ -407,11 +442,7 @@ int wc_parse_command_args(struct wc_ctx *ctx, int argc, char **argv, struct wc_a
 		case ':':
 			return wc_usage_error(ctx, "option '%s' needs a value", argv[optind - 1]);
 		default:
-			if (cmd->positional == WC_POS_PID && argv[optind - 1][0] == '-' &&
-			    isdigit((unsigned char)argv[optind - 1][1]))
-				return wc_usage_error(ctx, "invalid PID '%s': " PID_FORM,
-						      argv[optind - 1], WC_PID_MAX);
-			return wc_usage_error(ctx, "unknown option '%s'", argv[optind - 1]);
+			return unknown_option(ctx, argv[optind - 1]);
 		}
 	}
 	if (args.gpu[0] && args.has_min_free)

@@ -213,6 +213,16 @@ const struct wc_command wc_commands[] = {
 		.run = wc_cmd_inspect,
 	},
 	{
+		.name = "images",
+		.synopsis = "images [list] | images drop ID|--all | images load FILE",
+		.summary = "list, drop or preload the daemon's RAM cache of image files",
+		.help = wc_help_images, /* warmctl-images.c */
+		.options = WC_OPT_ALL,
+		.positional = WC_POS_WORDS,
+		.default_timeout_ms = WC_SLOW_TIMEOUT_MS,
+		.run = wc_cmd_images,
+	},
+	{
 		.name = "state",
 		.synopsis = "state PID",
 		.summary = "show a process's checkpoint state and restore thread",

@@ -50,6 +50,7 @@ enum {
 	WC_OPT_DENSE = 1 << 8,  /* --dense, --chunk-kib N */
 	WC_OPT_VERIFY = 1 << 9, /* --verify */
 	WC_OPT_WIDE = 1 << 10,  /* --wide */
+	WC_OPT_ALL = 1 << 11,   /* --all */
 };
 
 /* Segment files of an image written by `suspend --image` (docs/image-format.md). */
@@ -61,7 +62,10 @@ enum wc_positional {
 	WC_POS_PID,  /* exactly one */
 	WC_POS_GPUS, /* zero or more GPU selectors */
 	WC_POS_PATH, /* exactly one file or directory */
+	WC_POS_WORDS, /* up to WC_MAX_WORDS words, the command reads them (images) */
 };
+
+#define WC_MAX_WORDS 2
 
 struct wc_ctx;
 struct wc_args;
@@ -101,6 +105,9 @@ struct wc_args {
 	bool verify;
 	bool wide;
 	const char *path; /* WC_POS_PATH */
+	bool all;         /* --all */
+	const char *words[WC_MAX_WORDS]; /* WC_POS_WORDS */
+	size_t nwords;
 };
 
 struct wc_ctx {
@@ -198,5 +205,7 @@ int wc_cmd_checkpoint(struct wc_ctx *ctx, const struct wc_args *args);
 int wc_cmd_restore(struct wc_ctx *ctx, const struct wc_args *args);
 int wc_cmd_unlock(struct wc_ctx *ctx, const struct wc_args *args);
 int wc_cmd_inspect(struct wc_ctx *ctx, const struct wc_args *args);
+int wc_cmd_images(struct wc_ctx *ctx, const struct wc_args *args); /* warmctl-images.c */
+extern const char wc_help_images[];
 
 #endif

@@ -5,8 +5,8 @@ _warmctl()
     local cur prev words cword
     _init_completion || return
 
-    local commands="status drain undrain suspend resume inspect state lock checkpoint restore
-        unlock lease metrics check version help"
+    local commands="status drain undrain suspend resume inspect images state lock checkpoint
+        restore unlock lease metrics check version help"
     local common="--json --human --socket --help"
 
     case $prev in
@@ -53,6 +53,7 @@ _warmctl()
         lock) opts="--timeout" ;;
         lease) opts="--gpu --min-free-mib --hold --timeout" ;;
         inspect) opts="--verify" ;;
+        images) opts="--all --timeout" ;;
         help)
             COMPREPLY=($(compgen -W "$commands" -- "$cur"))
             return
@@ -64,6 +65,12 @@ _warmctl()
     fi
     case $cmd in
         inspect) _filedir ;;
+        images)
+            case $prev in
+                images) COMPREPLY=($(compgen -W "list drop load" -- "$cur")) ;;
+                load) _filedir img ;;
+            esac
+            ;;
         suspend | resume | state | lock | checkpoint | restore | unlock) _pids ;;
     esac
 } &&
