@@ -222,6 +222,7 @@ enum {
 	OPT_OUTPUT,
 	OPT_SHIM,
 	OPT_SOCKET_DIR,
+	OPT_ALL,
 };
 
 /* Where an option may stand: before COMMAND, after it, or both. */
@@ -261,6 +262,7 @@ static const struct wc_option {
 	{ .name = "shim", .id = OPT_SHIM, .value = true, .at = AT_COMMAND, .flag = WC_OPT_CDI },
 	{ .name = "socket-dir", .id = OPT_SOCKET_DIR, .value = true, .at = AT_COMMAND,
 	  .flag = WC_OPT_CDI },
+	{ .name = "all", .id = OPT_ALL, .at = AT_COMMAND, .flag = WC_OPT_ALL },
 };
 
 #define NOPTIONS (sizeof(all_options) / sizeof(all_options[0]))
@@ -405,6 +407,9 @@ static int command_option(struct wc_ctx *ctx, int opt, struct wc_args *args)
 	case OPT_WIDE:
 		args->wide = true;
 		break;
+	case OPT_ALL:
+		args->all = true;
+		break;
 	case OPT_OUTPUT:
 	case OPT_SHIM:
 	case OPT_SOCKET_DIR:
@@ -453,6 +458,12 @@ static int parse_operands(struct wc_ctx *ctx, int n, char **operands, struct wc_
 		if (n > 1)
 			return wc_usage_error(ctx, "unexpected argument '%s'", operands[1]);
 		args->path = operands[0];
+		return -1;
+	case WC_POS_WORDS:
+		if (n > WC_MAX_WORDS)
+			return wc_usage_error(ctx, "unexpected argument '%s'", operands[WC_MAX_WORDS]);
+		for (int i = 0; i < n; i++)
+			args->words[args->nwords++] = operands[i];
 		return -1;
 	case WC_POS_GPUS:
 		if (n > WC_MAX_GPUS)

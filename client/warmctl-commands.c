@@ -106,6 +106,10 @@ static const char help_inspect[] =
 	"  --verify         read every data chunk (from the segment files too) and\n"
 	"                   check it against its checksum (not for archives)\n";
 
+#define SYNOPSIS_images "images [list] | images drop ID|--all | images load FILE"
+#define SUMMARY_images "list, drop or preload the daemon's RAM cache of image files"
+#define help_images wc_help_images /* warmctl-images.c */
+
 #define SYNOPSIS_cdi "cdi [--output FILE] [--shim PATH] [--socket-dir DIR]"
 #define SUMMARY_cdi "print the CDI spec that gives a container the shim (podman --device)"
 static const char help_cdi[] =
@@ -219,6 +223,7 @@ const struct wc_command wc_commands[] = {
 		WC_OPT_OP_TIMEOUT | WC_OPT_IMAGE | WC_OPT_DENSE),
 	COMMAND(resume, WC_POS_PID, WC_SLOW_TIMEOUT_MS, WC_OPT_GPU | WC_OPT_GPU_MAP | WC_OPT_IMAGE),
 	COMMAND(inspect, WC_POS_PATH, 0, WC_OPT_VERIFY),
+	COMMAND(images, WC_POS_WORDS, WC_SLOW_TIMEOUT_MS, WC_OPT_ALL),
 	COMMAND(cdi, WC_POS_NONE, 0, WC_OPT_CDI),
 	COMMAND(state, WC_POS_PID, WC_DEFAULT_TIMEOUT_MS, 0),
 	COMMAND(lock, WC_POS_PID, WC_SLOW_TIMEOUT_MS, WC_OPT_OP_TIMEOUT),

@@ -42,6 +42,30 @@ static void family(const char *name, const char *type, const char *help)
 	printf("# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* The image cache (status "image_pool"."cache"; absent from older daemons). */
+static void image_cache_metrics(const cJSON *c)
+{
+	static const char *const m[][4] = {
+		{ "gpuwarm_image_cache_bytes", "gauge", "Image pool memory holding cached files.",
+		  "bytes" },
+		{ "gpuwarm_image_cache_limit_bytes", "gauge", "--image-cache-mib.", "limit_bytes" },
+		{ "gpuwarm_image_cache_entries", "gauge", "Image files cached.", "entries" },
+		{ "gpuwarm_image_cache_hits_total", "counter", "Restores filled from the cache.",
+		  "hits" },
+		{ "gpuwarm_image_cache_misses_total", "counter",
+		  "Restores of files the cache did not hold.", "misses" },
+		{ "gpuwarm_image_cache_evictions_total", "counter", "Entries evicted for room.",
+		  "evictions" },
+	};
+
+	if (!cJSON_IsObject(c))
+		return;
+	for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
+		family(m[i][0], m[i][1], m[i][2]);
+		printf("%s %.0f\n", m[i][0], num(c, m[i][3]));
+	}
+}
+
 /* {gpu="0",UUID="GPU-..",pci_bus_id="..",modelName=".."[,extra="value"]} */
 static void gpu_labels(const cJSON *g, const char *extra, const char *extra_value)
 {
@@ -148,6 +172,8 @@ int wc_cmd_metrics(struct wc_ctx *ctx, const struct wc_args *args)
 	printf("gpuwarm_image_pool_bytes %.0f\n", num(daemon, "image_pool_bytes"));
 	family("gpuwarm_image_pool_free_bytes", "gauge", "Of it, not holding an image.");
 	printf("gpuwarm_image_pool_free_bytes %.0f\n", num(daemon, "image_pool_free_bytes"));
+	image_cache_metrics(cJSON_GetObjectItemCaseSensitive(
+		cJSON_GetObjectItemCaseSensitive(result, "image_pool"), "cache"));
 	family("gpuwarm_processes_registered", "gauge", "Processes whose shim's agent is known.");
 	printf("gpuwarm_processes_registered %d\n",
 	       cJSON_GetArraySize(cJSON_GetObjectItem(result, "processes")));

@@ -51,6 +51,7 @@ enum {
 	WC_OPT_VERIFY = 1 << 9, /* --verify */
 	WC_OPT_WIDE = 1 << 10,  /* --wide */
 	WC_OPT_CDI = 1 << 11,   /* --output FILE, --shim PATH, --socket-dir DIR */
+	WC_OPT_ALL = 1 << 12,   /* --all */
 };
 
 /* Segment files of an image written by `suspend --image` (docs/image-format.md). */
@@ -62,7 +63,10 @@ enum wc_positional {
 	WC_POS_PID,  /* exactly one */
 	WC_POS_GPUS, /* zero or more GPU selectors */
 	WC_POS_PATH, /* exactly one file or directory */
+	WC_POS_WORDS, /* up to WC_MAX_WORDS words, the command reads them (images) */
 };
+
+#define WC_MAX_WORDS 2
 
 struct wc_ctx;
 struct wc_args;
@@ -103,6 +107,9 @@ struct wc_args {
 	bool wide;
 	const char *path; /* WC_POS_PATH */
 	const char *cdi_output, *cdi_shim, *cdi_socket_dir; /* NULL when not given */
+	bool all;         /* --all */
+	const char *words[WC_MAX_WORDS]; /* WC_POS_WORDS */
+	size_t nwords;
 };
 
 struct wc_ctx {
@@ -204,5 +211,7 @@ int wc_cmd_restore(struct wc_ctx *ctx, const struct wc_args *args);
 int wc_cmd_unlock(struct wc_ctx *ctx, const struct wc_args *args);
 int wc_cmd_inspect(struct wc_ctx *ctx, const struct wc_args *args);
 int wc_cmd_cdi(struct wc_ctx *ctx, const struct wc_args *args);
+int wc_cmd_images(struct wc_ctx *ctx, const struct wc_args *args); /* warmctl-images.c */
+extern const char wc_help_images[];
 
 #endif

@@ -5,8 +5,8 @@ _warmctl()
     local cur prev words cword
     _init_completion || return
 
-    local commands="status drain undrain suspend resume inspect cdi state lock checkpoint restore
-        unlock lease metrics check version help"
+    local commands="status drain undrain suspend resume inspect images cdi state lock checkpoint
+        restore unlock lease metrics check version help"
     local common="--json --human --socket --help"
 
     case $prev in
@@ -66,6 +66,7 @@ _warmctl()
         lease) opts="--gpu --min-free-mib --hold --timeout" ;;
         inspect) opts="--verify" ;;
         cdi) opts="--output --shim --socket-dir" ;;
+        images) opts="--all --timeout" ;;
         help)
             COMPREPLY=($(compgen -W "$commands" -- "$cur"))
             return
@@ -77,6 +78,12 @@ _warmctl()
     fi
     case $cmd in
         inspect) _filedir ;;
+        images)
+            case $prev in
+                images) COMPREPLY=($(compgen -W "list drop load" -- "$cur")) ;;
+                load) _filedir img ;;
+            esac
+            ;;
         suspend | resume | state | lock | checkpoint | restore | unlock) _pids ;;
     esac
 } &&

@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "fastpath.h"
 #include "handlers.h"
+#include "imagecache.h"
 #include "log.h"
 
 struct gw_waiter {
@@ -502,8 +503,9 @@ static int create_server(struct gw_daemon *d)
 	return 0;
 }
 
-/* The modules, in order: loop and signals, driver and GPU table, image pool, workers, server;
- * then the GPUs start priming. On failure, what was made is undone in reverse order. */
+/* The modules, in order: loop and signals, driver and GPU table, image pool and its cache,
+ * workers, server; then the GPUs start priming. On failure, what was made is undone in
+ * reverse order. */
 int gw_daemon_init(struct gw_daemon *d, const struct gw_options *opts)
 {
 	int r;
@@ -523,6 +525,10 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_options *opts)
 	load_driver(d);
 	gw_hostpool_init(&d->hostpool, d->cuda);
 	d->hostpool_pending = d->opts.image_pool_mib > 0 && d->gpu_table.count > 0;
+	r = gw_imagecache_create(&d->hostpool, (uint64_t)d->opts.image_cache_mib << 20,
+				 &d->imagecache);
+	if (r < 0)
+		goto fail;
 
 	r = gw_worker_pool_create(d->base, opts->workers + d->gpu_table.count, &d->workers);
 	if (r < 0) {
@@ -565,6 +571,8 @@ void gw_daemon_finish(struct gw_daemon *d)
 	gw_server_destroy(d->server);
 	d->server = NULL;
 	gw_fast_finish(d);
+	gw_imagecache_destroy(d->imagecache); /* after every image that borrowed its blocks */
+	d->imagecache = NULL;
 	gw_lease_table_finish(&d->leases);
 	gw_quota_finish(&d->quota);
 	if (gw_gpu_table_any_context(&d->gpu_table))

@@ -28,6 +28,7 @@ struct gw_options {
 	const char *cuda_library;
 	size_t staging_mib;
 	size_t image_pool_mib;
+	size_t image_cache_mib; /* of the pool, for the image cache (imagecache.h); 0: off */
 	size_t chunk_kib; /* VRAM image chunk: the unit of zero elision and checksums */
 	mode_t socket_mode;
 	const char *socket_group;
@@ -50,6 +51,7 @@ struct gw_pid_record;
 struct gw_fast_op;
 struct gw_agent;
 struct gw_prefill;
+struct gw_imagecache;
 
 struct gw_daemon {
 	struct event_base *base;
@@ -74,6 +76,7 @@ struct gw_daemon {
 	struct gw_fast_op *fast_ops;   /* fast-path operations in flight */
 	struct gw_prefill *prefills;   /* VRAM filled ahead of a resume (imagestore.c) */
 	struct gw_hostpool hostpool;   /* pinned memory for VRAM images */
+	struct gw_imagecache *imagecache; /* image files' data kept in the pool (imagecache.h) */
 	int hostpool_started;
 	int hostpool_pending;          /* being pinned at start-up */
 	char hostpool_error[256];

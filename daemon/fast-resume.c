@@ -4,6 +4,8 @@
  *
  *   read image    (worker; a resume from a file) the header and tables, checked
  *   prefill wait  the VRAM filled ahead for the same file, or its fill still running
+ *   cache hit     (only when it hits) the image cache holds the image's files: the fill reads
+ *                 its RAM copy instead
  *   fill          (a job per GPU) new VRAM created, filled from the image, checked, exported
  *   restore tid   (worker; not when the caller froze the process) the CUDA restore thread
  *   freeze        (tracer) every thread but the agent's and the restore thread stopped
@@ -24,6 +26,7 @@
 
 #include "clock.h"
 #include "fastop.h"
+#include "imagecache-ops.h"
 #include "log.h"
 
 /* ---- reading the image (a worker: a valid image's tables can be hundreds of MiB) ---- */
@@ -137,6 +140,8 @@ static void hand_over(struct gw_prefill *pf, struct gw_fast_op *f)
 	gw_prefill_take(pf, &f->fds, &f->nfds);
 	f->prefill_ms = pf->fill_ms > 0 ? pf->fill_ms : 0.001;
 	f->prefilled = 1;
+	if (pf->from_cache)
+		f->op.res.image_cache = "hit";
 	f->op.job_error = 0;
 	gw_info("resume of pid %d takes VRAM prefilled in %.1f ms", f->op.pid, pf->fill_ms);
 	gw_prefill_free(pf);
@@ -182,6 +187,17 @@ void gw_fast_prefill_handed(struct gw_fast_op *waiter, struct gw_prefill *pf)
 static int not_prefilled(struct gw_op *op)
 {
 	return !GW_FAST(op)->prefilled;
+}
+
+/* The image's files' data from RAM when the image cache holds exactly these files for the
+ * caller: the image borrows the entry's blocks, which the copy store then reads. A miss (or
+ * not a file image): GW_STEP_SKIP, the fill reads the files. */
+int gw_fast_cache_attach(struct gw_op *op)
+{
+	if (!gw_imagecache_attach(op->d, GW_FAST(op)->image, op->owner))
+		return GW_STEP_SKIP;
+	op->res.image_cache = "hit";
+	return 0;
 }
 
 int gw_fast_fill_prepare(struct gw_op *op)
@@ -376,6 +392,7 @@ static void prefill_finish(struct gw_op *op)
 		f->nfds = 0;
 		pf->vram_bytes = f->image->v.vram_bytes;
 		pf->data_bytes = f->image->v.data_bytes;
+		pf->from_cache = op->res.image_cache != NULL; /* for the resume's reply */
 		gw_info("prefilled %.1f MiB of VRAM (%.1f MiB of data) in %.1f ms",
 			(double)pf->vram_bytes / 1048576.0, (double)pf->data_bytes / 1048576.0,
 			pf->fill_ms);

@@ -27,6 +27,7 @@
 
 #include "clock.h"
 #include "fastop.h"
+#include "imagecache-ops.h"
 #include "log.h"
 
 /* ---- the driver lock around the freeze ---- */
@@ -239,7 +240,8 @@ static int store_in_memory(struct gw_fast_op *f, struct gw_image *image)
 	return r;
 }
 
-/* A worker: lay the image out from the scans and give it a store (file I/O). */
+/* A worker: lay the image out from the scans and give a file image its store (file I/O); a
+ * memory image gets its pool blocks on the loop (check_image_made). */
 static int make_image(struct gw_op *op)
 {
 	struct gw_fast_op *f = GW_FAST(op);
@@ -257,8 +259,6 @@ static int make_image(struct gw_op *op)
 		f->nseg_fds = 0;
 		if (r < 0)
 			f->step_error = GW_ERROR_IMAGE;
-	} else if (r == 0 && image->v.data_bytes > 0) {
-		r = store_in_memory(f, image);
 	}
 	if (r < 0) {
 		op->job_error = r;
@@ -272,13 +272,24 @@ static int not_aborted(struct gw_op *op)
 	return !GW_FAST(op)->copy_abort;
 }
 
+/* On the loop: a memory image's pool blocks, the image cache (loop only) making way first:
+ * suspended images always win over it. */
 static int check_image_made(struct gw_op *op, int r)
 {
 	struct gw_fast_op *f = GW_FAST(op);
+	struct gw_image *image = f->image = f->parsed;
 
 	(void)r;
-	f->image = f->parsed;
 	f->parsed = NULL;
+	if (!f->copy_abort && image->fd < 0 && image->v.data_bytes > 0) {
+		gw_imagecache_yield(op->d, (image->v.data_bytes + GW_HOSTPOOL_BLOCK_BYTES - 1) /
+						   GW_HOSTPOOL_BLOCK_BYTES);
+		r = store_in_memory(f, image);
+		if (r < 0) {
+			op->job_error = r;
+			f->copy_abort = 1;
+		}
+	}
 	return GW_STEP_SKIP;
 }
 

@@ -8,6 +8,7 @@
 
 #include "clock.h"
 #include "gw-ckpt.h"
+#include "imagecache-ops.h"
 #include "log.h"
 
 #define GW_AGENT_CALL_TIMEOUT_MS 60000
@@ -237,6 +238,9 @@ void gw_fastop_finish(struct gw_op *op)
 		op->res.bytes = f->image->v.data_bytes;
 		gw_request_reply(op->req, gw_op_result_json(op));
 		cJSON_Delete(op->error_extra);
+		/* A dump's files are cached too, read back after the reply (a memory image: no-op). */
+		if (suspend)
+			gw_imagecache_offer(d, f->image, op->owner);
 	}
 	keep_or_drop_image(f);
 	gw_fastop_free(f);

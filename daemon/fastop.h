@@ -130,11 +130,15 @@ uint64_t gw_fastcopy_io_ns(const struct gw_fast_op *f);
 struct gw_gpu *gw_fastcopy_range_gpu(struct gw_daemon *d, const struct gw_vimg_range *r);
 
 /* Filling new VRAM from the image (fast-resume.c), also the undo of a suspend's release: the
+ * image cache serves the image's files when it holds them (a "cache hit" step, else none), the
  * fds made ready, then one job per GPU, then the agent maps it back. */
+int gw_fast_cache_attach(struct gw_op *op);
 int gw_fast_fill_prepare(struct gw_op *op);
 int gw_fast_fill_check(struct gw_op *op, int r);
 int gw_fast_map(struct gw_op *op);
 #define GW_FAST_FILL_STEPS(when_fn)                                                          \
+	{ .name = "cache hit", .thread = GW_STEP_LOOP, .when = when_fn,                          \
+	  .run = gw_fast_cache_attach },                                                         \
 	{ .thread = GW_STEP_LOOP, .when = when_fn, .run = gw_fast_fill_prepare },              \
 	{ .name = "fill", .thread = GW_STEP_GPUS, .when = when_fn,                               \
 	  .run_gpu = gw_fastcopy_fill, .check = gw_fast_fill_check, .running = "fill" }

@@ -6,6 +6,7 @@
 #include "clock.h"
 #include "fastpath.h"
 #include "handlers.h"
+#include "imagecache.h"
 
 static const double bucket_bounds[] = GW_OP_BUCKET_BOUNDS;
 
@@ -168,6 +169,7 @@ void gw_handle_status(struct gw_daemon *d, struct gw_request *req)
 		cJSON_AddNumberToObject(o, "bytes", (double)gw_hostpool_total_bytes(&d->hostpool));
 		cJSON_AddNumberToObject(o, "free_bytes", (double)gw_hostpool_free_bytes(&d->hostpool));
 		cJSON_AddNumberToObject(o, "pin_ms", d->hostpool.pin_ms);
+		cJSON_AddItemToObject(o, "cache", gw_imagecache_status_json(d->imagecache));
 	}
 	add_operations(result, d);
 	gw_request_reply(req, result);

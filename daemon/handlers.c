@@ -12,6 +12,7 @@
 #include "clock.h"
 #include "fastpath.h"
 #include "handlers.h"
+#include "imagecache-ops.h"
 #include "log.h"
 
 #define GW_DRAIN_DEFAULT_TIMEOUT_MS 30000
@@ -223,6 +224,7 @@ static const struct handler handlers[] = {
 	PROCESS(GW_METHOD_SUSPEND, GW_OP_SUSPEND),
 	PROCESS(GW_METHOD_RESUME, GW_OP_RESUME),
 	METHOD(GW_METHOD_PREFILL, gw_handle_prefill, NEEDS_ROOT),
+	METHOD(GW_METHOD_IMAGES, gw_imagecache_handle, 0), /* imagecache-handlers.c */
 	METHOD(GW_METHOD_AGENT_ATTACH, gw_fast_handle_attach, 0),
 	METHOD(GW_METHOD_AGENT_UPDATE, gw_fast_handle_update, 0),
 };

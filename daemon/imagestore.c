@@ -12,6 +12,7 @@
 
 #include "daemon.h"
 #include "hostpool.h"
+#include "imagecache-ops.h"
 #include "imageio.h"
 #include "log.h"
 
@@ -43,6 +44,7 @@ void gw_image_free(struct gw_hostpool *pool, struct gw_image *image)
 	if (!image)
 		return;
 	gw_image_unmap(image);
+	gw_imagecache_detach(image); /* borrowed blocks are the cache's, not the pool's */
 	if (image->blocks)
 		gw_hostpool_give(pool, image->blocks, image->nblocks);
 	free(image->blocks);
@@ -213,6 +215,10 @@ void gw_image_store(const struct gw_image *image, struct gw_copy_store *s)
 	s->nsegments = image->nseg_fds;
 	if (s->nsegments)
 		s->fd = -1; /* the head holds no data */
+	if (image->cached) { /* the data is in the image cache's blocks: read those */
+		s->fd = -1;
+		s->nsegments = 0;
+	}
 }
 
 /* ---- prefills ---- */

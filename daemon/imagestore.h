@@ -26,6 +26,7 @@
 struct gw_hostpool;
 struct gw_daemon;
 struct gw_fast_op;
+struct gw_imagecache_entry;
 
 struct gw_image {
 	struct gw_vimg v;
@@ -37,6 +38,9 @@ struct gw_image {
 	int written_mapped; /* the suspend wrote it through the mapping (else with pwrite) */
 	int seg_fds[GW_VIMG_MAX_SEGMENTS]; /* version 2: its segment files (daemon/imageio.h) */
 	unsigned nseg_fds;
+	/* Its data borrowed from the image cache (imagecache-ops.h): blocks are the entry's, the
+	 * copy store reads them instead of the files. NULL: blocks, if any, are its own. */
+	struct gw_imagecache_entry *cached;
 };
 
 /* Which image of which file: the file's identity and the image's id. */
@@ -48,7 +52,8 @@ struct gw_image_key {
 
 /* An empty image (no store yet), or NULL. */
 struct gw_image *gw_image_new(void);
-/* Give back its blocks to pool, close its files, free it. NULL: no-op. */
+/* Give back its blocks to pool (blocks borrowed from the image cache go back to it), close its
+ * files, free it. NULL: no-op. */
 void gw_image_free(struct gw_hostpool *pool, struct gw_image *image);
 void gw_image_unmap(struct gw_image *image);
 /* The image's file key (its head file's identity, its id): 0, or -errno (no file). */
@@ -89,6 +94,7 @@ struct gw_prefill {
 	double fill_ms;
 	struct gw_fast_op *filling; /* the prefill operation, while it runs */
 	struct gw_fast_op *waiter;  /* a resume of the same image waiting for it */
+	int from_cache;             /* filled from the image cache (imagecache-ops.h) */
 	struct event *expiry;
 };
 

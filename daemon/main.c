@@ -33,6 +33,9 @@ static void usage(FILE *out)
 		"                            buffers (default %d; 0 pins none)\n"
 		"      --image-pool-mib N    pinned host memory for VRAM images of shimmed\n"
 		"                            processes (fast path), pinned at start (default 0)\n"
+		"      --image-cache-mib N   of that pool, at most N MiB for a cache of image\n"
+		"                            files' data, for restores on this host from RAM\n"
+		"                            (default 0: off; suspended images always win)\n"
 		"      --chunk-kib N         VRAM image chunk in KiB: all-zero chunks are not\n"
 		"                            copied, each chunk is checksummed (a power of two,\n"
 		"                            64 to 1048576; default 2048)\n"
@@ -122,6 +125,7 @@ static const struct opt_spec opt_specs[] = {
 	{ VALUE("staging-mib", 'm', ARG_SIZE, staging_mib, 1u << 20) },
 	{ VALUE("workers", 0, ARG_UINT, workers, 256), .if_zero = 1 },
 	{ VALUE("image-pool-mib", 0, ARG_SIZE, image_pool_mib, 1u << 24) },
+	{ VALUE("image-cache-mib", 0, ARG_SIZE, image_cache_mib, 1u << 24) },
 	{ VALUE("chunk-kib", 0, ARG_SIZE, chunk_kib, GW_VIMG_MAX_CHUNK_BYTES >> 10),
 	  .check = check_chunk },
 	{ VALUE("max-clients", 0, ARG_UINT, max_clients, 65536) },

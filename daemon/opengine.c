@@ -172,6 +172,8 @@ cJSON *gw_op_result_json(const struct gw_op *op)
 		cJSON_AddNumberToObject(st, "duration_ms", res->steps[i].ms);
 		cJSON_AddItemToArray(steps, st);
 	}
+	if (res->image_cache)
+		cJSON_AddStringToObject(result, "image_cache", res->image_cache);
 	if (op->plan->add_result)
 		op->plan->add_result(op, result);
 	return result;

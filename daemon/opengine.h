@@ -72,6 +72,7 @@ struct gw_op_result {
 	int state_null;
 	double duration_ms;
 	uint64_t bytes;        /* data bytes moved */
+	const char *image_cache; /* "hit": its data came from the image cache; NULL: left out */
 	struct {
 		const char *name;
 		double ms;
@@ -144,7 +145,8 @@ __attribute__((format(printf, 3, 4))) void gw_op_fail(struct gw_op *op, const ch
 /* A GPU job's failure (any thread): the first one is kept. */
 void gw_op_job_fail(struct gw_op *op, unsigned gpu, int r, const char *err);
 
-/* The reply: pid, operation, state, path, duration_ms, steps, then plan->add_result's. */
+/* The reply: pid, operation, state, path, duration_ms, steps, image_cache, then
+ * plan->add_result's. */
 cJSON *gw_op_result_json(const struct gw_op *op);
 /* A progress message now (step: just done or running). */
 void gw_op_progress(struct gw_op *op, const char *step);

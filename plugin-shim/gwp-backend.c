@@ -509,6 +509,7 @@ static void log_steps(struct gwp_backend *be, const struct gwp_fast_call *c, con
 	const cJSON *steps = cJSON_GetObjectItemCaseSensitive(result, "steps"), *st;
 	const cJSON *total = cJSON_GetObjectItemCaseSensitive(result, "duration_ms");
 	const cJSON *pre = cJSON_GetObjectItemCaseSensitive(result, "prefill_ms");
+	const cJSON *cache = cJSON_GetObjectItemCaseSensitive(result, "image_cache");
 	char line[768];
 	size_t used = 0;
 
@@ -525,10 +526,12 @@ static void log_steps(struct gwp_backend *be, const struct gwp_fast_call *c, con
 		if (n > 0)
 			used += (size_t)n;
 	}
-	LOG(be, GWP_CRIU_LOG_INFO, "gpu-warmd %s of pid %d: %.1f ms (%s)%s",
+	LOG(be, GWP_CRIU_LOG_INFO, "gpu-warmd %s of pid %d: %.1f ms (%s)%s%s",
 	    c->suspend ? "suspend" : "resume", (int)c->pid,
 	    cJSON_IsNumber(total) ? total->valuedouble : 0, line,
-	    cJSON_IsNumber(pre) ? "; its VRAM was prefilled while CRIU restored memory" : "");
+	    cJSON_IsNumber(pre) ? "; its VRAM was prefilled while CRIU restored memory" : "",
+	    cJSON_IsString(cache) ? "; image data from gpu-warmd's RAM cache (image_cache hit)" :
+				    "");
 }
 
 int gwp_backend_fast(struct gwp_backend *be, const struct gwp_fast_call *c, char *err,

@@ -93,6 +93,7 @@
 #define GW_LIMIT_LEASES "leases"
 #define GW_LIMIT_IMAGE_POOL "image_pool"                 /* --image-pool-mib */
 #define GW_LIMIT_IMAGE_TABLES "image_tables"             /* an image's tables, non-root */
+#define GW_LIMIT_IMAGE_CACHE "image_cache"               /* --image-cache-mib (and the pool) */
 
 /* The "state" of a GPU (Status "gpus", Drain/Undrain results). */
 #define GW_GPU_STATE_PRIMING "priming"   /* context and staging memory being set up */
@@ -134,6 +135,9 @@
 #define GW_METHOD_RESUME "gpuwarm.Resume"                 /* {pid, gpu?, gpu_pairs?, image_fd?, segment_fds?} -> {pid, state, steps} */
 #define GW_METHOD_PREFILL "gpuwarm.Prefill"  /* root: {image_fd, segment_fds?} -> {vram_bytes, data_bytes,
 					     * steps}: fill an image file's VRAM ahead of its Resume */
+#define GW_METHOD_IMAGES "gpuwarm.Images" /* {action: "list"} -> {entries, cache, others?};
+					   * {action: "drop", id | all} -> {dropped};
+					   * {action: "load", image_fd, segment_fds?} -> {id, ...} */
 
 /*
  * The in-process shim's agent channel (fast VRAM path). An agent thread in a shimmed app connects,
@@ -168,6 +172,7 @@
 #define GW_ERROR_NO_SUCH_PROCESS "gpuwarm.Error.NoSuchProcess"
 #define GW_ERROR_NO_SUCH_GPU "gpuwarm.Error.NoSuchGpu"
 #define GW_ERROR_NO_SUCH_LEASE "gpuwarm.Error.NoSuchLease"
+#define GW_ERROR_NO_SUCH_IMAGE "gpuwarm.Error.NoSuchImage"       /* no image cache entry (you may see) */
 #define GW_ERROR_NO_GPU_AVAILABLE "gpuwarm.Error.NoGpuAvailable" /* none fits the lease request */
 #define GW_ERROR_DRAINING "gpuwarm.Error.Draining"               /* GPU drained or draining */
 #define GW_ERROR_DRIVER_UNAVAILABLE "gpuwarm.Error.DriverUnavailable" /* no driver, or no checkpoint API */
