@@ -15,7 +15,9 @@ Parts (--only a,b,c,d):
      images restored once more with the host's transparent huge pages set to "always" (CRIU's
      restore of the process's memory faults in 2 MiB pages then), the host's mode put back after.
   b  gw-vram-app with DENSE GiB of data through criu: dump and restore times with the image dir on
-     a huge-page tmpfs (huge=always) and on a plain tmpfs; both stacks.
+     a huge-page tmpfs (huge=always) and on a plain tmpfs; both stacks. With --cache, gpu-warmd
+     has a RAM image cache: its restore reads the files (the cache dropped first), then a second
+     dump and a restore from the cache.
   c  warmctl suspend/resume --image of DENSE GiB on both tmpfs kinds: times, copy rates, steps.
   d  the same from the daemon's pinned image pool (--image-pool-mib), resume only.
 Every restored process verifies its data (b, c, d) or answers the same tokens (a).
@@ -479,11 +481,13 @@ def warmctl(run, *args, timeout=600):
     return json.loads(p.stdout), wall
 
 
-def start_daemon(run, pool_mib):
+def start_daemon(run, pool_mib, cache_mib=0):
     dlog = open(f"{run.out}/daemon.log", "a")
     argv = [f"{run.build}/daemon/gpu-warmd", "--socket", run.sock, "--staging-mib", "256"]
     if pool_mib:
         argv += ["--image-pool-mib", str(pool_mib)]
+    if cache_mib:
+        argv += ["--image-cache-mib", str(cache_mib)]
     t = time.monotonic()
     run.daemon = subprocess.Popen(argv, stdout=dlog, stderr=dlog)
     while True:
@@ -697,6 +701,41 @@ def restore_again_thp(run, s, stack, img, mode, ids0):
     return r
 
 
+def cache_idle(run, timeout=120):
+    """Wait until the daemon's image cache has no fill running; its status."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st, _ = warmctl(run, "status")
+        c = (st["result"].get("image_pool") or {}).get("cache") or {}
+        if not c.get("fills_running") or time.monotonic() > deadline:
+            return c
+        time.sleep(0.1)
+
+
+def restore_from_cache(run, app, stack, img, name):
+    """Dump again (the dump's image files go into the daemon's RAM cache behind the reply), wait
+    for the cache to hold them, restore: the VRAM comes from the pinned pool, not the files."""
+    r = {"dump": run.criu.dump(stack, app.pid, img, name)}
+    t = time.monotonic()
+    c = cache_idle(run)
+    r["cache_fill_wait_s"] = time.monotonic() - t
+    lst, _ = warmctl(run, "images")
+    r["cache_entries"] = [{k: e.get(k) for k in ("state", "data_bytes", "origin")}
+                          for e in lst["result"].get("entries", [])]
+    r["restore"] = run.criu.restore(stack, img, name)
+    hit = any("cache" in l for l in r["restore"]["log"].get("plugin_lines", []))
+    r["cache_hit_in_log"] = hit
+    verify(app)
+    r["verified"] = True
+    after = cache_idle(run)
+    r["cache_hits"] = after.get("hits", 0) - c.get("hits", 0)
+    log(f"  {name}: restore from the RAM cache {r['restore']['wall_s']:.3f} s (cache hits "
+        f"{r['cache_hits']}, in CRIU's log: {hit}; dump {r['dump']['wall_s']:.3f} s, fill behind it "
+        f"{r['cache_fill_wait_s']:.2f} s)")
+    shutil.rmtree(img, ignore_errors=True)
+    return r
+
+
 def part_b(run):
     a = run.a
     res = run.res.setdefault("b", {"dense_gib": a.dense_gib})
@@ -720,10 +759,16 @@ def part_b(run):
                 try:
                     img = f"{mnt}/b-{stack}"
                     r["dump"] = run.criu.dump(stack, app.pid, img, f"b-{stack}-{kind}")
+                    if a.cache and stack == "gpuwarm":
+                        cache_idle(run)
+                        warmctl(run, "images", "drop", "--all")  # this restore reads the files
                     r["restore"] = run.criu.restore(stack, img, f"b-{stack}-{kind}")
                     verify(app)
                     r["verified"] = True
                     log(f"  b/{stack}/{kind}: dump {r['dump']['wall_s']:.3f} s, restore {r['restore']['wall_s']:.3f} s")
+                    if a.cache and stack == "gpuwarm":
+                        shutil.rmtree(img, ignore_errors=True)
+                        r["cached"] = restore_from_cache(run, app, stack, f"{img}-cached", f"b-{stack}-{kind}-cached")
                 except Exception as e:  # noqa: BLE001
                     r["error"] = str(e)[-3000:]
                     run.res["errors"].append(f"b/{stack}/{kind}: {str(e)[:3000]}")
@@ -874,6 +919,11 @@ def rows(res):
                 out.append(("b", f"{b.get('dense_gib')} GiB dense", stack, kind, g(b, kind, stack, "dump", "wall_s"),
                             g(b, kind, stack, "restore", "wall_s"), None,
                             g(b, kind, "baseline", "restore", "wall_s") if stack == "gpuwarm" else None))
+            if g(b, kind, stack, "cached", "restore"):
+                out.append(("b", f"{b.get('dense_gib')} GiB dense, RAM cache", stack, kind,
+                            g(b, kind, stack, "cached", "dump", "wall_s"),
+                            g(b, kind, stack, "cached", "restore", "wall_s"), None,
+                            g(b, kind, "baseline", "restore", "wall_s")))
     c = res.get("c", {})
     for kind in KINDS:
         if g(c, kind, "resume"):
@@ -1059,6 +1109,9 @@ def main():
                          "skipped and named (default 420)")
     ap.add_argument("--tmpfs-gib", type=int, default=40, help="tmpfs size (raised when a part needs more)")
     ap.add_argument("--a-tmpfs", choices=KINDS, default="plain", help="tmpfs kind for part a's images")
+    ap.add_argument("--cache", action="store_true",
+                    help="gpu-warmd with a RAM image cache (--image-cache-mib, as large as the pool); "
+                         "part b restores from the files (cache dropped) and again from the cache")
     ap.add_argument("--a-thp-again", default="",
                     help="part a, gpu-warmd: restore the same images again with the host's transparent "
                          "huge pages set to each mode listed (e.g. always), then put back")
@@ -1107,7 +1160,9 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         pool = int(a.dense_gib * 1024) + 512 if "d" in parts else 0
-        start_daemon(run, pool)
+        if a.cache:
+            pool = max(pool, int(a.dense_gib * 1024) + 1024)
+        start_daemon(run, pool, cache_mib=pool if a.cache else 0)
         for p in ("a", "b", "c", "d"):
             if p not in parts or (p == "d" and "c" in parts):  # d runs inside c, on c's app
                 continue
