@@ -49,6 +49,7 @@ STACKS = ("cold", "seeds", "driver", "fast", "fast-util09")
 TOOLS = os.path.join(SRC, "tools")
 SERVER = "/gw/src/tests/workloads/model_server.py"
 CDI_DEVICE = "gpu-warmd.dev/gpuwarm=shim"
+DEFAULT_CDI_DIR = "/var/run/cdi"
 PROMPT = "The quick brown fox jumps over the lazy dog. Checkpoint me, restore me, then"
 CC_PLACES = ["/usr/bin", "/usr/local/bin", "/usr/sbin", "/usr/local/cuda/bin", "/usr/local/cuda-*/bin",
              "/usr/local/nvidia/bin", "/usr/lib/nvidia/bin", "/opt/nvidia/bin", "/opt/cuda/bin"]
@@ -174,6 +175,11 @@ class Bench:
         ps.sh([f"{self.build}/client/warmctl", "cdi", "--output", f"{self.cdi_dir}/gpu-warmd.json",
                    "--shim", f"{self.build}/client/shim/libgpuwarm-shim.so"])
         self.res["cdi_spec"] = json.load(open(f"{self.cdi_dir}/gpu-warmd.json"))
+        # and where podman looks by default (/var/run/cdi: specs generated at run time), which is
+        # what an operator does with `warmctl cdi --output /var/run/cdi/gpu-warmd.json`
+        os.makedirs(DEFAULT_CDI_DIR, exist_ok=True)
+        self.cdi_default = f"{DEFAULT_CDI_DIR}/gpu-warmd-bench.json"
+        shutil.copy(f"{self.cdi_dir}/gpu-warmd.json", self.cdi_default)
 
     def plugins(self, stack):
         """CRIU's plugin directory (default.conf's libdir) and criu's PATH for the stack."""
@@ -219,9 +225,25 @@ class Bench:
     def body(self):
         return json.dumps({"prompt": PROMPT, "max_tokens": self.a.max_tokens})
 
+    def container_args(self, stack):
+        """The fast stacks get the shim and the socket directory from the CDI device alone: the
+        container's own mount of the socket directory is left out."""
+        if not stack.startswith("fast"):
+            return self.cargs
+        out, i = [], 0
+        while i < len(self.cargs):
+            x = self.cargs[i]
+            nxt = self.cargs[i + 1] if i + 1 < len(self.cargs) else ""
+            if x == "--mount" and f"destination={ps.SOCK_DIR}," in nxt + ",":
+                i += 2
+                continue
+            out.append(x)
+            i += 1
+        return out + ["--device", CDI_DEVICE]
+
     def golden(self, stack, name, checkpoint):
         health, comp = self.urls()
-        run_args = shlex.join(self.cargs + (["--device", CDI_DEVICE] if stack.startswith("fast") else []))
+        run_args = shlex.join(self.container_args(stack))
         args = ["--image", ps.IMAGE, "--name", name, "--run-args", run_args, "--health-url", health,
                 "--warmup-url", comp, "--warmup-body", self.body(), "--health-timeout", "600"]
         args += (["--export", f"{self.exports}/{name}.tar", "--compress", "none", "--keep"]
@@ -289,6 +311,8 @@ class Bench:
         return r
 
     def tear_down(self, out):
+        if getattr(self, "cdi_default", None) and os.path.exists(self.cdi_default):
+            os.unlink(self.cdi_default)
         if os.path.exists(f"{self.work}/daemon.log"):
             shutil.copy(f"{self.work}/daemon.log", out)
         if getattr(self, "podman", None):

@@ -820,6 +820,9 @@ def part_c(run):
                 check(s.get("path") == "fast", f"c/{kind}: suspend {ws:.3f} s: " +
                       ", ".join(f"{k} {v}" for k, v in s.items() if k not in ("pid",)) + f"; steps {fmt_steps(steps)}")
                 r["suspend"] = {"wall_s": ws, "reply": s, "steps": steps, "file_bytes": os.path.getsize(img)}
+                if a.cache:  # this part measures the files
+                    cache_idle(run)
+                    warmctl(run, "images", "drop", "--all")
                 j, wr = warmctl(run, "resume", str(app.pid), "--image", img)
                 s, steps = summarize_reply(j)
                 check(s.get("state") == "running", f"c/{kind}: resume {wr:.3f} s: " +
