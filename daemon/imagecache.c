@@ -89,25 +89,19 @@ int gw_imagecache_key_from_fds(struct gw_imagecache_key *k, const struct gw_vimg
 
 	if (nseg_fds > GW_VIMG_MAX_SEGMENTS)
 		return -EINVAL;
-	memset(k, 0, sizeof(*k));
-	if (fstat(head_fd, &st) < 0)
-		return -errno;
-	file_of(&k->files[0], &st);
-	for (unsigned i = 0; i < nseg_fds; i++) {
-		if (fstat(seg_fds[i], &st) < 0)
-			return -errno;
-		file_of(&k->files[1 + i], &st);
-	}
-	k->nfiles = 1 + nseg_fds;
+	/* The image's own identity, then each file's. */
+	*k = (struct gw_imagecache_key){
+		.nfiles = 1 + nseg_fds, .created_ns = v->created_ns, .data_bytes = v->data_bytes,
+		.vram_bytes = v->vram_bytes, .file_bytes = v->file_bytes,
+		.chunk_bytes = v->chunk_bytes, .version = v->version, .nsegments = v->nsegments,
+		.nranges = v->nranges,
+	};
 	memcpy(k->image_id, v->id, sizeof(k->image_id));
-	k->created_ns = v->created_ns;
-	k->data_bytes = v->data_bytes;
-	k->vram_bytes = v->vram_bytes;
-	k->file_bytes = v->file_bytes;
-	k->chunk_bytes = v->chunk_bytes;
-	k->version = v->version;
-	k->nsegments = v->nsegments;
-	k->nranges = v->nranges;
+	for (unsigned i = 0; i < k->nfiles; i++) {
+		if (fstat(i == 0 ? head_fd : seg_fds[i - 1], &st) < 0)
+			return -errno;
+		file_of(&k->files[i], &st);
+	}
 	return 0;
 }
 

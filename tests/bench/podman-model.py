@@ -14,7 +14,9 @@ its first token, for four stacks on one container image and one model server
           `--device gpu-warmd.dev/gpuwarm=shim` (the spec written by `warmctl cdi` into a CDI
           directory podman reads): its VRAM goes through gpu-warmd's fast path into the
           checkpoint's VRAM image; --fast-util-09 adds the same at --gpu-memory-utilization 0.9
-          ("fast-util09": a KV pool of 90 % of the GPU, of which the image holds only the data).
+          ("fast-util09": a KV pool of 90 % of the GPU, of which the image holds only the data;
+          "fast-mounts": the shim given by hand, a mount of the build directory and LD_PRELOAD,
+          GPUWARM_SOCKET set, instead of the CDI device).
 
 Every checkpointed stack: the golden checkpoint by tools/gw-golden-checkpoint (--export to an
 archive on tmpfs, --keep), then tools/gw-podman-restore in place -> first token, then --import
@@ -45,7 +47,7 @@ sys.path.insert(0, os.path.join(SRC, "tests", "gpu"))
 sys.path.insert(0, os.path.join(SRC, "tools"))
 import podman_suite as ps  # noqa: E402
 
-STACKS = ("cold", "seeds", "driver", "fast", "fast-util09")
+STACKS = ("cold", "seeds", "driver", "fast", "fast-util09", "fast-mounts")
 TOOLS = os.path.join(SRC, "tools")
 SERVER = "/gw/src/tests/workloads/model_server.py"
 CDI_DEVICE = "gpu-warmd.dev/gpuwarm=shim"
@@ -75,6 +77,7 @@ def parse_args(argv):
                     help="also the fast path at --gpu-memory-utilization 0.9 (fast-util09)")
     ap.add_argument("--kv-cache-gib", type=float, default=24, help="KV pool (default 24 GiB)")
     ap.add_argument("--server-args", default="", help="more model_server.py options")
+    ap.add_argument("--cdi-spec", help="use this CDI spec instead of the one `warmctl cdi` writes")
     ap.add_argument("--port", type=int, default=8000, help="the server's port (default 8000)")
     ap.add_argument("--max-tokens", type=int, default=16, help="the completion's tokens")
     ap.add_argument("--repeat", type=int, default=1, help="restores of each kind (default 1)")
@@ -174,6 +177,8 @@ class Bench:
         # the CDI spec, as an operator writes it (the shim at the build's path)
         ps.sh([f"{self.build}/client/warmctl", "cdi", "--output", f"{self.cdi_dir}/gpu-warmd.json",
                    "--shim", f"{self.build}/client/shim/libgpuwarm-shim.so"])
+        if self.a.cdi_spec:  # another spec to try in its place
+            shutil.copy(self.a.cdi_spec, f"{self.cdi_dir}/gpu-warmd.json")
         self.res["cdi_spec"] = json.load(open(f"{self.cdi_dir}/gpu-warmd.json"))
         # and where podman looks by default (/var/run/cdi: specs generated at run time), which is
         # what an operator does with `warmctl cdi --output /var/run/cdi/gpu-warmd.json`
@@ -197,7 +202,7 @@ class Bench:
         return os.listdir(d)
 
     def daemon_for(self, stack):
-        want = stack in ("driver", "fast", "fast-util09")
+        want = stack in ("driver", "fast", "fast-util09", "fast-mounts")
         if want and (not self.daemon or self.daemon.poll() is not None):
             self.daemon = ps.start_daemon(self.build, self.work)
         elif not want and self.daemon and self.daemon.poll() is None:
@@ -230,6 +235,9 @@ class Bench:
         container's own mount of the socket directory is left out."""
         if not stack.startswith("fast"):
             return self.cargs
+        if stack == "fast-mounts":  # the build directory is mounted at /gw/build
+            return self.cargs + ["-e", "LD_PRELOAD=/gw/build/client/shim/libgpuwarm-shim.so",
+                                 "-e", f"GPUWARM_SOCKET={ps.SOCK}"]
         out, i = [], 0
         while i < len(self.cargs):
             x = self.cargs[i]
@@ -257,6 +265,27 @@ class Bench:
                 self.body(), "--repeat", str(self.a.repeat)]
         return self.tool("gw-podman-restore", *args, *(["--import", archive] if archive else []))
 
+    def restore_debug(self, name, archive):
+        """A failed restore once more with podman's debug log, and CRIU's and the runtime's logs
+        under the work directory: what is needed to tell why."""
+        args = ["--log-level=debug", "container", "restore", *(["--import", archive] if archive else []), name]
+        p = self.podman.run(*args, check_rc=False, timeout=300)
+        out = {"podman_debug_tail": (p.stderr or "")[-6000:]}
+        logs = {}
+        for root, _, files in os.walk(self.work):
+            for f in files:
+                if f.endswith(".log") and ("restore" in f or "crun" in f or "criu" in f):
+                    path = os.path.join(root, f)
+                    try:
+                        logs[path] = open(path, errors="replace").read()[-4000:]
+                    except OSError:
+                        pass
+        out["logs"] = logs
+        log(f"  restore debug: podman --log-level=debug tail:\n{out['podman_debug_tail'][-3000:]}")
+        for path, text in logs.items():
+            log(f"  --- {path} (tail):\n{text[-2500:]}")
+        return out
+
     # ---- the stacks ----
     def run_stack(self, stack):
         r = {"ok": False}
@@ -282,6 +311,7 @@ class Bench:
                 self.podman.run("rm", "-f", "-t", "0", name, check_rc=False, timeout=120)
             x = r[kind] = self.restore(name, archive)
             if not x.get("ok"):
+                x["debug"] = self.restore_debug(name, archive)
                 return self.failed(stack, f"restore {kind}", x)
             got = [rd.get("token_ids") for rd in x["rounds"]]
             want = self.cold_ids if self.cold_ids is not None else ids
@@ -336,7 +366,7 @@ def ratios(res):
             return None
     out, checks = {}, {}
     cold = ftt("cold", None)
-    for stack in ("seeds", "driver", "fast", "fast-util09"):
+    for stack in ("seeds", "driver", "fast", "fast-util09", "fast-mounts"):
         for kind in ("inplace", "import"):
             t = ftt(stack, kind)
             if t is None:
