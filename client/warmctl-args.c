@@ -284,6 +284,15 @@ static void getopt_table(unsigned at, struct option ret[NOPTIONS + 1])
 	memset(&ret[n], 0, sizeof(ret[n]));
 }
 
+/* The option's name as typed, "--NAME" (argv[optind - 1] is its value when it took one). */
+static const char *option_name(int id)
+{
+	for (size_t i = 0; i < NOPTIONS; i++)
+		if (all_options[i].id == id)
+			return all_options[i].name;
+	return "?";
+}
+
 static unsigned option_flag(int id)
 {
 	for (size_t i = 0; i < NOPTIONS; i++)
@@ -502,8 +511,8 @@ int wc_parse_command_args(struct wc_ctx *ctx, int argc, char **argv, struct wc_a
 		unsigned flag = option_flag(opt);
 
 		if (flag && !(cmd->options & flag))
-			return wc_usage_error(ctx, "option '%s' does not apply here",
-					      argv[optind - 1]);
+			return wc_usage_error(ctx, "option '--%s' does not apply here",
+					      option_name(opt));
 		if (opt == OPT_TIMEOUT)
 			r = timeout_option(ctx, cmd->options & WC_OPT_OP_TIMEOUT ?
 							&args.op_timeout_ms :
