@@ -98,39 +98,6 @@ static void print_list(const cJSON *result)
 		printf("(and %.0f entries of other users)\n", num(others, "entries"));
 }
 
-/* FILE and the segment files its header names, opened for reading into fds. */
-static int open_image(struct wc_ctx *ctx, const char *path, int *fds, unsigned *ret_n)
-{
-	uint8_t header[GW_VIMG_HEADER_BYTES];
-	struct gw_vimg v;
-	unsigned n = 0;
-
-	fds[n] = open(path, O_RDONLY | O_CLOEXEC);
-	if (fds[n] < 0)
-		return wc_image_error(ctx, "cannot open the image %s: %s", path, strerror(errno));
-	n++;
-	if (gw_vimg_pread(fds[0], header, sizeof(header), 0) == 0 &&
-	    gw_vimg_decode_header(&v, header, sizeof(header), NULL, 0) == 0) {
-		for (unsigned k = 0; k < v.nsegments; k++) {
-			char name[PATH_MAX];
-
-			snprintf(name, sizeof(name), "%s.seg-%u", path, k);
-			fds[n] = open(name, O_RDONLY | O_CLOEXEC);
-			if (fds[n] < 0) {
-				int e = errno;
-
-				while (n > 0)
-					close(fds[--n]);
-				return wc_image_error(ctx, "cannot open %s, segment %u of the image "
-						      "%s: %s", name, k, path, strerror(e));
-			}
-			n++;
-		}
-	}
-	*ret_n = n;
-	return WC_EXIT_OK;
-}
-
 static int images_load(struct wc_ctx *ctx, const char *path, cJSON **ret_result)
 {
 	int fds[1 + GW_VIMG_MAX_SEGMENTS];
@@ -140,7 +107,7 @@ static int images_load(struct wc_ctx *ctx, const char *path, cJSON **ret_result)
 
 	if (!params)
 		return images_call(ctx, NULL, NULL, 0, ret_result);
-	r = open_image(ctx, path, fds, &n);
+	r = wc_image_open_read(ctx, path, fds, &n);
 	if (r != WC_EXIT_OK) {
 		cJSON_Delete(params);
 		return r;

@@ -202,46 +202,53 @@ static int image_create(struct wc_ctx *ctx, const struct wc_args *args, struct i
 	return WC_EXIT_OK;
 }
 
-static int image_open(struct wc_ctx *ctx, const struct wc_args *args, bool suspend,
-		      struct image_file *f)
+int wc_image_open_read(struct wc_ctx *ctx, const char *path, int *fds, unsigned *ret_n)
 {
 	uint8_t header[GW_VIMG_HEADER_BYTES];
 	struct gw_vimg v;
+	unsigned n = 0;
 
+	*ret_n = 0;
+	fds[n] = open(path, O_RDONLY | O_CLOEXEC);
+	if (fds[n] < 0)
+		return wc_image_error(ctx, "cannot open the image %s: %s", path, strerror(errno));
+	n++;
+	/* Its segments, as its header says; a header this cannot read goes to the daemon as it
+	 * is, which names what is wrong with it. */
+	if (gw_vimg_pread(fds[0], header, sizeof(header), 0) == 0 &&
+	    gw_vimg_decode_header(&v, header, sizeof(header), NULL, 0) == 0) {
+		for (unsigned k = 0; k < v.nsegments; k++) {
+			char name[PATH_MAX];
+			int e = ENAMETOOLONG;
+
+			if (segment_name(name, sizeof(name), path, k, "") == 0) {
+				fds[n] = open(name, O_RDONLY | O_CLOEXEC);
+				if (fds[n] >= 0) {
+					n++;
+					continue;
+				}
+				e = errno;
+			}
+			while (n > 0)
+				close(fds[--n]);
+			return wc_image_error(ctx, "cannot open %s, segment %u of the image %s (of "
+					      "%u segments): %s", name, k, path, v.nsegments,
+					      strerror(e));
+		}
+	}
+	*ret_n = n;
+	return WC_EXIT_OK;
+}
+
+static int image_open(struct wc_ctx *ctx, const struct wc_args *args, bool suspend,
+		      struct image_file *f)
+{
 	image_init(f);
 	if (!args->image)
 		return WC_EXIT_OK;
 	if (suspend)
 		return image_create(ctx, args, f);
-	f->fds[0] = open(args->image, O_RDONLY | O_CLOEXEC);
-	if (f->fds[0] < 0)
-		return wc_image_error(ctx, "cannot open the image %s: %s", args->image,
-				      strerror(errno));
-	f->n = 1;
-	/* Its segments, as its header says; a header this cannot read goes to the daemon as it
-	 * is, which names what is wrong with it. */
-	if (gw_vimg_pread(f->fds[0], header, sizeof(header), 0) < 0 ||
-	    gw_vimg_decode_header(&v, header, sizeof(header), NULL, 0) < 0)
-		return WC_EXIT_OK;
-	for (unsigned k = 0; k < v.nsegments; k++) {
-		char name[PATH_MAX];
-
-		if (segment_name(name, sizeof(name), args->image, k, "") < 0) {
-			image_discard(f);
-			return wc_usage_error(ctx, "--image path too long");
-		}
-		f->fds[f->n] = open(name, O_RDONLY | O_CLOEXEC);
-		if (f->fds[f->n] < 0) {
-			int e = errno;
-
-			image_discard(f);
-			return wc_image_error(ctx, "cannot open %s, segment %u of the image %s (of %u "
-					      "segments): %s", name, k, args->image, v.nsegments,
-					      strerror(e));
-		}
-		f->n++;
-	}
-	return WC_EXIT_OK;
+	return wc_image_open_read(ctx, args->image, f->fds, &f->n);
 }
 
 static int image_close(const struct wc_ctx *ctx, struct image_file *f, int code)

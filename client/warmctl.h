@@ -163,6 +163,11 @@ int wc_connect(struct wc_ctx *ctx, struct gw_client_error *err);
 int wc_report(struct wc_ctx *ctx, const char *what, int r, const struct gw_client_error *err);
 void wc_disconnect(struct wc_ctx *ctx);
 
+/* warmctl-process.c */
+/* Open the image file at path for reading, and the segment files its header names, into fds
+ * (room for 1 + GW_IMAGE_MAX_SEGMENTS); *ret_n: how many. An exit code (WC_EXIT_OK). */
+int wc_image_open_read(struct wc_ctx *ctx, const char *path, int *fds, unsigned *ret_n);
+
 /* warmctl-output.c */
 /* Print {"version":1,"command":...,"result":result}; does not take result. Returns an exit code. */
 int wc_print_json_result(const struct wc_ctx *ctx, const cJSON *result);
