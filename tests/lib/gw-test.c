@@ -1,9 +1,24 @@
 /* SPDX-License-Identifier: MIT */
 #include "gw-test.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
+
+int gw_test_count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	int n = 0;
+
+	GW_ASSERT(d);
+	while ((de = readdir(d)))
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
 
 static void (*case_end_fns[8])(void);
 static unsigned ncase_end_fns;

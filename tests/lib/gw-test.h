@@ -88,6 +88,8 @@ extern int gw_test_case_count;
 	} while (0)
 
 int gw_test_main(int argc, char **argv);
+/* How many descriptors this process has open (a leak check: compare before and after). */
+int gw_test_count_fds(void);
 /* Run fn when the current case passes too (a case runs in a forked process that ends with
  * _exit(), which skips atexit() handlers; a failing case exit()s and runs those). */
 void gw_test_at_case_end(void (*fn)(void));

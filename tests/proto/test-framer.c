@@ -4,7 +4,6 @@
  * split over reads, many in one read, fds across frames, every refusal of the FILE DESCRIPTORS
  * rules with each fd held closed, and the writer's fd ownership and timeout.
  */
-#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
@@ -15,20 +14,6 @@
 #include "gw-test.h"
 
 /* ---- helpers ---- */
-
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *de;
-	int n = 0;
-
-	GW_ASSERT(d);
-	while ((de = readdir(d)))
-		if (de->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
-}
 
 struct pair {
 	int tx, rx;
@@ -192,7 +177,7 @@ GW_TEST(framer_fds_across_frames)
 	int before;
 
 	pair_open(&p);
-	before = count_fds();
+	before = gw_test_count_fds();
 	open_nulls(fds, 3);
 	la = request_frame(1, 0, a);
 	lb = request_frame(2, 3, b);
@@ -217,7 +202,7 @@ GW_TEST(framer_fds_across_frames)
 	la = request_frame(3, 0, a);
 	send_bytes(p.tx, a, la, NULL, 0);
 	expect_message(&p, 3, 0, got);
-	GW_ASSERT_INT_EQ(count_fds(), before);
+	GW_ASSERT_INT_EQ(gw_test_count_fds(), before);
 	pair_close(&p);
 }
 
@@ -239,7 +224,7 @@ GW_TEST(framer_bad_magic_and_length)
 	};
 
 	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
-		int fds[GW_FRAME_MAX_FDS], before = count_fds();
+		int fds[GW_FRAME_MAX_FDS], before = gw_test_count_fds();
 		struct gw_message msg;
 		struct pair p;
 		unsigned n;
@@ -252,18 +237,18 @@ GW_TEST(framer_bad_magic_and_length)
 		GW_ASSERT_INT_EQ(gw_framer_fill(p.framer), (ssize_t)cases[k].len);
 		GW_ASSERT_INT_EQ(gw_framer_next(p.framer, &msg, fds, &n), cases[k].r);
 		GW_ASSERT_STR_EQ(gw_framer_error(p.framer, NULL), cases[k].text);
-		GW_ASSERT_INT_EQ(count_fds(), before + 2);
+		GW_ASSERT_INT_EQ(gw_test_count_fds(), before + 2);
 		/* the stream stays refused */
 		GW_ASSERT_INT_EQ(gw_framer_next(p.framer, &msg, fds, &n), -EPROTO);
 		GW_ASSERT_INT_EQ(gw_framer_fill(p.framer), -EPROTO);
 		pair_close(&p);
-		GW_ASSERT_INT_EQ(count_fds(), before);
+		GW_ASSERT_INT_EQ(gw_test_count_fds(), before);
 	}
 }
 
 GW_TEST(framer_too_many_fds)
 {
-	int fds[GW_FRAME_MAX_FDS + 1], before = count_fds();
+	int fds[GW_FRAME_MAX_FDS + 1], before = gw_test_count_fds();
 	uint8_t buf[512];
 	struct msghdr mh = { 0 };
 	struct iovec iov;
@@ -292,12 +277,12 @@ GW_TEST(framer_too_many_fds)
 	GW_ASSERT_INT_EQ(gw_framer_fill(p.framer), -EMSGSIZE);
 	GW_ASSERT_STR_CONTAINS(gw_framer_error(p.framer, NULL), "too many file descriptors");
 	pair_close(&p);
-	GW_ASSERT_INT_EQ(count_fds(), before);
+	GW_ASSERT_INT_EQ(gw_test_count_fds(), before);
 }
 
 GW_TEST(framer_unannounced_fds)
 {
-	int fds[4], got[GW_FRAME_MAX_FDS], before = count_fds();
+	int fds[4], got[GW_FRAME_MAX_FDS], before = gw_test_count_fds();
 	uint8_t buf[512];
 	uint64_t id = 0;
 	struct gw_message msg;
@@ -316,7 +301,7 @@ GW_TEST(framer_unannounced_fds)
 	GW_ASSERT_STR_EQ(gw_framer_error(p.framer, &id),
 			 "4 file descriptors came with a message that announced none");
 	GW_ASSERT_INT_EQ(id, 5);
-	GW_ASSERT_INT_EQ(count_fds(), before + 2);
+	GW_ASSERT_INT_EQ(gw_test_count_fds(), before + 2);
 	pair_close(&p);
 
 	/* it announces another number */
@@ -340,12 +325,12 @@ GW_TEST(framer_unannounced_fds)
 	GW_ASSERT_INT_EQ(gw_framer_fill(p.framer), 2);
 	GW_ASSERT_INT_EQ(gw_framer_next(p.framer, &msg, got, &n), 0); /* half a header */
 	pair_close(&p);
-	GW_ASSERT_INT_EQ(count_fds(), before);
+	GW_ASSERT_INT_EQ(gw_test_count_fds(), before);
 }
 
 GW_TEST(framer_second_batch_while_one_waits)
 {
-	int fds[2], before = count_fds();
+	int fds[2], before = gw_test_count_fds();
 	uint8_t buf[512];
 	struct pair p;
 	size_t len;
@@ -360,12 +345,12 @@ GW_TEST(framer_second_batch_while_one_waits)
 	GW_ASSERT_INT_EQ(expect_refusal(&p), -EPROTO);
 	GW_ASSERT_STR_CONTAINS(gw_framer_error(p.framer, NULL), "announced none");
 	pair_close(&p);
-	GW_ASSERT_INT_EQ(count_fds(), before);
+	GW_ASSERT_INT_EQ(gw_test_count_fds(), before);
 }
 
 GW_TEST(framer_destroy_closes_held_fds)
 {
-	int fds[3], before = count_fds();
+	int fds[3], before = gw_test_count_fds();
 	uint8_t buf[512];
 	struct pair p;
 	size_t len;
@@ -376,9 +361,9 @@ GW_TEST(framer_destroy_closes_held_fds)
 	send_bytes(p.tx, buf, len - 1, fds, 3); /* the frame never completes */
 	close_all(fds, 3);
 	GW_ASSERT(gw_framer_fill(p.framer) > 0);
-	GW_ASSERT_INT_EQ(count_fds(), before + 2 + 3);
+	GW_ASSERT_INT_EQ(gw_test_count_fds(), before + 2 + 3);
 	pair_close(&p);
-	GW_ASSERT_INT_EQ(count_fds(), before);
+	GW_ASSERT_INT_EQ(gw_test_count_fds(), before);
 	gw_framer_destroy(NULL);
 }
 
@@ -399,7 +384,7 @@ GW_TEST(framer_eof_and_arguments)
 
 GW_TEST(frame_out_owned_fds_close_once_sent)
 {
-	int fds[2], got[GW_FRAME_MAX_FDS], before = count_fds();
+	int fds[2], got[GW_FRAME_MAX_FDS], before = gw_test_count_fds();
 	char *text = gw_reply_encode(9, NULL, 2);
 	struct gw_frame_out out;
 	struct pair p;
@@ -415,19 +400,19 @@ GW_TEST(frame_out_owned_fds_close_once_sent)
 	expect_message(&p, 9, 2, got);
 	close_all(got, 2);
 	pair_close(&p);
-	GW_ASSERT_INT_EQ(count_fds(), before);
+	GW_ASSERT_INT_EQ(gw_test_count_fds(), before);
 	gw_frame_out_finish(NULL);
 	free(text);
 }
 
 GW_TEST(frame_out_refuses_and_closes_owned)
 {
-	int fds[1], before = count_fds();
+	int fds[1], before = gw_test_count_fds();
 	struct gw_frame_out out;
 
 	open_nulls(fds, 1);
 	GW_ASSERT_INT_EQ(gw_frame_out_init(&out, "{", 1, fds, 1, true), -EMSGSIZE);
-	GW_ASSERT_INT_EQ(count_fds(), before);
+	GW_ASSERT_INT_EQ(gw_test_count_fds(), before);
 	open_nulls(fds, 1);
 	GW_ASSERT_INT_EQ(gw_frame_out_init(&out, "{}", 2, fds, GW_FRAME_MAX_FDS + 1, false),
 			 -EINVAL);

@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests of proto/'s socket I/O: fd passing with SCM_RIGHTS, whole frames on blocking and
  * non-blocking sockets. The frame reader and writer on top of it: test-framer.c. */
-#include <dirent.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -18,20 +17,6 @@ static void *xmalloc(size_t n)
 	if (!p)
 		GW_FAIL("out of memory");
 	return p;
-}
-
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *de;
-	int n = 0;
-
-	GW_ASSERT(d);
-	while ((de = readdir(d)))
-		if (de->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
 }
 
 /* ---- fd passing ---- */
@@ -115,18 +100,18 @@ GW_TEST(fd_passing_over_capacity)
 	GW_ASSERT_INT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 	for (int i = 0; i < 5; i++)
 		fds[i] = make_file(dir, i);
-	before = count_fds();
+	before = gw_test_count_fds();
 	GW_ASSERT_INT_EQ(gw_sendmsg_fds(sv[0], "GWRM", 4, fds, 5), 4);
 	GW_ASSERT_INT_EQ(gw_recv_with_fds(sv[1], buf, sizeof(buf), got, &nfds), -EMSGSIZE);
 	GW_ASSERT_INT_EQ(nfds, 0);
-	after = count_fds();
+	after = gw_test_count_fds();
 	GW_ASSERT_INT_EQ(after, before); /* every received fd was closed */
 
 	/* Capacity 0 refuses any fd. */
 	nfds = 0;
 	GW_ASSERT_INT_EQ(gw_sendmsg_fds(sv[0], "GWRM", 4, fds, 1), 4);
 	GW_ASSERT_INT_EQ(gw_recv_with_fds(sv[1], buf, sizeof(buf), NULL, &nfds), -EMSGSIZE);
-	GW_ASSERT_INT_EQ(count_fds(), before);
+	GW_ASSERT_INT_EQ(gw_test_count_fds(), before);
 	GW_ASSERT_INT_EQ(gw_sendmsg_fds(sv[0], "GWRM", 4, fds, GW_FRAME_MAX_FDS + 1), -EINVAL);
 
 	for (int i = 0; i < 5; i++) {
@@ -164,12 +149,12 @@ GW_TEST(fd_passing_truncated_control)
 	cm->cmsg_type = SCM_RIGHTS;
 	cm->cmsg_len = CMSG_LEN(sizeof(fds));
 	memcpy(CMSG_DATA(cm), fds, sizeof(fds));
-	before = count_fds();
+	before = gw_test_count_fds();
 	/* More fds than any frame may carry: the control buffer overflows (MSG_CTRUNC). */
 	GW_ASSERT_INT_EQ(sendmsg(sv[0], &mh, 0), 4);
 	GW_ASSERT_INT_EQ(gw_recv_with_fds(sv[1], buf, sizeof(buf), got, &nfds), -EMSGSIZE);
 	GW_ASSERT_INT_EQ(nfds, 0);
-	GW_ASSERT_INT_EQ(count_fds(), before);
+	GW_ASSERT_INT_EQ(gw_test_count_fds(), before);
 	close(sv[0]);
 	close(sv[1]);
 	close(null_fd);
