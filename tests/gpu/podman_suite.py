@@ -59,6 +59,9 @@ import tarfile
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
+import gwpodman  # noqa: E402  (tools/: print_stats, shared with gw-podman-restore)
+
 SOCK_DIR = "/run/gpu-warmd"          # the plugin's default socket directory
 SOCK = f"{SOCK_DIR}/gpu-warmd.sock"
 CRIU_CONF = "/etc/criu/default.conf"
@@ -311,20 +314,9 @@ def container_args(build, carry_lib, src, binds, extra_binds):
 
 def stats(text):
     """podman's --print-stats JSON (durations in microseconds) -> a short summary."""
-    try:
-        obj = json.loads(text[text.index("{"):])
-    except (ValueError, json.JSONDecodeError):
+    out = gwpodman.print_stats(text)
+    if not out:
         return {}, text.strip()[:300]
-    out = {}
-    for k, v in obj.items():
-        if k.endswith("_duration") and isinstance(v, (int, float)):
-            out[k] = v / 1e6
-    for c in obj.get("container_statistics") or []:
-        for k, v in c.items():
-            if k.endswith("_duration") and isinstance(v, (int, float)):
-                out[k] = v / 1e6
-        for k, v in (c.get("criu_statistics") or {}).items():
-            out["criu_" + k] = v / 1e6 if k.endswith("_time") else v
     return out, " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in out.items())
 
 
