@@ -174,7 +174,7 @@ static int prefill_wait(struct gw_op *op)
 	return 0;
 }
 
-void gw_fast_prefill_handed(struct gw_fast_op *waiter, struct gw_prefill *pf)
+static void fast_prefill_handed(struct gw_fast_op *waiter, struct gw_prefill *pf)
 {
 	if (pf)
 		hand_over(pf, waiter);
@@ -403,7 +403,7 @@ static void prefill_finish(struct gw_op *op)
 	f->image = NULL;
 	gw_fastop_free(f);
 	if (waiter)
-		gw_fast_prefill_handed(waiter, pf);
+		fast_prefill_handed(waiter, pf);
 }
 
 static const struct gw_step prefill_steps[] = {

@@ -236,11 +236,6 @@ void gw_request_progress(struct gw_request *req, cJSON *progress)
 	cJSON_Delete(progress);
 }
 
-const struct ucred *gw_conn_peer(const struct gw_conn *conn)
-{
-	return &conn->peer;
-}
-
 static void call_finish(struct gw_conn *conn, const struct gw_message *msg, int *fds,
 			unsigned nfds)
 {

@@ -83,8 +83,6 @@ __attribute__((format(printf, 4, 5))) void gw_request_fail(struct gw_request *re
 /* A progress message for req, which stays pending (progress is consumed). */
 void gw_request_progress(struct gw_request *req, cJSON *progress);
 
-const struct ucred *gw_conn_peer(const struct gw_conn *conn);
-
 /* The daemon's own pointer for a connection (e.g. "this is pid N's agent"). */
 void gw_conn_set_data(struct gw_conn *conn, void *data);
 void *gw_conn_get_data(const struct gw_conn *conn);
