@@ -25,6 +25,22 @@ cJSON *gw_handlers_gpu_states(const struct gw_gpu_table *t, uint64_t mask)
 	return result;
 }
 
+int gw_handlers_take_quota(struct gw_daemon *d, struct gw_request *req, uid_t owner)
+{
+	cJSON *extra;
+
+	if (gw_quota_take(&d->quota, owner) == 0)
+		return 0;
+	extra = cJSON_CreateObject();
+	if (extra)
+		cJSON_AddStringToObject(extra, "limit", GW_LIMIT_MAX_OPS_PER_UID);
+	gw_request_fail(req, GW_ERROR_LIMIT, extra,
+			"uid %u has %u operations queued or running, its limit "
+			"(--max-ops-per-uid %u): wait for one to finish",
+			(unsigned)owner, gw_quota_used(&d->quota, owner), d->quota.max_per_uid);
+	return -EDQUOT;
+}
+
 int gw_handlers_parse_timeout(struct gw_request *req, unsigned def_ms, unsigned max_ms,
 			      unsigned *ret_ms)
 {

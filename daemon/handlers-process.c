@@ -319,22 +319,6 @@ static int parse_resume_caller(struct gw_daemon *d, struct gw_request *req,
 	return bind_agent(d, req, &p->pin, froze);
 }
 
-static int take_quota(struct gw_daemon *d, struct gw_request *req, uid_t owner)
-{
-	cJSON *extra;
-
-	if (gw_quota_take(&d->quota, owner) == 0)
-		return 0;
-	extra = cJSON_CreateObject();
-	if (extra)
-		cJSON_AddStringToObject(extra, "limit", GW_LIMIT_MAX_OPS_PER_UID);
-	gw_request_fail(req, GW_ERROR_LIMIT, extra,
-			"uid %u has %u operations queued or running, its limit "
-			"(--max-ops-per-uid %u): wait for one to finish",
-			(unsigned)owner, gw_quota_used(&d->quota, owner), d->quota.max_per_uid);
-	return -EDQUOT;
-}
-
 /* Start the operation on the path route() chose. */
 static int act(struct gw_daemon *d, struct gw_request *req, enum gw_route_path path,
 	       struct gw_pid_op_params *p, struct gw_fast_params *f)
@@ -385,7 +369,7 @@ static void start_pid_op_with(struct gw_daemon *d, struct gw_request *req,
 	gw_debug("pid %d: %s %s: %s", p->pid, gw_op_kind_name(kind), gw_route_path_name(out.path),
 		 gw_route_reason_text(out.reason));
 	p->gpu_mask = out.gpu_mask;
-	if (take_quota(d, req, p->owner) < 0)
+	if (gw_handlers_take_quota(d, req, p->owner) < 0)
 		return;
 	r = act(d, req, out.path, p, f);
 	if (r < 0) {

@@ -22,6 +22,9 @@ cJSON *gw_handlers_gpu_states(const struct gw_gpu_table *t, uint64_t mask);
 /* Between the handler files. */
 #define GW_TIMEOUT_MAX_MS (24u * 3600 * 1000) /* drain and undrain (root only) */
 
+/* One more operation of owner (gw_quota_take): 0, or the request is answered with LimitReached
+ * (max_ops_per_uid) and < 0 returned. */
+int gw_handlers_take_quota(struct gw_daemon *d, struct gw_request *req, uid_t owner);
 /* "timeout_ms": def_ms when absent; on a bad value the request is answered and < 0 returned. */
 int gw_handlers_parse_timeout(struct gw_request *req, unsigned def_ms, unsigned max_ms,
 			      unsigned *ret_ms);

@@ -10,6 +10,7 @@
 
 #include "clock.h"
 #include "fastpath.h"
+#include "handlers.h"
 #include "imagecache-ops.h"
 #include "imagecache.h"
 #include "imagefd.h"
@@ -120,13 +121,20 @@ static void images_load(struct gw_daemon *d, struct gw_request *req)
 		gw_imageio_params_close(&f);
 		return;
 	}
+	/* A load holds a worker while it reads: it counts as one of the user's operations. */
+	if (gw_handlers_take_quota(d, req, req->peer.uid) < 0) {
+		gw_imageio_params_close(&f);
+		return;
+	}
 	gw_info("image cache: uid %u loads an image (%u segment files)", req->peer.uid,
 		f.nsegment_fds);
 	r = gw_imagecache_fill_start(d, req, req->peer.uid, "load", fd, f.segment_fds,
 				     f.nsegment_fds, NULL);
-	if (r < 0)
+	if (r < 0) {
+		gw_quota_give(&d->quota, req->peer.uid);
 		gw_request_fail(req, GW_ERROR_INTERNAL, NULL, "cannot start the load: %s",
 				strerror(-r));
+	}
 }
 
 void gw_imagecache_handle(struct gw_daemon *d, struct gw_request *req)

@@ -24,6 +24,7 @@
 struct fill {
 	struct gw_daemon *d;
 	struct gw_request *req; /* load: answered at the end; NULL for a dump's offer */
+	int quota; /* a load: it holds one of owner's operations (quota.h) until it ends */
 	uid_t owner;
 	const char *origin;
 	int head_fd;
@@ -45,6 +46,8 @@ struct fill {
 
 static void fill_free(struct fill *f)
 {
+	if (f->quota)
+		gw_quota_give(&f->d->quota, f->owner);
 	if (f->head_fd >= 0)
 		close(f->head_fd);
 	for (unsigned k = 0; k < f->nseg; k++)
@@ -256,6 +259,7 @@ int gw_imagecache_fill_start(struct gw_daemon *d, struct gw_request *req, uid_t 
 		fill_free(f);
 		return -ESHUTDOWN;
 	}
+	f->quota = req != NULL; /* the caller took it; from here the fill gives it back */
 	d->imagecache->fills++;
 	return 0;
 }

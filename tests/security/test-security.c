@@ -723,7 +723,25 @@ GW_TEST(queued_op_never_acts_on_reused_pid)
 struct three_ops {
 	const char *socket;
 	pid_t pids[3];
+	const char *load; /* the third: an image cache load of this new file, not a lock */
 };
+
+/* The third operation: a lock of pids[2], or a load of a file of our own (its fd in *ret_fd). */
+static void third_op(const struct three_ops *t, char *json, size_t len, int *ret_fd)
+{
+	*ret_fd = -1;
+	if (!t->load) {
+		snprintf(json, len,
+			 "{\"id\":7,\"method\":\"gpuwarm.ProcessLock\",\"params\":{\"pid\":%d,"
+			 "\"timeout_ms\":10000}}", (int)t->pids[2]);
+		return;
+	}
+	*ret_fd = open(t->load, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (*ret_fd < 0 || write(*ret_fd, "not yet read", 12) != 12)
+		fprintf(stderr, "cannot make %s: %s\n", t->load, strerror(errno));
+	snprintf(json, len, "{\"id\":7,\"method\":\"%s\",\"params\":{\"action\":\"load\","
+		 "\"image_fd\":0},\"fds\":1}", GW_METHOD_IMAGES);
+}
 
 /* As UID_A: two locks run (their apps sit in the driver), the third is refused at once. */
 static int three_ops_as_a(void *data)
@@ -732,7 +750,7 @@ static int three_ops_as_a(void *data)
 	struct sec_raw r[3];
 	char json[256];
 	cJSON *m = NULL;
-	int rc, ret = 0;
+	int rc, ret = 0, fd;
 	double start;
 
 	for (int i = 0; i < 3; i++)
@@ -745,11 +763,11 @@ static int three_ops_as_a(void *data)
 		sec_raw_send(&r[i], json, NULL, 0);
 	}
 	gwt_sleep_ms(400);
-	snprintf(json, sizeof(json),
-		 "{\"id\":7,\"method\":\"gpuwarm.ProcessLock\",\"params\":{\"pid\":%d,"
-		 "\"timeout_ms\":10000}}", (int)t->pids[2]);
+	third_op(t, json, sizeof(json), &fd);
 	start = gwt_now_ms();
-	sec_raw_send(&r[2], json, NULL, 0);
+	sec_raw_send(&r[2], json, fd >= 0 ? &fd : NULL, fd >= 0);
+	if (fd >= 0)
+		close(fd);
 	rc = sec_raw_recv(&r[2], 15000, &m);
 	if (rc != 1) {
 		fprintf(stderr, "the third operation got no answer\n");
@@ -777,17 +795,18 @@ static int three_ops_as_a(void *data)
 	return ret;
 }
 
-GW_TEST(ops_per_uid_are_limited)
+/* UID_A runs two locks and asks for a third operation (t->load: an image cache load). */
+static void run_three_ops(const char *const *daemon_args, const char *load)
 {
 	static const char *const env[] = { "FAKECUDA_SYNC_DELAY_MS=5000", "FAKECUDA_SYNC_DELAY_SKIP=2",
 					    NULL };
 	struct gwt_daemon d;
 	struct sec_app apps[3];
-	struct three_ops t;
+	struct three_ops t = { .load = load };
 	int code;
 
 	sec_need_root();
-	gwt_daemon_start(&d, NULL);
+	gwt_daemon_start(&d, daemon_args);
 	for (int i = 0; i < 3; i++) {
 		sec_app_start(&d, &apps[i], UID_A, 0, 0, env, GWT_ARGS("--mib", "1", "--busy"));
 		t.pids[i] = apps[i].pid;
@@ -797,9 +816,26 @@ GW_TEST(ops_per_uid_are_limited)
 	for (int i = 0; i < 3; i++)
 		sec_app_stop(&apps[i]);
 	if (code != 0)
-		GW_FAIL("uid %d's third concurrent operation was not refused with max_ops_per_uid "
-			"(exit %d)", UID_A, code);
+		GW_FAIL("uid %d's third concurrent operation (%s) was not refused with "
+			"max_ops_per_uid (exit %d)", UID_A, load ? "an image load" : "a lock", code);
 	stop_clean(&d);
+}
+
+GW_TEST(ops_per_uid_are_limited)
+{
+	run_three_ops(NULL, NULL);
+}
+
+/* A load reads a whole image on a worker: it is one of the user's operations too, so a user
+ * cannot occupy the workers with loads either. */
+GW_TEST(image_cache_loads_count_against_ops_per_uid)
+{
+	char dir[512], path[600];
+
+	snprintf(dir, sizeof(dir), "%s/uid-a", gwt_dir());
+	GW_ASSERT(mkdir(dir, 0700) == 0 && chown(dir, UID_A, (gid_t)-1) == 0);
+	snprintf(path, sizeof(path), "%s/golden.img", dir);
+	run_three_ops(GWT_ARGS("--image-pool-mib", "64", "--image-cache-mib", "64"), path);
 }
 
 struct long_lock {
