@@ -5,7 +5,10 @@
  * needs, preloaded first so that a container image without it works) bind-mounted read-only
  * at the host's paths, the daemon's socket directory bind-mounted, LD_PRELOAD and
  * GPUWARM_SOCKET set. Bind mounts, not recursive ones: CRIU refuses a mount below a bound
- * directory that the container's configuration does not name (docs/podman.md).
+ * directory that the container's configuration does not name (docs/podman.md). Each mount says
+ * "type": "bind": crun (1.21 at least) restores a container by walking its mounts' types, and
+ * one without a type crashes it (`podman container restore`: "container create failed (no
+ * logs from conmon)", and a leftover criu-root directory that fails the next try).
  */
 #include "warmctl.h"
 
@@ -50,6 +53,7 @@ static cJSON *cdi_mount(const char *host, const char *container, bool ro)
 		return NULL;
 	cJSON_AddStringToObject(m, "hostPath", host);
 	cJSON_AddStringToObject(m, "containerPath", container);
+	cJSON_AddStringToObject(m, "type", "bind");
 	opts = cJSON_AddArrayToObject(m, "options");
 	if (opts) {
 		if (ro)

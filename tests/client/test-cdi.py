@@ -46,6 +46,8 @@ def check_spec(spec, shim, sock_dir, what):
     mounts = {m["containerPath"]: m for m in edits["mounts"]}
     for m in edits["mounts"]:
         check(m["hostPath"] == m["containerPath"], f"{what}: {m} at the host's path")
+        check(m.get("type") == "bind", f"{what}: {m} says its type (crun's restore crashes "
+              "on a mount without one)")
         check("bind" in m["options"] and "rbind" not in m["options"],
               f"{what}: {m} a bind mount, not recursive (CRIU refuses mounts below one)")
     check(shim in mounts and "ro" in mounts[shim]["options"], f"{what}: the shim mounted ro")
