@@ -227,8 +227,8 @@ class Bench:
         base = f"http://127.0.0.1:{self.a.port}"
         return base + "/health", base + "/v1/completions"
 
-    def body(self):
-        return json.dumps({"prompt": PROMPT, "max_tokens": self.a.max_tokens})
+    def body(self, max_tokens=None):
+        return json.dumps({"prompt": PROMPT, "max_tokens": max_tokens or self.a.max_tokens})
 
     def container_args(self, stack):
         """The fast stacks get the shim and the socket directory from the CDI device alone: the
@@ -253,7 +253,8 @@ class Bench:
         health, comp = self.urls()
         run_args = shlex.join(self.container_args(stack))
         args = ["--image", ps.IMAGE, "--name", name, "--run-args", run_args, "--health-url", health,
-                "--warmup-url", comp, "--warmup-body", self.body(), "--health-timeout", "600"]
+                "--warmup-url", comp, "--warmup-body", self.body(1), "--warmup-body", self.body(),
+                "--health-timeout", "600"]
         args += (["--export", f"{self.exports}/{name}.tar", "--compress", "none", "--keep"]
                  if checkpoint else ["--no-checkpoint"])
         return self.tool("gw-golden-checkpoint", *args, "--", sys.executable, SERVER,
@@ -261,8 +262,10 @@ class Bench:
 
     def restore(self, name, archive=None):
         health, comp = self.urls()
+        # the first token: a one-token completion's reply; then the warm-up's completion again,
+        # whose token ids are compared with the cold start's
         args = ["--name", name, "--health-url", health, "--first-token-url", comp, "--body",
-                self.body(), "--repeat", str(self.a.repeat)]
+                self.body(1), "--check-body", self.body(), "--repeat", str(self.a.repeat)]
         return self.tool("gw-podman-restore", *args, *(["--import", archive] if archive else []))
 
     def restore_debug(self, name, archive):
@@ -298,7 +301,7 @@ class Bench:
         g = r["golden"] = self.golden(stack, name, stack != "cold")
         if not g.get("ok"):
             return self.failed(stack, "golden checkpoint", g)
-        ids = g["warmup"][0]["token_ids"] if g.get("warmup") else None
+        ids = g["warmup"][-1]["token_ids"] if g.get("warmup") else None  # the long completion
         if stack == "cold":
             self.cold_ids = ids
             r["ok"] = True
@@ -313,7 +316,7 @@ class Bench:
             if not x.get("ok"):
                 x["debug"] = self.restore_debug(name, archive)
                 return self.failed(stack, f"restore {kind}", x)
-            got = [rd.get("token_ids") for rd in x["rounds"]]
+            got = [rd.get("check_token_ids", rd.get("token_ids")) for rd in x["rounds"]]
             want = self.cold_ids if self.cold_ids is not None else ids
             x["same_as_cold"] = all(g_ == want for g_ in got) if want is not None else None
             log(f"  {stack} {kind}: first token {x['summary']['time_to_first_token_s']['median']:.2f} s"
@@ -388,7 +391,7 @@ def ratios(res):
     # greedy output: every restore's token ids against the cold start's (runs merged from
     # separate calls too), else against the stack's own cold start before its checkpoint
     try:
-        cold_ids = st["cold"]["golden"]["warmup"][0]["token_ids"]
+        cold_ids = st["cold"]["golden"]["warmup"][-1]["token_ids"]
     except (KeyError, IndexError, TypeError):
         cold_ids = None
     for stack, r in st.items():
@@ -396,7 +399,7 @@ def ratios(res):
             x = r.get(kind)
             if not isinstance(x, dict):
                 continue
-            got = [rd.get("token_ids") for rd in x.get("rounds", [])]
+            got = [rd.get("check_token_ids", rd.get("token_ids")) for rd in x.get("rounds", [])]
             if cold_ids is not None and got:
                 checks[f"{stack} {kind} greedy output identical to cold"] = all(
                     g == cold_ids for g in got)

@@ -101,13 +101,15 @@ def main():
         p = tool("gw-golden-checkpoint", "--image", "localhost/srv", "--name", "srv",
                  "--run-args", "--network host --device gpu-warmd.dev/gpuwarm=shim",
                  "--warmup-url", base + "/v1/completions", "--warmup-body",
-                 '{"prompt": "x", "max_tokens": 2}', "--export", archive, "--compress", "none",
+                 '{"prompt": "x", "max_tokens": 2}', "--warmup-body", '{"prompt": "x", "max_tokens": 3}',
+                 "--export", archive, "--compress", "none",
                  "--tcp-established", "--keep", *common, "--", "python3", "server.py", env=env)
         r = json.loads(p.stdout)
         check(r["ok"] and r["started"] and r["container"] == "srv", "golden: started, ok")
         check(r["time_to_health_s"] > 0 and r["time_to_first_token_s"] >= r["time_to_health_s"],
               "golden: times to health and first token")
-        check(r["warmup"][0]["text"] == "abcabc", "golden: the warm-up's reply text")
+        check([(w["text"], w["request"]) for w in r["warmup"]] == [("abcabc", 0), ("abc" * 3, 1)],
+              "golden: the warm-up bodies in order, their replies")
         check(r["checkpoint"]["export_bytes"] == 7, "golden: the archive's size")
         check(r["checkpoint"]["stats"]["criu_restore_time"] == 1.0, "golden: --print-stats in s")
         c = calls(state)
@@ -120,14 +122,17 @@ def main():
         check("healthy after" in p.stderr, "golden: progress on stderr")
 
         p = tool("gw-podman-restore", "--name", "srv", "--import", archive, "--repeat", "2",
-                 "--first-token-url", base + "/v1/completions", "--ignore-static-ip",
+                 "--first-token-url", base + "/v1/completions", "--body", '{"prompt": "x", "max_tokens": 1}',
+                 "--check-body", '{"prompt": "x", "max_tokens": 16}', "--ignore-static-ip",
                  "--ignore-static-mac", "--tcp-established", *common, env=env)
         r = json.loads(p.stdout)
         check(r["ok"] and r["mode"] == "import" and len(r["rounds"]) == 2, "import: two rounds")
         rd = r["rounds"][1]
         check(rd["time_to_first_token_s"] >= rd["time_to_health_s"] > 0, "import: the times")
-        check(rd["first_token_text"] == "abc" * 16 and rd["token_ids"] == [1, 2, 3],
+        check(rd["first_token_text"] == "abc" and rd["token_ids"] == [1, 2, 3],
               "import: the first completion's text and ids")
+        check(rd["check_text"] == "abc" * 16 and rd["check_token_ids"] == [1, 2, 3],
+              "import: the check completion's text and ids")
         check(r["summary"]["same_output_every_round"], "import: the same output every round")
         c = calls(state)
         want = ["container", "restore", "--print-stats", "--tcp-established", "--ignore-static-ip",
