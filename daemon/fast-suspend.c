@@ -11,6 +11,9 @@
  *               the data chunks copied out, the mappings gone; (a worker) a file sealed
  *   release     (agent) the app lets go of its VRAM, keeping its addresses
  *   checkpoint  (worker) lock and the driver checkpoint
+ *   trim        (agent) the process's resident host pages of zeros given back to the kernel
+ *               (the driver's host copy of what stayed on the GPU is mostly zeros): CRIU
+ *               neither writes nor reads them; a failure here is only a warning
  *   then the thaw (tracer), and a failed dump's files truncated (worker)
  *
  * A failure part-way puts the process back as it was: running, unlocked, its data in VRAM (the
@@ -377,6 +380,32 @@ static int check_checkpointed(struct gw_op *op, int r)
 	return r;
 }
 
+/* ---- trim: the host pages of zeros, while the threads are still stopped ---- */
+
+#define TRIM_MAX_MS 5000
+
+static int trimmed(struct gw_fast_op *f, const struct gw_message *msg, int *fds, unsigned nfds)
+{
+	uint64_t bytes;
+
+	for (unsigned i = 0; i < nfds; i++)
+		close(fds[i]);
+	if (msg && gw_json_get_u64(msg->body, "trimmed_bytes", 0, UINT64_MAX, &bytes) == 0) {
+		f->trimmed_bytes = bytes;
+		f->trimmed = 1;
+	}
+	return 0;
+}
+
+static int trim(struct gw_op *op)
+{
+	cJSON *params = cJSON_CreateObject();
+
+	if (params)
+		cJSON_AddNumberToObject(params, "max_ms", TRIM_MAX_MS);
+	return gw_fastop_ask_agent(GW_FAST(op), GW_METHOD_AGENT_TRIM, params, trimmed);
+}
+
 /* ---- the plan ---- */
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
@@ -402,6 +431,7 @@ static const struct gw_step suspend_steps[] = {
 	  .nundo = N(map_back) },
 	{ .name = "checkpoint", .thread = GW_STEP_WORKER, .run = gw_fastop_lock_checkpoint,
 	  .check = check_checkpointed, .undo = unlock_undo, .nundo = N(unlock_undo) },
+	{ .name = "trim", .thread = GW_STEP_LOOP, .run = trim },
 };
 
 /* A dump that failed leaves no half-written image behind. */

@@ -171,6 +171,8 @@ void gw_fastop_add_result(const struct gw_op *op, cJSON *result)
 			cJSON_AddStringToObject(result, "file_writes",
 						f->image->written_mapped ? "mapped" : "pwrite");
 	}
+	if (f->trimmed)
+		cJSON_AddNumberToObject(result, "trimmed_bytes", (double)f->trimmed_bytes);
 	if (f->prefill_ms > 0) {
 		cJSON_AddBoolToObject(result, "prefilled", 1);
 		cJSON_AddNumberToObject(result, "prefill_ms", f->prefill_ms);
@@ -415,6 +417,7 @@ int gw_fastop_thaw(struct gw_op *op)
 struct agent_call {
 	struct gw_fast_op *f;
 	gw_agent_done_fn done;
+	int optional; /* a failure is logged, the operation goes on */
 };
 
 static void close_all(int *fds, unsigned nfds)
@@ -430,15 +433,19 @@ static void on_agent_reply(void *data, const struct gw_message *msg, int *fds, u
 	gw_agent_done_fn done = call->done;
 	int r;
 
+	int optional = call->optional;
+
 	free(call);
-	if (!msg) {
-		gw_op_fail(&f->op, GW_ERROR_AGENT, "the agent of pid %d did not answer (it hung up "
-			   "or timed out)", f->op.pid);
-		close_all(fds, nfds);
-		r = done(f, NULL, NULL, 0);
-	} else if (msg->kind == GW_MESSAGE_ERROR) {
-		gw_op_fail(&f->op, GW_ERROR_AGENT, "the agent of pid %d failed: %s", f->op.pid,
-			   msg->error_message ? msg->error_message : "?");
+	if (!msg || msg->kind == GW_MESSAGE_ERROR) {
+		const char *why = !msg ? "did not answer (it hung up or timed out)" : "failed";
+		const char *what = msg && msg->error_message ? msg->error_message : "";
+
+		if (optional)
+			gw_warn("pid %d: the agent %s%s%s; going on without it", f->op.pid, why,
+				*what ? ": " : "", what);
+		else
+			gw_op_fail(&f->op, GW_ERROR_AGENT, "the agent of pid %d %s%s%s", f->op.pid,
+				   why, *what ? ": " : "", what);
 		close_all(fds, nfds);
 		r = done(f, NULL, NULL, 0);
 	} else {
@@ -448,8 +455,8 @@ static void on_agent_reply(void *data, const struct gw_message *msg, int *fds, u
 		gw_op_step_done(&f->op, r);
 }
 
-int gw_fastop_call_agent(struct gw_fast_op *f, const char *method, cJSON *params, const int *fds,
-			 unsigned nfds, gw_agent_done_fn done)
+static int call_agent(struct gw_fast_op *f, const char *method, cJSON *params, const int *fds,
+		      unsigned nfds, gw_agent_done_fn done, int optional)
 {
 	struct agent_call *call = calloc(1, sizeof(*call));
 	int r = -ENOMEM;
@@ -457,6 +464,7 @@ int gw_fastop_call_agent(struct gw_fast_op *f, const char *method, cJSON *params
 	if (call && f->agent->conn) {
 		call->f = f;
 		call->done = done;
+		call->optional = optional;
 		r = gw_conn_call(f->agent->conn, method, params, fds, nfds,
 				 GW_AGENT_CALL_TIMEOUT_MS, on_agent_reply, call);
 	} else if (call) {
@@ -466,9 +474,25 @@ int gw_fastop_call_agent(struct gw_fast_op *f, const char *method, cJSON *params
 	if (r == 0)
 		return GW_STEP_ASYNC;
 	free(call);
-	gw_op_fail(&f->op, GW_ERROR_AGENT, "cannot reach the agent of pid %d: %s", f->op.pid,
-		   strerror(-r));
+	if (optional)
+		gw_warn("pid %d: cannot reach the agent: %s; going on without it", f->op.pid,
+			strerror(-r));
+	else
+		gw_op_fail(&f->op, GW_ERROR_AGENT, "cannot reach the agent of pid %d: %s",
+			   f->op.pid, strerror(-r));
 	return done(f, NULL, NULL, 0);
+}
+
+int gw_fastop_call_agent(struct gw_fast_op *f, const char *method, cJSON *params, const int *fds,
+			 unsigned nfds, gw_agent_done_fn done)
+{
+	return call_agent(f, method, params, fds, nfds, done, 0);
+}
+
+int gw_fastop_ask_agent(struct gw_fast_op *f, const char *method, cJSON *params,
+			gw_agent_done_fn done)
+{
+	return call_agent(f, method, params, NULL, 0, done, 1);
 }
 
 /* ---- the daemon's end ---- */

@@ -38,6 +38,8 @@ struct gw_fast_op {
 	size_t export_total;  /* ranges the agent announced */
 	size_t mapped;        /* ranges mapped back so far */
 	int released;     /* the app's VRAM now lives only in the image */
+	uint64_t trimmed_bytes; /* suspend: host pages of zeros the agent gave back */
+	int trimmed;            /* ...and it answered */
 	int caller_froze; /* the caller (CRIU's plugin) holds the threads stopped: no freeze here */
 	int locked;       /* locked by us right now */
 	int touched;      /* resume: the process's driver state was acted on */
@@ -120,6 +122,10 @@ typedef int (*gw_agent_done_fn)(struct gw_fast_op *f, const struct gw_message *m
 				unsigned nfds);
 int gw_fastop_call_agent(struct gw_fast_op *f, const char *method, cJSON *params, const int *fds,
 			 unsigned nfds, gw_agent_done_fn done);
+/* The same for a call the operation can do without: a failure is a warning in the log, and
+ * done() gets NULL without the operation failing. */
+int gw_fastop_ask_agent(struct gw_fast_op *f, const char *method, cJSON *params,
+			gw_agent_done_fn done);
 
 /* Per-GPU jobs (fastcopy.c). */
 void gw_fastcopy_dump_scan(struct gw_op *op, unsigned gpu);

@@ -510,7 +510,8 @@ static void log_steps(struct gwp_backend *be, const struct gwp_fast_call *c, con
 	const cJSON *total = cJSON_GetObjectItemCaseSensitive(result, "duration_ms");
 	const cJSON *pre = cJSON_GetObjectItemCaseSensitive(result, "prefill_ms");
 	const cJSON *cache = cJSON_GetObjectItemCaseSensitive(result, "image_cache");
-	char line[768];
+	const cJSON *trimmed = cJSON_GetObjectItemCaseSensitive(result, "trimmed_bytes");
+	char line[768], trim[96] = "";
 	size_t used = 0;
 
 	line[0] = '\0';
@@ -526,9 +527,12 @@ static void log_steps(struct gwp_backend *be, const struct gwp_fast_call *c, con
 		if (n > 0)
 			used += (size_t)n;
 	}
-	LOG(be, GWP_CRIU_LOG_INFO, "gpu-warmd %s of pid %d: %.1f ms (%s)%s%s",
+	if (cJSON_IsNumber(trimmed))
+		snprintf(trim, sizeof(trim), "; %.1f MiB of host pages of zeros given back (CRIU "
+			 "skips them)", trimmed->valuedouble / 1048576.0);
+	LOG(be, GWP_CRIU_LOG_INFO, "gpu-warmd %s of pid %d: %.1f ms (%s)%s%s%s",
 	    c->suspend ? "suspend" : "resume", (int)c->pid,
-	    cJSON_IsNumber(total) ? total->valuedouble : 0, line,
+	    cJSON_IsNumber(total) ? total->valuedouble : 0, line, trim,
 	    cJSON_IsNumber(pre) ? "; its VRAM was prefilled while CRIU restored memory" : "",
 	    cJSON_IsString(cache) ? "; image data from gpu-warmd's RAM cache (image_cache hit)" :
 				    "");

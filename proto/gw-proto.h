@@ -161,6 +161,11 @@
 	/* {"ranges": [{"va": "0x..", "size": n, "device": ordinal}], "fds": n} -> {"mapped": n}:
 	 * import each fd and map it read-write at va; at most GW_FRAME_MAX_FDS ranges per call, the
 	 * daemon sends as many calls as it needs */
+#define GW_METHOD_AGENT_TRIM "gpuwarm.Agent.Trim"
+	/* {"max_ms": m} -> {"mappings", "scanned_bytes", "zero_bytes", "trimmed_bytes", "ms",
+	 * "timed_out"} (or {"disabled": true}): after the checkpoint, with the app's threads
+	 * stopped, the agent gives its process's resident pages of zeros back to the kernel
+	 * (private anonymous memory only), for at most m ms (0: no limit) */
 #define GW_METHOD_AGENT_PING "gpuwarm.Agent.Ping"    /* {} -> {pid, ranges, bytes} */
 
 /* Errors: the "name" of an error reply. */

@@ -11,6 +11,7 @@
  * agent reconnects in the background, at once and then every 5 s.
  */
 #include "shim-ops.h"
+#include "shim-trim.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -196,6 +197,8 @@ static int answer(struct conn *cn, const struct gw_message *msg, const int *fds,
 		shim_op_release(msg->body, &reply);
 	} else if (strcmp(msg->method, GW_METHOD_AGENT_MAP) == 0) {
 		shim_op_map(msg->body, fds, nfds, &reply);
+	} else if (strcmp(msg->method, GW_METHOD_AGENT_TRIM) == 0) {
+		shim_op_trim(msg->body, &reply);
 	} else {
 		reply.error_name = GW_ERROR_UNKNOWN_METHOD;
 		strcpy(reply.error_message, "the agent does not know this method");

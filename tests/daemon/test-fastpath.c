@@ -59,6 +59,8 @@ GW_TEST(fast_suspend_resume_keeps_data)
 		GW_ASSERT_STR_EQ(gwt_json_str(j, "result.state"), "checkpointed");
 		GW_ASSERT_INT_EQ(gwt_json_num(j, "result.vram_bytes"), 96 << 20);
 		GW_ASSERT(has_step(j, "copy") && has_step(j, "release") && has_step(j, "checkpoint"));
+		/* the agent gave its host pages of zeros back after the checkpoint */
+		GW_ASSERT(has_step(j, "trim") && gwt_json(j, "result.trimmed_bytes"));
 		cJSON_Delete(j);
 		assert_state(&d, app.pid, "checkpointed");
 		j = gwt_ctl(&d, 0, GWT_ARGS("status"));
