@@ -45,6 +45,7 @@ enum {
 	CUDA_ERROR_NOT_READY = 600,
 	CUDA_ERROR_ILLEGAL_ADDRESS = 700,
 	CUDA_ERROR_NOT_PERMITTED = 800,
+	CUDA_ERROR_UNSUPPORTED_LIMIT = 215,
 	CUDA_ERROR_NOT_SUPPORTED = 801,
 	CUDA_ERROR_TIMEOUT = 909,
 	CUDA_ERROR_UNKNOWN = 999,
@@ -83,6 +84,12 @@ typedef enum {
 } CUdriverProcAddressQueryResult;
 
 /* Checkpoint API (CUDA 12.8+) */
+/* cuCtxGetLimit / cuCtxSetLimit: only the per-thread stack size is used here (it sizes the
+ * context's local-memory reservation). */
+typedef enum {
+	CU_LIMIT_STACK_SIZE = 0x00,
+} CUlimit;
+
 typedef enum {
 	CU_PROCESS_STATE_RUNNING = 0,
 	CU_PROCESS_STATE_LOCKED = 1,

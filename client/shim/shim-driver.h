@@ -23,6 +23,8 @@
 	X(cuCtxGetDevice, "cuCtxGetDevice", (CUdevice * dev))                                     \
 	X(cuCtxSetCurrent, "cuCtxSetCurrent", (CUcontext ctx))                                    \
 	X(cuCtxSynchronize, "cuCtxSynchronize", (void))                                           \
+	X(cuCtxGetLimit, "cuCtxGetLimit", (size_t * value, CUlimit limit))                        \
+	X(cuCtxSetLimit, "cuCtxSetLimit", (CUlimit limit, size_t value))                          \
 	X(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain", (CUcontext * ctx, CUdevice dev))  \
 	X(cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2", (CUdevice dev))              \
 	X(cuDeviceGetUuid, "cuDeviceGetUuid", (CUuuid * uuid, CUdevice dev))                      \

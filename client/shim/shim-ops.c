@@ -138,6 +138,62 @@ static void ctx_finish(struct ctxset *s)
 	s->has_extra = false;
 }
 
+/*
+ * The local-memory reservation. The driver keeps per-thread stack size x resident threads of
+ * VRAM for it (264 MiB on an H200 at the default 1 KiB), and its checkpoint copies all of it to
+ * host memory and back. What it holds does not outlive a kernel, so Release sets each context's
+ * stack size to 0 (the driver shrinks the reservation) and Map puts the app's value back: the
+ * app, stopped in between, reads the same limit before and after. Under the table lock.
+ */
+static struct {
+	CUdevice dev;
+	size_t stack;
+} lmem_saved[MAX_CTX];
+static unsigned lmem_nsaved;
+
+static void lmem_shrink(const struct ctxset *s)
+{
+	const struct shim_driver *d = s->d;
+
+	for (unsigned i = 0; i < s->n && d->cuCtxGetLimit && d->cuCtxSetLimit; i++) {
+		size_t stack = 0;
+		bool saved = false;
+
+		for (unsigned k = 0; k < lmem_nsaved; k++)
+			saved |= lmem_saved[k].dev == s->dev[i];
+		if (saved || lmem_nsaved >= MAX_CTX || d->cuCtxSetCurrent(s->ctx[i]) != CUDA_SUCCESS ||
+		    d->cuCtxGetLimit(&stack, CU_LIMIT_STACK_SIZE) != CUDA_SUCCESS || stack == 0 ||
+		    d->cuCtxSetLimit(CU_LIMIT_STACK_SIZE, 0) != CUDA_SUCCESS)
+			continue;
+		lmem_saved[lmem_nsaved].dev = s->dev[i];
+		lmem_saved[lmem_nsaved++].stack = stack;
+		shim_log("agent: device %d: local memory dropped (stack size %zu -> 0 until Map)",
+			 (int)s->dev[i], stack);
+	}
+}
+
+static void lmem_restore(const struct ctxset *s)
+{
+	const struct shim_driver *d = s->d;
+
+	for (unsigned i = 0; i < s->n; i++) {
+		for (unsigned k = 0; k < lmem_nsaved; k++) {
+			CUresult r;
+
+			if (lmem_saved[k].dev != s->dev[i])
+				continue;
+			r = d->cuCtxSetCurrent(s->ctx[i]);
+			if (r == CUDA_SUCCESS)
+				r = d->cuCtxSetLimit(CU_LIMIT_STACK_SIZE, lmem_saved[k].stack);
+			if (r != CUDA_SUCCESS) /* the driver grows it again at the next launch */
+				shim_log("agent: device %d: stack size %zu not set back: CUDA error %d",
+					 (int)s->dev[i], lmem_saved[k].stack, (int)r);
+			lmem_saved[k] = lmem_saved[--lmem_nsaved];
+			break;
+		}
+	}
+}
+
 static const struct shim_driver *need_driver(struct shim_reply *reply)
 {
 	const struct shim_driver *d = shim_driver_get();
@@ -355,6 +411,8 @@ void shim_op_release(const cJSON *params, struct shim_reply *reply)
 	}
 	if (n)
 		shim_tbl.table.gen++;
+	if (n && !reply->error_name)
+		lmem_shrink(&s);
 	pthread_mutex_unlock(&shim_tbl.lock);
 	ctx_finish(&s);
 	shim_log("agent: released %" PRIu64 " ranges (%" PRIu64 " bytes), VA kept", n, bytes);
@@ -509,6 +567,7 @@ void shim_op_map(const cJSON *params, const int *fds, unsigned nfds, struct shim
 	}
 	if (mapped)
 		shim_tbl.table.gen++;
+	lmem_restore(&s);
 	pthread_mutex_unlock(&shim_tbl.lock);
 	ctx_finish(&s);
 	shim_log("agent: mapped %d ranges (%" PRIu64 " bytes)", mapped, bytes);

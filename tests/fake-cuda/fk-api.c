@@ -182,6 +182,32 @@ FK_API CUresult cuCtxSynchronize(void)
 	FK_RUN(cuCtxSynchronize, synchronize(current_ctx()));
 }
 
+static CUresult ctx_limit(CUlimit limit, size_t *get, const size_t *set)
+{
+	int dev;
+	CUresult r = fk_current_dev(&dev);
+
+	if (r != CUDA_SUCCESS)
+		return r;
+	if (limit != CU_LIMIT_STACK_SIZE)
+		return CUDA_ERROR_UNSUPPORTED_LIMIT;
+	if (get)
+		*get = fk.stack_size[dev];
+	else
+		fk.stack_size[dev] = *set;
+	return CUDA_SUCCESS;
+}
+
+FK_API CUresult cuCtxGetLimit(size_t *value, CUlimit limit)
+{
+	FK_RUN(cuCtxGetLimit, value ? ctx_limit(limit, value, NULL) : CUDA_ERROR_INVALID_VALUE);
+}
+
+FK_API CUresult cuCtxSetLimit(CUlimit limit, size_t value)
+{
+	FK_RUN(cuCtxSetLimit, ctx_limit(limit, NULL, &value));
+}
+
 /* ---- memory ---- */
 
 static CUresult mem_get_info(size_t *free_bytes, size_t *total)

@@ -334,6 +334,7 @@ CUresult fk_init(unsigned int flags)
 	for (int i = 0; i < FAKECUDA_MAX_GPUS; i++) {
 		fk.ctx_objs[i] = (struct CUctx_st){ .dev = i, .refcount = 0 };
 		fk.primary[i] = &fk.ctx_objs[i];
+		fk.stack_size[i] = FK_DEFAULT_STACK_SIZE;
 	}
 	fk.pstate = CU_PROCESS_STATE_RUNNING;
 	fk.locking = 0;

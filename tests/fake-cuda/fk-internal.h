@@ -27,8 +27,12 @@
 /* Entry points the fake adds to gw-cuda's lists (real driver names, plus fake-only queries). */
 #define FK_EXTRA_ENTRY_POINTS(X)                                                                  \
 	X(cuCtxGetDevice, (CUdevice * dev))                                                       \
+	X(cuCtxGetLimit, (size_t * value, CUlimit limit))                                         \
+	X(cuCtxSetLimit, (CUlimit limit, size_t value))                                           \
 	X(cuFakeProcessGetMemUsed, (int pid, int ordinal, size_t *used))                          \
 	X(cuFakeProcessGetDevices, (int pid, unsigned int *mask))
+
+#define FK_DEFAULT_STACK_SIZE 1024 /* bytes per thread, the real driver's default */
 
 /* One index per entry point, for FAKECUDA_FAIL call counting. */
 enum fk_ep {
@@ -147,6 +151,7 @@ struct fk_state {
 
 	struct CUctx_st ctx_objs[FAKECUDA_MAX_GPUS];
 	struct CUctx_st *primary[FAKECUDA_MAX_GPUS];
+	size_t stack_size[FAKECUDA_MAX_GPUS]; /* CU_LIMIT_STACK_SIZE of each primary context */
 	struct fk_alloc *allocs;
 	struct fk_phys *phys;
 	struct fk_resv *resvs;

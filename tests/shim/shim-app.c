@@ -48,6 +48,7 @@ CUresult cuDeviceGet(CUdevice *dev, int ordinal);
 CUresult cuDevicePrimaryCtxRetain(CUcontext *ctx, CUdevice dev);
 CUresult cuCtxSetCurrent(CUcontext ctx);
 CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total);
+CUresult cuCtxGetLimit(size_t *value, CUlimit limit);
 CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t size);
 CUresult cuMemFree_v2(CUdeviceptr dptr);
 CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t n);
@@ -487,6 +488,14 @@ int main(void)
 				reply("err %d cuMemGetInfo", r);
 			else
 				reply("ok %zu %zu", free_bytes, total);
+		} else if (strcmp(cmd, "stack") == 0) {
+			size_t stack = 0;
+			CUresult r = cuCtxGetLimit(&stack, CU_LIMIT_STACK_SIZE);
+
+			if (r)
+				reply("err %d cuCtxGetLimit", r);
+			else
+				reply("ok %zu", stack);
 		} else if (cmd[0] == 'v') {
 			cmd_vmm(cmd, a, b);
 		} else if (strcmp(cmd, "fork") == 0) {

@@ -85,6 +85,14 @@ static size_t mem_free(struct st_app *a)
 	return (size_t)strtoull(st_app_ok(a, buf, sizeof(buf), "meminfo"), NULL, 10);
 }
 
+/* The app's CU_LIMIT_STACK_SIZE, as it reads it. */
+static size_t stack_size(struct st_app *a)
+{
+	char buf[256];
+
+	return (size_t)strtoull(st_app_ok(a, buf, sizeof(buf), "stack"), NULL, 10);
+}
+
 static void where(struct st_app *a, const char *route, char *lib, char *sym)
 {
 	char buf[256];
@@ -457,6 +465,7 @@ GW_TEST(agent_export_release_map)
 		st_app_ok(&a, buf, sizeof(buf), "write %d %d", x[i].slot, 11 + i);
 	}
 	free0 = mem_free(&a);
+	GW_ASSERT_INT_EQ(stack_size(&a), 1024);
 	cu = st_cuda();
 
 	/* Export: one fd per range, the app's bytes behind each */
@@ -496,6 +505,8 @@ GW_TEST(agent_export_release_map)
 	free1 = mem_free(&a);
 	GW_ASSERT_INT_EQ(free1, free0 + ROUND(sizes[0]) + ROUND(sizes[1]));
 	GW_ASSERT_INT_EQ(st_app_err(&a, "check %d 11", x[0].slot), CUDA_ERROR_INVALID_VALUE);
+	/* the local-memory reservation went with it, until Map */
+	GW_ASSERT_INT_EQ(stack_size(&a), 0);
 	p = ping(&d);
 	GW_ASSERT_INT_EQ(st_json_u64(p, "ranges"), 2);
 	GW_ASSERT_INT_EQ(st_json_u64(p, "released"), 2);
@@ -523,6 +534,7 @@ GW_TEST(agent_export_release_map)
 	gw_message_finish(&msg);
 	for (i = 0; i < 2; i++)
 		st_app_ok(&a, buf, sizeof(buf), "check %d %d", x[i].slot, 21 + i);
+	GW_ASSERT_INT_EQ(stack_size(&a), 1024); /* the app's value, back */
 	/* memory made by another process is not the app's */
 	GW_ASSERT_INT_EQ(mem_free(&a), free1);
 	p = ping(&d);
