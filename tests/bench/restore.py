@@ -13,7 +13,10 @@ Parts (--only a,b,c,d):
      dump, RESUME_DEVICES_LATE's time and CRIU's restore phases from its -v4 log and
      --display-stats; both stacks, images on a plain tmpfs. --a-thp-again always: gpu-warmd's
      images restored once more with the host's transparent huge pages set to "always" (CRIU's
-     restore of the process's memory faults in 2 MiB pages then), the host's mode put back after.
+     restore of the process's memory faults in 2 MiB pages then; always+defrag also sets defrag
+     to always), the host's mode put back after. --a-memscan: what of the server's host memory
+     CRIU dumps (tests/bench/memscan.py), running, suspended (`warmctl suspend --image`, then
+     resumed) and restored.
   b  gw-vram-app with DENSE GiB of data through criu: dump and restore times with the image dir on
      a huge-page tmpfs (huge=always) and on a plain tmpfs; both stacks. With --cache, gpu-warmd
      has a RAM image cache: its restore reads the files (the cache dropped first), then a second
@@ -47,6 +50,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "gpu"))
 sys.path.insert(0, os.path.join(HERE, "..", "workloads"))
 from criu_suite import App, Criu, Failure, become_subreaper, reap, wait_for  # noqa: E402
+import memscan  # noqa: E402
 
 PROMPT = "The quick brown fox jumps over the lazy dog. Checkpoint me, restore me, then"
 GIB = float(1 << 30)
@@ -636,6 +640,8 @@ def part_a(run):
                     r["registered_bytes"] = registered(run, s.pid, int(a.kv_gib * GIB), timeout=30)
                 s.quiesce(base_sk)
                 img = f"{mnt}/a-{stack}"
+                if shim and a.a_memscan:
+                    r["memscan"] = memscan_suspended(run, s.pid, f"{mnt}/a-memscan.img")
                 r["dump"] = run.criu.dump(stack, s.pid, img, f"a-{stack}")
                 if shim:
                     fast = [l for l in r["dump"]["log"].get("plugin_lines", []) if "fast path" in l]
@@ -644,6 +650,9 @@ def part_a(run):
                         log("  WARNING: the dump log does not say 'fast path' (the shim's agent was not used?)")
                 r["thp"] = thp_get()
                 r["restore"] = run.criu.restore(stack, img, f"a-{stack}", after=lambda: s.complete(1))
+                if a.a_memscan:
+                    r["memscan_restored"] = memscan_brief(memscan.scan(s.pid))
+                    log("  restored process: " + memscan.table(r["memscan_restored"], 0))
                 ids, _, _, _ = s.complete(32)
                 r["identical"] = ids == ids0
                 check(ids == ids0, f"greedy output after the restore identical to before the dump "
@@ -663,7 +672,30 @@ def part_a(run):
         umount(mnt)
 
 
+def memscan_brief(scan, top=8):
+    return dict(scan, mappings=scan["mappings"][:top])
+
+
+def memscan_suspended(run, pid, img):
+    """The host memory CRIU dumps, running and suspended (`warmctl suspend --image`: the state the
+    plugin's dump leaves, the driver's host copy of what the shim did not move included)."""
+    before = memscan.scan(pid)
+    j, ws = warmctl(run, "suspend", str(pid), "--image", img, "--timeout", "120")
+    try:
+        after = memscan.scan(pid)
+    finally:
+        warmctl(run, "resume", str(pid), "--image", img, "--timeout", "120")
+        os.unlink(img)
+    d = memscan.diff(before, after)
+    log("  host memory, running: " + memscan.table(before, 6))
+    log("  host memory, suspended: " + memscan.table(after, 6))
+    log(f"  the suspend added {d['grew_mib']:.1f} MiB ({d['grew_zero_mib']:.1f} MiB of it zeros)")
+    return {"running": memscan_brief(before), "suspended": memscan_brief(after),
+            "suspend_added": dict(d, mappings=d["mappings"][:8]), "suspend_s": ws}
+
+
 THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
+THP_DEFRAG = "/sys/kernel/mm/transparent_hugepage/defrag"
 
 
 def thp_get():
@@ -677,8 +709,28 @@ def thp_get():
 
 
 def thp_set(mode):
+    """mode: "always", "madvise", "never"; "always+defrag" also sets defrag to "always" (direct
+    compaction at fault time when no free 2 MiB page is at hand). Returns what to pass back."""
+    old = thp_get()
+    enabled, _, defrag = mode.partition("+")
     with open(THP_ENABLED, "w") as f:
-        f.write(mode)
+        f.write(enabled)
+    if defrag:
+        with open(THP_DEFRAG) as f:
+            m = re.search(r"\[([\w+]+)\]", f.read())
+        with open(THP_DEFRAG, "w") as f:
+            f.write("always")
+        return f"{old}+{m.group(1)}" if m else old
+    return old
+
+
+def thp_restore(saved):
+    enabled, _, defrag = saved.partition("+")
+    with open(THP_ENABLED, "w") as f:
+        f.write(enabled)
+    if defrag:
+        with open(THP_DEFRAG, "w") as f:
+            f.write(defrag)
 
 
 def restore_again_thp(run, s, stack, img, mode, ids0):
@@ -687,14 +739,17 @@ def restore_again_thp(run, s, stack, img, mode, ids0):
     "always" its page faults take 2 MiB pages)."""
     kill_tree(s.pid)
     reap()
-    old = thp_get()
-    log(f"  again with transparent_hugepage={mode} (host setting: {old})")
+    log(f"  again with transparent_hugepage={mode} (host setting: {thp_get()})")
+    saved = None
     try:
-        thp_set(mode)
+        saved = thp_set(mode)
         r = run.criu.restore(stack, img, f"a-{stack}-thp-{mode}", after=lambda: s.complete(1))
     finally:
-        if old:
-            thp_set(old)
+        if saved:
+            thp_restore(saved)
+    if run.a.a_memscan:
+        r["memscan_restored"] = memscan_brief(memscan.scan(s.pid))
+        log("  restored process: " + memscan.table(r["memscan_restored"], 0))
     ids, _, _, _ = s.complete(32)
     r["identical"] = ids == ids0
     check(ids == ids0, f"THP {mode}: greedy output after the restore identical to before the dump")
@@ -1117,7 +1172,10 @@ def main():
                          "part b restores from the files (cache dropped) and again from the cache")
     ap.add_argument("--a-thp-again", default="",
                     help="part a, gpu-warmd: restore the same images again with the host's transparent "
-                         "huge pages set to each mode listed (e.g. always), then put back")
+                         "huge pages set to each mode listed (always, madvise, never; always+defrag "
+                         "also sets defrag to always), then put back")
+    ap.add_argument("--a-memscan", action="store_true",
+                    help="part a: list the host memory CRIU dumps (running, suspended, restored)")
     ap.add_argument("--server-script", default=os.path.join(HERE, "..", "workloads", "model_server.py"))
     ap.add_argument("--server-args", default="", help="extra model_server.py arguments")
     a = ap.parse_args()
