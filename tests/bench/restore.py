@@ -1066,20 +1066,28 @@ def plot(res, path):
     short = {"a": "a: model server\nrestore->1st token", "b": "b: {g} dense\ncriu", "c": "c: {g} dense\nwarmctl --image",
              "d": "d: {g} dense\nimage pool"}
     by = {}
+    main = {}  # (part, kind) -> the key of the part's own row (not a variant)
     for part, what, stack, kind, dump_s, rest_s, tok, _ in rs:
-        key = (part, kind)
+        variant = what.split(", ", 1)[1] if ", " in what else ""
+        key = (part, variant, kind)
         lab = short[part].format(g=what.split(" dense")[0].split(" warmctl")[0].split(" image")[0]) + \
-            ("" if kind in (None, "-") else f"\n{kind} tmpfs")
+            (f"\n{variant}" if variant else "") + ("" if kind in (None, "-") else f"\n{kind} tmpfs")
         e = by.setdefault(key, {"label": lab})
         e[stack] = (dump_s, tok if part == "a" else rest_s)
-    # c and d have no baseline of their own: b's baseline on the same tmpfs kind, hatched
-    for (part, kind), e in by.items():
-        if part in ("c", "d") and "baseline" not in e:
-            b = by.get(("b", kind if part == "c" else "plain"), {}).get("baseline")
-            if b:
-                e["baseline_b"] = b
+        if not variant:
+            main[(part, kind)] = key
+    # variants (THP, RAM cache) show their part's baseline, c and d part b's on the same tmpfs
+    # kind: hatched
+    for (part, variant, kind), e in by.items():
+        if "baseline" in e:
+            continue
+        src = main.get(("b", kind if part == "c" else "plain")) if part in ("c", "d") else \
+            main.get((part, kind))
+        b = by.get(src, {}).get("baseline")
+        if b:
+            e["baseline_b"] = b
     keys = list(by)
-    fig, axes = plt.subplots(1, 2, figsize=(max(9, 2.0 * len(keys) + 3), 4.8))
+    fig, axes = plt.subplots(2, 1, figsize=(max(9, 1.3 * len(keys) + 3), 9))
     for ax, idx, title in ((axes[0], 1, "restore (a: restore -> first token)"),
                            (axes[1], 0, "dump / suspend")):
         xs = range(len(keys))
@@ -1088,7 +1096,8 @@ def plot(res, path):
         hatch = ["//" if "baseline_b" in by[k] else "" for k in keys]
         ax.bar([x - 0.2 for x in xs], ours, 0.4, label="gpu-warmd: gpuwarm_plugin + shim")
         bars = ax.bar([x + 0.2 for x in xs], base, 0.4,
-                      label="CRIU cuda_plugin + cuda-checkpoint, no shim\n(hatched: part b's, same tmpfs)")
+                      label="CRIU cuda_plugin + cuda-checkpoint, no shim\n(hatched: the part's own or "
+                            "part b's, same tmpfs)")
         for bar, h in zip(bars, hatch):
             bar.set_hatch(h)
         for x, o, b in zip(xs, ours, base):
@@ -1099,6 +1108,8 @@ def plot(res, path):
         if idx == 1:
             ax.axhline(1.0, color="grey", lw=0.8, ls="--")
         ax.set_yscale("log")
+        top = max(ours + base + [1.0])
+        ax.set_ylim(top=top * 6)  # room for the legend above the bars
         ax.set_xticks(list(xs))
         ax.set_xticklabels([by[k]["label"] for k in keys], fontsize=7)
         ax.set_ylabel("seconds (log)")
