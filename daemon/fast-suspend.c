@@ -11,9 +11,9 @@
  *               the data chunks copied out, the mappings gone; (a worker) a file sealed
  *   release     (agent) the app lets go of its VRAM, keeping its addresses
  *   checkpoint  (worker) lock and the driver checkpoint
- *   trim        (agent) the process's resident host pages of zeros given back to the kernel
- *               (the driver's host copy of what stayed on the GPU is mostly zeros): CRIU
- *               neither writes nor reads them; a failure here is only a warning
+ *   trim        (agent) the host pages of zeros that appeared since the release given back to
+ *               the kernel (the driver's host copy of what stayed on the GPU is mostly zeros):
+ *               CRIU neither writes nor reads them; a failure here is only a warning
  *   then the thaw (tracer), and a failed dump's files truncated (worker)
  *
  * A failure part-way puts the process back as it was: running, unlocked, its data in VRAM (the
@@ -431,7 +431,7 @@ static const struct gw_step suspend_steps[] = {
 	  .nundo = N(map_back) },
 	{ .name = "checkpoint", .thread = GW_STEP_WORKER, .run = gw_fastop_lock_checkpoint,
 	  .check = check_checkpointed, .undo = unlock_undo, .nundo = N(unlock_undo) },
-	{ .name = "trim", .thread = GW_STEP_LOOP, .run = trim },
+	{ .name = "trim", .thread = GW_STEP_LOOP, .when = gw_fastop_frozen, .run = trim },
 };
 
 /* A dump that failed leaves no half-written image behind. */

@@ -12,6 +12,7 @@
 
 #include "gw-cuda.h"
 #include "shim-driver.h"
+#include "shim-trim.h"
 
 #define LOCK_WAIT_MS 2000
 #define MAX_DEVICE 4095
@@ -415,6 +416,8 @@ void shim_op_release(const cJSON *params, struct shim_reply *reply)
 		lmem_shrink(&s);
 	pthread_mutex_unlock(&shim_tbl.lock);
 	ctx_finish(&s);
+	if (!reply->error_name)
+		shim_trim_note_release(); /* what the next trim leaves alone */
 	shim_log("agent: released %" PRIu64 " ranges (%" PRIu64 " bytes), VA kept", n, bytes);
 	if (reply->error_name)
 		return;

@@ -87,56 +87,6 @@ static void give_back(uintptr_t start, uintptr_t end, struct shim_trim_stats *st
 		st->trimmed_bytes += end - start;
 }
 
-/* deadline: now_ms() past which the range is left as it is (0: none) */
-static int trim_range(uintptr_t start, uintptr_t end, int pagemap_fd, double deadline,
-		      struct shim_trim_stats *st)
-{
-	size_t page = (size_t)sysconf(_SC_PAGESIZE);
-	uint64_t pm[PM_BATCH];
-	uintptr_t run = 0, run_end = 0;
-
-	for (uintptr_t at = start; at < end;) {
-		size_t n = (end - at) / page;
-		ssize_t got;
-
-		if (n > PM_BATCH)
-			n = PM_BATCH;
-		if (deadline > 0 && now_ms() > deadline) {
-			st->timed_out = true;
-			break;
-		}
-		got = pread(pagemap_fd, pm, n * sizeof(pm[0]), (off_t)(at / page * sizeof(pm[0])));
-		if (got < 0) {
-			give_back(run, run_end, st);
-			return -errno;
-		}
-		if ((size_t)got < sizeof(pm[0]))
-			break;
-		n = (size_t)got / sizeof(pm[0]);
-		for (size_t i = 0; i < n; i++, at += page) {
-			bool anon = (pm[i] & PM_PRESENT) && !(pm[i] & (PM_FILE | PM_SWAPPED));
-
-			if (anon)
-				st->scanned_bytes += page;
-			if (anon && page_is_zero((const uint64_t *)at, page / sizeof(uint64_t))) {
-				if (!run)
-					run = at;
-				run_end = at + page;
-				continue;
-			}
-			give_back(run, run_end, st);
-			run = run_end = 0;
-		}
-	}
-	give_back(run, run_end, st);
-	return 0;
-}
-
-int shim_trim_range(uintptr_t start, uintptr_t end, int pagemap_fd, struct shim_trim_stats *st)
-{
-	return trim_range(start, end, pagemap_fd, 0, st);
-}
-
 /* One mapping of the smaps walk, from its header line until its VmFlags line. */
 struct mapping {
 	uintptr_t start, end;
@@ -167,10 +117,110 @@ static void parse_header(const char *line, struct mapping *m)
 struct walk {
 	int pagemap_fd;
 	uintptr_t own_stack;
-	double deadline;
+	double deadline;                   /* now_ms() past which nothing more is done (0: none) */
 	struct shim_trim_stats *st;
 	struct mapping m;
+	const struct shim_trim_mark *keep; /* trim: pages left alone (NULL: none) */
+	size_t cursor;                     /* ...the first run that may hold the next page */
+	struct shim_trim_mark *mark;       /* mark: where the resident runs go */
 };
+
+static bool kept(struct walk *w, uintptr_t at)
+{
+	const struct shim_trim_mark *k = w->keep;
+
+	if (!k)
+		return false;
+	while (w->cursor < k->n && k->runs[w->cursor].end <= at)
+		w->cursor++;
+	return w->cursor < k->n && k->runs[w->cursor].start <= at;
+}
+
+static int mark_add(struct shim_trim_mark *m, uintptr_t start, uintptr_t end)
+{
+	if (m->n && m->runs[m->n - 1].end == start) {
+		m->runs[m->n - 1].end = end;
+		return 0;
+	}
+	if (m->n == m->cap) {
+		size_t cap = m->cap ? m->cap * 2 : 256;
+		void *runs = realloc(m->runs, cap * sizeof(m->runs[0]));
+
+		if (!runs)
+			return -ENOMEM;
+		m->runs = runs;
+		m->cap = cap;
+	}
+	m->runs[m->n].start = start;
+	m->runs[m->n++].end = end;
+	return 0;
+}
+
+/* One page: its run of pages of zeros goes on or ends (and is given back). */
+static void trim_page(struct walk *w, uintptr_t at, size_t page, bool zero, uintptr_t *run,
+		      uintptr_t *run_end)
+{
+	if (zero) {
+		if (!*run)
+			*run = at;
+		*run_end = at + page;
+		return;
+	}
+	give_back(*run, *run_end, w->st);
+	*run = *run_end = 0;
+}
+
+/* [start, end): give back its resident pages of zeros (trim), or note its resident runs (mark). */
+static int walk_range(struct walk *w, uintptr_t start, uintptr_t end)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	uint64_t pm[PM_BATCH];
+	uintptr_t run = 0, run_end = 0;
+	int r = 0;
+
+	for (uintptr_t at = start; at < end && r == 0;) {
+		size_t n = (end - at) / page;
+		ssize_t got;
+
+		if (n > PM_BATCH)
+			n = PM_BATCH;
+		if (w->deadline > 0 && now_ms() > w->deadline) {
+			w->st->timed_out = true;
+			break;
+		}
+		got = pread(w->pagemap_fd, pm, n * sizeof(pm[0]), (off_t)(at / page * sizeof(pm[0])));
+		if (got < 0) {
+			r = -errno;
+			break;
+		}
+		if ((size_t)got < sizeof(pm[0]))
+			break;
+		n = (size_t)got / sizeof(pm[0]);
+		for (size_t i = 0; i < n && r == 0; i++, at += page) {
+			bool anon = (pm[i] & PM_PRESENT) && !(pm[i] & (PM_FILE | PM_SWAPPED));
+
+			if (w->mark) {
+				if (anon)
+					r = mark_add(w->mark, at, at + page);
+				continue;
+			}
+			if (anon)
+				w->st->scanned_bytes += page;
+			trim_page(w, at, page, anon && !kept(w, at) &&
+					       page_is_zero((const uint64_t *)at, page / sizeof(uint64_t)),
+				  &run, &run_end);
+		}
+	}
+	give_back(run, run_end, w->st);
+	return r;
+}
+
+int shim_trim_range(uintptr_t start, uintptr_t end, int pagemap_fd, struct shim_trim_stats *st)
+{
+	struct walk w = { .pagemap_fd = pagemap_fd, .st = st };
+
+	return walk_range(&w, start, end);
+}
 
 /* One smaps line: a header starts a mapping, its VmFlags line ends it (and trims it). */
 static int on_line(struct walk *w, const char *line)
@@ -190,24 +240,22 @@ static int on_line(struct walk *w, const char *line)
 	if (w->st->timed_out)
 		return 1;
 	w->st->mappings++;
-	return trim_range(w->m.start, w->m.end, w->pagemap_fd, w->deadline, w->st);
+	return walk_range(w, w->m.start, w->m.end);
 }
 
-int shim_trim_process(double max_ms, struct shim_trim_stats *st)
+/* Every mapping trim looks at, walked in address order: trimmed, or marked into w->mark. */
+static int walk_process(struct walk *w)
 {
 	char buf[LINE_MAX_BYTES * 2];
-	struct walk w = { .st = st };
-	double t0 = now_ms();
 	size_t have = 0;
 	int fd, r = 0;
 
-	w.own_stack = (uintptr_t)&w;
-	w.deadline = max_ms > 0 ? t0 + max_ms : 0;
+	w->own_stack = (uintptr_t)&buf;
 	fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	w.pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (w.pagemap_fd < 0) {
+	w->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (w->pagemap_fd < 0) {
 		r = -errno;
 		goto out_smaps;
 	}
@@ -225,7 +273,7 @@ int shim_trim_process(double max_ms, struct shim_trim_stats *st)
 		buf[have] = '\0';
 		while (r == 0 && (nl = memchr(line, '\n', have - (size_t)(line - buf))) != NULL) {
 			*nl = '\0';
-			r = on_line(&w, line);
+			r = on_line(w, line);
 			line = nl + 1;
 		}
 		if (r != 0 || got == 0)
@@ -237,11 +285,55 @@ int shim_trim_process(double max_ms, struct shim_trim_stats *st)
 	}
 	if (r > 0)
 		r = 0;
-	close(w.pagemap_fd);
+	close(w->pagemap_fd);
 out_smaps:
 	close(fd);
+	return r;
+}
+
+int shim_trim_process(double max_ms, const struct shim_trim_mark *keep,
+		      struct shim_trim_stats *st)
+{
+	double t0 = now_ms();
+	struct walk w = { .st = st, .keep = keep, .deadline = max_ms > 0 ? t0 + max_ms : 0 };
+	int r = walk_process(&w);
+
 	st->ms += now_ms() - t0;
 	return r;
+}
+
+int shim_trim_mark_take(struct shim_trim_mark *mark)
+{
+	struct shim_trim_stats st = { 0 };
+	struct walk w = { .st = &st, .mark = mark };
+	int r;
+
+	mark->n = 0;
+	r = walk_process(&w);
+	if (r < 0)
+		shim_trim_mark_clear(mark);
+	else
+		mark->valid = true;
+	return r;
+}
+
+void shim_trim_mark_clear(struct shim_trim_mark *mark)
+{
+	if (!mark)
+		return;
+	free(mark->runs);
+	memset(mark, 0, sizeof(*mark));
+}
+
+static struct shim_trim_mark release_mark; /* the agent thread's */
+
+void shim_trim_note_release(void)
+{
+	int r = shim_trim_mark_take(&release_mark);
+
+	if (r < 0)
+		shim_log("agent: cannot note the resident pages (%s): the next trim gives nothing "
+			 "back", strerror(-r));
 }
 
 void shim_op_trim(const cJSON *params, struct shim_reply *reply)
@@ -270,7 +362,14 @@ void shim_op_trim(const cJSON *params, struct shim_reply *reply)
 		reply->result = res;
 		return;
 	}
-	r = shim_trim_process(max_ms, &st);
+	if (!release_mark.valid) {
+		cJSON_AddNumberToObject(res, "trimmed_bytes", 0);
+		cJSON_AddBoolToObject(res, "released_before", 0);
+		reply->result = res;
+		return;
+	}
+	r = shim_trim_process(max_ms, &release_mark, &st);
+	shim_trim_mark_clear(&release_mark);
 	if (r < 0)
 		shim_log("agent: trimming zero pages stopped: %s", strerror(-r));
 	cJSON_AddNumberToObject(res, "mappings", (double)st.mappings);

@@ -143,7 +143,7 @@ GW_TEST(trim_process_leaves_shared_and_locked_memory)
 	bool have_lock = syscall(SYS_mlock, locked, NPAGES * pg) == 0;
 	struct shim_trim_stats st = { 0 };
 
-	GW_ASSERT_INT_EQ(shim_trim_process(0, &st), 0);
+	GW_ASSERT_INT_EQ(shim_trim_process(0, NULL, &st), 0);
 	GW_ASSERT(!st.timed_out && st.mappings > 0 && st.trimmed_bytes >= (NPAGES * 2 / 3) * pg);
 	GW_ASSERT(!resident(priv + pg) && resident(priv));
 	for (size_t i = 0; i < NPAGES; i++) {
@@ -166,10 +166,41 @@ GW_TEST(trim_stops_at_its_time_limit)
 	unsigned char *m = populated(MAP_PRIVATE | MAP_ANONYMOUS);
 	struct shim_trim_stats st = { 0 };
 
-	GW_ASSERT_INT_EQ(shim_trim_process(1e-9, &st), 0);
+	GW_ASSERT_INT_EQ(shim_trim_process(1e-9, NULL, &st), 0);
 	GW_ASSERT(st.timed_out);
 	assert_data(m);
 	munmap(m, NPAGES * page_size());
+}
+
+GW_TEST(trim_leaves_the_pages_resident_at_the_mark)
+{
+	size_t pg = page_size();
+	unsigned char *old = mmap(NULL, NPAGES * pg, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct shim_trim_mark mark = { 0 };
+	struct shim_trim_stats st = { 0 };
+	unsigned char *fresh;
+
+	GW_ASSERT(old != MAP_FAILED);
+	memset(old, 0, NPAGES / 2 * pg); /* the app's pages of zeros, resident before the mark */
+	GW_ASSERT_INT_EQ(shim_trim_mark_take(&mark), 0);
+	GW_ASSERT(mark.valid && mark.n > 0);
+	memset(old + NPAGES / 2 * pg, 0, NPAGES / 2 * pg); /* appeared after it */
+	fresh = populated(MAP_PRIVATE | MAP_ANONYMOUS);     /* a mapping made after it */
+	GW_ASSERT_INT_EQ(shim_trim_process(0, &mark, &st), 0);
+	for (size_t i = 0; i < NPAGES; i++) {
+		if (resident(old + i * pg) != (i < NPAGES / 2))
+			GW_FAIL("page %zu of the old mapping: resident %d", i, (int)resident(old + i * pg));
+		if (resident(fresh + i * pg) != (i % 3 == 0))
+			GW_FAIL("page %zu of the new mapping: resident %d", i, (int)resident(fresh + i * pg));
+	}
+	assert_data(fresh);
+	shim_trim_mark_clear(&mark);
+	shim_trim_mark_clear(&mark); /* twice, and NULL: no-ops */
+	shim_trim_mark_clear(NULL);
+	GW_ASSERT(!mark.valid && mark.runs == NULL);
+	munmap(old, NPAGES * pg);
+	munmap(fresh, NPAGES * pg);
 }
 
 static void reply_free(struct shim_reply *reply)
@@ -202,9 +233,19 @@ GW_TEST(trim_request_checks_its_limit_and_can_be_turned_off)
 	GW_ASSERT_STR_EQ(reply.error_name, GW_ERROR_INVALID_REQUEST);
 	reply_free(&reply);
 
+	/* no Release before it: nothing is given back */
+	res = op_trim("{\"max_ms\": 10000}", &reply);
+	GW_ASSERT(res && cJSON_GetObjectItem(res, "trimmed_bytes")->valuedouble == 0 &&
+		  cJSON_IsFalse(cJSON_GetObjectItem(res, "released_before")));
+	reply_free(&reply);
+	shim_trim_note_release();
 	res = op_trim("{\"max_ms\": 10000}", &reply);
 	GW_ASSERT(res && cJSON_IsNumber(cJSON_GetObjectItem(res, "trimmed_bytes")) &&
-		  cJSON_IsFalse(cJSON_GetObjectItem(res, "timed_out")));
+		  cJSON_IsFalse(cJSON_GetObjectItem(res, "timed_out")) &&
+		  !cJSON_GetObjectItem(res, "released_before"));
+	reply_free(&reply);
+	res = op_trim("{}", &reply); /* one trim per Release */
+	GW_ASSERT(res && cJSON_IsFalse(cJSON_GetObjectItem(res, "released_before")));
 	reply_free(&reply);
 
 	setenv(SHIM_ENV_NO_TRIM, "1", 1);
