@@ -431,9 +431,8 @@ static void on_agent_reply(void *data, const struct gw_message *msg, int *fds, u
 	struct agent_call *call = data;
 	struct gw_fast_op *f = call->f;
 	gw_agent_done_fn done = call->done;
-	int r;
-
 	int optional = call->optional;
+	int r;
 
 	free(call);
 	if (!msg || msg->kind == GW_MESSAGE_ERROR) {
