@@ -83,6 +83,28 @@ GW_TEST(fast_suspend_resume_keeps_data)
 	gwt_daemon_stop(&d);
 }
 
+/* GPUWARM_SHIM_NO_TRIM=1: the agent keeps its pages of zeros, the suspend is the same. */
+GW_TEST(fast_suspend_without_trim_when_the_app_says_so)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	char line[256];
+	cJSON *j;
+
+	gwt_daemon_start(&d, GWT_ARGS("--image-pool-mib", "128"));
+	setenv("GPUWARM_SHIM_NO_TRIM", "1", 1);
+	start_shimmed(&d, &app, "64", "32");
+	unsetenv("GPUWARM_SHIM_NO_TRIM");
+	j = gwt_ctl(&d, 0, GWT_ARGS("suspend", gwt_pid(app.pid)));
+	GW_ASSERT_STR_EQ(gwt_json_str(j, "result.state"), "checkpointed");
+	GW_ASSERT(has_step(j, "trim") && !gwt_json(j, "result.trimmed_bytes"));
+	cJSON_Delete(j);
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid))));
+	GW_ASSERT(gwt_app_verify(&app, line, sizeof(line)));
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
 GW_TEST(many_ranges_go_in_batches)
 {
 	struct gwt_daemon d;
