@@ -327,9 +327,22 @@ void shim_trim_mark_clear(struct shim_trim_mark *mark)
 
 static struct shim_trim_mark release_mark; /* the agent thread's */
 
+static bool trim_disabled(void)
+{
+	const char *off = getenv(SHIM_ENV_NO_TRIM);
+
+	return off && *off && strcmp(off, "0") != 0;
+}
+
 void shim_trim_note_release(void)
 {
-	int r = shim_trim_mark_take(&release_mark);
+	int r;
+
+	if (trim_disabled()) {
+		shim_trim_mark_clear(&release_mark);
+		return;
+	}
+	r = shim_trim_mark_take(&release_mark);
 
 	if (r < 0)
 		shim_log("agent: cannot note the resident pages (%s): the next trim gives nothing "
@@ -339,7 +352,6 @@ void shim_trim_note_release(void)
 void shim_op_trim(const cJSON *params, struct shim_reply *reply)
 {
 	struct shim_trim_stats st = { 0 };
-	const char *off = getenv(SHIM_ENV_NO_TRIM);
 	const cJSON *limit = params ? cJSON_GetObjectItemCaseSensitive(params, "max_ms") : NULL;
 	double max_ms = cJSON_IsNumber(limit) ? limit->valuedouble : 0;
 	cJSON *res;
@@ -357,7 +369,7 @@ void shim_op_trim(const cJSON *params, struct shim_reply *reply)
 		strcpy(reply->error_message, "out of memory");
 		return;
 	}
-	if (off && *off && strcmp(off, "0") != 0) {
+	if (trim_disabled()) {
 		cJSON_AddBoolToObject(res, "disabled", 1);
 		reply->result = res;
 		return;
