@@ -85,7 +85,19 @@ class Podman:
         path = self.criu_log(name, log) if name else None
         if path:
             msg += f"\n--- {path} (tail):\n{file_tail(path)}"
+        left = self.criu_root_left(name) if name else None
+        if left:
+            msg += (f"\n{left} is left over from an earlier restore that crashed the runtime "
+                    "(crun 1.21 crashes on a mount without a type, such as a CDI spec's from "
+                    "before `warmctl cdi` wrote \"type\": \"bind\"); every restore fails until "
+                    f"it is gone: umount {shlex.quote(left)}; rmdir {shlex.quote(left)}")
         raise Failed(msg)
+
+    def criu_root_left(self, name):
+        """crun's criu-root directory in the container's directory, when a restore left it."""
+        d = self.inspect(name).get("StaticDir")
+        path = os.path.join(d, "criu-root") if d else None
+        return path if path and os.path.isdir(path) else None
 
 
 # Health and completion URLs are the server's own: never through a proxy of the environment.

@@ -151,6 +151,13 @@ def main():
         check("$ " + podman + " container restore --print-stats srv" in r["error"] and
               "restoring container failed" in r["error"] and "restore failed here" in r["error"],
               "restore failure: the command, its stderr and restore.log's tail")
+        check("criu-root" not in r["error"], "restore failure: no word of a criu-root not there")
+        os.mkdir(os.path.join(state, "criu-root"))  # what a crashed crun leaves
+        p = tool("gw-podman-restore", "--name", "srv", *common, env=env_fail, code=1)
+        r = json.loads(p.stdout)
+        check("criu-root is left over" in r["error"] and "rmdir" in r["error"],
+              "restore failure: a leftover criu-root named, with how to remove it")
+        os.rmdir(os.path.join(state, "criu-root"))
         env_fail = dict(env, FAKE_FAIL="checkpoint")
         p = tool("gw-golden-checkpoint", "--container", "srv", *common, env=env_fail, code=1)
         check("Can't get 1:16 opt" in json.loads(p.stdout)["error"],
