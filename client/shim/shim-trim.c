@@ -39,6 +39,12 @@ static bool has_flag(const char *vmflags, const char *flag)
 	return false;
 }
 
+/* Anonymous memory by its smaps path: none, the heap, or a named one ([anon:...]). */
+static bool anonymous_path(const char *path)
+{
+	return !path[0] || strcmp(path, "[heap]") == 0 || strncmp(path, "[anon:", 6) == 0;
+}
+
 bool shim_trim_mapping_ok(const char *perms, const char *path, const char *vmflags)
 {
 	static const char *const refused[] = {
@@ -56,7 +62,7 @@ bool shim_trim_mapping_ok(const char *perms, const char *path, const char *vmfla
 
 	if (strlen(perms) < 4 || perms[0] != 'r' || perms[1] != 'w' || perms[3] != 'p')
 		return false;
-	if (path[0] && strcmp(path, "[heap]") != 0 && strncmp(path, "[anon:", 6) != 0)
+	if (!anonymous_path(path))
 		return false;
 	if (!has_flag(vmflags, "rd") || !has_flag(vmflags, "wr"))
 		return false;
@@ -108,9 +114,7 @@ static void parse_header(const char *line, struct mapping *m)
 	m->start = (uintptr_t)s;
 	m->end = (uintptr_t)e;
 	memcpy(m->perms, perms, sizeof(perms));
-	const char *path = line + path_at;
-	m->anonymous_path = !*path || *path == '\n' || strncmp(path, "[heap]", 6) == 0 ||
-			    strncmp(path, "[anon:", 6) == 0;
+	m->anonymous_path = anonymous_path(line + path_at);
 	m->valid = true;
 }
 
