@@ -3,18 +3,23 @@
  * The fast resume, and the prefill that does its first half ahead:
  *
  *   read image    (worker; a resume from a file) the header and tables, checked
- *   prefill wait  the VRAM filled ahead for the same file, or its fill still running
+ *   prefill wait  the VRAM filled ahead for the same file, or its fill still running (for
+ *                 CRIU's restore, which holds the threads: the steps go on, see below)
  *   cache hit     (only when it hits) the image cache holds the image's files: the fill reads
  *                 its RAM copy instead
  *   fill          (a job per GPU) new VRAM created, filled from the image, checked, exported
  *   restore tid   (worker; not when the caller froze the process) the CUDA restore thread
  *   freeze        (tracer) every thread but the agent's and the restore thread stopped
  *   restore       (worker) the driver's restore and unlock
+ *   prefill join  (only when overlapped) the prefill's fill ends: its VRAM is the resume's
  *   map           (agent) the new VRAM mapped at the old addresses
  *   then the thaw (tracer)
  *
  * The VRAM is refilled and checked before the process is touched: a bad image leaves it
- * checkpointed (and restorable from a good one).
+ * checkpointed (and restorable from a good one). One exception, for speed: the resume of a
+ * process CRIU is restoring (the caller holds its threads) whose prefill is still filling runs
+ * the driver's restore while the fill goes on, and joins it before the map. A failed fill then
+ * fails a restore that CRIU undoes anyway (it kills the restored tree), so nothing is lost.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -133,6 +138,15 @@ static int check_image(struct gw_op *op, int r)
 
 /* ---- prefilled VRAM ---- */
 
+/* An overlapped resume whose prefill failed: the process's driver state is back, its VRAM is
+ * not; CRIU's restore fails and kills it. */
+static int prefill_failed(struct gw_fast_op *f)
+{
+	gw_op_fail(&f->op, f->prefill_error_name[0] ? f->prefill_error_name : GW_ERROR_INTERNAL,
+		   "prefill: %s", f->prefill_error);
+	return -EIO;
+}
+
 /* The prefilled VRAM becomes the resume's, as if its own fill had made it. */
 static void hand_over(struct gw_prefill *pf, struct gw_fast_op *f)
 {
@@ -148,8 +162,9 @@ static void hand_over(struct gw_prefill *pf, struct gw_fast_op *f)
 }
 
 /* A resume from a file that was prefilled (the same inode holding the same image): its VRAM
- * comes from the prefill, now (0) or once the fill running for it ends (GW_STEP_ASYNC); none
- * to take: GW_STEP_SKIP. */
+ * comes from the prefill, now (0) or once the fill running for it ends (GW_STEP_ASYNC; for
+ * CRIU's restore the steps go on meanwhile: GW_STEP_SKIP, overlapped); none to take:
+ * GW_STEP_SKIP. */
 static int prefill_wait(struct gw_op *op)
 {
 	struct gw_fast_op *f = GW_FAST(op);
@@ -165,6 +180,14 @@ static int prefill_wait(struct gw_op *op)
 		if (pf->waiter)
 			return GW_STEP_SKIP;
 		pf->waiter = f;
+		pf->abandoned = 0;
+		f->awaited = pf;
+		if (f->caller_froze) {
+			f->overlapped = 1;
+			gw_info("resume of pid %d restores the process while the prefill of its image "
+				"fills", op->pid);
+			return GW_STEP_SKIP;
+		}
 		gw_info("resume of pid %d waits for the prefill of its image", op->pid);
 		return GW_STEP_ASYNC;
 	}
@@ -174,19 +197,61 @@ static int prefill_wait(struct gw_op *op)
 	return 0;
 }
 
-static void fast_prefill_handed(struct gw_fast_op *waiter, struct gw_prefill *pf)
+/* The prefill the resume waited for ended: pf, or NULL with why. A resume blocked in "prefill
+ * wait" or "prefill join" goes on; an overlapped one still restoring finds it at the join. */
+static void fast_prefill_handed(struct gw_fast_op *waiter, struct gw_prefill *pf,
+				const char *why_name, const char *why)
 {
+	int blocked = !waiter->overlapped || waiter->joining;
+
+	waiter->awaited = NULL;
+	waiter->joining = 0;
+	if (pf && pf->nfds != waiter->image->v.nranges) {
+		why_name = GW_ERROR_INTERNAL;
+		why = "it holds another number of ranges than the image";
+		gw_prefill_free(pf);
+		pf = NULL;
+	}
 	if (pf)
 		hand_over(pf, waiter);
-	/* Without it, the resume fills on its own. */
-	gw_op_step_done(&waiter->op, pf ? 0 : GW_STEP_SKIP);
+	else if (waiter->overlapped) {
+		snprintf(waiter->prefill_error, sizeof(waiter->prefill_error), "%s",
+			 why && *why ? why : "it failed");
+		snprintf(waiter->prefill_error_name, sizeof(waiter->prefill_error_name), "%s",
+			 why_name ? why_name : "");
+	}
+	if (!blocked)
+		return;
+	/* Without it, a resume not yet restoring fills on its own; an overlapped one fails. */
+	if (!waiter->overlapped)
+		gw_op_step_done(&waiter->op, pf ? 0 : GW_STEP_SKIP);
+	else
+		gw_op_step_done(&waiter->op, pf ? 0 : prefill_failed(waiter));
 }
 
 /* ---- fill and map (the undo of a suspend's release too) ---- */
 
 static int not_prefilled(struct gw_op *op)
 {
-	return !GW_FAST(op)->prefilled;
+	return !GW_FAST(op)->prefilled && !GW_FAST(op)->overlapped;
+}
+
+static int overlapped(struct gw_op *op)
+{
+	return GW_FAST(op)->overlapped;
+}
+
+/* An overlapped resume, restored: the prefill's VRAM is here (0), or comes when its fill ends
+ * (GW_STEP_ASYNC), or never (it failed). */
+static int prefill_join(struct gw_op *op)
+{
+	struct gw_fast_op *f = GW_FAST(op);
+
+	if (f->awaited) {
+		f->joining = 1;
+		return GW_STEP_ASYNC;
+	}
+	return f->prefilled ? 0 : prefill_failed(f);
 }
 
 /* The image's files' data from RAM when the image cache holds exactly these files for the
@@ -313,6 +378,7 @@ static const struct gw_step resume_steps[] = {
 	  .check = check_freeze },
 	{ .name = "restore", .thread = GW_STEP_WORKER, .run = gw_fastop_restore_unlock,
 	  .check = gw_fastop_check_cuda },
+	{ .name = "prefill join", .thread = GW_STEP_LOOP, .when = overlapped, .run = prefill_join },
 	GW_FAST_MAP_STEP(NULL),
 };
 
@@ -377,13 +443,22 @@ static void prefill_finish(struct gw_op *op)
 	struct gw_fast_op *f = GW_FAST(op);
 	struct gw_prefill *pf = f->prefill;
 	struct gw_fast_op *waiter = pf->waiter;
+	char why[sizeof(op->error)], why_name[sizeof(op->error_name)];
 
+	snprintf(why, sizeof(why), "%s", op->failed ? op->error : "");
+	snprintf(why_name, sizeof(why_name), "%s", op->failed ? op->error_name : "");
 	gw_op_release(op);
 	pf->filling = NULL;
 	pf->waiter = NULL;
 	if (op->failed) {
 		gw_warn("prefill failed: %s", op->error);
 		gw_request_fail(op->req, op->error_name, op->error_extra, "%s", op->error);
+		gw_prefill_free(pf);
+		pf = NULL;
+	} else if (!waiter && pf->abandoned) {
+		/* The resume it was for ended first (its restore failed): nobody will take it. */
+		gw_info("prefill done, but the resume it was for has ended: its VRAM is released");
+		gw_request_reply(op->req, gw_op_result_json(op));
 		gw_prefill_free(pf);
 		pf = NULL;
 	} else {
@@ -403,7 +478,7 @@ static void prefill_finish(struct gw_op *op)
 	f->image = NULL;
 	gw_fastop_free(f);
 	if (waiter)
-		fast_prefill_handed(waiter, pf);
+		fast_prefill_handed(waiter, pf, why_name, why);
 }
 
 static const struct gw_step prefill_steps[] = {

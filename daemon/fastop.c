@@ -91,6 +91,11 @@ void gw_fastop_free(struct gw_fast_op *f)
 
 	gw_op_release(&f->op);
 	gw_fastop_unlist(f);
+	if (f->awaited) {
+		/* A resume that ends before the fill it waited for: the VRAM is nobody's. */
+		f->awaited->waiter = NULL;
+		f->awaited->abandoned = 1;
+	}
 	gw_fastop_close_fds(f);
 	gw_fastop_export_free(f);
 	gw_image_free(&d->hostpool, f->parsed);
@@ -504,8 +509,11 @@ cJSON *gw_fast_prefills_status(struct gw_daemon *d)
 void gw_fast_finish(struct gw_daemon *d)
 {
 	gw_opengine_finish(d);
-	while (d->prefills)
+	while (d->prefills) {
+		if (d->prefills->waiter)
+			d->prefills->waiter->awaited = NULL;
 		gw_prefill_free(d->prefills);
+	}
 	while (d->agents)
 		gw_agent_remove(d, d->agents);
 }

@@ -95,6 +95,7 @@ struct gw_prefill {
 	struct gw_fast_op *filling; /* the prefill operation, while it runs */
 	struct gw_fast_op *waiter;  /* a resume of the same image waiting for it */
 	int from_cache;             /* filled from the image cache (imagecache-ops.h) */
+	int abandoned;              /* its waiter ended without it: freed once the fill ends */
 	struct event *expiry;
 };
 

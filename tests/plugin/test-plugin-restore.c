@@ -5,6 +5,7 @@
  * GPUs when the dump's are drained or gone, and the fast path's VRAM image among CRIU's images.
  */
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -320,6 +321,112 @@ GW_TEST(fast_path_restore_needs_only_the_image_file)
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "restored by gpu-warmd (fast path)");
 	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_RUNNING);
 	pt_assert_verified(&a, 1);
+	pt_finish();
+}
+
+/* The largest file of the dump's VRAM image (its data segment): a byte near its end flipped. */
+static void corrupt_vram_data(const struct pt *p, pid_t pid)
+{
+	char path[640], best[640] = "";
+	off_t best_size = 0;
+	struct stat st;
+	char byte;
+	int fd;
+
+	for (unsigned k = 0; k < GWP_VRAM_SEGMENTS; k++) {
+		snprintf(path, sizeof(path), "%s/gpuwarm-vram-%d.img.seg-%u", p->images, (int)pid, k);
+		if (stat(path, &st) == 0 && st.st_size > best_size) {
+			best_size = st.st_size;
+			snprintf(best, sizeof(best), "%s", path);
+		}
+	}
+	GW_ASSERT(best_size > 4096);
+	fd = open(best, O_RDWR);
+	GW_ASSERT(fd >= 0);
+	GW_ASSERT(pread(fd, &byte, 1, best_size - 100) == 1);
+	byte = (char)(byte ^ 0x5a);
+	GW_ASSERT(pwrite(fd, &byte, 1, best_size - 100) == 1);
+	close(fd);
+}
+
+/* CRIU's restore does not wait for the prefill (POST_FORKING) to finish before the driver's
+ * restore: the two overlap, and the resume joins the fill before the map. The fake driver's
+ * synchronisations are slowed so that the fill is surely still running at RESUME_DEVICES_LATE. */
+GW_TEST(fast_path_restore_overlaps_the_prefill)
+{
+	struct pt_app a;
+	struct pt p;
+	char pid[16];
+
+	pt_setup(&p);
+	pt_daemon_start(&p, PT_ARGS("FAKECUDA_SYNC_DELAY_MS=60"));
+	start_shimmed_app(&p, &a, PT_ARGS("--mib", "48", "--zero-mib", "16", "--chunk-mib", "16"));
+	pt_num(pid, sizeof(pid), a.pid);
+	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
+	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL), 0);
+	pt_assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
+	GW_ASSERT_STR_CONTAINS(pt_log(&p), "prefill join");
+	GW_ASSERT_STR_CONTAINS(pt_log(&p), "its VRAM was prefilled while CRIU restored memory");
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_RUNNING);
+	pt_assert_verified(&a, 1);
+	pt_finish();
+}
+
+/* ...and a fill that fails while the driver restores fails the restore, saying why. */
+GW_TEST(fast_path_restore_fails_when_the_overlapped_prefill_does)
+{
+	struct pt_app a;
+	struct pt p;
+	char pid[16];
+
+	pt_setup(&p);
+	pt_daemon_start(&p, PT_ARGS("FAKECUDA_SYNC_DELAY_MS=60"));
+	start_shimmed_app(&p, &a, PT_ARGS("--mib", "48", "--zero-mib", "16", "--chunk-mib", "16"));
+	pt_num(pid, sizeof(pid), a.pid);
+	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
+	corrupt_vram_data(&p, a.pid);
+	pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL); /* fake-criu: the hook's result */
+	pt_assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "-1");
+	GW_ASSERT_STR_CONTAINS(pt_log(&p), "gpu-warmd: prefill: refilling VRAM failed");
+	GW_ASSERT_STR_CONTAINS(pt_log(&p), "does not match its checksum");
+	pt_finish();
+}
+
+/* ...and a driver restore that fails while the fill runs: the restore fails, and the VRAM the
+ * fill then makes is released at once, not held for a resume that will never come. */
+GW_TEST(overlapped_prefill_released_when_the_restore_fails)
+{
+	struct pt_app a;
+	struct pt p;
+	char pid[16];
+	cJSON *st = NULL;
+	int left = -1;
+
+	pt_setup(&p);
+	pt_daemon_start(&p, PT_ARGS("FAKECUDA_SYNC_DELAY_MS=60",
+				    "FAKECUDA_FAIL=cuCheckpointProcessRestore=999"));
+	start_shimmed_app(&p, &a, PT_ARGS("--mib", "48", "--zero-mib", "16", "--chunk-mib", "16"));
+	pt_num(pid, sizeof(pid), a.pid);
+	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
+	pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL);
+	pt_assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "-1");
+	GW_ASSERT_STR_CONTAINS(pt_log(&p), "cuCheckpointProcessRestore");
+	for (int i = 0; i < 200 && left != 0; i++) {
+		cJSON_Delete(st);
+		st = pt_daemon_status(&p);
+		left = st ? cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(st, "prefills")) : -1;
+		if (left != 0)
+			pt_sleep_ms(25);
+	}
+	cJSON_Delete(st);
+	GW_ASSERT_INT_EQ(left, 0);
+	{
+		static char log[1 << 20];
+		size_t n = read_file(p.dir, "daemon.log", log, sizeof(log) - 1);
+
+		log[n] = '\0';
+		GW_ASSERT_STR_CONTAINS(log, "the resume it was for has ended");
+	}
 	pt_finish();
 }
 
