@@ -50,7 +50,7 @@ struct gw_fast_op {
 	struct gw_prefill *awaited; /* resume: the prefill still filling for it (its waiter) */
 	int overlapped;             /* resume: the driver's restore runs while that fill does */
 	int joining;                /* resume: the "prefill join" step waits for that fill */
-	char prefill_error[320];    /* resume: why the awaited fill failed ("": it did not) */
+	char prefill_error[512];    /* resume: why the awaited fill failed ("": it did not) */
 	char prefill_error_name[64];
 	int from_file;              /* resume: of an image file the request passed */
 	const char *step_error;     /* a worker step's error name, with step_err */
