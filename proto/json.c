@@ -42,7 +42,7 @@ static int string_member(const cJSON *obj, const char *key, const char **ret)
 
 int gw_json_get_string(const cJSON *obj, const char *key, size_t max_len, const char **ret)
 {
-	const char *s;
+	const char *s = NULL;
 	int r = string_member(obj, key, &s);
 
 	if (r < 0)
@@ -116,7 +116,7 @@ int gw_json_get_string_array(const cJSON *obj, const char *key, size_t max_items
 
 int gw_json_get_hex_u64(const cJSON *obj, const char *key, uint64_t *ret)
 {
-	const char *s;
+	const char *s = NULL;
 	uint64_t v = 0;
 	size_t n;
 	int r = string_member(obj, key, &s);
