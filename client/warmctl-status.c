@@ -132,6 +132,24 @@ static void print_image_pool(const cJSON *result, size_t width)
 	wc_print_wrapped("images:   ", "          ", line, width);
 }
 
+/* "vram_store" (root's view of gpu-warmd --vram-store). */
+static void print_vram_store(const cJSON *result, size_t width)
+{
+	const cJSON *store = member(result, "vram_store");
+	char line[700], path[520], size[32], files[32];
+	double bytes;
+
+	if (!cJSON_IsObject(store))
+		return;
+	if (!wc_get_double(store, "bytes", &bytes))
+		bytes = 0;
+	format_bytes(bytes, size, sizeof(size));
+	snprintf(line, sizeof(line), "%s: %s in %s files (CRIU's checkpoints link their VRAM "
+		 "data there)", wc_str(store, "path", path, sizeof(path)), size,
+		 wc_num(store, "files", 0, files, sizeof(files)));
+	wc_print_wrapped("store:    ", "          ", line, width);
+}
+
 static void note_left_out(const char *what, const char *left_out, size_t width)
 {
 	char line[512];
@@ -409,6 +427,7 @@ int wc_cmd_status(struct wc_ctx *ctx, const struct wc_args *args)
 		print_daemon(member(result, "daemon"));
 		print_driver(member(result, "driver"), width);
 		print_image_pool(result, width);
+		print_vram_store(result, width);
 		if (print_gpus(member(result, "gpus"), width) < 0 ||
 		    print_processes(member(result, "processes"), width) < 0 ||
 		    print_leases(member(result, "leases"), width) < 0) {

@@ -503,6 +503,22 @@ static int create_server(struct gw_daemon *d)
 	return 0;
 }
 
+static int open_vram_store(struct gw_daemon *d)
+{
+	char err[600];
+	int r;
+
+	if (!d->opts.vram_store)
+		return 0;
+	r = gw_vramstore_open(&d->vramstore, d->opts.vram_store, err, sizeof(err));
+	if (r < 0)
+		gw_err("--vram-store: %s", err);
+	else
+		gw_info("VRAM store: %s (CRIU's plugin puts VRAM image data there)",
+			d->vramstore.path);
+	return r;
+}
+
 /* The modules, in order: loop and signals, driver and GPU table, image pool and its cache,
  * workers, server; then the GPUs start priming. On failure, what was made is undone in
  * reverse order. */
@@ -511,6 +527,7 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_options *opts)
 	int r;
 
 	memset(d, 0, sizeof(*d));
+	gw_vramstore_init(&d->vramstore);
 	d->opts = *opts;
 	d->start_ms = gw_now_ms();
 	d->wait_gpus = wait_gpus;
@@ -527,6 +544,9 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_options *opts)
 	d->hostpool_pending = d->opts.image_pool_mib > 0 && d->gpu_table.count > 0;
 	r = gw_imagecache_create(&d->hostpool, (uint64_t)d->opts.image_cache_mib << 20,
 				 &d->imagecache);
+	if (r < 0)
+		goto fail;
+	r = open_vram_store(d);
 	if (r < 0)
 		goto fail;
 
@@ -573,6 +593,7 @@ void gw_daemon_finish(struct gw_daemon *d)
 	gw_fast_finish(d);
 	gw_imagecache_destroy(d->imagecache); /* after every image that borrowed its blocks */
 	d->imagecache = NULL;
+	gw_vramstore_close(&d->vramstore);
 	gw_lease_table_finish(&d->leases);
 	gw_quota_finish(&d->quota);
 	if (gw_gpu_table_any_context(&d->gpu_table))

@@ -21,6 +21,7 @@
 #include "pin.h"
 #include "quota.h"
 #include "server.h"
+#include "vramstore.h"
 #include "worker.h"
 
 struct gw_options {
@@ -40,6 +41,7 @@ struct gw_options {
 	unsigned max_ops_per_uid;
 	unsigned handshake_timeout_s;
 	unsigned frame_timeout_s;
+	const char *vram_store; /* vramstore.h; NULL: none */
 	int verbose;
 };
 
@@ -77,6 +79,7 @@ struct gw_daemon {
 	struct gw_prefill *prefills;   /* VRAM filled ahead of a resume (imagestore.c) */
 	struct gw_hostpool hostpool;   /* pinned memory for VRAM images */
 	struct gw_imagecache *imagecache; /* image files' data kept in the pool (imagecache.h) */
+	struct gw_vramstore vramstore;     /* --vram-store (vramstore.h) */
 	int hostpool_started;
 	int hostpool_pending;          /* being pinned at start-up */
 	char hostpool_error[256];

@@ -162,8 +162,12 @@ void gw_handle_status(struct gw_daemon *d, struct gw_request *req)
 			cJSON_AddNumberToObject(o, "leases", other_leases);
 		}
 	}
-	if (req->peer.uid == 0)
+	if (req->peer.uid == 0) {
 		cJSON_AddItemToObject(result, "prefills", gw_fast_prefills_status(d));
+		if (d->vramstore.fd >= 0)
+			cJSON_AddItemToObject(result, "vram_store",
+					      gw_vramstore_status_json(&d->vramstore));
+	}
 	o = cJSON_AddObjectToObject(result, "image_pool");
 	if (o) {
 		cJSON_AddNumberToObject(o, "bytes", (double)gw_hostpool_total_bytes(&d->hostpool));

@@ -36,6 +36,11 @@ static void usage(FILE *out)
 		"      --image-cache-mib N   of that pool, at most N MiB for a cache of image\n"
 		"                            files' data, for restores on this host from RAM\n"
 		"                            (default 0: off; suspended images always win)\n"
+		"      --vram-store DIR      CRIU's plugin puts the data of the VRAM images it\n"
+		"                            dumps in DIR and links them from CRIU's images:\n"
+		"                            checkpoints (and podman's --export archives)\n"
+		"                            stay small, restorable on this host (made 0700\n"
+		"                            if missing; default: none, images stay whole)\n"
 		"      --chunk-kib N         VRAM image chunk in KiB: all-zero chunks are not\n"
 		"                            copied, each chunk is checksummed (a power of two,\n"
 		"                            64 to 1048576; default 2048)\n"
@@ -126,6 +131,7 @@ static const struct opt_spec opt_specs[] = {
 	{ VALUE("workers", 0, ARG_UINT, workers, 256), .if_zero = 1 },
 	{ VALUE("image-pool-mib", 0, ARG_SIZE, image_pool_mib, 1u << 24) },
 	{ VALUE("image-cache-mib", 0, ARG_SIZE, image_cache_mib, 1u << 24) },
+	{ VALUE("vram-store", 0, ARG_STRING, vram_store, 0) },
 	{ VALUE("chunk-kib", 0, ARG_SIZE, chunk_kib, GW_VIMG_MAX_CHUNK_BYTES >> 10),
 	  .check = check_chunk },
 	{ VALUE("max-clients", 0, ARG_UINT, max_clients, 65536) },

@@ -638,6 +638,29 @@ int gwp_backend_has_daemon(struct gwp_backend *be)
 	return be->daemon == GWP_AVAIL_UP;
 }
 
+int gwp_backend_vram_store(struct gwp_backend *be, char *path, size_t len, char *err,
+			   size_t errlen)
+{
+	const cJSON *store;
+	const char *dir;
+	cJSON *result = NULL;
+	int r;
+
+	path[0] = '\0';
+	if (!gwp_backend_has_daemon(be)) {
+		snprintf(err, errlen, "gpu-warmd is not reachable");
+		return -ENOTCONN;
+	}
+	r = daemon_call(be, GW_METHOD_STATUS, NULL, QUICK_CALL_MS, &result, err, errlen);
+	if (r < 0)
+		return r;
+	store = cJSON_GetObjectItemCaseSensitive(result, "vram_store");
+	if (store && gw_json_get_string(store, "path", len - 1, &dir) == 0)
+		snprintf(path, len, "%s", dir);
+	cJSON_Delete(result);
+	return 0;
+}
+
 int gwp_backend_prefill(struct gwp_backend *be, const int *fds, unsigned nfds, char *err,
 			size_t len)
 {

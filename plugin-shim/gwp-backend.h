@@ -89,6 +89,10 @@ int gwp_backend_reattach(struct gwp_backend *be, pid_t pid, pid_t agent_tid, cha
 
 /* Connect to gpu-warmd if that was not tried yet (never loads the driver): 1 when it is there. */
 int gwp_backend_has_daemon(struct gwp_backend *be);
+/* gpu-warmd's VRAM store (its --vram-store, gwp-store.h) into path: 0 ("" when it has none),
+ * or a negative errno with why in err (no daemon, or its status failed). */
+int gwp_backend_vram_store(struct gwp_backend *be, char *path, size_t len, char *err,
+			   size_t errlen);
 /* Have gpu-warmd fill the VRAM of an image now, ahead of the fast resume of the same files
  * (gpuwarm.Prefill): fds[0] the head, fds[1..] its segments (gwp_vram_files_open). Returns as
  * soon as the request is sent. Daemon only. */

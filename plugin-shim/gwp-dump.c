@@ -133,15 +133,17 @@ static int fast_suspend(struct gwp_plugin *p, struct gwp_task *t, unsigned timeo
 		.lock_timeout_ms = timeout_ms,
 	};
 	int dir = gwp_criu_image_dir(&p->criu, NULL), r;
+	const struct gwp_store *store = gwp_plugin_store(p);
 	int fds[GWP_VRAM_MAX_FILES];
 	char vram[64], err[GWP_ERR_LEN] = "";
 	unsigned nfds = 0;
 
 	gwp_vram_image_name(t->pid, vram, sizeof(vram));
-	r = gwp_vram_files_open(dir, t->pid, 1, fds, GWP_VRAM_MAX_FILES, &nfds);
+	r = gwp_vram_files_open(dir, t->pid, 1, store, fds, GWP_VRAM_MAX_FILES, &nfds, err,
+				sizeof(err));
 	if (r < 0) {
 		LOG(p, ERROR, "PAUSE_DEVICES: cannot create %s and its segment files: %s", vram,
-		    strerror(-r));
+		    err);
 		return -1;
 	}
 	call.image_fd = fds[0];
@@ -150,7 +152,7 @@ static int fast_suspend(struct gwp_plugin *p, struct gwp_task *t, unsigned timeo
 	r = gwp_backend_fast(p->be, &call, err, sizeof(err));
 	gwp_vram_files_close(fds, nfds);
 	if (r < 0) {
-		gwp_vram_files_unlink(dir, t->pid);
+		gwp_vram_files_unlink(dir, t->pid, store);
 		LOG(p, ERROR, "PAUSE_DEVICES: fast suspend of pid %d failed: %s", t->pid, err);
 		return -1;
 	}
@@ -283,8 +285,10 @@ void gwp_dump_undo(struct gwp_plugin *p, struct gwp_task *t)
 void gwp_dump_mark_done(struct gwp_plugin *p)
 {
 	int is_cwd, dir = gwp_criu_image_dir(&p->criu, &is_cwd), r;
+	/* The store, to remove what earlier dumps' links point to: only where ours may be. */
+	int ours = p->tasks || faccessat(dir, GWP_DUMP_FILE, F_OK, 0) == 0;
 
-	r = gwp_image_remove_stale(dir, p->dump_id);
+	r = gwp_image_remove_stale(dir, p->dump_id, ours ? gwp_plugin_store(p) : &p->store);
 	if (r > 0)
 		LOG(p, INFO, "removed %d gpuwarm-*.json of earlier dumps into these images", r);
 	else if (r < 0)

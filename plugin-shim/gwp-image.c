@@ -41,10 +41,10 @@ void gwp_vram_files_close(int *fds, unsigned n)
 		}
 }
 
-int gwp_vram_files_unlink(int dirfd, int pid)
+int gwp_vram_files_unlink(int dirfd, int pid, const struct gwp_store *store)
 {
 	char name[64];
-	int r = 0;
+	int r = 0, u;
 
 	gwp_vram_image_name(pid, name, sizeof(name));
 	if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
@@ -52,14 +52,27 @@ int gwp_vram_files_unlink(int dirfd, int pid)
 	/* Every segment there is: an earlier dump may have made more than this one would. */
 	for (unsigned k = 0; k < GW_VIMG_MAX_SEGMENTS; k++) {
 		vram_segment_name(pid, k, name, sizeof(name));
-		if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT && r == 0)
-			r = -errno;
+		u = gwp_store_unlink(store, dirfd, name);
+		if (u < 0 && u != -ENOENT && r == 0)
+			r = u;
 	}
 	return r;
 }
 
-int gwp_vram_files_open(int dirfd, int pid, int create, int *ret_fds, unsigned max,
-			unsigned *ret_n)
+/* The head: made in the images directory (never the store), or opened from it. */
+static int open_head(int dirfd, const char *name, int create, const struct gwp_store *store,
+		     char *err, size_t len)
+{
+	struct gwp_store none;
+
+	if (!create)
+		return gwp_store_open_file(store, dirfd, name, err, len);
+	gwp_store_init(&none);
+	return gwp_store_create(&none, dirfd, name, err, len);
+}
+
+int gwp_vram_files_open(int dirfd, int pid, int create, const struct gwp_store *store,
+			int *ret_fds, unsigned max, unsigned *ret_n, char *err, size_t len)
 {
 	uint8_t header[GW_VIMG_HEADER_BYTES];
 	unsigned want = 0, n = 0;
@@ -72,30 +85,32 @@ int gwp_vram_files_open(int dirfd, int pid, int create, int *ret_fds, unsigned m
 		return -EINVAL;
 	gwp_vram_image_name(pid, name, sizeof(name));
 	if (create) {
-		r = gwp_vram_files_unlink(dirfd, pid);
-		if (r < 0)
+		r = gwp_vram_files_unlink(dirfd, pid, store);
+		if (r < 0) {
+			snprintf(err, len, "cannot remove the VRAM image of an earlier dump: %s",
+				 strerror(-r));
 			return r;
+		}
 		want = GWP_VRAM_SEGMENTS < max - 1 ? GWP_VRAM_SEGMENTS : max - 1;
-		ret_fds[0] = openat(dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	} else {
-		ret_fds[0] = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
 	}
+	ret_fds[0] = open_head(dirfd, name, create, store, err, len);
 	if (ret_fds[0] < 0)
-		return -errno;
+		return ret_fds[0];
 	n = 1;
 	if (!create && gw_vimg_pread(ret_fds[0], header, sizeof(header), 0) == 0 &&
 	    gw_vimg_decode_header(&v, header, sizeof(header), NULL, 0) == 0)
 		want = v.nsegments;
 	if (want > max - 1) {
+		snprintf(err, len, "%s names %u segment files, more than %u", name, want, max - 1);
 		r = -E2BIG;
 		goto fail;
 	}
 	for (unsigned k = 0; k < want; k++, n++) {
 		vram_segment_name(pid, k, name, sizeof(name));
-		ret_fds[n] = create ? openat(dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600) :
-				      openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+		ret_fds[n] = create ? gwp_store_create(store, dirfd, name, err, len) :
+				      gwp_store_open_file(store, dirfd, name, err, len);
 		if (ret_fds[n] < 0) {
-			r = -errno;
+			r = ret_fds[n];
 			goto fail;
 		}
 	}
@@ -104,7 +119,7 @@ int gwp_vram_files_open(int dirfd, int pid, int create, int *ret_fds, unsigned m
 fail:
 	gwp_vram_files_close(ret_fds, n);
 	if (create)
-		gwp_vram_files_unlink(dirfd, pid);
+		gwp_vram_files_unlink(dirfd, pid, store);
 	return r;
 }
 
@@ -505,6 +520,7 @@ int gwp_dump_marked(int dirfd, char *buf, size_t len)
 
 struct stale_args {
 	const char *dump;
+	const struct gwp_store *store;
 	int removed;
 	int r;
 };
@@ -523,16 +539,16 @@ static void remove_if_stale(int dirfd, const char *name, void *arg)
 		a->r = -errno;
 	/* Its VRAM image: this dump wrote none under that pid, or the record would be its. */
 	if (sscanf(name, "gpuwarm-%d.json", &pid) == 1 && pid > 0) {
-		int u = gwp_vram_files_unlink(dirfd, pid);
+		int u = gwp_vram_files_unlink(dirfd, pid, a->store);
 
 		if (u < 0 && a->r == 0)
 			a->r = u;
 	}
 }
 
-int gwp_image_remove_stale(int dirfd, const char *dump)
+int gwp_image_remove_stale(int dirfd, const char *dump, const struct gwp_store *store)
 {
-	struct stale_args a = { .dump = dump };
+	struct stale_args a = { .dump = dump, .store = store };
 	int r = each_record_name(dirfd, remove_if_stale, &a);
 
 	if (r < 0)

@@ -24,6 +24,7 @@
 #ifndef GWP_IMAGE_H
 #define GWP_IMAGE_H
 
+#include "gwp-store.h"
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -65,20 +66,21 @@ void gwp_vram_image_name(int pid, char *buf, size_t len);
 #define GWP_VRAM_SEGMENTS 8
 #define GWP_VRAM_MAX_FILES (1 + GW_IMAGE_MAX_SEGMENTS) /* the head and its segments */
 /* The files of pid's VRAM image in the directory dirfd: "gpuwarm-vram-<pid>.img" (the head) and
- * its segments "gpuwarm-vram-<pid>.img.seg-<k>".
+ * its segments "gpuwarm-vram-<pid>.img.seg-<k>" (with a store, links to its files: gwp-store.h).
  *   create: remove any old set, create the head and GWP_VRAM_SEGMENTS segments, new, O_RDWR
  *           (what Suspend's "image_fd" and "segment_fds" take);
  *   else:   open the head and the segments its header names, for reading (a head this cannot
- *           read comes alone: gpu-warmd says what is wrong with it).
+ *           read comes alone: gpu-warmd says what is wrong with it); regular files only.
  * ret_fds[0] is the head, ret_fds[1..] the segments in order; *ret_n counts them all (at most
- * max). 0, or a negative errno with nothing left open (and, creating, nothing left behind). */
-int gwp_vram_files_open(int dirfd, int pid, int create, int *ret_fds, unsigned max,
-			unsigned *ret_n);
+ * max). 0, or a negative errno with why in err, nothing left open (and, creating, nothing left
+ * behind). */
+int gwp_vram_files_open(int dirfd, int pid, int create, const struct gwp_store *store,
+			int *ret_fds, unsigned max, unsigned *ret_n, char *err, size_t len);
 /* Close fds[0..n) (those >= 0). */
 void gwp_vram_files_close(int *fds, unsigned n);
-/* Remove pid's VRAM image files from dirfd: the head and every segment there is. 0 or the first
- * failure other than ENOENT. */
-int gwp_vram_files_unlink(int dirfd, int pid);
+/* Remove pid's VRAM image files from dirfd: the head and every segment there is (and the
+ * store's files they link to). 0 or the first failure other than ENOENT. */
+int gwp_vram_files_unlink(int dirfd, int pid, const struct gwp_store *store);
 
 /* The JSON text (malloc'd, caller frees), or NULL when out of memory. */
 char *gwp_image_encode(const struct gwp_image *img);
@@ -104,7 +106,7 @@ int gwp_dump_marked(int dirfd, char *buf, size_t len);
 /* Remove every gpuwarm-<pid>.json that dump did not write (unreadable ones included), and the
  * gpuwarm-vram-<pid>.img beside it with its segment files: how many records were removed, or a negative errno (the
  * first failure; the others are still tried). */
-int gwp_image_remove_stale(int dirfd, const char *dump);
+int gwp_image_remove_stale(int dirfd, const char *dump, const struct gwp_store *store);
 
 /* Call fn for every record in dirfd (of the dump named, or every one when dump is NULL).
  * Returns how many, or a negative errno. */

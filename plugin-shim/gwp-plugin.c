@@ -161,6 +161,7 @@ static int plugin_init(int stage)
 	const char *why = NULL;
 
 	memset(&P, 0, sizeof(P));
+	gwp_store_init(&P.store);
 	P.stage = stage;
 	gwp_criu_resolve(&P.criu);
 	in.old_criu = P.criu.in_criu && !P.criu.device_hooks;
@@ -223,7 +224,29 @@ static void plugin_exit(int stage, int ret)
 		P.tasks = t->next;
 		free(t);
 	}
+	gwp_store_close(&P.store);
+	P.store_asked = 0;
 	gwp_backend_free(P.be);
 	P.be = NULL;
 	P.mode = GWP_MODE_OFF;
+}
+
+const struct gwp_store *gwp_plugin_store(struct gwp_plugin *p)
+{
+	char path[GWP_STORE_PATH_MAX], err[GWP_ERR_LEN];
+
+	if (p->store_asked)
+		return &p->store;
+	p->store_asked = 1;
+	if (!gwp_backend_has_daemon(p->be))
+		return &p->store; /* no fast path either */
+	if (gwp_backend_vram_store(p->be, path, sizeof(path), err, sizeof(err)) < 0) {
+		LOG(p, WARN, "cannot ask gpu-warmd for its VRAM store: %s", err);
+		return &p->store;
+	}
+	if (path[0] && gwp_store_open(&p->store, path, err, sizeof(err)) < 0)
+		LOG(p, ERROR, "%s (the VRAM store is not used)", err);
+	else if (path[0])
+		LOG(p, INFO, "gpu-warmd's VRAM store: %s", path);
+	return &p->store;
 }

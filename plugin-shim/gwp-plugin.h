@@ -44,12 +44,17 @@ struct gwp_plugin {
 	int inventory_added;
 	int warned_cwd;
 	char dump_id[GWP_DUMP_ID_LEN]; /* this dump's, in every record it writes */
+	struct gwp_store store; /* gpu-warmd's VRAM store: see gwp_plugin_store() */
+	int store_asked;
 };
 
 #define LOG(p, level, ...) gwp_criu_log(&(p)->criu, GWP_CRIU_LOG_##level, __VA_ARGS__)
 
 /* gwp-plugin.c */
 double gwp_now_ms(void);
+/* gpu-warmd's VRAM store (gwp-store.h), asked of the daemon once per CRIU run: one without a
+ * directory when it has none, cannot say, or the directory is not fit (logged). */
+const struct gwp_store *gwp_plugin_store(struct gwp_plugin *p);
 /* Where /proc/<pid>/fd and /proc/driver/nvidia are read to learn a process's GPUs, and a
  * restored process's NSpid: $GPUWARM_PROC_ROOT (tests) or /proc. */
 const char *gwp_proc_root(void);

@@ -138,10 +138,11 @@ static int resume_fast(struct gwp_plugin *p, pid_t pid, pid_t tid, const struct 
 		char vram[64];
 
 		gwp_vram_image_name(img->pid, vram, sizeof(vram));
-		r = gwp_vram_files_open(dir, img->pid, 0, fds, GWP_VRAM_MAX_FILES, &nfds);
+		r = gwp_vram_files_open(dir, img->pid, 0, gwp_plugin_store(p), fds,
+					GWP_VRAM_MAX_FILES, &nfds, err, sizeof(err));
 		if (r < 0) {
 			LOG(p, ERROR, "RESUME_DEVICES_LATE: pid %d: cannot open %s or its segment "
-			    "files: %s", pid, vram, strerror(-r));
+			    "files: %s", pid, vram, err);
 			return -1;
 		}
 	}
@@ -228,10 +229,11 @@ static int prefill_one(const struct gwp_image *img, void *arg)
 	if (!img->fast || !img->vram_file)
 		return 0;
 	gwp_vram_image_name(img->pid, vram, sizeof(vram));
-	r = gwp_vram_files_open(dir, img->pid, 0, fds, GWP_VRAM_MAX_FILES, &nfds);
+	r = gwp_vram_files_open(dir, img->pid, 0, gwp_plugin_store(p), fds, GWP_VRAM_MAX_FILES,
+				&nfds, err, sizeof(err));
 	if (r < 0) {
 		LOG(p, WARN, "POST_FORKING: cannot open %s or its segments (%s): no prefill", vram,
-		    strerror(-r));
+		    err);
 		return 0;
 	}
 	r = gwp_backend_prefill(p->be, fds, nfds, err, sizeof(err));

@@ -234,9 +234,19 @@ static const char *file_text(const char *path)
 
 void pt_daemon_start(struct pt *p, const char *const *env)
 {
-	const char *argv[] = { env_or_die("GW_DAEMON"), "--socket", p->socket, "--socket-mode",
-			       "0666", "--staging-mib", "64", "--verbose", NULL };
+	pt_daemon_start_with(p, env, NULL);
+}
+
+void pt_daemon_start_with(struct pt *p, const char *const *env, const char *const *args)
+{
+	const char *argv[32] = { env_or_die("GW_DAEMON"), "--socket", p->socket, "--socket-mode",
+				 "0666", "--staging-mib", "64", "--verbose", NULL };
 	double deadline = now_ms() + 15000;
+	size_t n = 8;
+
+	for (size_t i = 0; args && args[i] && n < sizeof(argv) / sizeof(argv[0]) - 1; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
 	int fd = open(p->daemon_log, O_CREAT | O_APPEND | O_WRONLY | O_CLOEXEC, 0644);
 
 	if (fd < 0)

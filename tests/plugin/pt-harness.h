@@ -46,6 +46,8 @@ void pt_finish(void);
 /* gpu-warmd on p->socket with extra environment ("NAME=value", NULL-terminated, may be NULL);
  * returns when it answers status with no GPU priming. */
 void pt_daemon_start(struct pt *p, const char *const *env);
+/* ...with extra options too (NULL-terminated, may be NULL). */
+void pt_daemon_start_with(struct pt *p, const char *const *env, const char *const *args);
 void pt_daemon_kill(struct pt *p);
 /* A status call: the result (caller deletes), or NULL when the daemon does not answer. */
 cJSON *pt_daemon_status(struct pt *p);

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* The plugin's decisions, its image file, its /proc readers and the CRIU ABI it declares. */
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -367,18 +369,23 @@ GW_TEST(image_files)
  * removed as a set. */
 GW_TEST(vram_files)
 {
-	char dir[] = "/tmp/gwp-image-XXXXXX", path[128];
+	char dir[] = "/tmp/gwp-image-XXXXXX", path[128], err[256];
 	int dfd, fds[GWP_VRAM_MAX_FILES];
+	struct gwp_store none;
 	unsigned n = 0;
 
+	gwp_store_init(&none);
 	GW_ASSERT(mkdtemp(dir));
 	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	GW_ASSERT(dfd >= 0);
-	GW_ASSERT_INT_EQ(gwp_vram_files_open(dfd, 77, 0, fds, GWP_VRAM_MAX_FILES, &n), -ENOENT);
+	GW_ASSERT_INT_EQ(gwp_vram_files_open(dfd, 77, 0, &none, fds, GWP_VRAM_MAX_FILES, &n, err,
+					     sizeof(err)), -ENOENT);
+	GW_ASSERT_STR_CONTAINS(err, "gpuwarm-vram-77.img");
 	/* a stale segment of an earlier dump with more segments goes too */
 	snprintf(path, sizeof(path), "%s/gpuwarm-vram-77.img.seg-12", dir);
 	close(open(path, O_RDWR | O_CREAT, 0600));
-	GW_ASSERT_INT_EQ(gwp_vram_files_open(dfd, 77, 1, fds, GWP_VRAM_MAX_FILES, &n), 0);
+	GW_ASSERT_INT_EQ(gwp_vram_files_open(dfd, 77, 1, &none, fds, GWP_VRAM_MAX_FILES, &n, err,
+					     sizeof(err)), 0);
 	GW_ASSERT_INT_EQ(n, 1 + GWP_VRAM_SEGMENTS);
 	GW_ASSERT(access(path, F_OK) < 0);
 	for (unsigned i = 0; i < n; i++)
@@ -387,18 +394,129 @@ GW_TEST(vram_files)
 	snprintf(path, sizeof(path), "%s/gpuwarm-vram-77.img.seg-7", dir);
 	GW_ASSERT(access(path, F_OK) == 0);
 	/* creating again while they exist: the old set is replaced */
-	GW_ASSERT_INT_EQ(gwp_vram_files_open(dfd, 77, 1, fds, GWP_VRAM_MAX_FILES, &n), 0);
+	GW_ASSERT_INT_EQ(gwp_vram_files_open(dfd, 77, 1, &none, fds, GWP_VRAM_MAX_FILES, &n, err,
+					     sizeof(err)), 0);
 	gwp_vram_files_close(fds, n);
 	/* an empty head (no image in it): opened alone, gpu-warmd will say why */
-	GW_ASSERT_INT_EQ(gwp_vram_files_open(dfd, 77, 0, fds, GWP_VRAM_MAX_FILES, &n), 0);
+	GW_ASSERT_INT_EQ(gwp_vram_files_open(dfd, 77, 0, &none, fds, GWP_VRAM_MAX_FILES, &n, err,
+					     sizeof(err)), 0);
 	GW_ASSERT_INT_EQ(n, 1);
 	gwp_vram_files_close(fds, n);
-	GW_ASSERT_INT_EQ(gwp_vram_files_unlink(dfd, 77), 0);
+	GW_ASSERT_INT_EQ(gwp_vram_files_unlink(dfd, 77, &none), 0);
 	GW_ASSERT(access(path, F_OK) < 0);
 	snprintf(path, sizeof(path), "%s/gpuwarm-vram-77.img", dir);
 	GW_ASSERT(access(path, F_OK) < 0);
 	close(dfd);
 	GW_ASSERT(rmdir(dir) == 0);
+}
+
+static int count_files(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+
+	GW_ASSERT(d);
+	while ((e = readdir(d)) != NULL)
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/* With a VRAM store, the segments are made there and linked from the images directory; a
+ * restore opens them through the links, and removing the set removes the store's files too. */
+GW_TEST(vram_files_in_a_store)
+{
+	char dir[] = "/tmp/gwp-image-XXXXXX", st[] = "/tmp/gwp-store-XXXXXX", err[512];
+	char path[256], target[512];
+	int dfd, fds[GWP_VRAM_MAX_FILES];
+	struct gwp_store store;
+	unsigned n = 0;
+	ssize_t len;
+
+	GW_ASSERT(mkdtemp(dir) && mkdtemp(st));
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	GW_ASSERT(dfd >= 0);
+	GW_ASSERT_INT_EQ(gwp_store_open(&store, st, err, sizeof(err)), 0);
+	GW_ASSERT_INT_EQ(gwp_vram_files_open(dfd, 5, 1, &store, fds, GWP_VRAM_MAX_FILES, &n, err,
+					     sizeof(err)), 0);
+	GW_ASSERT_INT_EQ(n, 1 + GWP_VRAM_SEGMENTS);
+	GW_ASSERT(write(fds[1], "seg", 3) == 3);
+	gwp_vram_files_close(fds, n);
+	GW_ASSERT_INT_EQ(count_files(st), GWP_VRAM_SEGMENTS);
+	/* the head is a file here, each segment a link into the store */
+	snprintf(path, sizeof(path), "%s/gpuwarm-vram-5.img", dir);
+	GW_ASSERT(readlink(path, target, sizeof(target)) < 0 && access(path, F_OK) == 0);
+	snprintf(path, sizeof(path), "%s/gpuwarm-vram-5.img.seg-0", dir);
+	len = readlink(path, target, sizeof(target) - 1);
+	GW_ASSERT(len > 0);
+	target[len] = '\0';
+	GW_ASSERT(strncmp(target, st, strlen(st)) == 0 && target[strlen(st)] == '/');
+	/* opened back through the link: the same file */
+	{
+		int fd = gwp_store_open_file(&store, dfd, "gpuwarm-vram-5.img.seg-0", err, sizeof(err));
+		char buf[4] = "";
+
+		GW_ASSERT(fd >= 0);
+		GW_ASSERT(read(fd, buf, 3) == 3 && memcmp(buf, "seg", 3) == 0);
+		close(fd);
+	}
+	/* without the store, or with another one, the link is refused, saying why */
+	{
+		struct gwp_store none;
+
+		gwp_store_init(&none);
+		GW_ASSERT(gwp_store_open_file(&none, dfd, "gpuwarm-vram-5.img.seg-0", err,
+					      sizeof(err)) == -EPERM);
+		GW_ASSERT_STR_CONTAINS(err, "no VRAM store");
+	}
+	/* a link out of the store, a link with a path in the store, a FIFO: refused */
+	GW_ASSERT(symlinkat("/etc/passwd", dfd, "evil-1") == 0);
+	GW_ASSERT(gwp_store_open_file(&store, dfd, "evil-1", err, sizeof(err)) == -EPERM);
+	GW_ASSERT_STR_CONTAINS(err, "not a file of gpu-warmd's VRAM store");
+	snprintf(target, sizeof(target), "%s/../etc/passwd", st);
+	GW_ASSERT(symlinkat(target, dfd, "evil-2") == 0);
+	GW_ASSERT(gwp_store_open_file(&store, dfd, "evil-2", err, sizeof(err)) == -EPERM);
+	GW_ASSERT(mkfifoat(dfd, "evil-3", 0600) == 0);
+	GW_ASSERT(gwp_store_open_file(&store, dfd, "evil-3", err, sizeof(err)) == -EINVAL);
+	GW_ASSERT_STR_CONTAINS(err, "not a regular file");
+	/* a store file that is gone: the error names the link and its target */
+	snprintf(path, sizeof(path), "%s/gpuwarm-vram-5.img.seg-1", dir);
+	len = readlink(path, target, sizeof(target) - 1);
+	GW_ASSERT(len > 0);
+	target[len] = '\0';
+	GW_ASSERT(unlink(target) == 0);
+	GW_ASSERT_INT_EQ(gwp_store_open_file(&store, dfd, "gpuwarm-vram-5.img.seg-1", err,
+					     sizeof(err)), -ENOENT);
+	GW_ASSERT_STR_CONTAINS(err, "a link to");
+	/* removing the set removes the store's files */
+	GW_ASSERT_INT_EQ(gwp_vram_files_unlink(dfd, 5, &store), 0);
+	GW_ASSERT_INT_EQ(count_files(st), 0);
+	GW_ASSERT_INT_EQ(gwp_store_unlink(&store, dfd, "evil-1"), 0); /* the link only */
+	GW_ASSERT(access("/etc/passwd", F_OK) == 0);
+	unlinkat(dfd, "evil-2", 0);
+	unlinkat(dfd, "evil-3", 0);
+	gwp_store_close(&store);
+	gwp_store_close(&store); /* twice: a no-op */
+	close(dfd);
+	GW_ASSERT(rmdir(dir) == 0 && rmdir(st) == 0);
+}
+
+/* A store directory others may write, or a relative path, is refused. */
+GW_TEST(vram_store_must_be_private)
+{
+	char st[] = "/tmp/gwp-store-XXXXXX", err[512];
+	struct gwp_store store;
+
+	GW_ASSERT(mkdtemp(st));
+	GW_ASSERT(chmod(st, 0777) == 0);
+	GW_ASSERT_INT_EQ(gwp_store_open(&store, st, err, sizeof(err)), -EPERM);
+	GW_ASSERT_STR_CONTAINS(err, "no one else may write");
+	GW_ASSERT(store.fd < 0);
+	GW_ASSERT_INT_EQ(gwp_store_open(&store, "relative/dir", err, sizeof(err)), -EINVAL);
+	GW_ASSERT_INT_EQ(gwp_store_open(&store, "/nonexistent-gwp-store", err, sizeof(err)),
+			 -ENOENT);
+	GW_ASSERT(rmdir(st) == 0);
 }
 
 /* Records of two dumps into one directory (podman's checkpoint --keep). */
@@ -407,9 +525,11 @@ GW_TEST(image_dumps)
 	char dir[] = "/tmp/gwp-image-XXXXXX", path[128], d1[GWP_DUMP_ID_LEN], d2[GWP_DUMP_ID_LEN];
 	char got[GWP_DUMP_ID_LEN];
 	struct gwp_image img = sample(), back;
+	struct gwp_store none;
 	char *text;
 	int fd;
 
+	gwp_store_init(&none);
 	gwp_dump_id_new(d1, sizeof(d1));
 	gwp_dump_id_new(d2, sizeof(d2));
 	GW_ASSERT_INT_EQ(strlen(d1), 32);
@@ -470,14 +590,14 @@ GW_TEST(image_dumps)
 	GW_ASSERT_INT_EQ(back.pid, 2000);
 
 	/* dump 2 completes: everything but its own record goes, and it is the marked one */
-	GW_ASSERT_INT_EQ(gwp_image_remove_stale(fd, d2), 3);
+	GW_ASSERT_INT_EQ(gwp_image_remove_stale(fd, d2, &none), 3);
 	GW_ASSERT_INT_EQ(gwp_dump_mark(fd, d2), 0);
 	GW_ASSERT_INT_EQ(gwp_dump_marked(fd, got, sizeof(got)), 0);
 	GW_ASSERT_STR_EQ(got, d2);
 	GW_ASSERT_INT_EQ(gwp_image_read(fd, 1234, &back), -ENOENT);
 	GW_ASSERT_INT_EQ(gwp_image_read(fd, 2000, &back), 0);
 	GW_ASSERT_INT_EQ(gwp_image_find_vpid(fd, NULL, 7, &back), 0);
-	GW_ASSERT_INT_EQ(gwp_image_remove_stale(fd, d2), 0);
+	GW_ASSERT_INT_EQ(gwp_image_remove_stale(fd, d2, &none), 0);
 
 	/* a broken gpuwarm-dump.json is not taken for a dump */
 	snprintf(path, sizeof(path), "%s/" GWP_DUMP_FILE, dir);

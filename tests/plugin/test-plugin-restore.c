@@ -4,6 +4,7 @@
  * the record of the latest of several dumps into one images directory, a restore onto other
  * GPUs when the dump's are drained or gone, and the fast path's VRAM image among CRIU's images.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <stdlib.h>
@@ -427,6 +428,80 @@ GW_TEST(overlapped_prefill_released_when_the_restore_fails)
 		log[n] = '\0';
 		GW_ASSERT_STR_CONTAINS(log, "the resume it was for has ended");
 	}
+	pt_finish();
+}
+
+/* Files in dir that are not links, and in images the links to the store. */
+static int count_regular(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+
+	GW_ASSERT(d);
+	while ((e = readdir(d)) != NULL) {
+		struct stat st;
+
+		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+/* gpu-warmd --vram-store: the dump's VRAM data goes into the store, CRIU's images get links to
+ * it (so that podman's --export archive is small), the restore reads through them; a later dump
+ * into the same images replaces the store's files; a store file gone fails the restore, naming
+ * it. */
+GW_TEST(fast_path_vram_store_keeps_the_data_out_of_the_images)
+{
+	char pid[16], store[600], link[700], target[700];
+	struct pt_app a;
+	struct pt p;
+	cJSON *st;
+	ssize_t n;
+
+	pt_setup(&p);
+	snprintf(store, sizeof(store), "%s/vram-store", p.dir);
+	pt_daemon_start_with(&p, NULL, PT_ARGS("--vram-store", store));
+	st = pt_daemon_status(&p);
+	GW_ASSERT_STR_EQ(cJSON_GetObjectItemCaseSensitive(
+				 cJSON_GetObjectItemCaseSensitive(st, "vram_store"), "path")->valuestring,
+			 store);
+	cJSON_Delete(st);
+	start_shimmed_app(&p, &a, PT_ARGS("--mib", "32", "--zero-mib", "32", "--chunk-mib", "16"));
+	pt_num(pid, sizeof(pid), a.pid);
+
+	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
+	GW_ASSERT_STR_CONTAINS(pt_log(&p), "gpu-warmd's VRAM store: ");
+	GW_ASSERT_INT_EQ(count_regular(store), GWP_VRAM_SEGMENTS);
+	snprintf(link, sizeof(link), "%s/gpuwarm-vram-%d.img.seg-0", p.images, (int)a.pid);
+	n = readlink(link, target, sizeof(target) - 1);
+	GW_ASSERT(n > 0);
+	target[n] = '\0';
+	GW_ASSERT(strncmp(target, store, strlen(store)) == 0);
+	st = pt_daemon_status(&p);
+	GW_ASSERT_INT_EQ(cJSON_GetObjectItemCaseSensitive(
+				 cJSON_GetObjectItemCaseSensitive(st, "vram_store"), "files")->valuedouble,
+			 GWP_VRAM_SEGMENTS);
+	cJSON_Delete(st);
+
+	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL), 0);
+	pt_assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
+	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_RUNNING);
+	pt_assert_verified(&a, 1);
+
+	/* dumped again into the same images: the first dump's store files go */
+	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
+	GW_ASSERT_INT_EQ(count_regular(store), GWP_VRAM_SEGMENTS);
+	GW_ASSERT(access(target, F_OK) < 0);
+	n = readlink(link, target, sizeof(target) - 1);
+	GW_ASSERT(n > 0);
+	target[n] = '\0';
+	GW_ASSERT(unlink(target) == 0);
+	pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL); /* fake-criu: the hook's result */
+	pt_assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "-1");
+	GW_ASSERT_STR_CONTAINS(pt_log(&p), "in gpu-warmd's VRAM store): No such file");
 	pt_finish();
 }
 

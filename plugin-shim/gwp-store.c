@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: MIT */
+#include "gwp-store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NAME_MAX_BYTES 200  /* a store file's name */
+#define CREATE_TRIES 8
+
+void gwp_store_init(struct gwp_store *s)
+{
+	s->fd = -1;
+	s->path[0] = '\0';
+}
+
+int gwp_store_open(struct gwp_store *s, const char *path, char *err, size_t len)
+{
+	struct stat st;
+	int fd, r;
+
+	gwp_store_init(s);
+	if (path[0] != '/' || strlen(path) >= sizeof(s->path) || strstr(path, "//") ||
+	    (strlen(path) > 1 && path[strlen(path) - 1] == '/')) {
+		snprintf(err, len, "gpu-warmd's VRAM store \"%s\" is not an absolute path of at most "
+			 "%zu bytes", path, sizeof(s->path) - 1);
+		return -EINVAL;
+	}
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		snprintf(err, len, "cannot open gpu-warmd's VRAM store %s: %s", path, strerror(-r));
+		return r;
+	}
+	if (fstat(fd, &st) < 0 || st.st_uid != geteuid() || (st.st_mode & 022)) {
+		snprintf(err, len, "gpu-warmd's VRAM store %s must be a directory of uid %u that no "
+			 "one else may write", path, (unsigned)geteuid());
+		close(fd);
+		return -EPERM;
+	}
+	s->fd = fd;
+	snprintf(s->path, sizeof(s->path), "%s", path);
+	return 0;
+}
+
+void gwp_store_close(struct gwp_store *s)
+{
+	if (s->fd >= 0)
+		close(s->fd);
+	gwp_store_init(s);
+}
+
+/* A store file's name: letters, digits, '.', '_', '-'; not "." or "..". */
+static bool plain_name(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > NAME_MAX_BYTES || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+/* The store's file a link target names, or NULL when it names no file of s's. */
+static const char *store_name(const struct gwp_store *s, const char *target)
+{
+	size_t n = strlen(s->path);
+
+	if (s->fd < 0 || strncmp(target, s->path, n) != 0 || target[n] != '/')
+		return NULL;
+	return plain_name(target + n + 1) ? target + n + 1 : NULL;
+}
+
+/* name's link target into buf: 0, -EINVAL (not a link), or another negative errno. */
+static int read_link(int dirfd, const char *name, char *buf, size_t len)
+{
+	ssize_t n = readlinkat(dirfd, name, buf, len - 1);
+
+	if (n < 0)
+		return -errno;
+	if ((size_t)n >= len - 1)
+		return -ENAMETOOLONG;
+	buf[n] = '\0';
+	return 0;
+}
+
+static int create_in_store(const struct gwp_store *s, int dirfd, const char *name, char *err,
+			   size_t len)
+{
+	char file[NAME_MAX_BYTES + 1], target[GWP_STORE_PATH_MAX + NAME_MAX_BYTES + 2];
+	struct timespec ts;
+	int fd = -1, r;
+
+	for (int i = 0; i < CREATE_TRIES && fd < 0; i++) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		if ((size_t)snprintf(file, sizeof(file), "%s.%" PRIx64 "-%x", name,
+				     (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec,
+				     (unsigned)getpid() ^ (unsigned)i) >= sizeof(file) ||
+		    !plain_name(file)) {
+			snprintf(err, len, "%s: not a name a store file can take", name);
+			return -EINVAL;
+		}
+		fd = openat(s->fd, file, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0 && errno != EEXIST)
+			break;
+	}
+	if (fd < 0) {
+		r = -errno;
+		snprintf(err, len, "cannot create a file in gpu-warmd's VRAM store %s: %s", s->path,
+			 strerror(-r));
+		return r;
+	}
+	snprintf(target, sizeof(target), "%s/%s", s->path, file);
+	if (symlinkat(target, dirfd, name) < 0) {
+		r = -errno;
+		snprintf(err, len, "cannot link %s to %s: %s", name, target, strerror(-r));
+		unlinkat(s->fd, file, 0);
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+int gwp_store_create(const struct gwp_store *s, int dirfd, const char *name, char *err,
+		     size_t len)
+{
+	int fd, r;
+
+	if (s->fd >= 0)
+		return create_in_store(s, dirfd, name, err, len);
+	fd = openat(dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		r = -errno;
+		snprintf(err, len, "cannot create %s: %s", name, strerror(-r));
+		return r;
+	}
+	return fd;
+}
+
+/* fd is a regular file: fd, else it is closed and -EINVAL. */
+static int regular_only(int fd, const char *what, char *err, size_t len)
+{
+	struct stat st;
+	int flags = fcntl(fd, F_GETFL);
+
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		snprintf(err, len, "%s is not a regular file", what);
+		close(fd);
+		return -EINVAL;
+	}
+	if (flags >= 0)
+		fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+	return fd;
+}
+
+int gwp_store_open_file(const struct gwp_store *s, int dirfd, const char *name, char *err,
+			size_t len)
+{
+	const int how = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC; /* a FIFO must not block */
+	char target[GWP_STORE_PATH_MAX + NAME_MAX_BYTES + 2];
+	const char *file;
+	int fd, r;
+
+	fd = openat(dirfd, name, how);
+	if (fd >= 0)
+		return regular_only(fd, name, err, len);
+	if (errno != ELOOP) {
+		r = -errno;
+		snprintf(err, len, "cannot open %s: %s", name, strerror(-r));
+		return r;
+	}
+	r = read_link(dirfd, name, target, sizeof(target));
+	if (r < 0) {
+		snprintf(err, len, "cannot read the link %s: %s", name, strerror(-r));
+		return r;
+	}
+	file = store_name(s, target);
+	if (!file) {
+		if (s->fd < 0)
+			snprintf(err, len, "%s is a link to %s, and gpu-warmd has no VRAM store "
+				 "(--vram-store) for it to be in", name, target);
+		else
+			snprintf(err, len, "%s is a link to %s, which is not a file of gpu-warmd's "
+				 "VRAM store %s", name, target, s->path);
+		return -EPERM;
+	}
+	fd = openat(s->fd, file, how);
+	if (fd < 0) {
+		r = -errno;
+		snprintf(err, len, "cannot open %s (a link to %s in gpu-warmd's VRAM store): %s%s",
+			 name, target, strerror(-r),
+			 r == -ENOENT ? "; a checkpoint whose VRAM data is in a store restores "
+					"only where that file is (the host that dumped it, or a "
+					"copy of the file)" : "");
+		return r;
+	}
+	return regular_only(fd, target, err, len);
+}
+
+int gwp_store_unlink(const struct gwp_store *s, int dirfd, const char *name)
+{
+	char target[GWP_STORE_PATH_MAX + NAME_MAX_BYTES + 2];
+	const char *file = NULL;
+	int r = 0;
+
+	if (read_link(dirfd, name, target, sizeof(target)) == 0)
+		file = store_name(s, target);
+	if (unlinkat(dirfd, name, 0) < 0)
+		r = -errno;
+	if (file && unlinkat(s->fd, file, 0) < 0 && errno != ENOENT && r == 0)
+		r = -errno;
+	return r;
+}

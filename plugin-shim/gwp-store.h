@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * gpu-warmd's VRAM store (its --vram-store DIR), as the plugin uses it: with a store, a dump's
+ * VRAM segment files are made in DIR, and CRIU's images directory gets a symlink of the usual
+ * name to each (an absolute path). The head stays in the images directory. A checkpoint then
+ * stays small (podman's --export archives the links, not the data), and is restorable on the
+ * host that holds the store.
+ *
+ * Opening an image file for a restore follows a link only into the store, to a plain name
+ * there, and opens regular files only: an images directory comes from an archive someone
+ * made, and the plugin runs as root.
+ */
+#ifndef GWP_STORE_H
+#define GWP_STORE_H
+
+#include <stddef.h>
+
+#define GWP_STORE_PATH_MAX 512
+
+struct gwp_store {
+	int fd; /* the directory; -1: no store */
+	char path[GWP_STORE_PATH_MAX];
+};
+
+/* No store. */
+void gwp_store_init(struct gwp_store *s);
+/* The store at path (absolute): a directory, owned by this user and writable by it alone. */
+int gwp_store_open(struct gwp_store *s, const char *path, char *err, size_t len);
+void gwp_store_close(struct gwp_store *s); /* of an init'd store: a no-op without one */
+
+/* A new file for name in dirfd: in the store, with name a link to it (s has a store), or
+ * name itself (it has none). The fd, open for reading and writing, or a negative errno. */
+int gwp_store_create(const struct gwp_store *s, int dirfd, const char *name, char *err,
+		     size_t len);
+/* name in dirfd, for reading: a regular file there, or a link to one in the store (s may
+ * have none: then links are refused). The fd, or a negative errno with why in err. */
+int gwp_store_open_file(const struct gwp_store *s, int dirfd, const char *name, char *err,
+			size_t len);
+/* Remove name from dirfd, and the store's file it links to (if it is one of the store's).
+ * 0, or a negative errno (-ENOENT: there was no name). */
+int gwp_store_unlink(const struct gwp_store *s, int dirfd, const char *name);
+
+#endif
