@@ -501,11 +501,11 @@ def model_stage(podman, cargs, work, logs_dir, model_args, results):
     podman.run("rm", "-f", "-t", "0", name, check_rc=False)
 
 
-def start_daemon(build, work):
+def start_daemon(build, work, extra=()):
     os.makedirs(SOCK_DIR, exist_ok=True)
     dlog = open(f"{work}/daemon.log", "a")
-    daemon = subprocess.Popen([f"{build}/daemon/gpu-warmd", "--socket", SOCK, "--staging-mib", "64"],
-                              stdout=dlog, stderr=dlog)
+    daemon = subprocess.Popen([f"{build}/daemon/gpu-warmd", "--socket", SOCK, "--staging-mib", "64",
+                               *extra], stdout=dlog, stderr=dlog)
     for _ in range(200):
         if os.path.exists(SOCK):
             break
