@@ -4,7 +4,9 @@
  * tar or tar.gz) holds, read once from front to back through common/gw-tar.h: CRIU's processes
  * and page images, the plugin's records, the VRAM images with their segment files (decoded as
  * `inspect FILE` does) and podman's own files, with the sizes and the restore time the images
- * predict. The archive is untrusted: every count and size read is bounded.
+ * predict. A segment file archived as a symlink (a checkpoint taken with gpu-warmd's
+ * --vram-store) is kept outside the archive: its link target is shown, its data is not counted
+ * among the archive's bytes. The archive is untrusted: every count and size read is bounded.
  */
 #include "warmctl.h"
 
@@ -37,6 +39,7 @@ struct arc_image {
 
 struct arc_seg {
 	char name[GW_TAR_MAX_NAME + 1];
+	char *link; /* a symlink's target: the segment is kept outside the archive */
 	uint64_t bytes;
 	bool magic_ok;
 };
@@ -46,7 +49,9 @@ struct arc {
 	struct arc_image *img;
 	unsigned nimg;
 	struct arc_seg *seg;
-	unsigned nseg;
+	unsigned nseg, nlinks;
+	unsigned outside_segs; /* the images' segment files that are links */
+	uint64_t outside_bytes; /* their data bytes */
 	uint64_t entries, criu_files, criu_bytes, page_bytes, threads, vram_bytes, podman_bytes;
 	bool inventory;
 };
@@ -203,24 +208,56 @@ static int take_image(struct arc *a, struct gw_tar *t, const struct gw_tar_entry
 	return 0;
 }
 
-static int take_segment(struct arc *a, struct gw_tar *t, const struct gw_tar_entry *e, char *err,
-			size_t errlen)
+/* "gpuwarm-vram-<pid>.img.seg-<k>", as a base name. */
+static bool segment_name(const char *b)
+{
+	return strncmp(b, "gpuwarm-vram-", 13) == 0 && strstr(b, ".img.seg-");
+}
+
+/* A new segment named as e in a->seg, or NULL (err says why) when there are too many. */
+static struct arc_seg *new_segment(struct arc *a, const struct gw_tar_entry *e, char *err,
+				   size_t errlen)
 {
 	struct arc_seg *s;
-	char magic[8];
-	long n;
 
 	if (a->nseg == ARC_MAX_SEGS) {
 		snprintf(err, errlen, "more than %d VRAM segment files", ARC_MAX_SEGS);
-		return -E2BIG;
+		return NULL;
 	}
 	s = &a->seg[a->nseg++];
 	snprintf(s->name, sizeof(s->name), "%s", e->name);
 	s->bytes = e->size;
+	return s;
+}
+
+static int take_segment(struct arc *a, struct gw_tar *t, const struct gw_tar_entry *e, char *err,
+			size_t errlen)
+{
+	struct arc_seg *s = new_segment(a, e, err, errlen);
+	char magic[8];
+	long n;
+
+	if (!s)
+		return -E2BIG;
 	n = gw_tar_read(t, magic, sizeof(magic), err, errlen);
 	if (n < 0)
 		return (int)n;
 	s->magic_ok = n == sizeof(magic) && memcmp(magic, GW_VIMG_SEG_MAGIC, sizeof(magic)) == 0;
+	return 0;
+}
+
+/* A segment file as a symlink: its data is where the link points, outside the archive. */
+static int take_linked_segment(struct arc *a, const struct gw_tar_entry *e, char *err,
+			       size_t errlen)
+{
+	struct arc_seg *s = new_segment(a, e, err, errlen);
+
+	if (!s)
+		return -E2BIG;
+	s->link = strdup(e->linkname);
+	if (!s->link)
+		return -ENOMEM;
+	a->nlinks++;
 	return 0;
 }
 
@@ -272,13 +309,15 @@ static int take_entry(struct arc *a, struct gw_tar *t, const struct gw_tar_entry
 	long id;
 
 	a->entries++;
+	if (e->type == '2' && segment_name(b))
+		return take_linked_segment(a, e, err, errlen);
 	if (e->type != '0')
 		return 0;
 	if (numbered(b, "gpuwarm-vram-", ".img", &id)) {
 		a->vram_bytes += e->size;
 		return take_image(a, t, e, err, errlen);
 	}
-	if (strncmp(b, "gpuwarm-vram-", 13) == 0 && strstr(b, ".img.seg-")) {
+	if (segment_name(b)) {
 		a->vram_bytes += e->size;
 		return take_segment(a, t, e, err, errlen);
 	}
@@ -305,6 +344,37 @@ static int take_entry(struct arc *a, struct gw_tar *t, const struct gw_tar_entry
 	return 0;
 }
 
+/* Segment file k of image im, found by name among those the archive holds, into x: false when
+ * it is missing or does not fit the image. A link is kept outside the archive: not checked. */
+static bool match_segment(struct arc *a, const struct arc_image *im, uint32_t k, cJSON *x)
+{
+	char name[GW_TAR_MAX_NAME + 32];
+	const struct arc_seg *s = NULL;
+	uint64_t want = gw_vimg_segment_file_bytes(&im->v, k);
+
+	snprintf(name, sizeof(name), "%s.seg-%u", im->name, k);
+	for (unsigned j = 0; j < a->nseg && !s; j++)
+		if (strcmp(a->seg[j].name, name) == 0)
+			s = &a->seg[j];
+	cJSON_AddStringToObject(x, "path", name);
+	cJSON_AddNumberToObject(x, "data_bytes", (double)im->v.seg_bytes[k]);
+	cJSON_AddNumberToObject(x, "file_bytes", (double)want);
+	if (s && s->link) {
+		cJSON_AddBoolToObject(x, "outside", true);
+		cJSON_AddStringToObject(x, "link", s->link);
+		a->outside_segs++;
+		a->outside_bytes += im->v.seg_bytes[k];
+		return true;
+	}
+	if (!s || s->bytes != want || !s->magic_ok) {
+		cJSON_AddStringToObject(x, "error", !s ? "not in the archive" :
+					s->bytes != want ? "size does not fit the image" :
+					"not a segment file");
+		return false;
+	}
+	return true;
+}
+
 /* Each image's segment files, found by name among those the archive holds. */
 static void match_segments(struct arc *a)
 {
@@ -318,27 +388,11 @@ static void match_segments(struct arc *a)
 		list = cJSON_AddArrayToObject(im->o, "segment_files");
 		for (uint32_t k = 0; list && k < im->v.nsegments; k++) {
 			cJSON *x = cJSON_CreateObject();
-			char name[GW_TAR_MAX_NAME + 32];
-			const struct arc_seg *s = NULL;
-			uint64_t want = gw_vimg_segment_file_bytes(&im->v, k);
 
-			snprintf(name, sizeof(name), "%s.seg-%u", im->name, k);
-			for (unsigned j = 0; j < a->nseg && !s; j++)
-				if (strcmp(a->seg[j].name, name) == 0)
-					s = &a->seg[j];
 			if (!x)
 				break;
-			cJSON_AddStringToObject(x, "path", name);
-			cJSON_AddNumberToObject(x, "data_bytes", (double)im->v.seg_bytes[k]);
-			cJSON_AddNumberToObject(x, "file_bytes", (double)want);
-			if (!s || s->bytes != want || !s->magic_ok) {
-				const char *why = !s ? "not in the archive" :
-						  s->bytes != want ? "size does not fit the image" :
-						  "not a segment file";
-
-				cJSON_AddStringToObject(x, "error", why);
+			if (!match_segment(a, im, k, x))
 				bad = true;
-			}
 			cJSON_AddItemToArray(list, x);
 		}
 		if (bad)
@@ -363,6 +417,8 @@ static void summarize(struct arc *a, const struct gw_tar *t, const char *path)
 	cJSON_AddNumberToObject(a->result, "criu_threads", (double)a->threads);
 	cJSON_AddNumberToObject(a->result, "page_bytes", (double)a->page_bytes);
 	cJSON_AddNumberToObject(a->result, "vram_image_bytes", (double)a->vram_bytes);
+	cJSON_AddNumberToObject(a->result, "vram_outside_bytes", (double)a->outside_bytes);
+	cJSON_AddNumberToObject(a->result, "vram_outside_segment_files", (double)a->outside_segs);
 	cJSON_AddNumberToObject(a->result, "podman_bytes", (double)a->podman_bytes);
 	cJSON_ArrayForEach(o, a->images) {
 		const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "predicted_restore_s");
@@ -433,7 +489,10 @@ static void print_archive(const struct arc *a)
 	cJSON_ArrayForEach(x, a->images)
 		wc_inspect_print_image(x);
 	printf("VRAM images: %.1f MiB in %d images (%u segment files)\n", MIB(a->vram_bytes),
-	       cJSON_GetArraySize(a->images), a->nseg);
+	       cJSON_GetArraySize(a->images), a->nseg - a->nlinks);
+	if (a->outside_segs > 0)
+		printf("VRAM data kept outside the archive (links into gpu-warmd's VRAM store): "
+		       "%.1f MiB in %u segment files\n", MIB(a->outside_bytes), a->outside_segs);
 	printf("podman's files: %.1f MiB\n", MIB(a->podman_bytes));
 	cJSON_ArrayForEach(x, a->podman)
 		printf("  %-24s %10.1f MiB\n", wc_str(x, "name", b1, sizeof(b1)),
@@ -464,6 +523,8 @@ static void arc_finish(struct arc *a)
 {
 	for (unsigned i = 0; a->img && i < a->nimg; i++)
 		gw_vimg_clear(&a->img[i].v);
+	for (unsigned i = 0; a->seg && i < a->nseg; i++)
+		free(a->seg[i].link);
 	free(a->img);
 	free(a->seg);
 	cJSON_Delete(a->result);

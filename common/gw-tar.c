@@ -297,6 +297,16 @@ static int set_name(struct gw_tar_entry *e, const char *name, size_t len)
 	return 0;
 }
 
+/* A symlink's or hardlink's target, as the archive holds it (bounded like a name). */
+static int set_link(struct gw_tar_entry *e, const char *link, size_t len)
+{
+	if (len > GW_TAR_MAX_NAME || memchr(link, '\0', len))
+		return -1;
+	memcpy(e->linkname, link, len);
+	e->linkname[len] = '\0';
+	return 0;
+}
+
 /* The data of a long-name or pax header, NUL-terminated, into a new buffer. */
 static int read_meta(struct gw_tar *t, uint64_t size, char **ret, char *err, size_t errlen)
 {
@@ -322,12 +332,36 @@ static int read_meta(struct gw_tar *t, uint64_t size, char **ret, char *err, siz
 }
 
 struct pending {
-	bool has_name, has_size;
+	bool has_name, has_link, has_size;
 	uint64_t size;
 	struct gw_tar_entry *e;
 };
 
-/* Records "LEN key=value\n" of a pax header: path and size are used. */
+static bool pax_key_is(const char *key, const char *eq, const char *want)
+{
+	size_t n = strlen(want);
+
+	return (size_t)(eq - key) == n && memcmp(key, want, n) == 0;
+}
+
+/* A pax size record's value (v .. end, end excluded) into pd. */
+static int pax_size(const char *v, const char *end, struct pending *pd, char *err, size_t errlen)
+{
+	uint64_t size = 0;
+
+	if (v == end)
+		return fail(err, errlen, -EBADMSG, "an empty pax size");
+	for (; v < end; v++) {
+		if (*v < '0' || *v > '9' || size > GW_TAR_MAX_ENTRY_BYTES)
+			return fail(err, errlen, -EBADMSG, "a bad pax size");
+		size = size * 10 + (uint64_t)(*v - '0');
+	}
+	pd->size = size;
+	pd->has_size = true;
+	return 0;
+}
+
+/* Records "LEN key=value\n" of a pax header: path, linkpath and size are used. */
 static int parse_pax(const char *p, size_t len, struct pending *pd, char *err, size_t errlen)
 {
 	size_t off = 0;
@@ -335,6 +369,7 @@ static int parse_pax(const char *p, size_t len, struct pending *pd, char *err, s
 	while (off < len) {
 		const char *rec = p + off, *sp, *eq;
 		uint64_t n = 0;
+		size_t vlen;
 
 		for (sp = rec; sp < p + len && *sp >= '0' && *sp <= '9'; sp++) {
 			n = n * 10 + (uint64_t)(*sp - '0');
@@ -347,24 +382,22 @@ static int parse_pax(const char *p, size_t len, struct pending *pd, char *err, s
 		eq = memchr(sp + 1, '=', (size_t)(rec + n - 1 - (sp + 1)));
 		if (!eq)
 			return fail(err, errlen, -EBADMSG, "a pax record without '='");
-		if (eq - sp - 1 == 4 && memcmp(sp + 1, "path", 4) == 0) {
-			if (set_name(pd->e, eq + 1, (size_t)(rec + n - 1 - (eq + 1))) < 0)
+		vlen = (size_t)(rec + n - 1 - (eq + 1));
+		if (pax_key_is(sp + 1, eq, "path")) {
+			if (set_name(pd->e, eq + 1, vlen) < 0)
 				return fail(err, errlen, -EBADMSG,
 					    "a pax path too long or with NUL");
 			pd->has_name = true;
-		} else if (eq - sp - 1 == 4 && memcmp(sp + 1, "size", 4) == 0) {
-			uint64_t v = 0;
-			const char *q = eq + 1;
+		} else if (pax_key_is(sp + 1, eq, "linkpath")) {
+			if (set_link(pd->e, eq + 1, vlen) < 0)
+				return fail(err, errlen, -EBADMSG,
+					    "a pax linkpath too long or with NUL");
+			pd->has_link = true;
+		} else if (pax_key_is(sp + 1, eq, "size")) {
+			int r = pax_size(eq + 1, rec + n - 1, pd, err, errlen);
 
-			if (q == rec + n - 1)
-				return fail(err, errlen, -EBADMSG, "an empty pax size");
-			for (; q < rec + n - 1; q++) {
-				if (*q < '0' || *q > '9' || v > GW_TAR_MAX_ENTRY_BYTES)
-					return fail(err, errlen, -EBADMSG, "a bad pax size");
-				v = v * 10 + (uint64_t)(*q - '0');
-			}
-			pd->size = v;
-			pd->has_size = true;
+			if (r < 0)
+				return r;
 		}
 		off += (size_t)n;
 	}
@@ -390,6 +423,11 @@ static int meta_entry(struct gw_tar *t, char type, uint64_t size, struct pending
 			r = fail(err, errlen, -EBADMSG, "a GNU long name too long");
 		else
 			pd->has_name = true;
+	} else if (type == 'K') {
+		if (set_link(pd->e, data, strnlen(data, (size_t)size)) < 0)
+			r = fail(err, errlen, -EBADMSG, "a GNU long link name too long");
+		else
+			pd->has_link = true;
 	} else if (type == 'x') {
 		r = parse_pax(data, (size_t)size, pd, err, errlen);
 	}
@@ -412,6 +450,12 @@ static int header_name(const uint8_t *h, struct gw_tar_entry *e)
 	return set_name(e, buf, p + n);
 }
 
+/* The ustar link name field (no prefix: 100 bytes at most). */
+static int header_link(const uint8_t *h, struct gw_tar_entry *e)
+{
+	return set_link(e, (const char *)h + 157, strnlen((const char *)h + 157, 100));
+}
+
 int gw_tar_next(struct gw_tar *t, struct gw_tar_entry *e, char *err, size_t errlen)
 {
 	struct pending pd = { .e = e };
@@ -431,7 +475,7 @@ int gw_tar_next(struct gw_tar *t, struct gw_tar_entry *e, char *err, size_t errl
 		n = plain_read(t, h, sizeof(h), err, errlen);
 		if (n < 0)
 			return (int)n;
-		if (n == 0 && t->headers > 0 && !pd.has_name && !pd.has_size)
+		if (n == 0 && t->headers > 0 && !pd.has_name && !pd.has_link && !pd.has_size)
 			return 0; /* no end blocks: the end of the file ends it */
 		if (n < GW_TAR_BLOCK)
 			return fail(err, errlen, -EBADMSG, t->headers ? "the archive ends inside "
@@ -455,6 +499,10 @@ int gw_tar_next(struct gw_tar *t, struct gw_tar_entry *e, char *err, size_t errl
 			continue;
 		if (!pd.has_name && header_name(h, e) < 0)
 			return fail(err, errlen, -EBADMSG, "a header with a bad name");
+		if (!pd.has_link && header_link(h, e) < 0)
+			return fail(err, errlen, -EBADMSG, "a header with a bad link name");
+		if (type != '1' && type != '2')
+			e->linkname[0] = '\0'; /* only links have a target */
 		if (pd.has_size)
 			size = pd.size;
 		e->type = type == '7' ? '0' : type;

@@ -2,7 +2,8 @@
 /*
  * A bounded, streaming tar reader for untrusted archives (what `podman container checkpoint
  * --export` writes, plain or gzip-compressed): ustar headers with their checksum, GNU long
- * names ('L') and base-256 sizes, pax extended headers ('x': path, size; 'g' is skipped).
+ * names ('L'), long link names ('K') and base-256 sizes, pax extended headers ('x': path,
+ * linkpath, size; 'g' is skipped).
  * Every size and count is bounded (GW_TAR_MAX_*); a malformed archive gets -EBADMSG and a
  * sentence in err, never a crash. The archive is read once, front to back: after
  * gw_tar_next() the entry's data can be read with gw_tar_read(); what is not read is skipped
@@ -15,7 +16,7 @@
 #include <stdint.h>
 
 #define GW_TAR_BLOCK 512
-#define GW_TAR_MAX_NAME 4096                  /* a path, after GNU or pax long names */
+#define GW_TAR_MAX_NAME 4096                  /* a path or link target, after long names */
 #define GW_TAR_MAX_PAX_BYTES (64u << 10)      /* a pax or GNU long-name header's data */
 #define GW_TAR_MAX_ENTRIES (1u << 20)
 #define GW_TAR_MAX_ENTRY_BYTES ((uint64_t)1 << 44) /* 16 TiB */
@@ -23,9 +24,11 @@
 struct gw_tar;
 
 struct gw_tar_entry {
-	char name[GW_TAR_MAX_NAME + 1]; /* without a leading "./" */
-	char type;                      /* '0' file, '5' directory, '2' symlink, ... */
-	uint64_t size;                  /* data bytes (0 for anything but files) */
+	char name[GW_TAR_MAX_NAME + 1];     /* without a leading "./" */
+	char linkname[GW_TAR_MAX_NAME + 1]; /* a symlink's ('2') or hardlink's ('1') target as
+					     * the archive holds it; "" for other entries */
+	char type;                          /* '0' file, '5' directory, '2' symlink, ... */
+	uint64_t size;                      /* data bytes (0 for anything but files) */
 };
 
 /* Read from fd (not taken: the caller closes it after gw_tar_destroy), gzip-compressed or

@@ -4,7 +4,9 @@
  * as podman exports it (CRIU's images, the plugin's record, a VRAM image with its segment files
  * written by gpu-warmd over the fake driver, podman's config.dump), archived with tar(1) as
  * ustar, GNU, pax and tar.gz; then the archives it must refuse or flag: truncated, corrupt,
- * a segment missing, --verify.
+ * a segment missing, --verify. And the checkpoint as gpu-warmd's --vram-store leaves it: the
+ * segment files symlinks into the store, archived as links (GNU 'K', pax linkpath) and shown
+ * as kept outside the archive.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +20,8 @@
 #include "harness.h"
 
 #define MIB (1u << 20)
+/* Long enough that every link target to it is a GNU long link name or a pax linkpath. */
+#define STORE "vram-store/gpu-warmd-vram-store-named-long-enough-for-a-long-link-name-in-any-tar"
 
 static const char *path_in(const char *name)
 {
@@ -178,6 +182,83 @@ GW_TEST(inspect_exported_archives)
 	GW_ASSERT_STR_CONTAINS(out, "restore: VRAM images predict");
 	/* the process comes back from the image in the directory */
 	check_bad_archives(&d);
+	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid))));
+	gwt_app_stop(&app);
+	gwt_daemon_stop(&d);
+}
+
+/* linked/: ctr/ with each segment file moved into STORE and a symlink to it left in its place,
+ * as a checkpoint taken with `gpu-warmd --vram-store DIR` holds them; archived. */
+static void link_segments(void)
+{
+	sh("cd \"$GW_TEST_DIR_ARC\" && s=\"$GW_TEST_DIR_ARC/" STORE "\" && mkdir -p \"$s\" && "
+	   "cp -a ctr linked && for f in linked/checkpoint/*.seg-*; do b=${f##*/}; "
+	   "mv \"$f\" \"$s/$b.1a2b3c\" && ln -s \"$s/$b.1a2b3c\" \"$f\" || exit 1; done && "
+	   "cd linked && tar --format=gnu -cf ../linked-gnu.tar . && "
+	   "tar --format=pax -czf ../linked-pax.tar.gz . && "
+	   "tar --format=gnu --exclude='*.seg-3' -cf ../linked-noseg.tar .");
+}
+
+/* An archive of linked/ (all but segment file `missing` linked; -1: none missing): each link
+ * shown with its target, the data counted outside, the image usable and its prediction kept. */
+static void check_linked_archive(const struct gwt_daemon *d, const char *archive, pid_t pid,
+				 int missing, double predicted)
+{
+	cJSON *j = gwt_ctl(d, missing < 0 ? 0 : 1, GWT_ARGS("inspect", archive));
+	char key[128], want[1024];
+
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.images.0.segments"), 8);
+	for (int k = 0; k < 8; k++) {
+		snprintf(key, sizeof(key), "result.images.0.segment_files.%d.error", k);
+		if (k == missing) {
+			GW_ASSERT_STR_EQ(gwt_json_str(j, key), "not in the archive");
+			continue;
+		}
+		GW_ASSERT(!gwt_json(j, key));
+		snprintf(key, sizeof(key), "result.images.0.segment_files.%d.outside", k);
+		GW_ASSERT(cJSON_IsTrue(gwt_json(j, key)));
+		snprintf(key, sizeof(key), "result.images.0.segment_files.%d.link", k);
+		snprintf(want, sizeof(want), "%s/" STORE "/gpuwarm-vram-%d.img.seg-%d.1a2b3c",
+			 gwt_dir(), (int)pid, k);
+		GW_ASSERT_STR_EQ(gwt_json_str(j, key), want);
+	}
+	GW_ASSERT_INT_EQ(!gwt_json(j, "result.images.0.error"), missing < 0);
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.vram_outside_segment_files"),
+			 missing < 0 ? 8 : 7);
+	if (missing < 0)
+		GW_ASSERT_INT_EQ(gwt_json_num(j, "result.vram_outside_bytes"), 64 * MIB);
+	GW_ASSERT(gwt_json_num(j, "result.images.0.predicted_restore_s") == predicted);
+	/* the VRAM data stays on the host: the archive holds the image's head only */
+	GW_ASSERT(gwt_json_num(j, "result.vram_image_bytes") < MIB);
+	GW_ASSERT(gwt_json_num(j, "result.unpacked_bytes") < 2 * MIB);
+	cJSON_Delete(j);
+}
+
+GW_TEST(inspect_archive_with_segments_linked_into_the_vram_store)
+{
+	struct gwt_daemon d;
+	struct gwt_app app;
+	char out[16384], err[1024];
+	double predicted;
+	cJSON *dir;
+
+	setenv("GW_TEST_DIR_ARC", gwt_dir(), 1);
+	make_checkpoint(&d, &app);
+	link_segments();
+	dir = gwt_ctl(&d, 0, GWT_ARGS("inspect", path_in("ctr/checkpoint")));
+	predicted = gwt_json_num(dir, "result.images.0.predicted_restore_s");
+	GW_ASSERT(predicted > 0);
+	cJSON_Delete(dir);
+	check_linked_archive(&d, path_in("linked-gnu.tar"), app.pid, -1, predicted);
+	check_linked_archive(&d, path_in("linked-pax.tar.gz"), app.pid, -1, predicted);
+	check_linked_archive(&d, path_in("linked-noseg.tar"), app.pid, 3, predicted);
+	GW_ASSERT_INT_EQ(gwt_run_as(-1, out, sizeof(out), err, sizeof(err),
+				    GWT_ARGS(getenv("GW_WARMCTL"), "--human", "inspect",
+					     path_in("linked-gnu.tar"))),
+			 0);
+	GW_ASSERT_STR_CONTAINS(out, "VRAM images: 0.0 MiB in 1 images (0 segment files)");
+	GW_ASSERT_STR_CONTAINS(out, "VRAM data kept outside the archive (links into gpu-warmd's "
+			       "VRAM store): 64.0 MiB in 8 segment files");
 	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid))));
 	gwt_app_stop(&app);
 	gwt_daemon_stop(&d);

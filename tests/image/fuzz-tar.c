@@ -2,10 +2,11 @@
 /*
  * Fuzz target for the tar reader (common/gw-tar.c) that `warmctl inspect ARCHIVE` runs on
  * untrusted archives: whatever the input, it ends (error or end of archive) within its bounds,
- * every entry it returns has a bounded, NUL-terminated name without a leading "./", and reading
- * an entry's data never returns more than the entry holds. Mutations mostly break the header
- * checksums, so inputs of odd length get the checksums of their ustar-looking blocks fixed
- * first: that drives the parsing behind them.
+ * every entry it returns has a bounded, NUL-terminated name without a leading "./", a bounded
+ * link target only when it is a symlink or hardlink (and then no data), and reading an entry's
+ * data never returns more than the entry holds. Mutations mostly break the header checksums, so
+ * inputs of odd length get the checksums of their ustar-looking blocks fixed first: that drives
+ * the parsing behind them.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -61,6 +62,9 @@ static void walk(const uint8_t *buf, size_t size)
 
 		CHECK(strlen(e->name) <= GW_TAR_MAX_NAME);
 		CHECK(strncmp(e->name, "./", 2) != 0);
+		CHECK(strlen(e->linkname) <= GW_TAR_MAX_NAME);
+		CHECK(e->linkname[0] == '\0' || e->type == '1' || e->type == '2');
+		CHECK((e->type != '1' && e->type != '2') || e->size == 0);
 		CHECK(e->size <= GW_TAR_MAX_ENTRY_BYTES);
 		/* read some entries' data in odd-sized pieces, skip the others' */
 		while (n++ % 2 == 0 &&

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The tar reader (common/gw-tar.c) on archives built here byte by byte: ustar names with a
- * prefix, GNU base-256 sizes and long names, pax path and size, gzip, entries skipped with
- * lseek on a file, and what it must refuse: bad checksums, truncation, oversized headers.
+ * prefix, GNU base-256 sizes and long names, pax path and size, link targets (ustar, pax
+ * linkpath, GNU 'K'), gzip, entries skipped with lseek on a file, and what it must refuse: bad
+ * checksums, truncation, oversized headers and link names.
  */
 #include <fcntl.h>
 #include <stdbool.h>
@@ -44,13 +45,17 @@ static void zeros(struct arc *a, size_t n)
 	a->len += padded;
 }
 
-/* A header: name, type, size (octal; base-256 when size does not fit 11 digits or big). */
-static void header(struct arc *a, const char *name, char type, uint64_t size, bool big)
+/* A header: name, type, size (octal; base-256 when size does not fit 11 digits or big), the
+ * ustar link name field (link, or NULL). */
+static void header_link(struct arc *a, const char *name, char type, uint64_t size, bool big,
+			const char *link)
 {
 	uint8_t h[512] = { 0 };
 	unsigned sum = 0;
 
 	memcpy(h, name, strnlen(name, 100));
+	if (link)
+		memcpy(h + 157, link, strnlen(link, 100));
 	memcpy(h + 100, "0000644", 7);
 	if (big) {
 		h[124] = 0x80;
@@ -72,6 +77,35 @@ static void header(struct arc *a, const char *name, char type, uint64_t size, bo
 	put_block(a, h, 512);
 }
 
+static void header(struct arc *a, const char *name, char type, uint64_t size, bool big)
+{
+	header_link(a, name, type, size, big, NULL);
+}
+
+/* A pax extended header ('x') of one record "LEN key=value\n". */
+static void pax_header(struct arc *a, const char *key, const char *value)
+{
+	size_t body = strlen(key) + strlen(value) + 3, n = body + 1, len;
+	char *rec;
+
+	while (body + (size_t)snprintf(NULL, 0, "%zu", n) != n)
+		n = body + (size_t)snprintf(NULL, 0, "%zu", n);
+	rec = malloc(n + 1);
+	GW_ASSERT(rec);
+	len = (size_t)snprintf(rec, n + 1, "%zu %s=%s\n", n, key, value);
+	GW_ASSERT(len == n);
+	header(a, "PaxHeaders/x", 'x', n, false);
+	put_block(a, (const uint8_t *)rec, n);
+	free(rec);
+}
+
+/* A GNU long name ('L') or long link name ('K') header with its data, NUL included. */
+static void gnu_long(struct arc *a, char type, const char *value)
+{
+	header(a, "././@LongLink", type, strlen(value) + 1, false);
+	put_block(a, (const uint8_t *)value, strlen(value) + 1);
+}
+
 static void file(struct arc *a, const char *name, const char *data)
 {
 	header(a, name, '0', strlen(data), false);
@@ -85,7 +119,8 @@ static void end(struct arc *a)
 	put_block(a, zero, sizeof(zero));
 }
 
-/* Every entry as "name:size:data-or-*;" (data read when short), or "ERR:message". */
+/* Every entry as "name:size:data-or-*;" (data read when short; "name->target:..." for a link),
+ * or "ERR:message". */
 static void walk(struct gw_tar *t, char *out, size_t len)
 {
 	struct gw_tar_entry *e = malloc(sizeof(*e));
@@ -100,8 +135,10 @@ static void walk(struct gw_tar *t, char *out, size_t len)
 
 		GW_ASSERT(n >= 0);
 		data[n] = '\0';
-		o += (size_t)snprintf(out + o, len - o, "%s:%llu:%s;", e->name,
+		o += (size_t)snprintf(out + o, len - o, "%s%s%s:%llu:%s;", e->name,
+				      e->linkname[0] ? "->" : "", e->linkname,
 				      (unsigned long long)e->size, n ? data : "*");
+		GW_ASSERT(o < len);
 	}
 	if (r < 0)
 		snprintf(out + o, len - o, "ERR:%s", err);
@@ -142,6 +179,117 @@ GW_TEST(names_sizes_and_long_names)
 	GW_ASSERT_STR_CONTAINS(out, "nnn:2:ab;checkpoint/long-name.img:1000000:*;dir/:0:*;");
 	GW_ASSERT(!strstr(out, "ERR"));
 	free(a.buf);
+}
+
+/* What a `podman container checkpoint --export` of a checkpoint taken with gpu-warmd's VRAM
+ * store holds: segment files as symlinks, their targets in each format tar(1) writes. */
+GW_TEST(symlinks_pax_linkpath_and_gnu_long_link_names)
+{
+	struct arc a = { 0 };
+	char out[16384], want[12288], target[301], name[201];
+
+	memset(target, 't', sizeof(target) - 1);
+	target[0] = '/';
+	target[sizeof(target) - 1] = '\0';
+	memset(name, 'n', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	/* ustar: the 100-byte link name field; a symlink's size field is not its data */
+	header_link(&a, "./checkpoint/gpuwarm-vram-7.img.seg-0", '2', 0, false,
+		    "/var/lib/gpu-warmd/vram/gpuwarm-vram-7.img.seg-0.1a2b3c");
+	header_link(&a, "hard", '1', 0, false, "./checkpoint/inventory.img");
+	/* pax linkpath, over the header's own field */
+	pax_header(&a, "linkpath", target);
+	header_link(&a, "checkpoint/gpuwarm-vram-7.img.seg-1", '2', 0, false, "short");
+	/* GNU: a long link name ('K') and a long name ('L') */
+	gnu_long(&a, 'K', target);
+	gnu_long(&a, 'L', name);
+	header_link(&a, "cut", '2', 0, false, "cut-target");
+	/* a file's link name field is no target; nor does a pax linkpath make it one */
+	header_link(&a, "file", '0', 2, false, "junk");
+	put_block(&a, (const uint8_t *)"ab", 2);
+	pax_header(&a, "linkpath", "stray");
+	file(&a, "file2", "cd");
+	end(&a);
+	walk_mem(&a, out, sizeof(out));
+	snprintf(want, sizeof(want), "checkpoint/gpuwarm-vram-7.img.seg-0->/var/lib/gpu-warmd/vram/"
+		 "gpuwarm-vram-7.img.seg-0.1a2b3c:0:*;hard->./checkpoint/inventory.img:0:*;"
+		 "checkpoint/gpuwarm-vram-7.img.seg-1->%s:0:*;%s->%s:0:*;file:2:ab;file2:2:cd;",
+		 target, name, target);
+	GW_ASSERT_STR_EQ(out, want);
+	free(a.buf);
+}
+
+/* The length of the link target of an archive's only entry, a symlink. */
+static size_t only_link_bytes(const struct arc *a)
+{
+	struct gw_tar_entry *e = malloc(sizeof(*e));
+	struct gw_tar *t;
+	char err[256] = "";
+	size_t n;
+
+	GW_ASSERT(e);
+	GW_ASSERT_INT_EQ(gw_tar_open_mem(a->buf, a->len, &t), 0);
+	GW_ASSERT_INT_EQ(gw_tar_next(t, e, err, sizeof(err)), 1);
+	GW_ASSERT(e->type == '2');
+	n = strlen(e->linkname);
+	GW_ASSERT_INT_EQ(gw_tar_next(t, e, err, sizeof(err)), 0);
+	gw_tar_destroy(t);
+	free(e);
+	return n;
+}
+
+/* A link name out of bounds is refused as a name is. */
+GW_TEST(bad_link_names_are_refused)
+{
+	struct arc a = { 0 };
+	char out[1024], *huge = malloc(GW_TAR_MAX_NAME + 2);
+	char nul[] = "15 linkpath=ab\n";
+
+	GW_ASSERT(huge);
+	memset(huge, 'k', GW_TAR_MAX_NAME + 1);
+	huge[GW_TAR_MAX_NAME + 1] = '\0';
+	gnu_long(&a, 'K', huge);
+	header(&a, "l", '2', 0, false);
+	end(&a);
+	walk_mem(&a, out, sizeof(out));
+	GW_ASSERT_STR_EQ(out, "ERR:a GNU long link name too long");
+	free(a.buf);
+
+	memset(&a, 0, sizeof(a));
+	pax_header(&a, "linkpath", huge);
+	header(&a, "l", '2', 0, false);
+	end(&a);
+	walk_mem(&a, out, sizeof(out));
+	GW_ASSERT_STR_EQ(out, "ERR:a pax linkpath too long or with NUL");
+	free(a.buf);
+
+	memset(&a, 0, sizeof(a));
+	nul[12] = '\0';
+	header(&a, "p", 'x', sizeof(nul) - 1, false);
+	put_block(&a, (const uint8_t *)nul, sizeof(nul) - 1);
+	header(&a, "l", '2', 0, false);
+	end(&a);
+	walk_mem(&a, out, sizeof(out));
+	GW_ASSERT_STR_EQ(out, "ERR:a pax linkpath too long or with NUL");
+	free(a.buf);
+
+	/* just under the bound: taken whole */
+	memset(&a, 0, sizeof(a));
+	huge[GW_TAR_MAX_NAME] = '\0';
+	gnu_long(&a, 'K', huge);
+	header(&a, "l", '2', 0, false);
+	end(&a);
+	GW_ASSERT_INT_EQ(only_link_bytes(&a), GW_TAR_MAX_NAME);
+	free(a.buf);
+
+	/* a long link name with no entry after it: the archive ends inside a header */
+	memset(&a, 0, sizeof(a));
+	file(&a, "a", "1");
+	gnu_long(&a, 'K', "target");
+	walk_mem(&a, out, sizeof(out));
+	GW_ASSERT_STR_EQ(out, "a:1:1;ERR:the archive ends inside a header");
+	free(a.buf);
+	free(huge);
 }
 
 GW_TEST(gzip_and_lseek_over_a_file)
