@@ -345,7 +345,8 @@ class Bench:
         except (ValueError, KeyError):
             return {"error": (p.stdout + p.stderr)[-500:]}
         keep = ("archive_bytes", "unpacked_bytes", "criu_image_bytes", "page_bytes",
-                "vram_image_bytes", "predicted_vram_restore_s", "criu_threads")
+                "vram_image_bytes", "vram_outside_bytes", "vram_outside_segment_files",
+                "predicted_vram_restore_s", "criu_threads")
         return {k: res.get(k) for k in keep}
 
     # ---- podman's network flags ----
