@@ -49,6 +49,7 @@ SRC = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(SRC, "tests", "gpu"))
 sys.path.insert(0, os.path.join(SRC, "tools"))
 import podman_suite as ps  # noqa: E402
+from thp import thp_get, thp_restore, thp_set  # noqa: E402
 
 STACKS = ("cold", "seeds", "driver", "fast", "fast-util09", "fast-mounts", "fast-store")
 FAST_BOUNDED = ("fast", "fast-store")  # the stacks the time targets apply to
@@ -85,6 +86,10 @@ def parse_args(argv):
     ap.add_argument("--port", type=int, default=8000, help="the server's port (default 8000)")
     ap.add_argument("--max-tokens", type=int, default=16, help="the completion's tokens")
     ap.add_argument("--repeat", type=int, default=1, help="restores of each kind (default 1)")
+    ap.add_argument("--thp", metavar="MODE",
+                    help="the host's transparent huge pages for the whole run, every stack and "
+                         "the cold start alike: always, madvise, never; always+defrag also "
+                         "sets defrag to always (put back at the end)")
     ap.add_argument("--net-checks", action="store_true",
                     help="after the stacks, podman's network flags on a fast-store container: a "
                          "TCP connection open at the checkpoint, without and with "
@@ -518,7 +523,7 @@ def merge(paths, out_dir):
         r = json.load(open(p))
         res["runs"].append({k: v for k, v in r.items() if k not in ("stacks", "ratios", "checks")})
         res["stacks"].update(r.get("stacks", {}))
-        for k in ("gpu", "kernel", "criu", "podman", "kv_cache_gib", "cuda_checkpoint", "net"):
+        for k in ("gpu", "kernel", "criu", "podman", "kv_cache_gib", "cuda_checkpoint", "net", "thp"):
             if k in r:
                 res.setdefault(k, r[k])
     res["ratios"], res["checks"] = ratios(res)
@@ -662,7 +667,12 @@ def main(argv=None):
     os.makedirs(a.out, exist_ok=True)
     b = Bench(a)
     t0 = time.monotonic()
+    thp_saved = None
     try:
+        if a.thp:
+            b.res["thp"] = {"host": thp_get(), "run": a.thp}
+            thp_saved = thp_set(a.thp)
+            log(f"transparent huge pages for this run: {a.thp} (host setting: {thp_saved})")
         b.set_up()
         for stack in a.stacks:
             if a.budget_s and time.monotonic() - t0 > a.budget_s:
@@ -686,6 +696,8 @@ def main(argv=None):
         log(f"SET-UP FAILED: {e}")
     finally:
         b.tear_down(a.out)
+        if thp_saved:
+            thp_restore(thp_saved)
     b.res["ratios"], b.res["checks"] = ratios(b.res)
     name = "-".join(a.stacks)
     json.dump(b.res, open(f"{a.out}/podman-model-{name}.json", "w"), indent=1)

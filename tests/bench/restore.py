@@ -51,6 +51,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "gpu"))
 sys.path.insert(0, os.path.join(HERE, "..", "workloads"))
 from criu_suite import App, Criu, Failure, become_subreaper, reap, wait_for  # noqa: E402
 import memscan  # noqa: E402
+from thp import thp_get, thp_restore, thp_set  # noqa: E402
 
 PROMPT = "The quick brown fox jumps over the lazy dog. Checkpoint me, restore me, then"
 GIB = float(1 << 30)
@@ -692,45 +693,6 @@ def memscan_suspended(run, pid, img):
     log(f"  the suspend added {d['grew_mib']:.1f} MiB ({d['grew_zero_mib']:.1f} MiB of it zeros)")
     return {"running": memscan_brief(before), "suspended": memscan_brief(after),
             "suspend_added": dict(d, mappings=d["mappings"][:8]), "suspend_s": ws}
-
-
-THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
-THP_DEFRAG = "/sys/kernel/mm/transparent_hugepage/defrag"
-
-
-def thp_get():
-    """The host's transparent huge page mode ("always", "madvise", "never"), or None."""
-    try:
-        with open(THP_ENABLED) as f:
-            m = re.search(r"\[(\w+)\]", f.read())
-        return m.group(1) if m else None
-    except OSError:
-        return None
-
-
-def thp_set(mode):
-    """mode: "always", "madvise", "never"; "always+defrag" also sets defrag to "always" (direct
-    compaction at fault time when no free 2 MiB page is at hand). Returns what to pass back."""
-    old = thp_get()
-    enabled, _, defrag = mode.partition("+")
-    with open(THP_ENABLED, "w") as f:
-        f.write(enabled)
-    if defrag:
-        with open(THP_DEFRAG) as f:
-            m = re.search(r"\[([\w+]+)\]", f.read())
-        with open(THP_DEFRAG, "w") as f:
-            f.write("always")
-        return f"{old}+{m.group(1)}" if m else old
-    return old
-
-
-def thp_restore(saved):
-    enabled, _, defrag = saved.partition("+")
-    with open(THP_ENABLED, "w") as f:
-        f.write(enabled)
-    if defrag:
-        with open(THP_DEFRAG, "w") as f:
-            f.write(defrag)
 
 
 def restore_again_thp(run, s, stack, img, mode, ids0):
