@@ -350,6 +350,20 @@ static void corrupt_vram_data(const struct pt *p, pid_t pid)
 	close(fd);
 }
 
+/* A shimmed app dumped through the fast path by a daemon whose driver synchronises slowly (the
+ * fake's FAKECUDA_SYNC_DELAY_MS; fail_rule: a FAKECUDA_FAIL=... too, or NULL): its prefill is
+ * surely still filling when
+ * RESUME_DEVICES_LATE comes. */
+static void dump_with_slow_fill(struct pt *p, struct pt_app *a, char *pid, size_t len,
+				const char *fail_rule)
+{
+	pt_setup(p);
+	pt_daemon_start(p, PT_ARGS("FAKECUDA_SYNC_DELAY_MS=60", fail_rule)); /* NULL ends the list */
+	start_shimmed_app(p, a, PT_ARGS("--mib", "48", "--zero-mib", "16", "--chunk-mib", "16"));
+	pt_num(pid, len, a->pid);
+	GW_ASSERT_INT_EQ(pt_criu(p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
+}
+
 /* CRIU's restore does not wait for the prefill (POST_FORKING) to finish before the driver's
  * restore: the two overlap, and the resume joins the fill before the map. The fake driver's
  * synchronisations are slowed so that the fill is surely still running at RESUME_DEVICES_LATE. */
@@ -359,11 +373,7 @@ GW_TEST(fast_path_restore_overlaps_the_prefill)
 	struct pt p;
 	char pid[16];
 
-	pt_setup(&p);
-	pt_daemon_start(&p, PT_ARGS("FAKECUDA_SYNC_DELAY_MS=60"));
-	start_shimmed_app(&p, &a, PT_ARGS("--mib", "48", "--zero-mib", "16", "--chunk-mib", "16"));
-	pt_num(pid, sizeof(pid), a.pid);
-	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
+	dump_with_slow_fill(&p, &a, pid, sizeof(pid), NULL);
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL), 0);
 	pt_assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "prefill join");
@@ -380,11 +390,7 @@ GW_TEST(fast_path_restore_fails_when_the_overlapped_prefill_does)
 	struct pt p;
 	char pid[16];
 
-	pt_setup(&p);
-	pt_daemon_start(&p, PT_ARGS("FAKECUDA_SYNC_DELAY_MS=60"));
-	start_shimmed_app(&p, &a, PT_ARGS("--mib", "48", "--zero-mib", "16", "--chunk-mib", "16"));
-	pt_num(pid, sizeof(pid), a.pid);
-	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
+	dump_with_slow_fill(&p, &a, pid, sizeof(pid), NULL);
 	corrupt_vram_data(&p, a.pid);
 	pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL); /* fake-criu: the hook's result */
 	pt_assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "-1");
@@ -403,12 +409,7 @@ GW_TEST(overlapped_prefill_released_when_the_restore_fails)
 	cJSON *st = NULL;
 	int left = -1;
 
-	pt_setup(&p);
-	pt_daemon_start(&p, PT_ARGS("FAKECUDA_SYNC_DELAY_MS=60",
-				    "FAKECUDA_FAIL=cuCheckpointProcessRestore=999"));
-	start_shimmed_app(&p, &a, PT_ARGS("--mib", "48", "--zero-mib", "16", "--chunk-mib", "16"));
-	pt_num(pid, sizeof(pid), a.pid);
-	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
+	dump_with_slow_fill(&p, &a, pid, sizeof(pid), "FAKECUDA_FAIL=cuCheckpointProcessRestore=999");
 	pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL);
 	pt_assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "-1");
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "cuCheckpointProcessRestore");
