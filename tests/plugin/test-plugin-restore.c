@@ -352,8 +352,7 @@ static void corrupt_vram_data(const struct pt *p, pid_t pid)
 
 /* A shimmed app dumped through the fast path by a daemon whose driver synchronises slowly (the
  * fake's FAKECUDA_SYNC_DELAY_MS; fail_rule: a FAKECUDA_FAIL=... too, or NULL): its prefill is
- * surely still filling when
- * RESUME_DEVICES_LATE comes. */
+ * surely still filling when RESUME_DEVICES_LATE comes. */
 static void dump_with_slow_fill(struct pt *p, struct pt_app *a, char *pid, size_t len,
 				const char *fail_rule)
 {
