@@ -238,6 +238,19 @@ static size_t only_link_bytes(const struct arc *a)
 	return n;
 }
 
+/* a's headers so far, then a symlink entry "l" and the end: walked, the walk is want. */
+static void link_entry_walks_as(struct arc *a, const char *want)
+{
+	char out[1024];
+
+	header(a, "l", '2', 0, false);
+	end(a);
+	walk_mem(a, out, sizeof(out));
+	GW_ASSERT_STR_EQ(out, want);
+	free(a->buf);
+	memset(a, 0, sizeof(*a));
+}
+
 /* A link name out of bounds is refused as a name is. */
 GW_TEST(bad_link_names_are_refused)
 {
@@ -249,32 +262,17 @@ GW_TEST(bad_link_names_are_refused)
 	memset(huge, 'k', GW_TAR_MAX_NAME + 1);
 	huge[GW_TAR_MAX_NAME + 1] = '\0';
 	gnu_long(&a, 'K', huge);
-	header(&a, "l", '2', 0, false);
-	end(&a);
-	walk_mem(&a, out, sizeof(out));
-	GW_ASSERT_STR_EQ(out, "ERR:a GNU long link name too long");
-	free(a.buf);
+	link_entry_walks_as(&a, "ERR:a GNU long link name too long");
 
-	memset(&a, 0, sizeof(a));
 	pax_header(&a, "linkpath", huge);
-	header(&a, "l", '2', 0, false);
-	end(&a);
-	walk_mem(&a, out, sizeof(out));
-	GW_ASSERT_STR_EQ(out, "ERR:a pax linkpath too long or with NUL");
-	free(a.buf);
+	link_entry_walks_as(&a, "ERR:a pax linkpath too long or with NUL");
 
-	memset(&a, 0, sizeof(a));
 	nul[12] = '\0';
 	header(&a, "p", 'x', sizeof(nul) - 1, false);
 	put_block(&a, (const uint8_t *)nul, sizeof(nul) - 1);
-	header(&a, "l", '2', 0, false);
-	end(&a);
-	walk_mem(&a, out, sizeof(out));
-	GW_ASSERT_STR_EQ(out, "ERR:a pax linkpath too long or with NUL");
-	free(a.buf);
+	link_entry_walks_as(&a, "ERR:a pax linkpath too long or with NUL");
 
 	/* just under the bound: taken whole */
-	memset(&a, 0, sizeof(a));
 	huge[GW_TAR_MAX_NAME] = '\0';
 	gnu_long(&a, 'K', huge);
 	header(&a, "l", '2', 0, false);
