@@ -99,17 +99,21 @@ static int io_full(int fd, void *buf, size_t len, uint64_t offset, int write_it)
 /*
  * File stores. The image's pieces (gw_vimg_pieces_next: a range's data cut at stripe_bytes, or
  * at the lane buffer's size in a version 1 image) of every range of the set go into one queue per
- * file: a segment file each, or the one image file. Up to GW_COPY_IO_LANES threads, each with a
- * slice of the pinned staging buffers and a stream, take pieces from the queues: the lanes start
- * spread over the queues, and a lane whose queue is empty moves to the one with work left that
- * the fewest lanes work on. With as many segments as lanes
- * each lane writes or reads its own file (no inode shared: the single-file limit), and a process
- * of many small ranges keeps every lane busy, since pieces of all ranges are in the queues.
+ * file: a segment file each, or the one image file. Up to GW_COPY_IO_WRITE_LANES threads out
+ * and GW_COPY_IO_LANES in, each with a slice of the pinned staging buffers and a stream, take
+ * pieces from the queues: the lanes start spread over the queues, and a lane whose queue is
+ * empty moves to the one with work left that the fewest lanes work on. Out, with as many
+ * segments as lanes each lane writes its own file (writers of one file queue on its inode: the
+ * single-file limit); in, readers of one file do not, so twice as many lanes read, two per file,
+ * each a slice half as big. A process of many small ranges keeps every lane busy, since pieces
+ * of all ranges are in the queues.
  * Out, a lane copies a piece's data runs down into half its buffer and writes them; in, it reads
  * a piece into half its buffer and copies its runs up; the halves alternate, so that a lane's DMA
  * overlaps its own file I/O (lane_run), and the lanes overlap each other's.
  */
-#define GW_COPY_IO_LANES 8
+#define GW_COPY_IO_LANES 16      /* in: what GW_GPU_STREAMS gives, a stream each */
+#define GW_COPY_IO_WRITE_LANES 8 /* out: one per segment file */
+#define GW_COPY_IO_MAX_SPLIT 4   /* a staging buffer serves at most this many lanes */
 
 /* A data run of a range of the set: where its bytes are in the data section and on the GPU. */
 struct extent {
@@ -549,7 +553,7 @@ int gw_copy_file(const struct gw_copy_engine *e, const struct gw_copy_set *set,
 {
 	struct io_lane lanes[GW_COPY_IO_LANES];
 	struct io_plan plan;
-	unsigned per_buffer, nlanes;
+	unsigned per_buffer = 1, nlanes, max = out ? GW_COPY_IO_WRITE_LANES : GW_COPY_IO_LANES;
 	uint64_t items = 0;
 	size_t lane_bytes;
 	int ret = 0;
@@ -558,8 +562,9 @@ int gw_copy_file(const struct gw_copy_engine *e, const struct gw_copy_set *set,
 		snprintf(err, errlen, "no pinned staging buffers on this GPU (--staging-mib 0)");
 		return -ENOBUFS;
 	}
-	/* Lanes: each staging buffer split in two, at most GW_COPY_IO_LANES. */
-	per_buffer = e->nstaging * 2 <= GW_COPY_IO_LANES ? 2 : 1;
+	/* Lanes: each staging buffer split into up to GW_COPY_IO_MAX_SPLIT, at most max. */
+	while (per_buffer < GW_COPY_IO_MAX_SPLIT && e->nstaging * per_buffer * 2 <= max)
+		per_buffer *= 2;
 	lane_bytes = e->staging_bytes / per_buffer;
 	memset(&plan, 0, sizeof(plan));
 	plan.e = e;
@@ -574,8 +579,8 @@ int gw_copy_file(const struct gw_copy_engine *e, const struct gw_copy_set *set,
 	for (unsigned i = 0; i < plan.nq; i++)
 		items += plan.q[i].n;
 	nlanes = e->nstaging * per_buffer;
-	if (nlanes > GW_COPY_IO_LANES)
-		nlanes = GW_COPY_IO_LANES;
+	if (nlanes > max)
+		nlanes = max;
 	if (nlanes > items)
 		nlanes = (unsigned)items;
 	plan.nlanes = nlanes;

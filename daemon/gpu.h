@@ -31,7 +31,7 @@
 #define GW_GPU_NAME_LEN 128
 
 /* What priming makes and releasing frees: owned by whichever job or GPU holds it. */
-#define GW_GPU_STREAMS 8 /* one per I/O lane (copy.c: a lane waits on its stream only) */
+#define GW_GPU_STREAMS 16 /* one per I/O lane (copy-io.c: a lane waits on its stream only) */
 
 struct gw_gpu_handles {
 	CUcontext context;
