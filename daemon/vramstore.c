@@ -55,7 +55,11 @@ int gw_vramstore_open(struct gw_vramstore *s, const char *path, char *err, size_
 	}
 	fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
+		struct stat st;
+
 		r = -errno;
+		if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode))
+			r = -ELOOP;
 		snprintf(err, len, "cannot open %s: %s%s", path, strerror(-r),
 			 r == -ELOOP ? " (a symlink: give the directory itself)" : "");
 		return r;

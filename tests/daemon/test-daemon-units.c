@@ -24,6 +24,7 @@
 #include "pin.h"
 #include "quota.h"
 #include "route.h"
+#include "vramstore.h"
 #include "worker.h"
 
 static void fake_table(struct gw_gpu *gpus, unsigned n)
@@ -162,6 +163,50 @@ GW_TEST(quota_counts_per_uid_and_exempts_root)
 	GW_ASSERT_INT_EQ(gw_quota_take(&q, 1000), 0);
 	gw_quota_give(&q, 4242); /* never taken: ignored */
 	gw_quota_finish(&q);
+}
+
+/* --vram-store: made 0700 when missing, counted for Status; a relative path, a path with "..",
+ * a directory others may write and a symlink are refused; closing twice is a no-op. */
+GW_TEST(vram_store_is_made_private_and_counted)
+{
+	char dir[] = "/tmp/gw-vstore-XXXXXX", path[128], link[160], err[600];
+	struct gw_vramstore s;
+	struct stat st;
+	cJSON *j;
+	int fd;
+
+	GW_ASSERT(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/store", dir);
+	GW_ASSERT_INT_EQ(gw_vramstore_open(&s, path, err, sizeof(err)), 0);
+	GW_ASSERT(stat(path, &st) == 0 && (st.st_mode & 07777) == 0700);
+	fd = openat(s.fd, "seg", O_WRONLY | O_CREAT, 0600);
+	GW_ASSERT(fd >= 0 && write(fd, "12345", 5) == 5);
+	close(fd);
+	GW_ASSERT(symlinkat("/etc/passwd", s.fd, "link") == 0); /* not counted */
+	j = gw_vramstore_status_json(&s);
+	GW_ASSERT_STR_EQ(cJSON_GetObjectItemCaseSensitive(j, "path")->valuestring, path);
+	GW_ASSERT_INT_EQ(cJSON_GetObjectItemCaseSensitive(j, "files")->valuedouble, 1);
+	GW_ASSERT_INT_EQ(cJSON_GetObjectItemCaseSensitive(j, "bytes")->valuedouble, 5);
+	cJSON_Delete(j);
+	gw_vramstore_close(&s);
+	gw_vramstore_close(&s);
+	GW_ASSERT(gw_vramstore_status_json(&s) == NULL);
+
+	GW_ASSERT_INT_EQ(gw_vramstore_open(&s, "relative", err, sizeof(err)), -EINVAL);
+	snprintf(link, sizeof(link), "%s/../store", path);
+	GW_ASSERT_INT_EQ(gw_vramstore_open(&s, link, err, sizeof(err)), -EINVAL);
+	GW_ASSERT(chmod(path, 0777) == 0);
+	GW_ASSERT_INT_EQ(gw_vramstore_open(&s, path, err, sizeof(err)), -EPERM);
+	GW_ASSERT_STR_CONTAINS(err, "writable by no one else");
+	GW_ASSERT(chmod(path, 0700) == 0);
+	snprintf(link, sizeof(link), "%s/alias", dir);
+	GW_ASSERT(symlink(path, link) == 0);
+	GW_ASSERT_INT_EQ(gw_vramstore_open(&s, link, err, sizeof(err)), -ELOOP);
+	GW_ASSERT_STR_CONTAINS(err, "a symlink");
+	GW_ASSERT(s.fd < 0);
+
+	snprintf(link, sizeof(link), "rm -rf '%s'", dir);
+	GW_ASSERT(system(link) == 0);
 }
 
 GW_TEST(imagefd_refuses_kernel_interfaces_links_and_strangers)
