@@ -370,10 +370,14 @@ void wc_inspect_print_image(const cJSON *o)
 		       MIB(cJSON_GetObjectItemCaseSensitive(o, "all_files_bytes")->valuedouble));
 		cJSON_ArrayForEach(x, segs) {
 			const cJSON *e = cJSON_GetObjectItemCaseSensitive(x, "error");
+			const cJSON *link = cJSON_GetObjectItemCaseSensitive(x, "link");
 
-			printf("    %s  %.1f MiB%s%s\n",
+			printf("    %s  %.1f MiB%s%s%s%s%s\n",
 			       cJSON_GetObjectItemCaseSensitive(x, "path")->valuestring,
 			       MIB(cJSON_GetObjectItemCaseSensitive(x, "file_bytes")->valuedouble),
+			       cJSON_IsString(link) ? " -> " : "",
+			       cJSON_IsString(link) ? link->valuestring : "",
+			       cJSON_IsString(link) ? " (outside the archive)" : "",
 			       cJSON_IsString(e) ? ": " : "", cJSON_IsString(e) ? e->valuestring : "");
 		}
 	}

@@ -259,6 +259,8 @@ GW_TEST(inspect_archive_with_segments_linked_into_the_vram_store)
 	GW_ASSERT_STR_CONTAINS(out, "VRAM images: 0.0 MiB in 1 images (0 segment files)");
 	GW_ASSERT_STR_CONTAINS(out, "VRAM data kept outside the archive (links into gpu-warmd's "
 			       "VRAM store): 64.0 MiB in 8 segment files");
+	GW_ASSERT_STR_CONTAINS(out, ".img.seg-0  ");
+	GW_ASSERT_STR_CONTAINS(out, " (outside the archive)");
 	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid))));
 	gwt_app_stop(&app);
 	gwt_daemon_stop(&d);
