@@ -198,7 +198,10 @@ static int prefill_wait(struct gw_op *op)
 }
 
 /* The prefill the resume waited for ended: pf, or NULL with why. A resume blocked in "prefill
- * wait" or "prefill join" goes on; an overlapped one still restoring finds it at the join. */
+ * wait" or "prefill join" goes on; an overlapped one still restoring finds it at the join. That
+ * one's restore step may be on a worker right now: what is set here (its fds, the prefill
+ * fields, the reply's cache note) is nothing the restore reads, and the join reads it on the
+ * loop after the restore has returned. */
 static void fast_prefill_handed(struct gw_fast_op *waiter, struct gw_prefill *pf,
 				const char *why_name, const char *why)
 {
