@@ -22,27 +22,14 @@ void gwp_store_init(struct gwp_store *s)
 
 int gwp_store_open(struct gwp_store *s, const char *path, char *err, size_t len)
 {
-	struct stat st;
-	int fd, r;
+	char why[GWP_STORE_PATH_MAX + 160];
+	int fd;
 
 	gwp_store_init(s);
-	if (path[0] != '/' || strlen(path) >= sizeof(s->path) || strstr(path, "//") ||
-	    (strlen(path) > 1 && path[strlen(path) - 1] == '/')) {
-		snprintf(err, len, "gpu-warmd's VRAM store \"%s\" is not an absolute path of at most "
-			 "%zu bytes", path, sizeof(s->path) - 1);
-		return -EINVAL;
-	}
-	fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	fd = gw_privdir_open(path, false, why, sizeof(why));
 	if (fd < 0) {
-		r = -errno;
-		snprintf(err, len, "cannot open gpu-warmd's VRAM store %s: %s", path, strerror(-r));
-		return r;
-	}
-	if (fstat(fd, &st) < 0 || st.st_uid != geteuid() || (st.st_mode & 022)) {
-		snprintf(err, len, "gpu-warmd's VRAM store %s must be a directory of uid %u that no "
-			 "one else may write", path, (unsigned)geteuid());
-		close(fd);
-		return -EPERM;
+		snprintf(err, len, "gpu-warmd's VRAM store: %s", why);
+		return fd;
 	}
 	s->fd = fd;
 	snprintf(s->path, sizeof(s->path), "%s", path);

@@ -15,7 +15,9 @@
 
 #include <stddef.h>
 
-#define GWP_STORE_PATH_MAX 512
+#include "gw-privdir.h"
+
+#define GWP_STORE_PATH_MAX (GW_PRIVDIR_PATH_MAX + 1) /* what gw_privdir_open() takes */
 
 struct gwp_store {
 	int fd; /* the directory; -1: no store */
@@ -24,7 +26,7 @@ struct gwp_store {
 
 /* No store. */
 void gwp_store_init(struct gwp_store *s);
-/* The store at path (absolute): a directory, owned by this user and writable by it alone. */
+/* The store at path: a private directory (gw-privdir.h), as the daemon made it. */
 int gwp_store_open(struct gwp_store *s, const char *path, char *err, size_t len);
 void gwp_store_close(struct gwp_store *s); /* of an init'd store: a no-op without one */
 

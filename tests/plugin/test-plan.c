@@ -502,18 +502,21 @@ GW_TEST(vram_files_in_a_store)
 	GW_ASSERT(rmdir(dir) == 0 && rmdir(st) == 0);
 }
 
-/* A store directory others may write, or a relative path, is refused. */
+/* A store directory others may write, a relative path or one through "..", is refused (the
+ * daemon's rules: gw-privdir.h). */
 GW_TEST(vram_store_must_be_private)
 {
-	char st[] = "/tmp/gwp-store-XXXXXX", err[512];
+	char st[] = "/tmp/gwp-store-XXXXXX", err[1024], up[64];
 	struct gwp_store store;
 
 	GW_ASSERT(mkdtemp(st));
 	GW_ASSERT(chmod(st, 0777) == 0);
 	GW_ASSERT_INT_EQ(gwp_store_open(&store, st, err, sizeof(err)), -EPERM);
-	GW_ASSERT_STR_CONTAINS(err, "no one else may write");
+	GW_ASSERT_STR_CONTAINS(err, "writable by no one else");
 	GW_ASSERT(store.fd < 0);
 	GW_ASSERT_INT_EQ(gwp_store_open(&store, "relative/dir", err, sizeof(err)), -EINVAL);
+	snprintf(up, sizeof(up), "%s/../%s", st, st + 5);
+	GW_ASSERT_INT_EQ(gwp_store_open(&store, up, err, sizeof(err)), -EINVAL);
 	GW_ASSERT_INT_EQ(gwp_store_open(&store, "/nonexistent-gwp-store", err, sizeof(err)),
 			 -ENOENT);
 	GW_ASSERT(rmdir(st) == 0);
