@@ -6,7 +6,9 @@
  * `inspect FILE` does) and podman's own files, with the sizes and the restore time the images
  * predict. A segment file archived as a symlink (a checkpoint taken with gpu-warmd's
  * --vram-store) is kept outside the archive: its link target is shown, its data is not counted
- * among the archive's bytes. The archive is untrusted: every count and size read is bounded.
+ * among the archive's bytes; so is a CRIU page image archived as a symlink (the same store),
+ * whose size is that of its target when this host has it. The archive is untrusted: every count
+ * and size read is bounded, and a link target is only stat()ed, never opened.
  */
 #include "warmctl.h"
 
@@ -52,6 +54,8 @@ struct arc {
 	unsigned nseg, nlinks;
 	unsigned outside_segs; /* the images' segment files that are links */
 	uint64_t outside_bytes; /* their data bytes */
+	unsigned outside_pages, outside_pages_found; /* page images that are links; targets here */
+	uint64_t outside_page_bytes; /* the sizes of the targets found */
 	uint64_t entries, criu_files, criu_bytes, page_bytes, threads, vram_bytes, podman_bytes;
 	bool inventory;
 };
@@ -261,6 +265,35 @@ static int take_linked_segment(struct arc *a, const struct gw_tar_entry *e, char
 	return 0;
 }
 
+/* A page image as a symlink (into gpu-warmd's store): listed with its target, sized from the
+ * target when this host has it as a regular file. */
+static int take_linked_pages(struct arc *a, const char *name, const char *target)
+{
+	struct stat st;
+	bool here = stat(target, &st) == 0 && S_ISREG(st.st_mode);
+	cJSON *x;
+
+	a->outside_pages++;
+	if (here) {
+		a->outside_pages_found++;
+		a->outside_page_bytes += (uint64_t)st.st_size;
+	}
+	if (cJSON_GetArraySize(a->pages) >= ARC_MAX_LISTED)
+		return 0;
+	x = cJSON_CreateObject();
+	if (!x)
+		return -ENOMEM;
+	cJSON_AddStringToObject(x, "name", name);
+	cJSON_AddBoolToObject(x, "outside", true);
+	cJSON_AddStringToObject(x, "link", target);
+	if (here)
+		cJSON_AddNumberToObject(x, "bytes", (double)st.st_size);
+	else
+		cJSON_AddStringToObject(x, "error", "the link's target is not on this host");
+	cJSON_AddItemToArray(a->pages, x);
+	return 0;
+}
+
 /* A JSON file: the plugin's record, or podman's config.dump (name and image taken). */
 static int take_json(struct arc *a, struct gw_tar *t, const struct gw_tar_entry *e, bool record,
 		     char *err, size_t errlen)
@@ -311,6 +344,8 @@ static int take_entry(struct arc *a, struct gw_tar *t, const struct gw_tar_entry
 	a->entries++;
 	if (e->type == '2' && segment_name(b))
 		return take_linked_segment(a, e, err, errlen);
+	if (e->type == '2' && in_criu && numbered(b, "pages-", ".img", &id))
+		return take_linked_pages(a, b, e->linkname);
 	if (e->type != '0')
 		return 0;
 	if (numbered(b, "gpuwarm-vram-", ".img", &id)) {
@@ -419,6 +454,10 @@ static void summarize(struct arc *a, const struct gw_tar *t, const char *path)
 	cJSON_AddNumberToObject(a->result, "vram_image_bytes", (double)a->vram_bytes);
 	cJSON_AddNumberToObject(a->result, "vram_outside_bytes", (double)a->outside_bytes);
 	cJSON_AddNumberToObject(a->result, "vram_outside_segment_files", (double)a->outside_segs);
+	cJSON_AddNumberToObject(a->result, "page_outside_files", (double)a->outside_pages);
+	cJSON_AddNumberToObject(a->result, "page_outside_files_found",
+				(double)a->outside_pages_found);
+	cJSON_AddNumberToObject(a->result, "page_outside_bytes", (double)a->outside_page_bytes);
 	cJSON_AddNumberToObject(a->result, "podman_bytes", (double)a->podman_bytes);
 	cJSON_ArrayForEach(o, a->images) {
 		const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "predicted_restore_s");
@@ -479,9 +518,24 @@ static void print_archive(const struct arc *a)
 	printf("CRIU: %.1f MiB in %" PRIu64 " files; %d processes, %" PRIu64 " threads; page "
 	       "images %.1f MiB\n", MIB(a->criu_bytes), a->criu_files,
 	       cJSON_GetArraySize(a->pids), a->threads, MIB(a->page_bytes));
-	cJSON_ArrayForEach(x, a->pages)
-		printf("  %-24s %10.1f MiB\n", wc_str(x, "name", b1, sizeof(b1)),
-		       MIB(num(x, "bytes")));
+	cJSON_ArrayForEach(x, a->pages) {
+		const cJSON *link = cJSON_GetObjectItemCaseSensitive(x, "link");
+
+		if (!cJSON_IsString(link))
+			printf("  %-24s %10.1f MiB\n", wc_str(x, "name", b1, sizeof(b1)),
+			       MIB(num(x, "bytes")));
+		else if (cJSON_GetObjectItemCaseSensitive(x, "bytes"))
+			printf("  %-24s %10.1f MiB -> %s (outside the archive)\n",
+			       wc_str(x, "name", b1, sizeof(b1)), MIB(num(x, "bytes")),
+			       link->valuestring);
+		else
+			printf("  %-24s -> %s (outside the archive; not on this host)\n",
+			       wc_str(x, "name", b1, sizeof(b1)), link->valuestring);
+	}
+	if (a->outside_pages > 0)
+		printf("page images kept outside the archive (links into gpu-warmd's store): %u, "
+		       "%.1f MiB in the %u found on this host\n", a->outside_pages,
+		       MIB(a->outside_page_bytes), a->outside_pages_found);
 	if (cJSON_GetArraySize(a->records) > 0) {
 		printf("gpuwarm plugin records:\n");
 		print_records(a->records);
@@ -500,7 +554,7 @@ static void print_archive(const struct arc *a)
 	printf("restore: VRAM images predict %.2f s; `podman container restore --import` unpacks "
 	       "%.1f MiB before CRIU starts, and CRIU reads %.1f MiB of page images\n",
 	       num(r, "predicted_vram_restore_s"),
-	       MIB(num(r, "unpacked_bytes")), MIB(a->page_bytes));
+	       MIB(num(r, "unpacked_bytes")), MIB(a->page_bytes + a->outside_page_bytes));
 }
 
 static int arc_init(struct arc *a)

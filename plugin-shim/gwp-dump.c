@@ -15,7 +15,10 @@
 #include <strings.h>
 #include <unistd.h>
 
+#define MIB(b) ((double)(b) / (1 << 20))
+
 #include "gw-pidgpu.h"
+#include "gwp-pages.h"
 #include "gwp-proc.h"
 
 /* The GPUs pid has open, by UUID, while the driver still holds them (before the lock). */
@@ -305,4 +308,42 @@ void gwp_dump_mark_done(struct gwp_plugin *p)
 		else
 			LOG(p, WARN, "cannot write %s (%s), ignoring", GWP_DUMP_FILE, strerror(-r));
 	}
+}
+
+void gwp_dump_drop_page_links(struct gwp_plugin *p)
+{
+	int dir = gwp_criu_image_dir(&p->criu, NULL), r;
+
+	if (!gwp_pages_has_links(dir))
+		return;
+	r = gwp_pages_unlink_links(gwp_plugin_store(p), dir);
+	if (r > 0)
+		LOG(p, INFO, "removed %d links of an earlier dump's page images, and their files "
+		    "in gpu-warmd's store", r);
+	else if (r < 0)
+		LOG(p, WARN, "cannot remove the links of an earlier dump's page images (%s): CRIU "
+		    "writes this dump's pages through them", strerror(-r));
+}
+
+void gwp_dump_store_pages(struct gwp_plugin *p)
+{
+	const struct gwp_store *store;
+	char err[GWP_ERR_LEN] = "";
+	double start = gwp_now_ms();
+	unsigned files;
+	uint64_t bytes;
+	int r;
+
+	if (!p->tasks)
+		return; /* no CUDA process in this dump: its images are not ours to move */
+	store = gwp_plugin_store(p);
+	if (store->fd < 0)
+		return;
+	r = gwp_pages_to_store(store, gwp_criu_image_dir(&p->criu, NULL), &files, &bytes, err,
+			       sizeof(err));
+	if (r < 0)
+		LOG(p, WARN, "%s; the page images not moved stay in the images", err);
+	if (files > 0)
+		LOG(p, INFO, "moved CRIU's page images into gpu-warmd's store: %u files, %.1f MiB, "
+		    "in %.1f ms", files, MIB(bytes), gwp_now_ms() - start);
 }

@@ -186,14 +186,18 @@ static int plugin_init(int stage)
 		P.criu.interrupt_only();
 	LOG(&P, INFO, "%s %s: CUDA processes go through gpu-warmd, or the driver when it is absent",
 	    GWP_PLUGIN_NAME, P.mode == GWP_MODE_DUMP ? "dump" : "restore");
+	if (P.mode == GWP_MODE_DUMP)
+		gwp_dump_drop_page_links(&P);
 	return 0;
 }
 
 
 static void plugin_exit(int stage, int ret)
 {
-	if (P.mode == GWP_MODE_DUMP && ret == 0)
+	if (P.mode == GWP_MODE_DUMP && ret == 0) {
 		gwp_dump_mark_done(&P);
+		gwp_dump_store_pages(&P);
+	}
 	if (P.mode == GWP_MODE_DUMP && P.tasks) {
 		int lr = gwp_criu_leave_running();
 

@@ -85,6 +85,10 @@ int gwp_dump_checkpoint(struct gwp_plugin *p, int pid);
 void gwp_dump_undo(struct gwp_plugin *p, struct gwp_task *t);
 /* Exit of a dump that worked: name it in the images, drop earlier dumps' records. */
 void gwp_dump_mark_done(struct gwp_plugin *p);
+/* Start of a dump: the links an earlier dump left for CRIU's page images go (gwp-pages.h). */
+void gwp_dump_drop_page_links(struct gwp_plugin *p);
+/* Exit of a dump of CUDA processes that worked: CRIU's page images into gpu-warmd's store. */
+void gwp_dump_store_pages(struct gwp_plugin *p);
 
 /* gwp-restore.c */
 int gwp_restore_resume(struct gwp_plugin *p, int pid);

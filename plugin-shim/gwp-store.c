@@ -7,12 +7,14 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #define NAME_MAX_BYTES 200  /* a store file's name */
 #define CREATE_TRIES 8
+#define COPY_CHUNK (64u << 20) /* bytes per sendfile() */
 
 void gwp_store_init(struct gwp_store *s)
 {
@@ -83,19 +85,28 @@ static int read_link(int dirfd, const char *name, char *buf, size_t len)
 	return 0;
 }
 
+/* The store's name for the i-th try at a new file for name: name.<ns>-<n>. */
+static int new_name(const char *name, int i, char *file, size_t len)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	if ((size_t)snprintf(file, len, "%s.%" PRIx64 "-%x", name,
+			     (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec,
+			     (unsigned)getpid() ^ (unsigned)i) >= len ||
+	    !plain_name(file))
+		return -EINVAL;
+	return 0;
+}
+
 static int create_in_store(const struct gwp_store *s, int dirfd, const char *name, char *err,
 			   size_t len)
 {
 	char file[NAME_MAX_BYTES + 1], target[GWP_STORE_PATH_MAX + NAME_MAX_BYTES + 2];
-	struct timespec ts;
 	int fd = -1, r;
 
 	for (int i = 0; i < CREATE_TRIES && fd < 0; i++) {
-		clock_gettime(CLOCK_REALTIME, &ts);
-		if ((size_t)snprintf(file, sizeof(file), "%s.%" PRIx64 "-%x", name,
-				     (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec,
-				     (unsigned)getpid() ^ (unsigned)i) >= sizeof(file) ||
-		    !plain_name(file)) {
+		if (new_name(name, i, file, sizeof(file)) < 0) {
 			snprintf(err, len, "%s: not a name a store file can take", name);
 			return -EINVAL;
 		}
@@ -118,6 +129,100 @@ static int create_in_store(const struct gwp_store *s, int dirfd, const char *nam
 		return r;
 	}
 	return fd;
+}
+
+/* in's data into the new store file file (another file system than in's: no hard link). */
+static int copy_into_store(const struct gwp_store *s, int in, const char *file, uint64_t size)
+{
+	int out = openat(s->fd, file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	uint64_t done = 0;
+	int r = 0;
+
+	if (out < 0)
+		return -errno;
+	while (done < size) {
+		ssize_t n = sendfile(out, in, NULL, size - done > COPY_CHUNK ? COPY_CHUNK :
+						     (size_t)(size - done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n < 0 ? -errno : -EIO; /* the file shrank under us */
+			break;
+		}
+		done += (uint64_t)n;
+	}
+	if (close(out) < 0 && r == 0)
+		r = -errno;
+	if (r < 0)
+		unlinkat(s->fd, file, 0);
+	return r;
+}
+
+/* name's data under a new name in the store: a hard link, or a copy across file systems. */
+static int put_in_store(const struct gwp_store *s, int dirfd, const char *name, int in,
+			uint64_t size, char *file, size_t flen)
+{
+	int r = -EEXIST;
+
+	for (int i = 0; i < CREATE_TRIES && r == -EEXIST; i++) {
+		if (new_name(name, i, file, flen) < 0)
+			return -EINVAL;
+		r = linkat(dirfd, name, s->fd, file, 0) < 0 ? -errno : 0;
+		if (r == -EXDEV || r == -EPERM) /* another file system; or hard links refused */
+			r = copy_into_store(s, in, file, size);
+	}
+	return r;
+}
+
+int gwp_store_adopt(const struct gwp_store *s, int dirfd, const char *name, uint64_t *bytes,
+		    char *err, size_t len)
+{
+	char file[NAME_MAX_BYTES + 1], target[GWP_STORE_PATH_MAX + NAME_MAX_BYTES + 2];
+	char tmp[NAME_MAX_BYTES + 16];
+	struct stat st;
+	int in, r;
+
+	*bytes = 0;
+	if (s->fd < 0)
+		return 0;
+	in = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (in < 0) {
+		r = -errno;
+		if (r == -ELOOP)
+			return 0; /* a link already */
+		snprintf(err, len, "cannot open %s: %s", name, strerror(-r));
+		return r;
+	}
+	if (fstat(in, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(in);
+		return 0; /* not a file to move */
+	}
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.gwlink", name) >= sizeof(tmp)) {
+		close(in);
+		snprintf(err, len, "%s: not a name a store file can take", name);
+		return -EINVAL;
+	}
+	r = put_in_store(s, dirfd, name, in, (uint64_t)st.st_size, file, sizeof(file));
+	close(in);
+	if (r < 0) {
+		snprintf(err, len, "cannot put %s into gpu-warmd's VRAM store %s: %s", name, s->path,
+			 strerror(-r));
+		return r;
+	}
+	/* The link replaces the file in one rename: name is never missing. */
+	snprintf(target, sizeof(target), "%s/%s", s->path, file);
+	unlinkat(dirfd, tmp, 0);
+	if (symlinkat(target, dirfd, tmp) < 0 || renameat(dirfd, tmp, dirfd, name) < 0) {
+		r = -errno;
+		snprintf(err, len, "cannot replace %s by a link to %s: %s", name, target,
+			 strerror(-r));
+		unlinkat(dirfd, tmp, 0);
+		unlinkat(s->fd, file, 0);
+		return r;
+	}
+	*bytes = (uint64_t)st.st_size;
+	return 1;
 }
 
 int gwp_store_create(const struct gwp_store *s, int dirfd, const char *name, char *err,

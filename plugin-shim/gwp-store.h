@@ -14,6 +14,7 @@
 #define GWP_STORE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "gw-privdir.h"
 
@@ -38,6 +39,12 @@ int gwp_store_create(const struct gwp_store *s, int dirfd, const char *name, cha
  * have none: then links are refused). The fd, or a negative errno with why in err. */
 int gwp_store_open_file(const struct gwp_store *s, int dirfd, const char *name, char *err,
 			size_t len);
+/* Move the regular file name in dirfd into the store (a hard link there, or a copy on another
+ * file system), then replace name by a link to it in one rename: 1 with *bytes its size, 0
+ * when there is nothing to move (no store, name is a link or not a regular file), or a
+ * negative errno with why in err (name is left as it was). */
+int gwp_store_adopt(const struct gwp_store *s, int dirfd, const char *name, uint64_t *bytes,
+		    char *err, size_t len);
 /* Remove name from dirfd, and the store's file it links to (if it is one of the store's).
  * 0, or a negative errno (-ENOENT: there was no name). */
 int gwp_store_unlink(const struct gwp_store *s, int dirfd, const char *name);

@@ -18,8 +18,8 @@ its first token, for four stacks on one container image and one model server
           "fast-mounts": the shim given by hand, a mount of the build directory and LD_PRELOAD,
           GPUWARM_SOCKET set, instead of the CDI device);
   fast-store  the fast stack with gpu-warmd --vram-store (a directory on tmpfs): the
-          checkpoint links its VRAM data there, so the exported archive holds CRIU's images
-          and the links only, and --import unpacks that much.
+          checkpoint links its VRAM data and CRIU's page images there, so the exported archive
+          holds CRIU's small images and the links only, and --import unpacks that much.
 
 Every checkpointed stack: the golden checkpoint by tools/gw-golden-checkpoint (--export to an
 archive on tmpfs, --keep), then tools/gw-podman-restore in place -> first token, then --import
@@ -351,6 +351,7 @@ class Bench:
             return {"error": (p.stdout + p.stderr)[-500:]}
         keep = ("archive_bytes", "unpacked_bytes", "criu_image_bytes", "page_bytes",
                 "vram_image_bytes", "vram_outside_bytes", "vram_outside_segment_files",
+                "page_outside_files", "page_outside_bytes",
                 "predicted_vram_restore_s", "criu_threads")
         return {k: res.get(k) for k in keep}
 

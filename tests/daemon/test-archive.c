@@ -194,6 +194,9 @@ static void link_segments(void)
 	sh("cd \"$GW_TEST_DIR_ARC\" && s=\"$GW_TEST_DIR_ARC/" STORE "\" && mkdir -p \"$s\" && "
 	   "cp -a ctr linked && for f in linked/checkpoint/*.seg-*; do b=${f##*/}; "
 	   "mv \"$f\" \"$s/$b.1a2b3c\" && ln -s \"$s/$b.1a2b3c\" \"$f\" || exit 1; done && "
+	   "mv linked/checkpoint/pages-1.img \"$s/pages-1.img.1a2b3c\" && "
+	   "ln -s \"$s/pages-1.img.1a2b3c\" linked/checkpoint/pages-1.img && "
+	   "ln -s \"$s/pages-1.img.gone\" linked/checkpoint/pages-3.img && "
 	   "cd linked && tar --format=gnu -cf ../linked-gnu.tar . && "
 	   "tar --format=pax -czf ../linked-pax.tar.gz . && "
 	   "tar --format=gnu --exclude='*.seg-3' -cf ../linked-noseg.tar .");
@@ -228,6 +231,12 @@ static void check_linked_archive(const struct gwt_daemon *d, const char *archive
 	if (missing < 0)
 		GW_ASSERT_INT_EQ(gwt_json_num(j, "result.vram_outside_bytes"), 64 * MIB);
 	GW_ASSERT(gwt_json_num(j, "result.images.0.predicted_restore_s") == predicted);
+	/* page images: pages-1 a link to a store file here, pages-2 a file, pages-3 a link to
+	 * nothing */
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.page_outside_files"), 2);
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.page_outside_files_found"), 1);
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.page_outside_bytes"), 300000);
+	GW_ASSERT_INT_EQ(gwt_json_num(j, "result.page_bytes"), 70000);
 	/* the VRAM data stays on the host: the archive holds the image's head only */
 	GW_ASSERT(gwt_json_num(j, "result.vram_image_bytes") < MIB);
 	GW_ASSERT(gwt_json_num(j, "result.unpacked_bytes") < 2 * MIB);
@@ -261,6 +270,10 @@ GW_TEST(inspect_archive_with_segments_linked_into_the_vram_store)
 			       "VRAM store): 64.0 MiB in 8 segment files");
 	GW_ASSERT_STR_CONTAINS(out, ".img.seg-0  ");
 	GW_ASSERT_STR_CONTAINS(out, " (outside the archive)");
+	GW_ASSERT_STR_CONTAINS(out, "page images kept outside the archive (links into gpu-warmd's "
+			       "store): 2, 0.3 MiB in the 1 found on this host");
+	GW_ASSERT_STR_CONTAINS(out, "pages-3.img");
+	GW_ASSERT_STR_CONTAINS(out, "(outside the archive; not on this host)");
 	cJSON_Delete(gwt_ctl(&d, 0, GWT_ARGS("resume", gwt_pid(app.pid))));
 	gwt_app_stop(&app);
 	gwt_daemon_stop(&d);

@@ -16,12 +16,14 @@
  *  - dump: alarm(--timeout, default 10); per task, depth first from each -t:
  *    PAUSE_DEVICES(pid) while the task still runs, then every thread PTRACE_SEIZE +
  *    PTRACE_INTERRUPT, then its children (/proc/PID/task/TID/children); alarm(0);
- *    CHECKPOINT_DEVICES(pid) for every task; exit(DUMP, ret) with the tasks still stopped;
- *    then the tasks are let go. (CRIU kills them after a dump without -R; we detach them so
+ *    CHECKPOINT_DEVICES(pid) for every task; the memory pages written (a pattern, into
+ *    pages-1.img, opened by name as CRIU does, so through a link); exit(DUMP, ret) with the
+ *    tasks still stopped; then the tasks are let go. (CRIU kills them after a dump without -R; we detach them so
  *    that a later "restore" can continue the same processes.)
  *  - pre-dump: as dump up to the freezing, no CHECKPOINT_DEVICES, no exit().
  *  - restore: the inventory's plugin list (IMAGES/fake-inventory, written by dump) checked
- *    after every init(); every thread seized (CRIU has them stopped before sigreturn then);
+ *    after every init(); the memory pages read back (through a link) and checked, the
+ *    restore failing on a mismatch; every thread seized (CRIU has them stopped before sigreturn then);
  *    RESUME_DEVICES_LATE(pid) per task, its result only logged; exit(RESTORE, 0); detach.
  * Every hook call is logged as "hook NAME(pid) = ret". After the device hooks and at the end,
  * "self after WHEN: N threads, CUDA driver mapped|not mapped" says what the plugins left in this
@@ -35,6 +37,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -315,6 +318,89 @@ static void inventory_load(void)
 	fclose(f);
 }
 
+/* ---- memory pages ---- */
+
+/* CRIU's page image, as CRIU writes it: opened by name (through a link), truncated, written.
+ * The small pagemap-fake.img says what it holds: a restore checks it. */
+#define PAGES_FILE "pages-1.img"
+#define PAGEMAP_FILE "pagemap-fake.img"
+#define PAGES_BYTES (256u << 10)
+
+static uint32_t pages_word(uint64_t seed, size_t i)
+{
+	uint64_t x = seed ^ ((uint64_t)i * 0x9e3779b97f4a7c15ull);
+
+	x ^= x >> 31;
+	return (uint32_t)(x * 0xbf58476d1ce4e5b9ull >> 32);
+}
+
+static int pages_save(void)
+{
+	static uint32_t buf[PAGES_BYTES / 4];
+	struct timespec ts;
+	uint64_t seed;
+	FILE *f;
+	int fd;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	seed = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	for (size_t i = 0; i < PAGES_BYTES / 4; i++)
+		buf[i] = pages_word(seed, i);
+	fd = openat(C.image_fd, PAGES_FILE, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || write(fd, buf, sizeof(buf)) != (ssize_t)sizeof(buf)) {
+		pr(GWP_CRIU_LOG_ERROR, "cannot write %s: %s\n", PAGES_FILE, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	fd = openat(C.image_fd, PAGEMAP_FILE, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	f = fd >= 0 ? fdopen(fd, "w") : NULL;
+	if (!f) {
+		pr(GWP_CRIU_LOG_ERROR, "cannot write %s\n", PAGEMAP_FILE);
+		return -1;
+	}
+	fprintf(f, "%llu %u\n", (unsigned long long)seed, PAGES_BYTES);
+	fclose(f);
+	return 0;
+}
+
+/* The pages the dump wrote, read as CRIU reads them (following links): 0 when they are. */
+static int pages_check(void)
+{
+	static uint32_t buf[PAGES_BYTES / 4];
+	unsigned long long seed;
+	unsigned bytes = 0;
+	int fd = openat(C.image_fd, PAGEMAP_FILE, O_RDONLY | O_CLOEXEC);
+	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+	ssize_t n;
+
+	if (!f)
+		return 0; /* images of a dump without pages */
+	if (fscanf(f, "%llu %u", &seed, &bytes) != 2 || bytes != PAGES_BYTES) {
+		fclose(f);
+		pr(GWP_CRIU_LOG_ERROR, "%s: unreadable\n", PAGEMAP_FILE);
+		return -1;
+	}
+	fclose(f);
+	fd = openat(C.image_fd, PAGES_FILE, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		pr(GWP_CRIU_LOG_ERROR, "cannot open %s: %s\n", PAGES_FILE, strerror(errno));
+		return -1;
+	}
+	n = read(fd, buf, sizeof(buf));
+	close(fd);
+	for (size_t i = 0; n == (ssize_t)sizeof(buf) && i < PAGES_BYTES / 4; i++)
+		if (buf[i] != pages_word(seed, i))
+			n = -1;
+	if (n != (ssize_t)sizeof(buf)) {
+		pr(GWP_CRIU_LOG_ERROR, "%s does not hold the dump's pages\n", PAGES_FILE);
+		return -1;
+	}
+	pr(GWP_CRIU_LOG_INFO, "%s: %u bytes of pages restored\n", PAGES_FILE, bytes);
+	return 0;
+}
+
 /* ---- seizing ---- */
 
 static int wait_event_stop(pid_t tid)
@@ -551,6 +637,8 @@ static int restore(const struct options *o)
 
 	for (unsigned i = 0; i < o->nroots && ret == 0; i++)
 		ret = collect(o->roots[i], 0);
+	if (ret == 0)
+		ret = pages_check();
 #ifndef FAKE_CRIU_3X
 	if (ret == 0) {
 		int r = run_post_forking();
@@ -599,6 +687,8 @@ static int dump(const struct options *o)
 	}
 	if (ret == 0)
 		inventory_save();
+	if (ret == 0)
+		ret = pages_save();
 	plugins_fini(ret);
 	report_self("the plugins' exit");
 	release_tasks();

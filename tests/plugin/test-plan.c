@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -11,6 +12,7 @@
 #include "criu-plugin-abi.h"
 #include "gw-test.h"
 #include "gwp-image.h"
+#include "gwp-pages.h"
 #include "gw-ckpt.h"
 #include "gwp-plan.h"
 #include "gw-proto.h"
@@ -500,6 +502,90 @@ GW_TEST(vram_files_in_a_store)
 	gwp_store_close(&store); /* twice: a no-op */
 	close(dfd);
 	GW_ASSERT(rmdir(dir) == 0 && rmdir(st) == 0);
+}
+
+/* CRIU's page images, moved into a store in st from the images in dir: each becomes a link
+ * into st with its bytes whole; a second move, a link or another file changes nothing; the
+ * links' removal takes the store's files with them. */
+static void pages_through_store(const char *dir, const char *st)
+{
+	char err[512], path[512], target[512], buf[8] = "";
+	struct gwp_store store;
+	unsigned files = 0;
+	uint64_t bytes = 0;
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), fd;
+	ssize_t len;
+
+	GW_ASSERT(dfd >= 0);
+	GW_ASSERT_INT_EQ(gwp_store_open(&store, st, err, sizeof(err)), 0);
+	for (int i = 1; i <= 2; i++) {
+		snprintf(path, sizeof(path), "pages-%d.img", i);
+		fd = openat(dfd, path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		GW_ASSERT(fd >= 0 && write(fd, i == 1 ? "pages-1" : "pages-2", 7) == 7);
+		close(fd);
+	}
+	fd = openat(dfd, "pagemap-1.img", O_WRONLY | O_CREAT | O_EXCL, 0600);
+	GW_ASSERT(fd >= 0);
+	close(fd);
+	GW_ASSERT(!gwp_pages_has_links(dfd));
+	GW_ASSERT_INT_EQ(gwp_pages_to_store(&store, dfd, &files, &bytes, err, sizeof(err)), 0);
+	GW_ASSERT_INT_EQ(files, 2);
+	GW_ASSERT_INT_EQ(bytes, 14);
+	GW_ASSERT_INT_EQ(count_files(st), 2);
+	GW_ASSERT(gwp_pages_has_links(dfd));
+	snprintf(path, sizeof(path), "%s/pages-2.img", dir);
+	len = readlink(path, target, sizeof(target) - 1);
+	GW_ASSERT(len > 0);
+	target[len] = '\0';
+	GW_ASSERT(strncmp(target, st, strlen(st)) == 0 && target[strlen(st)] == '/');
+	fd = open(path, O_RDONLY); /* as CRIU opens it: through the link */
+	GW_ASSERT(fd >= 0 && read(fd, buf, 7) == 7 && memcmp(buf, "pages-2", 7) == 0);
+	close(fd);
+	snprintf(path, sizeof(path), "%s/pagemap-1.img", dir);
+	GW_ASSERT(readlink(path, target, sizeof(target)) < 0); /* not a page image: stays */
+	GW_ASSERT_INT_EQ(gwp_pages_to_store(&store, dfd, &files, &bytes, err, sizeof(err)), 0);
+	GW_ASSERT_INT_EQ(files, 0);
+	GW_ASSERT_INT_EQ(count_files(st), 2);
+	/* before the next dump: links and store files go, the rest stays */
+	GW_ASSERT_INT_EQ(gwp_pages_unlink_links(&store, dfd), 2);
+	GW_ASSERT_INT_EQ(count_files(st), 0);
+	GW_ASSERT(!gwp_pages_has_links(dfd));
+	GW_ASSERT(unlinkat(dfd, "pagemap-1.img", 0) == 0);
+	gwp_store_close(&store);
+	close(dfd);
+}
+
+GW_TEST(page_images_move_into_a_store)
+{
+	char dir[] = "/tmp/gwp-image-XXXXXX", st[] = "/tmp/gwp-store-XXXXXX";
+	char shm[] = "/dev/shm/gwp-store-XXXXXX", err[256];
+	struct stat a, b;
+	struct gwp_store none;
+	unsigned files = 9;
+	uint64_t bytes = 9;
+	int dfd;
+
+	GW_ASSERT(mkdtemp(dir) && mkdtemp(st));
+	pages_through_store(dir, st); /* one file system: hard links */
+	GW_ASSERT(rmdir(st) == 0);
+	/* a store on another file system: copies */
+	if (mkdtemp(shm) && stat(shm, &a) == 0 && stat(dir, &b) == 0 && a.st_dev != b.st_dev)
+		pages_through_store(dir, shm);
+	else
+		printf("# /dev/shm is on the images' file system here: the copy is not tested\n");
+	rmdir(shm);
+	/* without a store nothing moves */
+	gwp_store_init(&none);
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	GW_ASSERT(dfd >= 0);
+	GW_ASSERT(close(openat(dfd, "pages-1.img", O_WRONLY | O_CREAT, 0600)) == 0);
+	GW_ASSERT_INT_EQ(gwp_pages_to_store(&none, dfd, &files, &bytes, err, sizeof(err)), 0);
+	GW_ASSERT(files == 0 && bytes == 0);
+	GW_ASSERT(unlinkat(dfd, "pages-1.img", 0) == 0);
+	close(dfd);
+	GW_ASSERT(rmdir(dir) == 0);
+	GW_ASSERT(gwp_pages_is_image_name("pages-12.img") && !gwp_pages_is_image_name("pages-.img") &&
+		  !gwp_pages_is_image_name("pages-1.img.x") && !gwp_pages_is_image_name("pages-a.img"));
 }
 
 /* A store directory others may write, a relative path or one through "..", is refused (the

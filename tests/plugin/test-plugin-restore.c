@@ -449,13 +449,13 @@ static int count_regular(const char *dir)
 	return n;
 }
 
-/* gpu-warmd --vram-store: the dump's VRAM data goes into the store, CRIU's images get links to
- * it (so that podman's --export archive is small), the restore reads through them; a later dump
- * into the same images replaces the store's files; a store file gone fails the restore, naming
- * it. */
+/* gpu-warmd --vram-store: the dump's VRAM data and CRIU's page images go into the store, CRIU's
+ * images get links to them (so that podman's --export archive is small), the restore reads
+ * through them; a later dump into the same images replaces the store's files; a store file gone
+ * fails the restore, naming it. */
 GW_TEST(fast_path_vram_store_keeps_the_data_out_of_the_images)
 {
-	char pid[16], store[600], link[700], target[700];
+	char pid[16], store[600], link[700], target[700], pages[700];
 	struct pt_app a;
 	struct pt p;
 	cJSON *st;
@@ -474,7 +474,13 @@ GW_TEST(fast_path_vram_store_keeps_the_data_out_of_the_images)
 
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
 	GW_ASSERT_STR_CONTAINS(pt_log(&p), "gpu-warmd's VRAM store: ");
-	GW_ASSERT_INT_EQ(count_regular(store), GWP_VRAM_SEGMENTS);
+	GW_ASSERT_STR_CONTAINS(pt_log(&p), "moved CRIU's page images into gpu-warmd's store: 1 files");
+	GW_ASSERT_INT_EQ(count_regular(store), GWP_VRAM_SEGMENTS + 1);
+	snprintf(link, sizeof(link), "%s/pages-1.img", p.images);
+	n = readlink(link, pages, sizeof(pages) - 1);
+	GW_ASSERT(n > 0);
+	pages[n] = '\0';
+	GW_ASSERT(strncmp(pages, store, strlen(store)) == 0);
 	snprintf(link, sizeof(link), "%s/gpuwarm-vram-%d.img.seg-0", p.images, (int)a.pid);
 	n = readlink(link, target, sizeof(target) - 1);
 	GW_ASSERT(n > 0);
@@ -483,18 +489,22 @@ GW_TEST(fast_path_vram_store_keeps_the_data_out_of_the_images)
 	st = pt_daemon_status(&p);
 	GW_ASSERT_INT_EQ(cJSON_GetObjectItemCaseSensitive(
 				 cJSON_GetObjectItemCaseSensitive(st, "vram_store"), "files")->valuedouble,
-			 GWP_VRAM_SEGMENTS);
+			 GWP_VRAM_SEGMENTS + 1);
 	cJSON_Delete(st);
 
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "restore", PT_ARGS("-t", pid), NULL), 0);
+	GW_ASSERT_STR_CONTAINS(pt_log(&p), "pages-1.img: 262144 bytes of pages restored");
 	pt_assert_hook(&p, "RESUME_DEVICES_LATE", a.pid, "0");
 	GW_ASSERT_INT_EQ(pt_cuda_state(a.pid), PT_RUNNING);
 	pt_assert_verified(&a, 1);
 
-	/* dumped again into the same images: the first dump's store files go */
+	/* dumped again into the same images: the first dump's store files go, CRIU writes its
+	 * pages into a file of its own, not through the old link */
 	GW_ASSERT_INT_EQ(pt_criu(&p, 0, "dump", PT_ARGS("-t", pid), NULL), 0);
-	GW_ASSERT_INT_EQ(count_regular(store), GWP_VRAM_SEGMENTS);
+	GW_ASSERT_STR_CONTAINS(pt_log(&p), "removed 1 links of an earlier dump's page images");
+	GW_ASSERT_INT_EQ(count_regular(store), GWP_VRAM_SEGMENTS + 1);
 	GW_ASSERT(access(target, F_OK) < 0);
+	GW_ASSERT(access(pages, F_OK) < 0);
 	n = readlink(link, target, sizeof(target) - 1);
 	GW_ASSERT(n > 0);
 	target[n] = '\0';
