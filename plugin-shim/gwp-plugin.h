@@ -5,7 +5,8 @@
  *
  *   gwp-drive.c    a process's checkpoint state stepped to a target, with the threads the
  *                  driver needs let run while CRIU holds them stopped
- *   gwp-dump.c     PAUSE_DEVICES, CHECKPOINT_DEVICES, and the exit hook's undo and dump mark
+ *   gwp-dump.c     PAUSE_DEVICES, CHECKPOINT_DEVICES, and the exit hook's undo and dump mark,
+ *                  and CRIU's page images into gpu-warmd's store (gwp-pages.c does the files)
  *   gwp-restore.c  RESUME_DEVICES_LATE and POST_FORKING's prefill
  *   gwp-agentsk.c  DUMP_UNIX_SK / RESTORE_UNIX_SK: the shim agent's connection to gpu-warmd
  *
