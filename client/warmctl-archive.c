@@ -269,9 +269,17 @@ static int take_linked_segment(struct arc *a, const struct gw_tar_entry *e, char
  * target when this host has it as a regular file. */
 static int take_linked_pages(struct arc *a, const char *name, const char *target)
 {
+	char path[GW_TAR_MAX_NAME + 2];
+	const char *p = target;
 	struct stat st;
-	bool here = stat(target, &st) == 0 && S_ISREG(st.st_mode);
+	bool here;
 	cJSON *x;
+
+	/* the plugin's links climb to / with "../" (gwp-store.h): from here, the path under / */
+	while (strncmp(p, "../", 3) == 0)
+		p += 3;
+	snprintf(path, sizeof(path), "%s%s", p == target ? "" : "/", p);
+	here = path[0] == '/' && stat(path, &st) == 0 && S_ISREG(st.st_mode);
 
 	a->outside_pages++;
 	if (here) {
@@ -286,6 +294,7 @@ static int take_linked_pages(struct arc *a, const char *name, const char *target
 	cJSON_AddStringToObject(x, "name", name);
 	cJSON_AddBoolToObject(x, "outside", true);
 	cJSON_AddStringToObject(x, "link", target);
+	cJSON_AddStringToObject(x, "path", path);
 	if (here)
 		cJSON_AddNumberToObject(x, "bytes", (double)st.st_size);
 	else
@@ -503,7 +512,7 @@ static void print_records(const cJSON *records)
 static void print_archive(const struct arc *a)
 {
 	const cJSON *r = a->result, *c = cJSON_GetObjectItemCaseSensitive(r, "container"), *x;
-	char b1[4096], b2[256];
+	char b1[4096], b2[4096];
 
 	printf("%s: %s%s, %.1f MiB (%.1f MiB unpacked), %" PRIu64 " entries\n",
 	       wc_str(r, "archive", b1, sizeof(b1)),
@@ -527,10 +536,10 @@ static void print_archive(const struct arc *a)
 		else if (cJSON_GetObjectItemCaseSensitive(x, "bytes"))
 			printf("  %-24s %10.1f MiB -> %s (outside the archive)\n",
 			       wc_str(x, "name", b1, sizeof(b1)), MIB(num(x, "bytes")),
-			       link->valuestring);
+			       wc_str(x, "path", b2, sizeof(b2)));
 		else
 			printf("  %-24s -> %s (outside the archive; not on this host)\n",
-			       wc_str(x, "name", b1, sizeof(b1)), link->valuestring);
+			       wc_str(x, "name", b1, sizeof(b1)), wc_str(x, "path", b2, sizeof(b2)));
 	}
 	if (a->outside_pages > 0)
 		printf("page images kept outside the archive (links into gpu-warmd's store): %u, "

@@ -62,12 +62,22 @@ static bool plain_name(const char *name)
 	return true;
 }
 
-/* The store's file a link target names, or NULL when it names no file of s's. */
+/* The store's file a link target names, or NULL when it names no file of s's: "<store>/<name>",
+ * or a relative link's "../../<store without its leading '/'>/<name>" (gwp_store_adopt()). */
 static const char *store_name(const struct gwp_store *s, const char *target)
 {
-	size_t n = strlen(s->path);
+	const char *path = s->path;
+	size_t n;
 
-	if (s->fd < 0 || strncmp(target, s->path, n) != 0 || target[n] != '/')
+	if (s->fd < 0)
+		return NULL;
+	if (strncmp(target, "../", 3) == 0) {
+		while (strncmp(target, "../", 3) == 0)
+			target += 3;
+		path++; /* the store's path without its leading '/' */
+	}
+	n = strlen(path);
+	if (strncmp(target, path, n) != 0 || target[n] != '/')
 		return NULL;
 	return plain_name(target + n + 1) ? target + n + 1 : NULL;
 }
@@ -175,10 +185,22 @@ static int put_in_store(const struct gwp_store *s, int dirfd, const char *name, 
 	return r;
 }
 
+/* "../" up to / from any images directory, then path (absolute) and file: a target that CRIU's
+ * restorer, opening the page image from inside the restored container's root through the images
+ * directory's fd, resolves in the host's tree. */
+static void link_up(char *buf, size_t len, const char *path, const char *file)
+{
+	size_t at = 0;
+
+	for (int i = 0; i < GWP_STORE_LINK_UPS && at + 3 < len; i++, at += 3)
+		memcpy(buf + at, "../", 3);
+	snprintf(buf + at, len - at, "%s/%s", path + 1, file);
+}
+
 int gwp_store_adopt(const struct gwp_store *s, int dirfd, const char *name, uint64_t *bytes,
 		    char *err, size_t len)
 {
-	char file[NAME_MAX_BYTES + 1], target[GWP_STORE_PATH_MAX + NAME_MAX_BYTES + 2];
+	char file[NAME_MAX_BYTES + 1], target[GWP_STORE_LINK_MAX];
 	char tmp[NAME_MAX_BYTES + 16];
 	struct stat st;
 	int in, r;
@@ -211,7 +233,7 @@ int gwp_store_adopt(const struct gwp_store *s, int dirfd, const char *name, uint
 		return r;
 	}
 	/* The link replaces the file in one rename: name is never missing. */
-	snprintf(target, sizeof(target), "%s/%s", s->path, file);
+	link_up(target, sizeof(target), s->path, file);
 	unlinkat(dirfd, tmp, 0);
 	if (symlinkat(target, dirfd, tmp) < 0 || renameat(dirfd, tmp, dirfd, name) < 0) {
 		r = -errno;
@@ -261,7 +283,7 @@ int gwp_store_open_file(const struct gwp_store *s, int dirfd, const char *name, 
 			size_t len)
 {
 	const int how = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC; /* a FIFO must not block */
-	char target[GWP_STORE_PATH_MAX + NAME_MAX_BYTES + 2];
+	char target[GWP_STORE_LINK_MAX];
 	const char *file;
 	int fd, r;
 
@@ -303,7 +325,7 @@ int gwp_store_open_file(const struct gwp_store *s, int dirfd, const char *name, 
 
 int gwp_store_unlink(const struct gwp_store *s, int dirfd, const char *name)
 {
-	char target[GWP_STORE_PATH_MAX + NAME_MAX_BYTES + 2];
+	char target[GWP_STORE_LINK_MAX];
 	const char *file = NULL;
 	int r = 0;
 

@@ -19,6 +19,8 @@
 #include "gw-privdir.h"
 
 #define GWP_STORE_PATH_MAX (GW_PRIVDIR_PATH_MAX + 1) /* what gw_privdir_open() takes */
+#define GWP_STORE_LINK_UPS 40 /* "../" in a page image's link: deeper images are not reached */
+#define GWP_STORE_LINK_MAX (GWP_STORE_LINK_UPS * 3 + GWP_STORE_PATH_MAX + 256)
 
 struct gwp_store {
 	int fd; /* the directory; -1: no store */
@@ -40,7 +42,11 @@ int gwp_store_create(const struct gwp_store *s, int dirfd, const char *name, cha
 int gwp_store_open_file(const struct gwp_store *s, int dirfd, const char *name, char *err,
 			size_t len);
 /* Move the regular file name in dirfd into the store (a hard link there, or a copy on another
- * file system), then replace name by a link to it in one rename: 1 with *bytes its size, 0
+ * file system), then replace name by a link to it in one rename. The link is relative, forty
+ * "../" and then the store's path: CRIU's restorer opens a page image again from inside the
+ * restored container's root, through the images directory's fd, where an absolute link would
+ * resolve against the container's "/"; a relative one walks up the host's tree from the images
+ * directory (surplus ".." stop at "/"). 1 with *bytes its size, 0
  * when there is nothing to move (no store, name is a link or not a regular file), or a
  * negative errno with why in err (name is left as it was). */
 int gwp_store_adopt(const struct gwp_store *s, int dirfd, const char *name, uint64_t *bytes,

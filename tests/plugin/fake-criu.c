@@ -33,6 +33,8 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <limits.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -42,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ptrace.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -85,6 +88,7 @@ static struct {
 	char inventory[MAX_INVENTORY][64];
 	unsigned ninventory;
 	int inventory_loaded; /* restore: the images had a plugin list */
+	const char *images; /* -D */
 	int interrupt_only;
 	unsigned alarms;
 } C = { .image_fd = -1 };
@@ -365,15 +369,58 @@ static int pages_save(void)
 	return 0;
 }
 
-/* The pages the dump wrote, read as CRIU reads them (following links): 0 when they are. */
-static int pages_check(void)
+/* PAGES_FILE, opened through the images' fd and read: 0 when it holds the pages of seed. */
+static int pages_read_back(unsigned long long seed)
 {
 	static uint32_t buf[PAGES_BYTES / 4];
+	int fd = openat(C.image_fd, PAGES_FILE, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf));
+	close(fd);
+	for (size_t i = 0; n == (ssize_t)sizeof(buf) && i < PAGES_BYTES / 4; i++)
+		if (buf[i] != pages_word(seed, i))
+			n = -1;
+	return n == (ssize_t)sizeof(buf) ? 0 : -EILSEQ;
+}
+
+/* As CRIU's restorer reads the pages again: from inside the restored task's root (here a chroot
+ * to an empty directory, in a user and mount namespace of a child), through the images' fd.
+ * Where namespaces are not allowed, from this root (the log says so). */
+static int pages_read_back_in_task_root(unsigned long long seed)
+{
+	char root[PATH_MAX];
+	int status, r;
+	pid_t pid;
+
+	snprintf(root, sizeof(root), "%s/fake-task-root", C.images);
+	if (mkdir(root, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	pid = fork();
+	if (pid == 0) {
+		int chrooted = unshare(CLONE_NEWUSER | CLONE_NEWNS) == 0 && chroot(root) == 0 &&
+			       chdir("/") == 0;
+
+		if (!chrooted)
+			pr(GWP_CRIU_LOG_INFO, "no namespaces here: pages read in CRIU's root\n");
+		_exit(-pages_read_back(seed) & 0xff);
+	}
+	r = pid < 0 ? -errno : waitpid(pid, &status, 0) < 0 ? -errno :
+			       WIFEXITED(status) ? -WEXITSTATUS(status) : -EINTR;
+	rmdir(root);
+	return r;
+}
+
+/* The pages the dump wrote, read as CRIU reads them (following links; once in CRIU's root, once
+ * in the task's): 0 when they are. */
+static int pages_check(void)
+{
 	unsigned long long seed;
 	unsigned bytes = 0;
-	int fd = openat(C.image_fd, PAGEMAP_FILE, O_RDONLY | O_CLOEXEC);
+	int fd = openat(C.image_fd, PAGEMAP_FILE, O_RDONLY | O_CLOEXEC), r;
 	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
-	ssize_t n;
 
 	if (!f)
 		return 0; /* images of a dump without pages */
@@ -383,18 +430,12 @@ static int pages_check(void)
 		return -1;
 	}
 	fclose(f);
-	fd = openat(C.image_fd, PAGES_FILE, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		pr(GWP_CRIU_LOG_ERROR, "cannot open %s: %s\n", PAGES_FILE, strerror(errno));
-		return -1;
-	}
-	n = read(fd, buf, sizeof(buf));
-	close(fd);
-	for (size_t i = 0; n == (ssize_t)sizeof(buf) && i < PAGES_BYTES / 4; i++)
-		if (buf[i] != pages_word(seed, i))
-			n = -1;
-	if (n != (ssize_t)sizeof(buf)) {
-		pr(GWP_CRIU_LOG_ERROR, "%s does not hold the dump's pages\n", PAGES_FILE);
+	r = pages_read_back(seed);
+	if (r == 0)
+		r = pages_read_back_in_task_root(seed);
+	if (r < 0) {
+		pr(GWP_CRIU_LOG_ERROR, "%s does not hold the dump's pages: %s\n", PAGES_FILE,
+		   strerror(-r));
 		return -1;
 	}
 	pr(GWP_CRIU_LOG_INFO, "%s: %u bytes of pages restored\n", PAGES_FILE, bytes);
@@ -701,6 +742,7 @@ int main(int argc, char **argv)
 	struct options o;
 
 	parse_options(argc, argv, &o);
+	C.images = o.images;
 	C.image_fd = open(o.images, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (C.image_fd < 0 || chdir(o.images) < 0) {
 		perror(o.images);

@@ -537,9 +537,14 @@ static void pages_through_store(const char *dir, const char *st)
 	len = readlink(path, target, sizeof(target) - 1);
 	GW_ASSERT(len > 0);
 	target[len] = '\0';
-	GW_ASSERT(strncmp(target, st, strlen(st)) == 0 && target[strlen(st)] == '/');
+	/* relative: up to / (40 times ".."), then the store's path */
+	GW_ASSERT(strncmp(target, "../../", 6) == 0);
+	GW_ASSERT(strstr(target, st + 1) == target + 3 * GWP_STORE_LINK_UPS);
 	fd = open(path, O_RDONLY); /* as CRIU opens it: through the link */
 	GW_ASSERT(fd >= 0 && read(fd, buf, 7) == 7 && memcmp(buf, "pages-2", 7) == 0);
+	close(fd);
+	fd = gwp_store_open_file(&store, dfd, "pages-2.img", err, sizeof(err)); /* a store file */
+	GW_ASSERT(fd >= 0);
 	close(fd);
 	snprintf(path, sizeof(path), "%s/pagemap-1.img", dir);
 	GW_ASSERT(readlink(path, target, sizeof(target)) < 0); /* not a page image: stays */
