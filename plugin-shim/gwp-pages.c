@@ -86,6 +86,30 @@ int gwp_pages_unlink_links(const struct gwp_store *s, int dirfd)
 	return r < 0 ? r : n;
 }
 
+int gwp_pages_relink(const struct gwp_store *s, int dirfd, unsigned *links, char *err,
+		     size_t len)
+{
+	DIR *d = open_dir(dirfd);
+	struct dirent *e;
+	int r = 0;
+
+	*links = 0;
+	if (!d) {
+		r = -errno;
+		snprintf(err, len, "cannot read the images directory: %s", strerror(-r));
+		return r;
+	}
+	while (r >= 0 && (e = readdir(d))) {
+		if (!gwp_pages_is_image_name(e->d_name) || !is_link(dirfd, e->d_name))
+			continue;
+		r = gwp_store_relink_relative(s, dirfd, e->d_name, err, len);
+		if (r > 0)
+			(*links)++;
+	}
+	closedir(d);
+	return r < 0 ? r : 0;
+}
+
 int gwp_pages_to_store(const struct gwp_store *s, int dirfd, unsigned *files, uint64_t *bytes,
 		       char *err, size_t len)
 {

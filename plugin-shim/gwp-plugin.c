@@ -188,6 +188,8 @@ static int plugin_init(int stage)
 	    GWP_PLUGIN_NAME, P.mode == GWP_MODE_DUMP ? "dump" : "restore");
 	if (P.mode == GWP_MODE_DUMP)
 		gwp_dump_drop_page_links(&P);
+	else if (P.mode == GWP_MODE_RESTORE)
+		gwp_restore_relink_pages(&P);
 	return 0;
 }
 

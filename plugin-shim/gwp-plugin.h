@@ -92,6 +92,8 @@ void gwp_dump_drop_page_links(struct gwp_plugin *p);
 void gwp_dump_store_pages(struct gwp_plugin *p);
 
 /* gwp-restore.c */
+/* Start of a restore: page images linked into gpu-warmd's store get links CRIU can follow. */
+void gwp_restore_relink_pages(struct gwp_plugin *p);
 int gwp_restore_resume(struct gwp_plugin *p, int pid);
 int gwp_restore_post_forking(struct gwp_plugin *p);
 

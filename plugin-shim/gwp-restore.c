@@ -6,6 +6,7 @@
  * of fast-path images while CRIU restores memory.
  */
 #include "gwp-plugin.h"
+#include "gwp-pages.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -263,4 +264,28 @@ int gwp_restore_post_forking(struct gwp_plugin *p)
 		return -ENOTSUP; /* the fast path needs the daemon: nothing to start early */
 	gwp_image_each(dir, want, prefill_one, &(struct prefill_args){ p, dir });
 	return -ENOTSUP;
+}
+
+void gwp_restore_relink_pages(struct gwp_plugin *p)
+{
+	int dir = gwp_criu_image_dir(&p->criu, NULL), r;
+	const struct gwp_store *store;
+	char err[GWP_ERR_LEN] = "";
+	unsigned links = 0;
+
+	if (!gwp_pages_has_links(dir))
+		return;
+	store = gwp_plugin_store(p);
+	if (store->fd < 0) {
+		LOG(p, WARN, "CRIU's page images are links, and gpu-warmd has no store (--vram-store) "
+		    "to check them against: left as they are (CRIU cannot open an absolute link "
+		    "from inside a container)");
+		return;
+	}
+	r = gwp_pages_relink(store, dir, &links, err, sizeof(err));
+	if (r < 0)
+		LOG(p, ERROR, "%s", err);
+	else if (links > 0)
+		LOG(p, INFO, "%u page images linked into gpu-warmd's store: links made relative, for "
+		    "CRIU's restorer inside the container", links);
 }

@@ -233,7 +233,7 @@ int gwp_store_adopt(const struct gwp_store *s, int dirfd, const char *name, uint
 		return r;
 	}
 	/* The link replaces the file in one rename: name is never missing. */
-	link_up(target, sizeof(target), s->path, file);
+	snprintf(target, sizeof(target), "%s/%s", s->path, file);
 	unlinkat(dirfd, tmp, 0);
 	if (symlinkat(target, dirfd, tmp) < 0 || renameat(dirfd, tmp, dirfd, name) < 0) {
 		r = -errno;
@@ -244,6 +244,32 @@ int gwp_store_adopt(const struct gwp_store *s, int dirfd, const char *name, uint
 		return r;
 	}
 	*bytes = (uint64_t)st.st_size;
+	return 1;
+}
+
+int gwp_store_relink_relative(const struct gwp_store *s, int dirfd, const char *name,
+			      char *err, size_t len)
+{
+	char target[GWP_STORE_LINK_MAX], tmp[NAME_MAX_BYTES + 16], file[NAME_MAX_BYTES + 1];
+	const char *in_store;
+	int r = read_link(dirfd, name, target, sizeof(target));
+
+	if (r < 0 || target[0] != '/')
+		return 0; /* not a link, or relative already */
+	in_store = store_name(s, target);
+	if (!in_store)
+		return 0;
+	snprintf(file, sizeof(file), "%s", in_store); /* plain_name(): it fits */
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.gwlink", name) >= sizeof(tmp))
+		return -EINVAL;
+	link_up(target, sizeof(target), s->path, file);
+	unlinkat(dirfd, tmp, 0);
+	if (symlinkat(target, dirfd, tmp) < 0 || renameat(dirfd, tmp, dirfd, name) < 0) {
+		r = -errno;
+		snprintf(err, len, "cannot make the link %s relative: %s", name, strerror(-r));
+		unlinkat(dirfd, tmp, 0);
+		return r;
+	}
 	return 1;
 }
 

@@ -42,15 +42,20 @@ int gwp_store_create(const struct gwp_store *s, int dirfd, const char *name, cha
 int gwp_store_open_file(const struct gwp_store *s, int dirfd, const char *name, char *err,
 			size_t len);
 /* Move the regular file name in dirfd into the store (a hard link there, or a copy on another
- * file system), then replace name by a link to it in one rename. The link is relative, forty
- * "../" and then the store's path: CRIU's restorer opens a page image again from inside the
- * restored container's root, through the images directory's fd, where an absolute link would
- * resolve against the container's "/"; a relative one walks up the host's tree from the images
- * directory (surplus ".." stop at "/"). 1 with *bytes its size, 0
- * when there is nothing to move (no store, name is a link or not a regular file), or a
- * negative errno with why in err (name is left as it was). */
+ * file system), then replace name by a link to it (absolute, as podman's --import accepts) in
+ * one rename: 1 with *bytes its size, 0 when there is nothing to move (no store, name is a link
+ * or not a regular file), or a negative errno with why in err (name is left as it was). */
 int gwp_store_adopt(const struct gwp_store *s, int dirfd, const char *name, uint64_t *bytes,
 		    char *err, size_t len);
+/* name, an absolute link to a file of the store, replaced (one rename) by a relative link to
+ * the same file: forty "../" and then the store's path. CRIU's restorer opens a page image again
+ * from inside the restored container's root, through the images directory's fd: an absolute
+ * link resolves against the container's "/" there, a relative one walks up the host's tree from
+ * the images directory (surplus ".." stop at "/"). podman's --import refuses relative links that
+ * leave the checkpoint, so the dump leaves absolute ones and the restore makes them relative.
+ * 1 done, 0 nothing to do (not such a link), or a negative errno with why in err. */
+int gwp_store_relink_relative(const struct gwp_store *s, int dirfd, const char *name,
+			      char *err, size_t len);
 /* Remove name from dirfd, and the store's file it links to (if it is one of the store's).
  * 0, or a negative errno (-ENOENT: there was no name). */
 int gwp_store_unlink(const struct gwp_store *s, int dirfd, const char *name);

@@ -537,9 +537,18 @@ static void pages_through_store(const char *dir, const char *st)
 	len = readlink(path, target, sizeof(target) - 1);
 	GW_ASSERT(len > 0);
 	target[len] = '\0';
-	/* relative: up to / (40 times ".."), then the store's path */
+	/* absolute, as podman's --import takes it */
+	GW_ASSERT(strncmp(target, st, strlen(st)) == 0 && target[strlen(st)] == '/');
+	/* a restore makes it relative: up to / (40 times ".."), then the store's path */
+	GW_ASSERT_INT_EQ(gwp_pages_relink(&store, dfd, &files, err, sizeof(err)), 0);
+	GW_ASSERT_INT_EQ(files, 2);
+	len = readlink(path, target, sizeof(target) - 1);
+	GW_ASSERT(len > 0);
+	target[len] = '\0';
 	GW_ASSERT(strncmp(target, "../../", 6) == 0);
 	GW_ASSERT(strstr(target, st + 1) == target + 3 * GWP_STORE_LINK_UPS);
+	GW_ASSERT_INT_EQ(gwp_pages_relink(&store, dfd, &files, err, sizeof(err)), 0);
+	GW_ASSERT_INT_EQ(files, 0); /* relative already */
 	fd = open(path, O_RDONLY); /* as CRIU opens it: through the link */
 	GW_ASSERT(fd >= 0 && read(fd, buf, 7) == 7 && memcmp(buf, "pages-2", 7) == 0);
 	close(fd);
