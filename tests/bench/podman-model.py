@@ -524,9 +524,10 @@ def merge(paths, out_dir):
         r = json.load(open(p))
         res["runs"].append({k: v for k, v in r.items() if k not in ("stacks", "ratios", "checks")})
         res["stacks"].update(r.get("stacks", {}))
-        for k in ("gpu", "kernel", "criu", "podman", "kv_cache_gib", "cuda_checkpoint", "net", "thp"):
-            if k in r:
-                res.setdefault(k, r[k])
+        for k in ("gpu", "kernel", "criu", "podman", "kv_cache_gib", "cuda_checkpoint", "cuda_plugin",
+                  "net", "thp"):
+            if r.get(k) is not None and res.get(k) is None:
+                res[k] = r[k]  # the first run that has it
     res["ratios"], res["checks"] = ratios(res)
     os.makedirs(out_dir, exist_ok=True)
     json.dump(res, open(f"{out_dir}/podman-model.json", "w"), indent=1)
