@@ -197,11 +197,30 @@ static void link_up(char *buf, size_t len, const char *path, const char *file)
 	snprintf(buf + at, len - at, "%s/%s", path + 1, file);
 }
 
+/* name in dirfd replaced by a symlink to target in one rename (through name.gwlink): 0, or a
+ * negative errno (name as it was). */
+static int replace_by_link(int dirfd, const char *name, const char *target)
+{
+	char tmp[NAME_MAX_BYTES + 16];
+	int r;
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.gwlink", name) >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	unlinkat(dirfd, tmp, 0);
+	if (symlinkat(target, dirfd, tmp) < 0)
+		return -errno;
+	if (renameat(dirfd, tmp, dirfd, name) < 0) {
+		r = -errno;
+		unlinkat(dirfd, tmp, 0);
+		return r;
+	}
+	return 0;
+}
+
 int gwp_store_adopt(const struct gwp_store *s, int dirfd, const char *name, uint64_t *bytes,
 		    char *err, size_t len)
 {
 	char file[NAME_MAX_BYTES + 1], target[GWP_STORE_LINK_MAX];
-	char tmp[NAME_MAX_BYTES + 16];
 	struct stat st;
 	int in, r;
 
@@ -220,7 +239,7 @@ int gwp_store_adopt(const struct gwp_store *s, int dirfd, const char *name, uint
 		close(in);
 		return 0; /* not a file to move */
 	}
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.gwlink", name) >= sizeof(tmp)) {
+	if (strlen(name) > NAME_MAX_BYTES) {
 		close(in);
 		snprintf(err, len, "%s: not a name a store file can take", name);
 		return -EINVAL;
@@ -234,12 +253,10 @@ int gwp_store_adopt(const struct gwp_store *s, int dirfd, const char *name, uint
 	}
 	/* The link replaces the file in one rename: name is never missing. */
 	snprintf(target, sizeof(target), "%s/%s", s->path, file);
-	unlinkat(dirfd, tmp, 0);
-	if (symlinkat(target, dirfd, tmp) < 0 || renameat(dirfd, tmp, dirfd, name) < 0) {
-		r = -errno;
+	r = replace_by_link(dirfd, name, target);
+	if (r < 0) {
 		snprintf(err, len, "cannot replace %s by a link to %s: %s", name, target,
 			 strerror(-r));
-		unlinkat(dirfd, tmp, 0);
 		unlinkat(s->fd, file, 0);
 		return r;
 	}
@@ -250,7 +267,7 @@ int gwp_store_adopt(const struct gwp_store *s, int dirfd, const char *name, uint
 int gwp_store_relink_relative(const struct gwp_store *s, int dirfd, const char *name,
 			      char *err, size_t len)
 {
-	char target[GWP_STORE_LINK_MAX], tmp[NAME_MAX_BYTES + 16], file[NAME_MAX_BYTES + 1];
+	char target[GWP_STORE_LINK_MAX], file[NAME_MAX_BYTES + 1];
 	const char *in_store;
 	int r = read_link(dirfd, name, target, sizeof(target));
 
@@ -260,14 +277,10 @@ int gwp_store_relink_relative(const struct gwp_store *s, int dirfd, const char *
 	if (!in_store)
 		return 0;
 	snprintf(file, sizeof(file), "%s", in_store); /* plain_name(): it fits */
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.gwlink", name) >= sizeof(tmp))
-		return -EINVAL;
 	link_up(target, sizeof(target), s->path, file);
-	unlinkat(dirfd, tmp, 0);
-	if (symlinkat(target, dirfd, tmp) < 0 || renameat(dirfd, tmp, dirfd, name) < 0) {
-		r = -errno;
+	r = replace_by_link(dirfd, name, target);
+	if (r < 0) {
 		snprintf(err, len, "cannot make the link %s relative: %s", name, strerror(-r));
-		unlinkat(dirfd, tmp, 0);
 		return r;
 	}
 	return 1;
