@@ -15,11 +15,11 @@
 #include <strings.h>
 #include <unistd.h>
 
-#define MIB(b) ((double)(b) / (1 << 20))
-
 #include "gw-pidgpu.h"
 #include "gwp-pages.h"
 #include "gwp-proc.h"
+
+#define MIB(b) ((double)(b) / (1 << 20))
 
 /* The GPUs pid has open, by UUID, while the driver still holds them (before the lock). */
 static void record_gpus(struct gwp_plugin *p, struct gwp_task *t)

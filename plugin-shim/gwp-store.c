@@ -63,7 +63,8 @@ static bool plain_name(const char *name)
 }
 
 /* The store's file a link target names, or NULL when it names no file of s's: "<store>/<name>",
- * or a relative link's "../../<store without its leading '/'>/<name>" (gwp_store_adopt()). */
+ * or a relative link's "../../<store without its leading '/'>/<name>"
+ * (gwp_store_relink_relative()). */
 static const char *store_name(const struct gwp_store *s, const char *target)
 {
 	const char *path = s->path;
