@@ -3,7 +3,8 @@
  * The dump side of the plugin: PAUSE_DEVICES locks a CUDA process (or has gpu-warmd suspend it
  * with its VRAM, the fast path), CHECKPOINT_DEVICES checkpoints it and writes its record into
  * the images; at exit, a failed dump (or one that leaves the tasks running) is undone and a dump
- * that worked is named in the images.
+ * that worked is named in the images, its page images moved into gpu-warmd's store if it has
+ * one. At init, the page-image links an earlier dump left go first.
  */
 #include "gwp-plugin.h"
 
